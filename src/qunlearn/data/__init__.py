@@ -1,0 +1,76 @@
+"""Data sets (protocol §1): MNIST 1 vs 9 and XXZ ground states, each a class-sorted ``Dataset``.
+
+Every loader has the signature ``load_x(*, cache_dir=None, **options) -> Dataset``; ``DATASETS``
+maps names to loaders and ``load_dataset`` dispatches by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from qunlearn.data.cache import Dataset, default_cache_dir
+from qunlearn.data.mnist import load_mnist, normalise_and_pad, preprocess_mnist
+from qunlearn.data.xxz import ground_state, load_xxz, load_xxz_grid, xxz_grid, xxz_hamiltonian
+from qunlearn.errors import QunlearnError
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "default_cache_dir",
+    "describe",
+    "ground_state",
+    "load_dataset",
+    "load_mnist",
+    "load_xxz",
+    "load_xxz_grid",
+    "normalise_and_pad",
+    "preprocess_mnist",
+    "xxz_grid",
+    "xxz_hamiltonian",
+]
+
+DATASETS: dict[str, Callable[..., Dataset]] = {"mnist": load_mnist, "xxz": load_xxz}
+
+
+def load_dataset(name: str, *, cache_dir: str | os.PathLike | None = None, **options) -> Dataset:
+    """``DATASETS[name](cache_dir=cache_dir, **options)`` with one-line errors for bad names."""
+    if name not in DATASETS:
+        raise QunlearnError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    loader = DATASETS[name]
+    known = set(inspect.signature(loader).parameters) - {"cache_dir"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise QunlearnError(
+            f"unknown option(s) {', '.join(unknown)} for dataset {name}: valid options are "
+            f"{', '.join(sorted(known))}"
+        )
+    return loader(cache_dir=cache_dir, **options)
+
+
+def describe(dataset: Dataset) -> str:
+    """Multi-line human summary: samples per class, shapes, dtypes, checksums, cache path."""
+    info = dataset.info
+    lines = [f"dataset  {dataset.name}"]
+    for split in ("train", "val"):
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        counts = np.bincount(np.asarray(y), minlength=2)
+        lines.append(
+            f"{split:<8} {len(y)} samples (label 0: {counts[0]}, label 1: {counts[1]}), "
+            f"x {x.shape} {x.dtype}, y {y.dtype}"
+        )
+    source = info.get("source", {})
+    lines.append(f"source   {source.get('kind', '?')}" + (f" {source['path']}" if "path" in source else ""))
+    if "sha256" in source:
+        digest = source["sha256"]
+        digests = digest.items() if isinstance(digest, dict) else [("sha256", digest)]
+        lines += [f"         {key}: {value}" for key, value in digests]
+    if "parameters" in info:
+        params = ", ".join(f"{k}={v}" for k, v in info["parameters"].items())
+        lines.append(f"params   {params}")
+    lines.append(f"cache    {info.get('cache_path', '?')}")
+    lines.append(f"         sha256: {info.get('cache_sha256', '?')}")
+    return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""XXZ-chain ground states by exact diagonalisation (protocol §1, quantum data).
+
+    H(Δ) = Σ_i (X_i X_{i+1} + Y_i Y_{i+1} + Δ Z_i Z_{i+1}),   i+1 mod N (periodic) or i < N-1 (open).
+
+Label 0: gapless XY phase (-1 < Δ < 1); label 1: gapped Néel phase (Δ > 1). Basis: qubit 0 is the
+most significant bit of the basis index (tensorcircuit convention); Z|0> = +|0>.
+
+Default split (the reference's indices on the 293-point grid over [-1, 2]): train label 0 =
+107, 109, …, 187; train label 1 = 200, …, 280; val label 0 = 106, …, 188; val label 1 = 199, …, 281.
+For any grid the same split follows from one rule (``split_indices``): the grid points inside the
+reference's Δ windows [Δ_106, Δ_188] (label 0) and [Δ_199, Δ_281] (label 1), alternating val,
+train, val, … within each window. Explicit indices override the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as sla
+
+from qunlearn.data.cache import Dataset, read_npz, resolve_cache_dir, sha256_bytes, write_npz
+from qunlearn.errors import QunlearnError
+
+BOUNDARIES = ("periodic", "open")
+CACHE_FORMAT = 1
+_REF_GRID = np.linspace(-1.0, 2.0, 293)
+# Δ windows of the reference selection (class 0, class 1); 189-198 (around Δ = 1) and the
+# ferromagnetic edge are left out.
+WINDOWS = ((float(_REF_GRID[106]), float(_REF_GRID[188])), (float(_REF_GRID[199]), float(_REF_GRID[281])))
+_WINDOW_TOL = 1e-9
+
+
+def xxz_grid(delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293) -> np.ndarray:
+    """(n_delta,) evenly spaced anisotropies, endpoints included."""
+    if not (np.isfinite(delta_min) and np.isfinite(delta_max) and delta_min < delta_max):
+        raise QunlearnError(f"need finite delta_min < delta_max, got {delta_min}, {delta_max}")
+    if int(n_delta) < 2:
+        raise QunlearnError(f"n_delta must be >= 2, got {n_delta}")
+    return np.linspace(float(delta_min), float(delta_max), int(n_delta))
+
+
+def _check_chain(n_spins: int, boundary: str) -> None:
+    if boundary not in BOUNDARIES:
+        raise QunlearnError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    if not 2 <= int(n_spins) <= 20:
+        raise QunlearnError(f"n_spins must be in [2, 20], got {n_spins}")
+
+
+def _bonds(n_spins: int, boundary: str) -> list[tuple[int, int]]:
+    bonds = [(i, i + 1) for i in range(n_spins - 1)]
+    return bonds + [(n_spins - 1, 0)] if boundary == "periodic" else bonds
+
+
+def _spins(n_spins: int) -> np.ndarray:
+    """(2**n, n) int8: z_i(b) = ±1, the Z eigenvalue of qubit i (MSB first) in basis state b."""
+    bits = (np.arange(1 << n_spins)[:, None] >> (n_spins - 1 - np.arange(n_spins))) & 1
+    return (1 - 2 * bits).astype(np.int8)
+
+
+def xxz_hamiltonian(delta: float, n_spins: int, boundary: str = "periodic") -> sp.csr_matrix:
+    """(2**n, 2**n) real sparse H(Δ). XX + YY = 2 (σ+σ- + σ-σ+) swaps antiparallel neighbours with
+    amplitude 2; ZZ is diagonal ±1."""
+    _check_chain(n_spins, boundary)
+    z = _spins(n_spins)
+    index = np.arange(1 << n_spins)
+    diag = np.zeros(1 << n_spins)
+    rows, cols = [], []
+    for i, j in _bonds(n_spins, boundary):
+        zz = z[:, i] * z[:, j]
+        diag += float(delta) * zz
+        anti = index[zz < 0]
+        rows.append(anti)
+        cols.append(anti ^ ((1 << (n_spins - 1 - i)) | (1 << (n_spins - 1 - j))))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    hop = sp.coo_matrix((np.full(rows.size, 2.0), (rows, cols)), shape=(1 << n_spins,) * 2)
+    return (hop + sp.diags(diag)).tocsr()  # duplicates (N = 2 periodic) are summed
+
+
+def fix_phase(psi: np.ndarray) -> np.ndarray:
+    """psi times the conjugate phase of its largest amplitude, so that amplitude is real > 0.
+    Amplitudes within 1e-8 (relative) of the largest count as ties; the lowest index wins, so the
+    choice does not hinge on round-off between symmetry-equivalent amplitudes."""
+    mag = np.abs(psi)
+    pivot = psi[np.flatnonzero(mag >= mag.max() * (1 - 1e-8))[0]]
+    return psi * (np.conj(pivot) / np.abs(pivot))
+
+
+def ground_state(delta: float, n_spins: int, boundary: str = "periodic") -> tuple[float, np.ndarray]:
+    """Lowest eigenpair of H(Δ): (energy, psi (2**n,) complex128, unit norm, phase fixed).
+
+    Lanczos (ARPACK ``eigsh``) in the full 2**n space from a fixed start vector, to machine
+    tolerance, so repeated calls give identical bits. At Δ = -1 the ground level is degenerate
+    and psi is one (deterministic) member of it.
+    """
+    h = xxz_hamiltonian(delta, n_spins, boundary)
+    v0 = np.random.default_rng(0).standard_normal(h.shape[0])
+    energies, vectors = sla.eigsh(h, k=1, which="SA", v0=v0 / np.linalg.norm(v0), tol=0)
+    psi = vectors[:, np.argmin(energies)]
+    psi = fix_phase(psi / np.linalg.norm(psi)).astype(np.complex128)
+    return float(np.min(energies)), psi
+
+
+def zz_observables(psi: np.ndarray, n_spins: int, boundary: str = "periodic") -> tuple[float, float]:
+    """(⟨Z_i Z_{i+1}⟩ averaged over bonds, staggered structure factor S(π)), from |psi|²:
+    S(π) = (1/N) Σ_{i,j} (-1)^{i-j} ⟨Z_i Z_j⟩ = (1/N) ⟨(Σ_i (-1)^i Z_i)²⟩."""
+    prob = np.abs(psi) ** 2
+    z = _spins(n_spins).astype(np.float64)
+    zz_nn = np.mean([prob @ (z[:, i] * z[:, j]) for i, j in _bonds(n_spins, boundary)])
+    stagger = z @ ((-1.0) ** np.arange(n_spins))
+    return float(zz_nn), float(prob @ stagger**2 / n_spins)
+
+
+def generate_xxz_grid(deltas, n_spins: int = 12, boundary: str = "periodic") -> dict[str, np.ndarray]:
+    """Ground states on a grid: deltas (G,), energies (G,), states (G, 2**n) complex128,
+    zz_nn (G,), s_pi (G,)."""
+    deltas = np.asarray(deltas, dtype=np.float64)
+    energies, states, zz_nn, s_pi = [], [], [], []
+    for delta in deltas:
+        energy, psi = ground_state(delta, n_spins, boundary)
+        energies.append(energy)
+        states.append(psi)
+        corr, structure = zz_observables(psi, n_spins, boundary)
+        zz_nn.append(corr)
+        s_pi.append(structure)
+    return {
+        "deltas": deltas,
+        "energies": np.array(energies),
+        "states": np.array(states, dtype=np.complex128).reshape(len(deltas), 1 << n_spins),
+        "zz_nn": np.array(zz_nn),
+        "s_pi": np.array(s_pi),
+    }
+
+
+def _grid_params(n_spins, boundary, delta_min, delta_max, n_delta) -> dict:
+    _check_chain(n_spins, boundary)
+    xxz_grid(delta_min, delta_max, n_delta)  # validates
+    return {
+        "n_spins": int(n_spins), "boundary": boundary, "delta_min": float(delta_min),
+        "delta_max": float(delta_max), "n_delta": int(n_delta), "format": CACHE_FORMAT,
+    }
+
+
+def cache_name(params: dict) -> str:
+    """File name of a parameter set: readable prefix + 12 hex digits of its canonical JSON."""
+    tag = sha256_bytes(json.dumps(params, sort_keys=True).encode())[:12]
+    return f"xxz_N{params['n_spins']}_{params['boundary']}_{tag}.npz"
+
+
+def load_xxz_grid(
+    *, cache_dir: str | os.PathLike | None = None, n_spins: int = 12, boundary: str = "periodic",
+    delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """All ground states of a grid (see ``generate_xxz_grid``) and the cache metadata, read from
+    the cache or generated and cached (missing or checksum mismatch -> regenerate)."""
+    params = _grid_params(n_spins, boundary, delta_min, delta_max, n_delta)
+    path = resolve_cache_dir(cache_dir) / cache_name(params)
+    cached = read_npz(path)
+    if cached is not None and cached[1].get("parameters") == params:
+        arrays, meta = cached
+    else:
+        start = time.perf_counter()
+        arrays = generate_xxz_grid(xxz_grid(delta_min, delta_max, n_delta), n_spins, boundary)
+        meta = {
+            "parameters": params,
+            "generator": "scipy.sparse.linalg.eigsh(k=1, which='SA', tol=0, v0=default_rng(0))",
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        meta["sha256"] = write_npz(path, arrays, meta)
+    return arrays, {**meta, "cache_path": str(path)}
+
+
+def split_indices(deltas, train_idx=None, val_idx=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (idx label 0, idx label 1), "val": (...)} into ``deltas``.
+
+    A split left as None follows the rule in the module docstring (reproduces the reference's
+    indices on the default grid). Given splits are pairs of index sequences and are validated:
+    in range, label 0 in -1 < Δ < 1, label 1 in Δ > 1, train and val disjoint.
+    """
+    deltas = np.asarray(deltas)
+    rule = {"val": [], "train": []}
+    for lo, hi in WINDOWS:
+        inside = np.flatnonzero((deltas >= lo - _WINDOW_TOL) & (deltas <= hi + _WINDOW_TOL))
+        rule["val"].append(inside[0::2])
+        rule["train"].append(inside[1::2])
+    out = {}
+    for split, given in (("train", train_idx), ("val", val_idx)):
+        pair = rule[split] if given is None else _as_pair(given, split, len(deltas))
+        for label, idx in enumerate(pair):
+            if idx.size == 0:
+                raise QunlearnError(
+                    f"{split} label {label} has no grid points: widen the grid or pass "
+                    f"{split}_idx=(indices label 0, indices label 1)"
+                )
+            d = deltas[idx]
+            ok = np.all((d > -1) & (d < 1)) if label == 0 else np.all(d > 1)
+            if not ok:
+                phase = "-1 < Δ < 1" if label == 0 else "Δ > 1"
+                raise QunlearnError(
+                    f"{split} label {label} indices must lie in {phase}, got Δ in "
+                    f"[{d.min():.4g}, {d.max():.4g}]: fix {split}_idx"
+                )
+        out[split] = tuple(pair)
+    if np.intersect1d(np.concatenate(out["train"]), np.concatenate(out["val"])).size:
+        raise QunlearnError("train and val indices overlap: pass disjoint train_idx and val_idx")
+    return out
+
+
+def _as_pair(given, split: str, n_delta: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        pair = tuple(np.asarray(idx, dtype=np.int64).reshape(-1) for idx in given)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2:
+        raise QunlearnError(f"{split}_idx must be a pair (indices label 0, indices label 1)")
+    for idx in pair:
+        if idx.size and (idx.min() < 0 or idx.max() >= n_delta):
+            raise QunlearnError(f"{split}_idx has indices outside [0, {n_delta}): fix {split}_idx")
+        if np.unique(idx).size != idx.size:
+            raise QunlearnError(f"{split}_idx repeats an index: pass each grid index once")
+    return pair
+
+
+def load_xxz(
+    *, cache_dir: str | os.PathLike | None = None, n_spins: int = 12, boundary: str = "periodic",
+    delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293,
+    train_idx: Sequence[Sequence[int]] | None = None, val_idx: Sequence[Sequence[int]] | None = None,
+) -> Dataset:
+    """XXZ ground states, class-sorted: default train (82, 4096), val (84, 4096) complex128.
+
+    ``train_idx`` / ``val_idx``: (indices of label 0, indices of label 1) into
+    ``xxz_grid(delta_min, delta_max, n_delta)``; None follows ``split_indices``' rule.
+    """
+    arrays, meta = load_xxz_grid(
+        cache_dir=cache_dir, n_spins=n_spins, boundary=boundary, delta_min=delta_min,
+        delta_max=delta_max, n_delta=n_delta,
+    )
+    split = split_indices(arrays["deltas"], train_idx, val_idx)
+
+    def take(name):
+        idx = np.concatenate(split[name])
+        labels = np.concatenate([np.full(len(i), label, np.int32) for label, i in enumerate(split[name])])
+        return arrays["states"][idx], labels
+
+    (x_train, y_train), (x_val, y_val) = take("train"), take("val")
+    info = {
+        "dataset": "xxz",
+        "source": {"kind": "exact-diagonalisation", "generator": meta["generator"]},
+        "cache_path": meta["cache_path"],
+        "cache_sha256": meta["sha256"],
+        "parameters": meta["parameters"],
+        "hamiltonian": "H = sum_i X_i X_{i+1} + Y_i Y_{i+1} + Delta Z_i Z_{i+1}",
+        "train_idx": [s.tolist() for s in split["train"]],
+        "val_idx": [s.tolist() for s in split["val"]],
+        "n_train_per_class": [len(s) for s in split["train"]],
+        "n_val_per_class": [len(s) for s in split["val"]],
+    }
+    return Dataset("xxz", x_train, y_train, x_val, y_val, info)

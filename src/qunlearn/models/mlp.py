@@ -1,0 +1,36 @@
+"""Multilayer perceptron with Keras defaults: Glorot-uniform weights, zero biases, relu, sigmoid out."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from qunlearn.errors import QunlearnError
+
+
+def mlp(input_dim: int, complex_input: bool, hidden=(64, 16)):
+    """Dense(h1, relu) -> ... -> Dense(1, sigmoid). Complex inputs enter as [Re; Im] (2·input_dim).
+
+    Returns ``(init, apply)``; params are a list of ``{"w": (n_in, n_out), "b": (n_out,)}``.
+    """
+    hidden = tuple(int(h) for h in hidden)
+    if any(h <= 0 for h in hidden):
+        raise QunlearnError(f"MLP hidden sizes must be positive, got {list(hidden)}")
+    n_in = 2 * input_dim if complex_input else input_dim
+    sizes = (n_in, *hidden, 1)
+    glorot = jax.nn.initializers.glorot_uniform()
+
+    def init(key):
+        keys = jax.random.split(key, len(sizes) - 1)
+        return [
+            {"w": glorot(k, (a, b), jnp.float64), "b": jnp.zeros((b,), jnp.float64)}
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+        ]
+
+    def apply(params, x):
+        h = jnp.concatenate([x.real, x.imag]) if complex_input else x
+        for layer in params[:-1]:
+            h = jax.nn.relu(h @ layer["w"] + layer["b"])
+        return jax.nn.sigmoid(h @ params[-1]["w"] + params[-1]["b"])[0]
+
+    return init, apply

@@ -1,0 +1,1 @@
+"""Figures. Every function reads arrays or tables and writes files; none changes global state."""
