@@ -1,0 +1,127 @@
+"""``qunlearn`` command line: a thin shell over the library. Every command has ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qunlearn.errors import QunlearnError
+
+
+def _setup_jax() -> None:
+    # JAX flags are set once, here at the entry point, never in library modules.
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def cmd_data(args) -> None:
+    from qunlearn.data import describe, load_dataset
+
+    dataset = load_dataset(args.name, cache_dir=args.cache_dir)
+    print(describe(dataset))
+    if args.name == "xxz":
+        from qunlearn.data import xxz_figure
+
+        path = Path(args.figure or Path(dataset.info.get("cache_path", ".")).parent / "xxz.png")
+        xxz_figure(args.cache_dir, path)
+        print(f"figure: {path}")
+
+
+def _default_out(config) -> Path:
+    return Path("results") / config.name
+
+
+def cmd_run(args) -> None:
+    from qunlearn.experiments.config import load_config
+    from qunlearn.experiments.runner import run
+
+    config = load_config(args.config, args.overrides, tiny=args.tiny)
+    if args.tiny and not args.out:
+        config_out = Path("results") / f"{config.name}-tiny"
+    else:
+        config_out = Path(args.out) if args.out else _default_out(config)
+    try:
+        store = run(config, config_out, cache_dir=args.cache_dir, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cells are kept in {config_out}; rerun the same command "
+              "to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"results: {store.root / 'results.csv'}")
+    print(f"manifest: {store.manifest_path}")
+
+
+def cmd_compare(args) -> None:
+    from qunlearn.compare import compare_results_dir
+
+    out = compare_results_dir(args.results)
+    print(out["text"])
+    print(f"\nsaved {Path(args.results) / 'compare.csv'}")
+
+
+def cmd_plot(args) -> None:
+    from qunlearn.plotting.results import plot_results_dir
+
+    for path in plot_results_dir(args.results):
+        print(f"figure: {path}")
+
+
+def cmd_demo(args) -> None:
+    from importlib import resources
+
+    ns = argparse.Namespace(
+        config=str(resources.files("qunlearn") / "configs" / "demo.toml"),
+        overrides=[], tiny=False, out=args.out, cache_dir=args.cache_dir, quiet=False,
+    )
+    cmd_run(ns)
+    out = Path(args.out)
+    cmd_compare(argparse.Namespace(results=out))
+    cmd_plot(argparse.Namespace(results=out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qunlearn",
+        description="Poisoning and unlearning of quantum and classical classifiers (arXiv 2508.02422).",
+    )
+    parser.add_argument("--cache-dir", default=None,
+                        help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="prepare, cache and describe a dataset")
+    p.add_argument("name", help="mnist or xxz")
+    p.add_argument("--figure", default=None, help="xxz: where to save the phase-diagram figure")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("run", help="run an experiment config (resumes a finished part)")
+    p.add_argument("config", help="TOML file, e.g. configs/fig2c_mnist.toml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. runs=2 models.qnn.epochs=10")
+    p.add_argument("--out", default=None, help="results directory (default results/<name>)")
+    p.add_argument("--tiny", action="store_true", help="apply the config's [tiny] smoke settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="compare a results directory with the paper's numbers")
+    p.add_argument("results", help="results directory (holds results.csv and manifest.json)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("plot", help="draw the figures of a results directory (PNG and PDF)")
+    p.add_argument("results", help="results directory")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("demo", help="a small noise sweep (MLP vs QNN, MNIST), compared and plotted")
+    p.add_argument("--out", default="results/demo", help="results directory")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_jax()
+    try:
+        args.func(args)
+    except QunlearnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

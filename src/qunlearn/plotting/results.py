@@ -1,0 +1,30 @@
+"""Draw the figures of a results directory; figures only read tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qunlearn.compare import REFERENCE_SWEEPS, read_csv, reference_rows
+from qunlearn.errors import QunlearnError
+
+
+def plot_results_dir(results_dir: str | Path) -> list[Path]:
+    results_dir = Path(results_dir)
+    table = results_dir / "results.csv"
+    if not table.is_file():
+        raise QunlearnError(f"no results.csv in {results_dir}: run an experiment there first")
+    config = json.loads((results_dir / "manifest.json").read_text())["config"]
+    rows = read_csv(table)
+    if config["experiment"] == "noise_sweep":
+        from qunlearn.plotting.sweep import plot_noise_sweep, reference_as_rows
+
+        ref = None
+        if config["dataset"] in REFERENCE_SWEEPS:
+            ref = reference_as_rows(reference_rows(REFERENCE_SWEEPS[config["dataset"]]))
+        return plot_noise_sweep(rows, results_dir, reference=ref, title=config["name"])
+    if config["experiment"] == "unlearning":
+        from qunlearn.plotting.unlearning import plot_unlearning_dir
+
+        return plot_unlearning_dir(results_dir, rows, config)
+    raise QunlearnError(f"no figure for experiment kind {config['experiment']!r}")
