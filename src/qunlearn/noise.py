@@ -9,6 +9,7 @@ over keys, e.g. ``jax.vmap(lambda k: flip_labels(k, x, y, 0.3))(keys)``.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +36,18 @@ def n_poisoned(n: int, alpha: float, kind: str) -> int:
 
 def _check_alpha(alpha) -> None:
     if isinstance(alpha, jax.core.Tracer):
-        raise QunlearnError("alpha must be a Python float (it fixes array shapes): do not trace it")
+        raise QunlearnError(
+            "alpha must be a concrete Python float (it sets the count n): do not trace it"
+        )
     if not (isinstance(alpha, int | float | np.floating | np.integer) and 0 <= alpha < 1):
         raise QunlearnError(f"alpha must be in [0, 1), got {alpha!r}")
 
 
-def _check_sorted(y) -> int:
+def _check_sorted(x, y) -> int:
     """N for class-sorted labels; checked only when the labels are concrete (not traced)."""
     n = y.shape[0]
+    if y.ndim != 1 or x.shape[:1] != (n,):
+        raise QunlearnError(f"need x (N, D) and y (N,), got x {x.shape} and y {y.shape}")
     if n % 2:
         raise QunlearnError(f"noise needs an even number of class-sorted samples, got N = {n}")
     if not isinstance(y, jax.core.Tracer):
@@ -55,45 +60,33 @@ def _check_sorted(y) -> int:
     return n
 
 
-def _poison_mask(key, n_total: int, n: int) -> jax.Array:
-    """(n_total,) bool with n/2 True in each half, positions uniform without replacement."""
+def _poison_mask(key, n_total: int, n) -> jax.Array:
+    """(n_total,) bool with n/2 True in each half, positions uniform without replacement.
+
+    The first n/2 entries of ``jax.random.permutation(k, N/2)`` are exactly
+    ``jax.random.choice(k, N/2, (n/2,), replace=False)``; marking them by rank lets n be traced,
+    so one compiled program serves every alpha.
+    """
     half = n_total // 2
-    k0, k1 = jax.random.split(key)
-    first = jax.random.choice(k0, half, (n // 2,), replace=False)
-    second = half + jax.random.choice(k1, half, (n // 2,), replace=False)
-    return jnp.zeros(n_total, bool).at[first].set(True).at[second].set(True)
+    chosen = jnp.arange(half) < n // 2  # rank in the permutation < n/2
+    halves = [
+        jnp.zeros(half, bool).at[jax.random.permutation(k, half)].set(chosen)
+        for k in jax.random.split(key)
+    ]
+    return jnp.concatenate(halves)
 
 
-def flip_labels(key, x, y, alpha: float):
-    """Flip 0 <-> 1 on n = n_poisoned(N, alpha, "label_flip") samples.
-
-    x (N, D) is returned unchanged, y (N,) int -> y' (N,), mask (N,) bool.
-    """
-    _check_alpha(alpha)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    n_total = _check_sorted(y)
-    mask = _poison_mask(key, n_total, n_poisoned(n_total, alpha, "label_flip"))
-    return x, jnp.where(mask, 1 - y, y), mask
+@jax.jit
+def _flip(key, y, n):
+    mask = _poison_mask(key, y.shape[0], n)
+    return jnp.where(mask, 1 - y, y), mask
 
 
-def randomize_features(key, x, y, alpha: float, *, raw_dim: int | None = None):
-    """Replace the features of n = n_poisoned(N, alpha, "feature_randomization") samples by
-    i.i.d. N(0, 0.1²) entries (real and imaginary parts separately if x is complex), L2-normalised.
-
-    x (N, D) -> x' (N, D); y unchanged; mask (N,) bool. ``raw_dim``: only the first raw_dim
-    features are drawn and the rest are zero (MNIST: 784 pixels padded to 1024).
-    """
-    _check_alpha(alpha)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    n_total = _check_sorted(y)
-    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.inexact):
-        raise QunlearnError(f"x must be (N, D) float or complex, got {x.dtype} {x.shape}")
-    dim = x.shape[1]
-    raw_dim = dim if raw_dim is None else int(raw_dim)
-    if not 1 <= raw_dim <= dim:
-        raise QunlearnError(f"raw_dim must be in [1, {dim}] (the feature size), got {raw_dim}")
+@partial(jax.jit, static_argnames=("raw_dim",))
+def _randomize(key, x, n, raw_dim):
+    n_total, dim = x.shape
     k_mask, k_noise = jax.random.split(key)
-    mask = _poison_mask(k_mask, n_total, n_poisoned(n_total, alpha, "feature_randomization"))
+    mask = _poison_mask(k_mask, n_total, n)
     # Drawing for every row keeps shapes static (vmap-able); only masked rows are used.
     real_dtype = jnp.finfo(x.dtype).dtype
     if jnp.iscomplexobj(x):
@@ -106,7 +99,40 @@ def randomize_features(key, x, y, alpha: float, *, raw_dim: int | None = None):
     noise = SIGMA * noise
     noise = noise / jnp.maximum(jnp.linalg.norm(noise, axis=1, keepdims=True), EPS)
     noise = jnp.pad(noise, ((0, 0), (0, dim - raw_dim))).astype(x.dtype)
-    return jnp.where(mask[:, None], noise, x), y, mask
+    return jnp.where(mask[:, None], noise, x), mask
+
+
+def flip_labels(key, x, y, alpha: float):
+    """Flip 0 <-> 1 on n = n_poisoned(N, alpha, "label_flip") samples.
+
+    x (N, D) is returned unchanged, y (N,) int -> y' (N,), mask (N,) bool.
+    """
+    _check_alpha(alpha)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    n_total = _check_sorted(x, y)
+    y_poisoned, mask = _flip(key, y, n=n_poisoned(n_total, alpha, "label_flip"))
+    return x, y_poisoned, mask
+
+
+def randomize_features(key, x, y, alpha: float, *, raw_dim: int | None = None):
+    """Replace the features of n = n_poisoned(N, alpha, "feature_randomization") samples by
+    i.i.d. N(0, 0.1²) entries (real and imaginary parts separately if x is complex), L2-normalised.
+
+    x (N, D) -> x' (N, D); y unchanged; mask (N,) bool. ``raw_dim``: only the first raw_dim
+    features are drawn and the rest are zero (MNIST: 784 pixels padded to 1024).
+    """
+    _check_alpha(alpha)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    n_total = _check_sorted(x, y)
+    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise QunlearnError(f"x must be (N, D) float or complex, got {x.dtype} {x.shape}")
+    dim = x.shape[1]
+    raw_dim = dim if raw_dim is None else int(raw_dim)
+    if not 1 <= raw_dim <= dim:
+        raise QunlearnError(f"raw_dim must be in [1, {dim}] (the feature size), got {raw_dim}")
+    n = n_poisoned(n_total, alpha, "feature_randomization")
+    x_poisoned, mask = _randomize(key, x, n=n, raw_dim=raw_dim)
+    return x_poisoned, y, mask
 
 
 NOISE = {"label_flip": flip_labels, "feature_randomization": randomize_features}

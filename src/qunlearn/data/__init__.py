@@ -29,6 +29,7 @@ __all__ = [
     "load_xxz_grid",
     "normalise_and_pad",
     "preprocess_mnist",
+    "xxz_figure",
     "xxz_grid",
     "xxz_hamiltonian",
 ]
@@ -63,7 +64,9 @@ def describe(dataset: Dataset) -> str:
             f"x {x.shape} {x.dtype}, y {y.dtype}"
         )
     source = info.get("source", {})
-    lines.append(f"source   {source.get('kind', '?')}" + (f" {source['path']}" if "path" in source else ""))
+    lines.append(
+        f"source   {source.get('kind', '?')}" + (f" {source['path']}" if "path" in source else "")
+    )
     if "sha256" in source:
         digest = source["sha256"]
         digests = digest.items() if isinstance(digest, dict) else [("sha256", digest)]
@@ -74,3 +77,12 @@ def describe(dataset: Dataset) -> str:
     lines.append(f"cache    {info.get('cache_path', '?')}")
     lines.append(f"         sha256: {info.get('cache_sha256', '?')}")
     return "\n".join(lines)
+
+
+def xxz_figure(cache_dir: str | os.PathLike | None = None, path="xxz_phase_diagram.png", **options):
+    """Load or generate the XXZ grid and plot the phase diagram with the train/val selection;
+    options as for ``load_xxz``. Returns the written paths (see ``qunlearn.plotting.data``)."""
+    # Imported on call: plotting sits above data in the import order and pulls in matplotlib.
+    from qunlearn.plotting.data import xxz_figure as plot_figure
+
+    return plot_figure(cache_dir, path, **options)

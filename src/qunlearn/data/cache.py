@@ -128,6 +128,8 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict] | No
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-        warnings.warn(f"cache file {path} is missing or corrupt ({err}); regenerating it", stacklevel=3)
+        warnings.warn(
+            f"cache file {path} is missing or corrupt ({err}); regenerating it", stacklevel=3
+        )
         return None
     return arrays, meta

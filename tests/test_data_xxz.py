@@ -1,0 +1,201 @@
+"""XXZ ground states: Hamiltonian convention, exact diagonalisation, phase, split, cache, figure."""
+
+import json
+from functools import reduce
+
+import matplotlib
+import numpy as np
+import pytest
+
+from qunlearn.data import load_dataset, xxz_figure
+from qunlearn.data import xxz as xxz_mod
+from qunlearn.data.cache import sha256_file
+from qunlearn.data.xxz import (
+    ground_state,
+    load_xxz,
+    load_xxz_grid,
+    split_indices,
+    xxz_grid,
+    xxz_hamiltonian,
+    zz_observables,
+)
+from qunlearn.errors import QunlearnError
+
+PAULI = {
+    "I": np.eye(2),
+    "X": np.array([[0, 1], [1, 0]]),
+    "Y": np.array([[0, -1j], [1j, 0]]),
+    "Z": np.diag([1.0, -1.0]),
+}
+
+
+def _kron_hamiltonian(delta, n, boundary):
+    """Dense H from Kronecker products; qubit 0 is the leftmost factor (most significant bit)."""
+
+    def two_site(p, i, j):
+        return reduce(np.kron, [PAULI[p] if k in (i, j) else PAULI["I"] for k in range(n)])
+
+    bonds = [(i, (i + 1) % n) for i in range(n if boundary == "periodic" else n - 1)]
+    h = sum(
+        two_site("X", i, j) + two_site("Y", i, j) + delta * two_site("Z", i, j) for i, j in bonds
+    )
+    assert np.allclose(h.imag, 0)
+    return h.real
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "open"])
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_hamiltonian_matches_kronecker_products(n, boundary):
+    for delta in (-0.7, 1.3):
+        np.testing.assert_allclose(
+            xxz_hamiltonian(delta, n, boundary).toarray(),
+            _kron_hamiltonian(delta, n, boundary),
+            atol=0,
+        )
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "open"])
+@pytest.mark.parametrize("n", [4, 6, 8])
+def test_ground_energy_matches_dense_eigh(n, boundary):
+    for delta in (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0):
+        energy, psi = ground_state(delta, n, boundary)
+        dense = xxz_hamiltonian(delta, n, boundary).toarray()
+        assert energy == pytest.approx(np.linalg.eigh(dense)[0][0], abs=1e-11)
+        np.testing.assert_allclose(dense @ psi, energy * psi, atol=1e-10)
+
+
+@pytest.mark.parametrize("delta", [-0.5, 0.5, 1.5])
+def test_n12_residual_and_norm(delta):
+    energy, psi = ground_state(delta, 12, "periodic")
+    assert psi.shape == (4096,) and psi.dtype == np.complex128
+    assert abs(np.linalg.norm(psi) - 1) < 1e-12
+    h = xxz_hamiltonian(delta, 12, "periodic")
+    assert np.linalg.norm(h @ psi - energy * psi) <= 1e-8
+    # The ground state lies in the Sz = 0 sector.
+    magnetisation = 12 - 2 * np.array([bin(b).count("1") for b in range(4096)])
+    assert np.sum(np.abs(psi[magnetisation != 0]) ** 2) < 1e-20
+
+
+def test_phase_is_deterministic():
+    e1, psi1 = ground_state(0.3, 10, "periodic")
+    e2, psi2 = ground_state(0.3, 10, "periodic")
+    assert e1 == e2 and np.array_equal(psi1, psi2)
+    top = np.flatnonzero(np.abs(psi1) >= np.abs(psi1).max() * (1 - 1e-8))[0]
+    assert psi1[top].imag == 0 and psi1[top].real > 0
+    assert np.all(psi1.imag == 0)  # H is real, so the whole fixed state is real
+
+
+def test_fix_phase_removes_a_global_phase():
+    _, psi = ground_state(0.7, 6, "open")
+    np.testing.assert_allclose(xxz_mod.fix_phase(psi * np.exp(2.1j)), psi, atol=1e-14)
+    np.testing.assert_allclose(xxz_mod.fix_phase(-psi), psi, atol=1e-14)
+
+
+def test_observables_on_product_states():
+    n = 6
+    neel = np.zeros(1 << n, complex)
+    neel[int("010101", 2)] = 1
+    ferro = np.zeros(1 << n, complex)
+    ferro[0] = 1
+    assert zz_observables(neel, n, "periodic") == pytest.approx((-1.0, n))
+    assert zz_observables(ferro, n, "open") == pytest.approx((1.0, 0.0))
+
+
+def test_default_split_is_the_reference_selection():
+    split = split_indices(xxz_grid())
+    np.testing.assert_array_equal(split["train"][0], np.arange(107, 188, 2))
+    np.testing.assert_array_equal(split["train"][1], np.arange(200, 281, 2))
+    np.testing.assert_array_equal(split["val"][0], np.arange(106, 189, 2))
+    np.testing.assert_array_equal(split["val"][1], np.arange(199, 282, 2))
+    assert [len(s) for s in split["train"] + split["val"]] == [41, 41, 42, 42]
+
+
+def test_custom_grid_rule_and_explicit_indices():
+    deltas = xxz_grid(0.0, 2.0, 21)  # step 0.1
+    split = split_indices(deltas)
+    assert np.all(np.isin(deltas[split["train"][0]], deltas[(deltas > 0) & (deltas < 1)]))
+    assert np.all(deltas[np.concatenate(split["train"][1:] + split["val"][1:])] > 1)
+    explicit = split_indices(deltas, train_idx=([2, 4], [15, 17]), val_idx=([3], [16]))
+    assert [s.tolist() for s in explicit["train"]] == [[2, 4], [15, 17]]
+    bad = [
+        ({"train_idx": ([2], [30])}, "outside"),
+        ({"train_idx": ([2], [5])}, "Δ > 1"),
+        ({"train_idx": ([12], [15])}, "-1 < Δ < 1"),
+        ({"train_idx": ([3], [15]), "val_idx": ([3], [16])}, "overlap"),
+        ({"train_idx": ([2, 2], [15])}, "repeats"),
+        ({"train_idx": [1, 2, 3]}, "pair"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(QunlearnError, match=message):
+            split_indices(deltas, **kwargs)
+    with pytest.raises(QunlearnError, match="no grid points"):
+        split_indices(xxz_grid(2.0, 3.0, 11))
+
+
+def test_dataset_shapes_and_order(tmp_path):
+    ds = load_dataset("xxz", cache_dir=tmp_path, n_spins=4)
+    assert ds.x_train.shape == (82, 16) and ds.x_val.shape == (84, 16)
+    assert ds.x_train.dtype == np.complex128 and ds.y_train.dtype == np.int32
+    np.testing.assert_array_equal(ds.y_train, np.repeat([0, 1], 41))
+    np.testing.assert_array_equal(ds.y_val, np.repeat([0, 1], 42))
+    np.testing.assert_allclose(np.linalg.norm(ds.x_val, axis=1), 1, atol=1e-12)
+    np.testing.assert_array_equal(ds.x_train[0], ground_state(xxz_grid()[107], 4, "periodic")[1])
+    np.testing.assert_array_equal(ds.x_val[-1], ground_state(xxz_grid()[281], 4, "periodic")[1])
+    assert ds.info["train_idx"][1][0] == 200 and ds.info["cache_sha256"] == sha256_file(
+        ds.info["cache_path"]
+    )
+    json.dumps(ds.info)
+
+
+def test_cache_reused_then_regenerated_after_corruption(tmp_path, monkeypatch):
+    options = {"cache_dir": tmp_path, "n_spins": 6, "boundary": "open", "n_delta": 40}
+    first, meta = load_xxz_grid(**options)
+    generate = xxz_mod.generate_xxz_grid
+    monkeypatch.setattr(xxz_mod, "generate_xxz_grid", lambda *a: pytest.fail("cache not reused"))
+    again, _ = load_xxz_grid(**options)
+    np.testing.assert_array_equal(again["states"], first["states"])
+
+    path = tmp_path / meta["cache_path"].rsplit("/", 1)[1]
+    path.write_bytes(b"garbage")
+    calls = []
+    monkeypatch.setattr(xxz_mod, "generate_xxz_grid", lambda *a: calls.append(1) or generate(*a))
+    with pytest.warns(UserWarning, match="corrupt"):
+        fixed, meta2 = load_xxz_grid(**options)
+    assert calls == [1] and meta2["sha256"] == meta["sha256"] == sha256_file(path)
+    np.testing.assert_array_equal(fixed["states"], first["states"])
+
+
+def test_cache_name_depends_on_parameters(tmp_path):
+    paths = {
+        load_xxz_grid(cache_dir=tmp_path, n_spins=4, n_delta=n, boundary=b)[1]["cache_path"]
+        for n, b in [(10, "open"), (11, "open"), (10, "periodic")]
+    }
+    assert len(paths) == 3 and len(list(tmp_path.glob("xxz_N4_*.npz"))) == 3
+
+
+def test_bad_parameters():
+    with pytest.raises(QunlearnError, match="boundary"):
+        xxz_hamiltonian(1.0, 4, "twisted")
+    with pytest.raises(QunlearnError, match="delta_min < delta_max"):
+        xxz_grid(2.0, 1.0, 5)
+
+
+def test_figure(tmp_path):
+    before = dict(matplotlib.rcParams)
+    written = xxz_figure(tmp_path, tmp_path / "fig" / "xxz.pdf", n_spins=4)
+    assert [p.name for p in written] == ["xxz.png", "xxz.pdf"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert dict(matplotlib.rcParams) == before
+    with pytest.raises(QunlearnError, match="unknown option"):
+        xxz_figure(tmp_path, tmp_path / "x.png", n_qubits=4)
+
+
+@pytest.mark.slow
+def test_full_default_grid_n12(tmp_path):
+    ds = load_xxz(cache_dir=tmp_path)
+    assert ds.x_train.shape == (82, 4096) and ds.x_val.shape == (84, 4096)
+    arrays, _ = load_xxz_grid(cache_dir=tmp_path)
+    for k in (0, 150, 292):
+        h = xxz_hamiltonian(arrays["deltas"][k], 12, "periodic")
+        psi = arrays["states"][k]
+        assert np.linalg.norm(h @ psi - arrays["energies"][k] * psi) <= 1e-8
