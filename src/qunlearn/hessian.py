@@ -9,7 +9,7 @@ the real symmetric ``H = d^2 L / dx^2``; complex leaves are rejected rather than
 * :func:`dense_hessian`, :func:`dense_spectrum`, :func:`trace_exact`: exact, for small ``P``.
 * :func:`lanczos`, :func:`top_eigenvalues`: Lanczos with full re-orthogonalisation.
 * :func:`hutchinson_trace_fixed`, :func:`hutchinson_trace`, :func:`hutchinson_trace_matvec`:
-  ``tr H = E[z^T H z]`` with Rademacher probes, fixed or adaptive sample count.
+  ``tr H = E[z^T H z]`` with Rademacher (or Gaussian) probes, fixed or adaptive sample count.
 * :func:`slq_density`, :func:`density_on_grid`, :func:`slq_trace`: stochastic Lanczos quadrature.
 * :func:`spectrum_summary`: one JSON-ready dict (top-k, trace with CI).
 
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 _PROBES = ("rademacher", "gaussian")
-DENSE_MAX_PARAMS = 2048  # spectrum_summary(method="auto") goes dense up to this many params
 
 
 class LanczosResult(NamedTuple):
@@ -72,7 +71,7 @@ class LanczosResult(NamedTuple):
 
 
 class TraceEstimate(NamedTuple):
-    """Monte-Carlo trace estimate: sample ``mean``, its ``stderr``, a two-sided CI, ``n_samples``."""
+    """Monte-Carlo trace estimate: ``mean``, its ``stderr``, a two-sided CI, ``n_samples``."""
 
     mean: Any
     stderr: Any
@@ -108,12 +107,16 @@ def _flatten(loss_fn: Callable[[Params], Array], params: Params):
 
 
 def _flat_matvec(flat_loss: Callable[[Array], Array], flat: Array) -> MatVec:
-    """``v -> H v`` at ``flat`` by linearising ``grad``: the forward/backward pass runs once and
-    every later product only replays the tangent (JVP) part, which halves Lanczos' cost."""
-    _, lin = jax.linearize(jax.grad(flat_loss), flat)
+    """``v -> H v = jvp(grad L, (x,), (v,))`` at ``x = flat``: forward-over-reverse.
+
+    Plain ``jvp`` of ``grad`` rather than ``jax.linearize``: on CPU it measured ~1.5x faster per
+    product (no stored residuals to stream), and it keeps ``flat_hvp`` lazy: nothing runs until
+    the first product.
+    """
+    grad = jax.grad(flat_loss)
 
     def matvec(v: Array) -> Array:
-        return lin(jnp.asarray(v, flat.dtype))
+        return jax.jvp(grad, (flat,), (jnp.asarray(v, flat.dtype),))[1]
 
     return matvec
 
@@ -177,12 +180,12 @@ def trace_exact(
     """
     _check_int("batch_size", batch_size, 1)
     matvec, dim, _ = flat_hvp(loss_fn, params)
-    idx = jnp.arange(dim)
+    dtype = _out_dtype(matvec, dim)
 
     def diag_entry(i: Array) -> Array:
-        return matvec(jax.nn.one_hot(i, dim, dtype=_out_dtype(matvec, dim)))[i]
+        return matvec(jax.nn.one_hot(i, dim, dtype=dtype))[i]
 
-    return jnp.sum(jax.lax.map(diag_entry, idx, batch_size=min(batch_size, dim)))
+    return jnp.sum(_chunked_map(diag_entry, jnp.arange(dim), batch_size))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -196,17 +199,39 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, hint: s
         raise QunlearnError(f"{name}={value} must be {bounds}{hint}")
 
 
+def _chunked_map(f: Callable, xs: Any, batch: int) -> Any:
+    """``vmap(f)(xs)`` over the leading axis, ``batch`` rows at a time (sequential over chunks).
+
+    Unlike ``lax.map(batch_size=...)`` the ragged tail is padded (with copies of row 0, then
+    dropped) instead of compiled as a second vmapped copy of ``f``: one copy keeps compile time
+    down, and repeating a valid row avoids feeding e.g. a zero start vector to Lanczos.
+    """
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    b = min(batch, n)
+    n_chunks = -(-n // b)
+    if n_chunks == 1:
+        return jax.vmap(f)(xs)
+    pad = n_chunks * b - n
+
+    def chunks(x: Array) -> Array:
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]) if pad else x
+        return x.reshape(n_chunks, b, *x.shape[1:])
+
+    out = jax.lax.map(jax.vmap(f), jax.tree_util.tree_map(chunks, xs))
+    return jax.tree_util.tree_map(lambda y: y.reshape(n_chunks * b, *y.shape[2:])[:n], out)
+
+
 def _out_dtype(matvec: MatVec, dim: int) -> Any:
     """dtype ``matvec`` returns for a default-float input (float64 under ``jax_enable_x64``)."""
     probe = jax.ShapeDtypeStruct((dim,), jnp.result_type(float))
     return jax.eval_shape(matvec, probe).dtype
 
 
-def _probe(key: Array, dim: int, z: str, dtype: Any) -> Array:
-    """One probe vector ``(dim,)`` with ``E[z z^T] = I``."""
+def _probe(key: Array, shape: int | tuple[int, ...], z: str, dtype: Any) -> Array:
+    """Probe vector(s) with i.i.d. unit-variance entries, so ``E[z z^T] = I``."""
     if z == "rademacher":
-        return jax.random.rademacher(key, (dim,), dtype=dtype)
-    return jax.random.normal(key, (dim,), dtype=dtype)
+        return jax.random.rademacher(key, shape, dtype=dtype)
+    return jax.random.normal(key, shape, dtype=dtype)
 
 
 def _check_probe(z: str) -> None:
@@ -226,7 +251,7 @@ def lanczos(
     matvec: MatVec,
     dim: int,
     num_steps: int,
-    key: Array,
+    key: Array | None = None,
     *,
     v0: Array | None = None,
     breakdown_tol: float | None = None,
@@ -239,11 +264,15 @@ def lanczos(
     (full re-orthogonalisation, "twice is enough"), so no ghost copies of converged eigenvalues.
 
     Breakdown: when ``beta_j <= breakdown_tol * max_i ||A v_i||`` (default ``sqrt(eps)``) the Krylov
-    space is invariant; ``beta_j`` is set to exactly 0 and the run continues from a fresh random
-    vector orthogonal to ``V`` (drawn from ``key``). ``T`` becomes block diagonal, the
-    extra blocks' Ritz vectors have zero first component (zero SLQ weight), and nothing is NaN.
+    space is invariant; ``beta_j`` is set to exactly 0 and the run continues from the
+    orthogonalised standard basis vector ``e_i`` least represented in ``V`` (``argmin_i
+    ||V[:, i]||``; since ``sum_i ||V[:, i]||^2 = j + 1 < dim`` its residual has norm
+    ``>= dim^{-1/2}``, so this cannot divide by zero and needs no extra random numbers). ``T``
+    becomes block diagonal, the extra blocks' Ritz vectors have zero first component (zero SLQ
+    weight), and nothing is NaN.
 
-    Start vector: ``v0 / ||v0||`` if given, else a normalised Rademacher draw from ``key``.
+    Start vector: ``v0 / ||v0||`` if given (must be non-zero; ``key`` is then unused and may be
+    None), else a normalised Rademacher draw from ``key``.
     Jittable and ``vmap``-pable (``dim``, ``num_steps`` static); cost ``m`` matvecs +
     ``O(m^2 dim)`` flops, memory ``O(m dim)``.
     """
@@ -252,10 +281,11 @@ def lanczos(
         "num_steps", num_steps, 1, dim,
         hint="; Lanczos cannot take more steps than the dimension",
     )
-    k_start, k_restart = jax.random.split(key)
     if v0 is None:
+        if key is None:
+            raise QunlearnError("lanczos needs a PRNG key or a start vector v0; pass one of them")
         dtype = _out_dtype(matvec, dim)
-        v0 = _probe(k_start, dim, "rademacher", dtype)
+        v0 = _probe(key, dim, "rademacher", dtype)
     else:
         v0 = jnp.asarray(v0)
         if v0.shape != (dim,):
@@ -271,8 +301,9 @@ def lanczos(
         return w - V.T @ (V @ w)
 
     def restart(V: Array, j: Array) -> Array:
-        r = cgs2(V, jax.random.normal(jax.random.fold_in(k_restart, j), (dim,), dtype))
-        return r / jnp.linalg.norm(r)  # non-zero a.s.: at most m - 1 < dim rows are filled here
+        i = jnp.argmin(jnp.sum(V**2, axis=0))  # the coordinate V covers least: ||r|| >= dim^-1/2
+        r = cgs2(V, jax.nn.one_hot(i, dim, dtype=dtype))
+        return r / jnp.linalg.norm(r)
 
     def step(j, carry):
         V, alphas, betas, anorm = carry
@@ -290,7 +321,7 @@ def lanczos(
 
     V = jnp.zeros((m, dim), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
     init = (V, jnp.zeros(m, dtype), jnp.zeros(max(m - 1, 0), dtype), jnp.zeros((), dtype))
-    V, alphas, betas, _ = jax.lax.fori_loop(0, m - 1, step, init)
+    V, alphas, betas, _ = jax.lax.fori_loop(0, m - 1, step, init) if m > 1 else init
     # Last step needs only alpha: the residual of step m would start a vector we never use.
     alphas = alphas.at[m - 1].set(jnp.vdot(V[m - 1], matvec(V[m - 1]).astype(dtype)))
     return LanczosResult(alphas, betas, V)
@@ -338,8 +369,7 @@ def _probe_values(matvec: MatVec, dim: int, key: Array, n: int, z: str, batch: i
         v = _probe(k, dim, z, dtype)
         return jnp.vdot(v, matvec(v))
 
-    keys = jax.random.split(key, n)
-    return jax.lax.map(one, keys, batch_size=min(batch, n))
+    return _chunked_map(one, jax.random.split(key, n), batch)
 
 
 def _t_quantile(confidence: float, n: int) -> float:
@@ -399,6 +429,14 @@ def _adaptive_trace(chunk: Callable[[Array], Array], key: Array, *, max_samples:
             return TraceEstimate(mean, stderr, mean - half, mean + half, n)
 
 
+def _check_concrete(name: str, params: Params) -> None:
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(params)):
+        raise QunlearnError(
+            f"{name} runs a Python-level loop and cannot be traced by jit/vmap; "
+            "call it outside the transform or use hutchinson_trace_fixed / top_eigenvalues"
+        )
+
+
 def _check_adaptive(max_samples, batch, rtol, atol, min_samples, z, confidence) -> int:
     _check_int("max_samples", max_samples, 2, hint="; a standard error needs at least 2 samples")
     _check_int("batch", batch, 1)
@@ -451,14 +489,18 @@ def hutchinson_trace(
     Draws ``batch`` probes per jitted chunk (vmapped HVPs) and keeps a running mean and
     ``stderr = std(ddof=1)/sqrt(n)``. Stops once ``n >= min_samples`` (default
     ``max(10, batch)``) and the CI half-width ``t_{n-1} * stderr <= max(atol, rtol * |mean|)``,
-    or at ``max_samples``. The ``atol`` term is what makes the rule terminate for traces near
+    or at ``max_samples`` (then ``n_samples == max_samples`` and the CI is wider than asked
+    for: check it). The ``atol`` term is what makes the rule terminate for traces near
     zero (``rtol * |mean| -> 0`` there) and it is symmetric in sign, so negative traces are
     handled like positive ones; with ``atol=0`` a near-zero trace runs to ``max_samples``.
-    Optional stopping makes the nominal coverage slightly optimistic; ``min_samples`` guards
-    against stopping on a lucky, tiny-variance first chunk. Not jittable (data-dependent loop):
-    inside ``jit``/``vmap`` use :func:`hutchinson_trace_fixed`.
+    Optional stopping makes the nominal coverage slightly optimistic (a relative rule stops
+    more readily when ``|mean|`` happens to be high; measured 0.93-0.95 for a nominal 95 % CI
+    on a small MLP with per-probe CV ~1.8); ``min_samples`` guards against stopping on a lucky,
+    tiny-variance first chunk. Not jittable (data-dependent Python loop): inside ``jit``/``vmap``
+    use :func:`hutchinson_trace_fixed`.
     """
     min_samples = _check_adaptive(max_samples, batch, rtol, atol, min_samples, z, confidence)
+    _check_concrete("hutchinson_trace", params)
     flat, _, flat_loss = _flatten(loss_fn, params)
     dim = int(flat.size)
 
@@ -477,7 +519,7 @@ def hutchinson_trace(
 def slq_density(
     matvec: MatVec,
     dim: int,
-    key: Array,
+    key: Array | None,
     *,
     num_probes: int,
     num_steps: int,
@@ -490,12 +532,14 @@ def slq_density(
     For probe ``v = z / ||z||`` run ``m = num_steps`` Lanczos steps, ``T = S diag(theta) S^T``;
     nodes ``theta_k`` and weights ``S_{0k}^2`` form the m-point Gauss quadrature of the spectral
     measure ``mu_v = sum_i (u_i^T v)^2 delta_{lambda_i}``, exact for polynomials of degree
-    ``<= 2m - 1``; averaging probes estimates the spectral density ``(1/dim) sum_i delta_{lambda_i}``
-    (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019). Weights sum to 1 per probe.
+    ``<= 2m - 1``; averaging over probes estimates the spectral density
+    ``(1/dim) sum_i delta_{lambda_i}`` (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019).
+    Weights sum to 1 per probe.
 
-    ``probes (num_probes, dim)`` overrides the random draw (e.g. the standard basis, which makes
-    :func:`slq_trace` exact). ``batch_size`` runs probes in vmapped chunks (memory
-    ``O(batch_size * m * dim)``); default all at once. Jittable and ``vmap``-pable.
+    ``probes (num_probes, dim)`` overrides the random draw from ``key`` (e.g. the standard basis,
+    which makes :func:`slq_trace` exact; ``key`` may then be None). ``batch_size`` runs probes
+    in vmapped chunks (memory ``O(batch_size * m * dim)``); default all at once. Jittable and
+    ``vmap``-pable.
     """
     _check_int("dim", dim, 1)
     _check_int("num_probes", num_probes, 1)
@@ -503,10 +547,10 @@ def slq_density(
                hint="; Lanczos cannot take more steps than the dimension")
     _check_probe(z)
     dtype = _out_dtype(matvec, dim)
-    k_probe, k_lanczos = jax.random.split(key)
-    keys = jax.random.split(k_lanczos, num_probes)
     if probes is None:
-        probes = jax.vmap(lambda k: _probe(k, dim, z, dtype))(jax.random.split(k_probe, num_probes))
+        if key is None:
+            raise QunlearnError("slq_density needs a PRNG key or explicit probes; pass one of them")
+        probes = _probe(key, (num_probes, dim), z, dtype)
     else:
         probes = jnp.asarray(probes, dtype)
         if probes.shape != (num_probes, dim):
@@ -515,15 +559,14 @@ def slq_density(
                 "pass one flat start vector per probe"
             )
 
-    def one(args):
-        k, v = args
-        alphas, betas, _ = lanczos(matvec, dim, num_steps, k, v0=v)
+    def one(v: Array) -> tuple[Array, Array]:
+        alphas, betas, _ = lanczos(matvec, dim, num_steps, v0=v)
         theta, S = jnp.linalg.eigh(_tridiagonal(alphas, betas))
         return theta, S[0] ** 2
 
     bs = num_probes if batch_size is None else batch_size
     _check_int("batch_size", bs, 1)
-    return jax.lax.map(one, (keys, probes), batch_size=min(bs, num_probes))
+    return _chunked_map(one, probes, bs)
 
 
 def density_on_grid(nodes: Array, weights: Array, grid: Array, sigma: float) -> Array:
@@ -560,22 +603,26 @@ def spectrum_summary(
     k: int = 5,
     method: str = "auto",
     num_steps: int | None = None,
+    dense_max_params: int = 2048,
     **trace_kwargs: Any,
 ) -> dict[str, Any]:
     """Top-``k`` eigenvalues and trace of the Hessian as a JSON-serialisable dict.
 
     ``method``: ``"dense"`` (exact ``eigh``), ``"lanczos"`` (Lanczos top-k + adaptive
     :func:`hutchinson_trace`, ``trace_kwargs`` passed on), or ``"auto"`` = dense iff
-    ``P <= 2048``. ``min_eigenvalue`` is exact for dense and the smallest Ritz value (an upper
-    bound on ``lambda_min``, possibly unconverged) for Lanczos. Dense traces carry a zero-width CI.
+    ``P <= dense_max_params`` (the ``P x P`` matrix is 32 MiB in float64 at 2048).
+    ``min_eigenvalue`` is exact for dense and the smallest Ritz value (an upper bound on
+    ``lambda_min``, possibly unconverged) for Lanczos. Dense traces are exact: zero-width CI,
+    ``trace_n_samples = 0``, and ``trace_kwargs`` unused. Not jittable (Python-level driver).
     """
+    _check_concrete("spectrum_summary", params)
     flat, _, flat_loss = _flatten(loss_fn, params)
     dim = int(flat.size)
     if method not in ("auto", "dense", "lanczos"):
         raise QunlearnError(f"method={method!r} is unknown; use 'auto', 'dense' or 'lanczos'")
     _check_int("k", k, 1, dim, hint=f"; the loss has only P={dim} parameters")
     if method == "auto":
-        method = "dense" if dim <= DENSE_MAX_PARAMS else "lanczos"
+        method = "dense" if dim <= dense_max_params else "lanczos"
 
     if method == "dense":
         eig = np.asarray(jax.jit(lambda x: dense_spectrum(loss_fn, x))(params), np.float64)
