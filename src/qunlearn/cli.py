@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -45,11 +46,27 @@ def cmd_run(args) -> None:
     try:
         store = run(config, config_out, cache_dir=args.cache_dir, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cells are kept in {config_out}; rerun the same command "
-              "to resume", file=sys.stderr)
+        print(f"\ninterrupted: finished cells are kept in {config_out}; to resume, run: "
+              f"{_resume_command(args, config_out)}", file=sys.stderr)
         raise SystemExit(130) from None
+    last = store.manifest.get("last_run")
+    if last:
+        print(f"cells: {len(last['computed'])} computed, {len(last['reused'])} reused")
     print(f"results: {store.root / 'results.csv'}")
     print(f"manifest: {store.manifest_path}")
+
+
+def _resume_command(args, out: Path) -> str:
+    """The command line that continues an interrupted ``run`` (same config, overrides and --out)."""
+    words = ["qunlearn"]
+    if args.cache_dir:
+        words += ["--cache-dir", str(args.cache_dir)]
+    words += ["run", str(args.config), *args.overrides, "--out", str(out)]
+    if args.tiny:
+        words.append("--tiny")
+    if args.quiet:
+        words.append("--quiet")
+    return shlex.join(words)
 
 
 def cmd_compare(args) -> None:
@@ -83,7 +100,8 @@ def cmd_demo(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qunlearn",
-        description="Poisoning and unlearning of quantum and classical classifiers (arXiv 2508.02422).",
+        description="Poisoning and unlearning of quantum and classical classifiers "
+        "(arXiv 2508.02422).",
     )
     parser.add_argument("--cache-dir", default=None,
                         help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)")
@@ -96,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run an experiment config (resumes a finished part)")
     p.add_argument("config", help="TOML file, e.g. configs/fig2c_mnist.toml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. runs=2 models.qnn.epochs=10")
+    p.add_argument("overrides", nargs="*",
+                   help="dotted overrides, e.g. runs=2 models.qnn.epochs=10")
     p.add_argument("--out", default=None, help="results directory (default results/<name>)")
     p.add_argument("--tiny", action="store_true", help="apply the config's [tiny] smoke settings")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -122,6 +141,6 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except QunlearnError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
     return 0

@@ -143,3 +143,249 @@ def _fmt(x):
 
 
 COMPARATORS = {"noise_sweep": _compare_sweep_dir}
+
+
+# --- Fig 3: unlearning trajectories ------------------------------------------------------------
+
+REFERENCE_UNLEARNING = {
+    ("mnist", "mlp"): "fig3a_mnist_mlp_unlearning.csv",
+    ("mnist", "qnn"): "fig3a_mnist_qnn_unlearning.csv",
+    ("xxz", "mlp"): "fig3b_xxz_mlp_unlearning.csv",
+    ("xxz", "qnn"): "fig3b_xxz_qnn_unlearning.csv",
+}
+PAPER_METHODS = ("retrain", "finetune", "scrub", "gradient_ascent")
+FINAL_EPOCH = 49  # the paper logs at the START of each epoch: its last point is after 49 epochs
+FINAL_TOL, START_TOL = 0.04, 0.03
+ORDER_GAP = 0.02  # paper methods closer than this count as tied when checking the ordering
+CURVE_METRICS = ("val_acc", "forget_frac_poisoned_label")
+
+
+def _curves(rows, metric: str) -> dict:
+    """{key: {epoch: [values over runs]}} with key = (dataset, model, method)."""
+    out = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[(r["dataset"], r["model"], r["method"])][int(r["epoch"])].append(float(r[metric]))
+    return out
+
+
+def compare_unlearning(results: list[dict], model_kinds: dict[str, str]) -> dict:
+    """Our Fig 3 rows (tidy) against the paper's, per (dataset, model, method).
+
+    ``model_kinds`` maps our model names to "mlp" / "qnn" (which reference file). Returns
+    {"table": [...], "ordering": [...]}: final (epoch 49) and starting (epoch 0) val acc, mean ± std
+    (ddof 0), the mean absolute difference of the mean val-acc curves over epochs 0..49, and
+    whether the methods rank the same (pairs the paper separates by more than ORDER_GAP).
+    """
+    ours = {m: defaultdict(lambda: defaultdict(list)) for m in CURVE_METRICS}
+    variants = {}
+    for r in results:
+        if r["metric"] in CURVE_METRICS:
+            key = (r["dataset"], r["model"], r["method"])
+            ours[r["metric"]][key][int(r["epoch"])].append(float(r["value"]))
+            variants[key] = r["variant"]
+    paper = {m: {} for m in CURVE_METRICS}
+    for dataset, model in {(k[0], k[1]) for k in variants}:
+        name = REFERENCE_UNLEARNING.get((dataset, model_kinds.get(model, model)))
+        if name is not None:
+            ref = [r | {"model": model} for r in reference_rows(name)]  # under our model name
+            for m in CURVE_METRICS:
+                paper[m].update(_curves(ref, m))
+    table = []
+    for key in sorted(variants, key=lambda k: (k[0], k[1], _method_rank(k[2]))):
+        val = ours["val_acc"][key]
+        epochs = sorted(e for e in val if e <= FINAL_EPOCH)
+        final_epoch = FINAL_EPOCH if FINAL_EPOCH in val else epochs[-1]
+        out = dict(zip(("dataset", "model", "method"), key, strict=True))
+        out["variant"] = variants[key]
+        out |= _pair("final", val[final_epoch])
+        out |= _pair("start", val[0])
+        forget = ours["forget_frac_poisoned_label"][key]
+        out["forget_final_ours"] = float(np.mean(forget[final_epoch]))
+        out["epochs"] = len(epochs)
+        comparable = key[2] in PAPER_METHODS and variants[key] == "reference"
+        if comparable and key in paper["val_acc"]:
+            pval = paper["val_acc"][key]
+            out |= _pair("final", pval[FINAL_EPOCH], "paper")
+            out |= _pair("start", pval[0], "paper")
+            pforget = paper["forget_frac_poisoned_label"][key]
+            out["forget_final_paper"] = float(np.mean(pforget[FINAL_EPOCH]))
+            out["final_diff"] = out["final_ours"] - out["final_paper"]
+            out["final_pass"] = abs(out["final_diff"]) <= FINAL_TOL
+            out["start_diff"] = out["start_ours"] - out["start_paper"]
+            # retrain starts from a fresh initialisation: its start is a draw, not a checkpoint
+            out["start_pass"] = None if key[2] == "retrain" else abs(out["start_diff"]) <= START_TOL
+            common = [e for e in epochs if e in pval]
+            out["curve_mad"] = float(np.mean([abs(np.mean(val[e]) - np.mean(pval[e]))
+                                              for e in common]))
+        table.append(out)
+    return {"table": table, "ordering": _orderings(table)}
+
+
+def _method_rank(method: str) -> tuple:
+    if method in PAPER_METHODS:
+        return PAPER_METHODS.index(method), ""
+    return len(PAPER_METHODS), method
+
+
+def _pair(what: str, values, who: str = "ours") -> dict:
+    mean, std, n = _stats(values)
+    return {f"{what}_{who}": mean, f"{what}_{who}_std": std, f"{what}_{who}_runs": n}
+
+
+def _orderings(table: list[dict]) -> list[dict]:
+    """Per (dataset, model): methods by final val acc, ours and the paper's, and the pairs that
+    the paper separates by more than ORDER_GAP but we rank the other way."""
+    groups = defaultdict(list)
+    for r in table:
+        if "final_paper" in r:
+            groups[(r["dataset"], r["model"])].append(r)
+    out = []
+    for (dataset, model), rows in sorted(groups.items()):
+        by = {r["method"]: r for r in rows}
+        flips = [f"{a}>{b}" for a in by for b in by
+                 if by[a]["final_paper"] - by[b]["final_paper"] > ORDER_GAP
+                 and by[a]["final_ours"] <= by[b]["final_ours"]]
+        out.append({
+            "dataset": dataset, "model": model,
+            "ours": [m for m in sorted(by, key=lambda m: -by[m]["final_ours"])],
+            "paper": [m for m in sorted(by, key=lambda m: -by[m]["final_paper"])],
+            "same": not flips, "violated_paper_pairs": flips,
+        })
+    return out
+
+
+def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
+    head = (f"{'dataset':7} {'model':6} {'method':16} {'variant':9} {'final ours':>12} "
+            f"{'paper':>12} {'diff':>7} pass  {'start ours':>10} {'paper':>6} pass  "
+            f"{'curve|d|':>8} {'forget o/p':>11}")
+    lines = [f"val acc at epoch {FINAL_EPOCH} (final, |diff| <= {FINAL_TOL}) and epoch 0 (start, "
+             f"|diff| <= {START_TOL}); curve|d| = mean over epochs of |mean ours - mean paper|; "
+             "forget = fraction of D_f still predicted with its poisoned label", head]
+    yn = {True: "yes", False: "NO", None: "-"}
+    for r in table:
+        has = "final_paper" in r
+        final = f"{r['final_ours']:.3f}±{r['final_ours_std']:.3f}"
+        pfinal = f"{r['final_paper']:.3f}±{r['final_paper_std']:.3f}" if has else "-"
+        diff = f"{r['final_diff']:+.3f}" if has else "-"
+        pstart = f"{r['start_paper']:.3f}" if has else "-"
+        mad = f"{r['curve_mad']:.3f}" if has else "-"
+        forget = f"{r['forget_final_ours']:.2f}/" + (
+            f"{r['forget_final_paper']:.2f}" if has else "-")
+        lines.append(
+            f"{r['dataset']:7} {r['model']:6} {r['method']:16} {r['variant']:9} {final:>12} "
+            f"{pfinal:>12} {diff:>7} {yn[r.get('final_pass')]:4}  {r['start_ours']:>10.3f} "
+            f"{pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} {forget:>11}")
+    for o in ordering:
+        lines.append(f"ordering {o['dataset']} {o['model']}: ours {' > '.join(o['ours'])}; paper "
+                     f"{' > '.join(o['paper'])}: "
+                     + ("consistent" if o["same"] else
+                        f"DIFFERS on {', '.join(o['violated_paper_pairs'])}"))
+    return "\n".join(lines)
+
+
+def _compare_unlearning_dir(results_dir: Path, results: list[dict]) -> dict:
+    from qunlearn.experiments.store import atomic_write_text
+
+    manifest = json.loads((results_dir / "manifest.json").read_text())
+    kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
+    out = compare_unlearning(results, kinds)
+    table = out["table"]
+    fields = list(dict.fromkeys(k for r in table for k in r))
+    lines = [",".join(fields)] + [",".join(str(r.get(f, "")) for f in fields) for r in table]
+    atomic_write_text(results_dir / "compare.csv", "\n".join(lines) + "\n")
+    compared = [r for r in table if "final_pass" in r]
+    starts = [r for r in compared if r["start_pass"] is not None]
+    summary = {"cells": len(compared), "final_passed": sum(r["final_pass"] for r in compared),
+               "start_checked": len(starts), "start_passed": sum(r["start_pass"] for r in starts),
+               "ordering": out["ordering"]}
+    atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
+    text = format_unlearning(table, out["ordering"])
+    text += (f"\n\nfinal val acc: passed {summary['final_passed']}/{summary['cells']}; "
+             f"start: passed {summary['start_passed']}/{summary['start_checked']}")
+    timings = manifest.get("timings", {})
+    if timings:
+        text += ("\nwall time (s; all runs of a cell in one vmap; * = includes compilation) and "
+                 "optimizer steps per run:")
+        for cell, t in sorted(timings.items()):
+            mark = "*" if t.get("includes_compile") else " "
+            text += f"\n  {cell:34} {t['seconds']:9.1f}{mark} {t.get('optimizer_steps', '-'):>6}"
+    if not table:
+        text = "no unlearning trajectories here (a sweep-only run?): nothing to compare"
+    return {"table": table, "summary": summary, "text": text}
+
+
+COMPARATORS["unlearning"] = _compare_unlearning_dir
+
+
+# --------------------------------------------------------------------------- roughening (§5)
+
+# Published values of the reference notebook (protocol §5): ratio = noisy trace / mean clean trace,
+# mean ± std over 5 seeds.
+ROUGHENING_REFERENCE = {
+    ("qnn", 0.2): (0.961, 0.075), ("qnn", 0.3): (0.737, 0.057), ("qnn", 0.4): (0.508, 0.045),
+    ("mlp", 0.2): (88.5, 61.2), ("mlp", 0.3): (94.7, 44.1), ("mlp", 0.4): (179.4, 63.7),
+}
+ROUGHENING_CLEAN_MEAN = {"qnn": 6.19, "mlp": 0.194}
+
+
+def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list[dict]:
+    """Trace ratios per (model, noise ratio) against the notebook's. Collapsed runs stay in the
+    mean and are counted; ``*_excl_collapsed`` repeats the statistics without them."""
+    traces, collapsed = defaultdict(dict), defaultdict(dict)
+    for r in results:
+        key = (r["model"], round(float(r["noise_ratio"]), 3))
+        if r["metric"] == "trace":
+            traces[key][r["seed"]] = float(r["value"])
+        elif r["metric"] == "collapsed":
+            collapsed[key][r["seed"]] = float(r["value"]) > 0.5
+    table = []
+    for model in sorted({k[0] for k in traces}):
+        clean = np.array(list(traces.get((model, 0.0), {}).values()))
+        clean_mean = float(np.mean(clean)) if clean.size else float("nan")
+        kind = "qnn" if model_kinds.get(model, model).startswith("qnn") else "mlp"
+        for (m, ratio), by_seed in sorted(traces.items()):
+            if m != model:
+                continue
+            vals = np.array([by_seed[s] for s in sorted(by_seed)]) / clean_mean
+            flags = np.array([collapsed[(m, ratio)].get(s, False) for s in sorted(by_seed)])
+            row = {"model": model, "noise_ratio": ratio, "clean_trace_mean": clean_mean,
+                   "ratio_mean": float(vals.mean()), "ratio_std": float(vals.std()),
+                   "runs": len(vals), "collapsed": int(flags.sum())}
+            if (~flags).any():
+                row["ratio_mean_excl_collapsed"] = float(vals[~flags].mean())
+            row["paper_clean_trace_mean"] = ROUGHENING_CLEAN_MEAN[kind]
+            if (kind, ratio) in ROUGHENING_REFERENCE:
+                pm, ps = ROUGHENING_REFERENCE[(kind, ratio)]
+                row |= {"paper_ratio_mean": pm, "paper_ratio_std": ps,
+                        "same_direction": (row["ratio_mean"] - 1) * (pm - 1) > 0,
+                        "same_order_of_magnitude": abs(np.log10(row["ratio_mean"] / pm)) < 1}
+            table.append(row)
+    return table
+
+
+def _compare_roughening_dir(results_dir: Path, results: list[dict]) -> dict:
+    from qunlearn.experiments.store import atomic_write_text
+
+    config = json.loads((results_dir / "manifest.json").read_text())["config"]
+    kinds = {name: spec["model"] for name, spec in config["models"].items()}
+    table = compare_roughening(results, kinds)
+    fields = ["model", "noise_ratio", "ratio_mean", "ratio_std", "runs", "collapsed",
+              "ratio_mean_excl_collapsed", "clean_trace_mean", "paper_ratio_mean",
+              "paper_ratio_std", "paper_clean_trace_mean", "same_direction",
+              "same_order_of_magnitude"]
+    lines = [",".join(fields)] + [",".join(str(r.get(f, "")) for f in fields) for r in table]
+    atomic_write_text(results_dir / "compare.csv", "\n".join(lines) + "\n")
+    text = [f"{'model':6} {'r':>4} {'ratio (ours)':>16} {'ratio (paper)':>16} {'collapsed':>9} "
+            f"{'clean trace ours/paper':>24} direction"]
+    for r in table:
+        paper = (f"{r['paper_ratio_mean']:.3f}±{r['paper_ratio_std']:.3f}"
+                 if "paper_ratio_mean" in r else "-")
+        clean = f"{r['clean_trace_mean']:.3f}/{r.get('paper_clean_trace_mean', float('nan')):.3f}"
+        same = {True: "same", False: "OPPOSITE"}.get(r.get("same_direction"), "-")
+        text.append(f"{r['model']:6} {r['noise_ratio']:4.2f} "
+                    f"{r['ratio_mean']:9.3f}±{r['ratio_std']:<6.3f} {paper:>16} "
+                    f"{r['collapsed']:>5}/{r['runs']:<3} {clean:>24} {same}")
+    return {"table": table, "text": "\n".join(text)}
+
+
+COMPARATORS["roughening"] = _compare_roughening_dir

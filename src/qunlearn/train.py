@@ -42,7 +42,8 @@ def predict(model, params, x):
 
 
 def accuracy(model, params, x, y):
-    return jnp.mean((predict(model, params, x) > 0.5) == (y > 0.5))
+    p = predict(model, params, x)
+    return jnp.mean(((p > 0.5) == (y > 0.5)).astype(p.dtype))
 
 
 def supervised_objective(model) -> Callable:

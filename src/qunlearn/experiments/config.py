@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -77,11 +79,31 @@ class UnlearningConfig:
     redraw_teacher: bool = False  # True: new poisoning + teacher per run
     method_options: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
+    # Weight sweeps: {method: {option: [values]}}, the grid is their product; final metrics only.
+    sweep: dict = field(default_factory=dict)
+    sweep_chunk: int = 50  # sweep points x runs per vmapped call (memory bound)
+
+
+@dataclass(frozen=True)
+class RougheningConfig:
+    """Protocol §5: held-out Hessian trace after training on flipped labels, per noise ratio."""
+
+    experiment: str
+    name: str
+    models: dict[str, ModelSpec]
+    noise_ratios: tuple[float, ...]
+    seeds: tuple[int, ...]
+    dataset: str = "mnist"
+    top_k: int = 5
+    n_train_per_class: int = 175
+    n_hessian_per_class: int = 50
+    dataset_options: dict = field(default_factory=dict)
 
 
 CONFIG_TYPES: dict[str, type] = {
     "noise_sweep": NoiseSweepConfig,
     "unlearning": UnlearningConfig,
+    "roughening": RougheningConfig,
 }
 
 
@@ -90,41 +112,173 @@ def _did_you_mean(name: str, options) -> str:
     return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
+# Value checks, by field name, wherever the field occurs: ``check(where, value)`` returns the
+# one-line message (problem: fix) or None. Types are checked before, by ``_convert``.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a file-name component, no separators
+
+
+def _at_least(low: int):
+    def check(where, value):
+        if value < low:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            return f"{where} = {value} must be {what}: set it to {low} or more"
+        return None
+
+    return check
+
+
+def _positive_finite(where, value):
+    if not (math.isfinite(value) and value > 0):
+        return f"{where} = {value} must be a positive finite number: e.g. 0.01"
+    return None
+
+
+def _seed(where, value):
+    if not 0 <= value < 2**63:
+        return f"{where} = {value} must be in [0, 2**63): use a non-negative integer seed"
+    return None
+
+
+def _alphas(where, value):
+    if not value:
+        return f"{where} is empty: list at least one noise ratio, e.g. [0.0, 0.3]"
+    for alpha in value:
+        if not 0.0 <= alpha < 1.0:
+            return f"{where} has {alpha}, outside [0, 1): use noise ratios 0 <= alpha < 1"
+    seen = {}
+    for alpha in value:  # cells are named by alpha to 3 decimals
+        if f"{alpha:.3f}" in seen:
+            return (f"{where} has {seen[f'{alpha:.3f}']} and {alpha}, the same to 3 decimals: "
+                    "list each noise ratio once")
+        seen[f"{alpha:.3f}"] = alpha
+    return None
+
+
+def _forget_alpha(where, value):
+    if not 0.0 < value < 1.0:
+        return (f"{where} = {value} must be in (0, 1): alpha = 0 leaves an empty forget set, "
+                "so set e.g. alpha = 0.3")
+    return None
+
+
+def _names(what: str, *, allow_empty: bool = False):
+    def check(where, value):
+        if not value and not allow_empty:
+            return f"{where} is empty: list at least one {what}"
+        names = list(value)
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            return f"{where} lists {duplicated[0]!r} twice: list each {what} once"
+        for name in names:
+            if not _SAFE_NAME.fullmatch(name):
+                return (f"{where}: {what} name {name!r} cannot name a file: use letters, digits, "
+                        "'_', '-' and '.'")
+        return None
+
+    return check
+
+
+def _safe_name(where, value):
+    if not _SAFE_NAME.fullmatch(value):
+        return (f"{where} = {value!r} cannot name a results directory: use letters, digits, '_', "
+                "'-' and '.'")
+    return None
+
+
+def _one_of(*options):
+    def check(where, value):
+        if value not in options:
+            hint = _did_you_mean(value, options)
+            return f"{where} = {value!r}{hint} must be one of {list(options)}"
+        return None
+
+    return check
+
+
+CHECKS = {
+    "name": _safe_name,
+    "models": _names("model table"),
+    "noises": _names("noise"),
+    "methods": _names("method", allow_empty=True),  # a sweep-only unlearning config has none
+    "sweep": _names("swept method", allow_empty=True),  # its keys name cell files too
+    "alphas": _alphas,
+    "noise_ratios": _alphas,
+    "top_k": _at_least(1),
+    "n_train_per_class": _at_least(1),
+    "n_hessian_per_class": _at_least(1),
+    "alpha": _forget_alpha,
+    "runs": _at_least(1),
+    "seed": _seed,
+    "epochs": _at_least(1),
+    "batch_size": _at_least(1),
+    "lr": _positive_finite,
+    "unlearn_epochs": _at_least(1),
+    "unlearn_batch_size": _at_least(0),
+    "unlearn_lr": _positive_finite,
+    "sweep_chunk": _at_least(1),
+    "input": _one_of("native", "realified"),
+}
+
+
+_TYPES = {  # kind: (what, an example in TOML)
+    "table": ("a table", "{ key = value } or a [section]"),
+    "list": ("a list", "[0.0, 0.3]"),
+    "number": ("a number", "0.3"),
+    "integer": ("an integer", "2"),
+    "bool": ("true or false", "true"),
+    "string": ("a string", '"text"'),
+}
+
+
+def _is_toml(value) -> bool:
+    """Whether ``value`` is a string holding a TOML non-string value, e.g. "2"."""
+    try:
+        return isinstance(value, str) and not isinstance(tomllib.loads(f"v = {value}")["v"], str)
+    except tomllib.TOMLDecodeError:
+        return False
+
+
+def _wrong_type(where: str, kind: str, value) -> QunlearnError:
+    what, example = _TYPES[kind]
+    hint = " (a quoted string: drop the quotes)" if kind != "string" and _is_toml(value) else ""
+    return QunlearnError(f"{where} must be {what}, got {value!r}{hint}: write it like {example}")
+
+
 def _convert(value, tp, where: str):
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise QunlearnError(f"{where} must be a table, got {value!r}")
+            raise _wrong_type(where, "table", value)
         return build(tp, value, where)
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise QunlearnError(f"{where} must be a list, got {value!r}")
+            raise _wrong_type(where, "list", value)
         return tuple(_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         _, item_tp = typing.get_args(tp)
         if not isinstance(value, Mapping):
-            raise QunlearnError(f"{where} must be a table, got {value!r}")
+            raise _wrong_type(where, "table", value)
         return {k: _convert(v, item_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is dict:
         if not isinstance(value, Mapping):
-            raise QunlearnError(f"{where} must be a table, got {value!r}")
+            raise _wrong_type(where, "table", value)
         return dict(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise QunlearnError(f"{where} must be a number, got {value!r}")
+            raise _wrong_type(where, "number", value)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise QunlearnError(f"{where} must be an integer, got {value!r}")
+            raise _wrong_type(where, "integer", value)
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise QunlearnError(f"{where} must be true or false, got {value!r}")
+            raise _wrong_type(where, "bool", value)
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise QunlearnError(f"{where} must be a string, got {value!r}")
+            raise _wrong_type(where, "string", value)
         return value
     raise TypeError(f"unsupported config type {tp} at {where}")  # programming error
 
@@ -143,6 +297,10 @@ def build(cls, data: Mapping, where: str = "config"):
     for name, f in fields.items():
         if name in data:
             values[name] = _convert(data[name], hints[name], f"{where}.{name}")
+            check = CHECKS.get(name)
+            problem = check and check(f"{where}.{name}", values[name])
+            if problem:
+                raise QunlearnError(problem)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise QunlearnError(f"missing key {where}.{name}: add it to the config")
     return cls(**values)
@@ -151,8 +309,12 @@ def build(cls, data: Mapping, where: str = "config"):
 def parse_override(text: str) -> tuple[str, object]:
     """``"models.qnn.epochs=10"`` -> ``("models.qnn.epochs", 10)`` (the value is read as TOML)."""
     if "=" not in text:
-        raise QunlearnError(f"override {text!r} must look like key.path=value")
+        raise QunlearnError(f"override {text!r} must look like key.path=value, e.g. runs=2")
     key, raw = text.split("=", 1)
+    if not key.strip() or "" in key.strip().split("."):
+        raise QunlearnError(
+            f"override {text!r} has an empty key: write key.path=value, e.g. runs=2"
+        )
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -167,11 +329,14 @@ def apply_override(data: dict, dotted: str, value) -> None:
         if part not in node:
             where = ".".join(parents[: i + 1])
             raise QunlearnError(
-                f"override {dotted!r}: no table {where!r}{_did_you_mean(part, node)}"
+                f"override {dotted!r}: no table {where!r}{_did_you_mean(part, node)}; "
+                f"the keys there are {sorted(node)}"
             )
         node = node[part]
         if not isinstance(node, dict):
-            raise QunlearnError(f"override {dotted!r}: {part!r} is not a table")
+            raise QunlearnError(
+                f"override {dotted!r}: {part!r} is a value, not a table: override {part!r} itself"
+            )
     node[last] = value
 
 
@@ -181,10 +346,18 @@ def load_config(path: str | Path, overrides=(), *, tiny: bool = False):
     if not path.is_file():
         raise QunlearnError(f"config file {str(path)!r} not found: pass the path of a .toml file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise QunlearnError(f"config {path} is not valid TOML: {err}") from None
+        raise QunlearnError(f"config {path} is not valid TOML: {err}; fix the file there") from None
+    except UnicodeDecodeError:
+        raise QunlearnError(f"config {path} is not UTF-8 text: pass a .toml file") from None
+    except OSError as err:
+        raise QunlearnError(f"cannot read config {path}: {err.strerror}; check the path") from None
     tiny_table = data.pop("tiny", {})
+    if tiny and not tiny_table:
+        raise QunlearnError(f"config {path} has no [tiny] table: add one or drop --tiny")
+    if not isinstance(tiny_table, dict):
+        raise QunlearnError(f"config {path}: tiny must be a table of dotted overrides")
     for dotted, value in (tiny_table.items() if tiny else ()):
         apply_override(data, dotted, value)
     for text in overrides:

@@ -7,9 +7,10 @@ Layout::
     OUT/results.csv          the tidy table, rebuilt from the cells after each one
 
 A cell file appears only via ``os.replace`` of a fully written, fsynced temporary file, so a crash
-leaves either the whole cell or nothing; a cell whose checksum does not verify is set aside and
-recomputed. A directory written for another config, or by an incompatible format, is refused.
-JSON only: nothing here ever unpickles.
+leaves either the whole cell or nothing (stray ``.*.tmp`` files are never read); a cell whose
+checksum does not verify is set aside as ``.corrupt`` and recomputed. A directory written for
+another config, by an incompatible format, or holding anything but our files is refused before
+anything in it is touched. JSON only: nothing here ever unpickles.
 """
 
 from __future__ import annotations
@@ -30,21 +31,55 @@ FORMAT_VERSION = 1
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _cannot_write(path, err) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be shared
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:  # also Ctrl-C: never leave the temporary file behind
         Path(tmp).unlink(missing_ok=True)
-        raise QunlearnError(f"cannot write {path}: {err.strerror}; free space or choose --out") from None
+        if isinstance(err, OSError):
+            raise _cannot_write(path, err) from None
+        raise
+
+
+def _cannot_write(path: Path, err: OSError) -> QunlearnError:
+    return QunlearnError(
+        f"cannot write {path}: {err.strerror or err}; free space or choose another --out"
+    )
 
 
 def _digest(rows) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``, ... : the first that does not exist (keep old files)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def _differences(manifest: dict, config: dict) -> str:
+    """Which top-level config keys differ from the manifest's config, for the refusal message."""
+    old = manifest.get("config")
+    if not isinstance(old, dict):
+        return "its manifest holds no config"
+    keys = sorted(k for k in old.keys() | config.keys() if old.get(k) != config.get(k))
+    return "it differs in " + ", ".join(keys) if keys else "same keys, different hash"
 
 
 class ResultStore:
@@ -53,15 +88,8 @@ class ResultStore:
     def __init__(self, root: str | Path, *, config: dict, config_hash: str, meta: dict):
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
-        try:
-            self.cells_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise QunlearnError(
-                f"cannot create results directory {self.root}: {err.strerror}; choose another --out"
-            ) from None
-        if not os.access(self.cells_dir, os.W_OK):
-            raise QunlearnError(f"results directory {self.root} is not writable: choose another --out")
         self.manifest_path = self.root / "manifest.json"
+        # Check everything before writing anything: a refused directory is left exactly as it was.
         if self.manifest_path.exists():
             manifest = self._read_manifest()
             if manifest.get("format_version") != FORMAT_VERSION:
@@ -71,9 +99,25 @@ class ResultStore:
                 )
             if manifest.get("config_hash") != config_hash:
                 raise QunlearnError(
-                    f"{self.root} holds results of a different config (hash "
-                    f"{manifest.get('config_hash')} != {config_hash}): use a new --out directory"
+                    f"{self.root} holds results of a different config "
+                    f"({_differences(manifest, config)}): use a new --out directory, or the "
+                    "config that wrote it"
                 )
+        else:
+            manifest = None
+            self._check_foreign()
+        try:
+            self.cells_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise QunlearnError(
+                f"cannot create results directory {self.root}: {err.strerror or err}; choose "
+                "another --out"
+            ) from None
+        if not os.access(self.cells_dir, os.W_OK):
+            raise QunlearnError(
+                f"results directory {self.root} is not writable: choose another --out"
+            )
+        if manifest is not None:
             self.manifest = manifest
         else:
             self.manifest = {
@@ -84,13 +128,38 @@ class ResultStore:
             }
             self._write_manifest()
 
+    def _check_foreign(self) -> None:
+        """Without a manifest, ``root`` may hold only what a run killed at its start leaves: an
+        empty ``cells/`` and temporary files. Anything else is not ours to overwrite or trust."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise QunlearnError(
+                f"--out {self.root} is a file, not a directory: choose another --out"
+            )
+        for entry in self.root.iterdir():
+            ours = entry.name.endswith(".tmp") or (
+                entry == self.cells_dir and entry.is_dir()
+                and all(p.name.endswith(".tmp") for p in entry.iterdir())
+            )
+            if not ours:
+                raise QunlearnError(
+                    f"{self.root} is not empty and has no manifest.json (it holds {entry.name!r}), "
+                    "so it is no qunlearn results directory: choose a new or empty --out"
+                )
+
     def _read_manifest(self) -> dict:
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
             raise QunlearnError(
-                f"{self.manifest_path} is unreadable ({err}): use a new --out directory"
+                f"{self.manifest_path} is unreadable ({_one_line(err)}): use a new --out directory"
             ) from None
+        if not isinstance(manifest, dict):
+            raise QunlearnError(
+                f"{self.manifest_path} is not a qunlearn manifest: use a new --out directory"
+            )
+        return manifest
 
     def _write_manifest(self) -> None:
         atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=True))
@@ -103,20 +172,26 @@ class ResultStore:
         return self.cells_dir / f"{cell_id}.json"
 
     def load_cell(self, cell_id: str) -> dict | None:
-        """The finished cell, or None if absent; a corrupt file is set aside (and so recomputed)."""
+        """The finished cell, or None if absent; a corrupt file is set aside (and so recomputed).
+
+        A cell counts only if its file is JSON naming this cell with rows matching their SHA-256;
+        nothing else (a truncated file, another cell's file, a pickle) is ever read as a result.
+        """
         path = self._cell_path(cell_id)
         if not path.exists():
             return None
         try:
-            payload = json.loads(path.read_text())
-            ok = payload.get("sha256") == _digest(payload["rows"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            ok = (isinstance(payload, dict) and payload.get("cell") == cell_id
+                  and isinstance(payload.get("rows"), list)
+                  and payload.get("sha256") == _digest(payload["rows"]))
+        except (OSError, ValueError, TypeError):  # ValueError: bad JSON or not UTF-8
             ok = False
         if not ok:
-            aside = path.with_suffix(".corrupt")
+            aside = _free_name(path.with_suffix(".corrupt"))
             os.replace(path, aside)
-            warnings.warn(f"cell file {path} failed its checksum; moved to {aside} and recomputing",
-                          stacklevel=2)
+            warnings.warn(f"cell file {path} is corrupt (checksum or format); moved to {aside} "
+                          "and recomputing", stacklevel=2)
             return None
         return payload
 
@@ -125,15 +200,18 @@ class ResultStore:
         atomic_write_text(self._cell_path(cell_id), json.dumps(payload, sort_keys=True))
 
     def finished_cells(self) -> list[dict]:
+        """Every verified cell in the directory, by file name (so in a fixed order)."""
         payloads = (self.load_cell(p.stem) for p in sorted(self.cells_dir.glob("*.json")))
         return [p for p in payloads if p is not None]
 
     def write_table(self, rows: list[dict], name: str = "results.csv") -> Path:
+        """Write the tidy table atomically; an identical existing file is left untouched."""
         path = self.root / name
         if rows:
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-            atomic_write_text(path, buf.getvalue())
+            if not (path.is_file() and path.read_bytes() == buf.getvalue().encode()):
+                atomic_write_text(path, buf.getvalue())
         return path

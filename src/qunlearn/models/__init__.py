@@ -8,6 +8,7 @@ can build any model from a dataset's shape. A contract test runs over every memb
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,17 +30,8 @@ class Model(NamedTuple):
     hyper: dict
 
 
-MODELS: dict[str, Callable[..., Model]] = {
-    "mlp": lambda input_dim, complex_input, **hyper: Model(
-        *mlp(input_dim, complex_input, **hyper), "mlp", hyper
-    ),
-    "qnn": lambda input_dim, complex_input, **hyper: Model(
-        *qnn(input_dim, complex_input, **hyper), "qnn", hyper
-    ),
-    "qnn_cnot": lambda input_dim, complex_input, **hyper: Model(
-        *qnn_cnot(input_dim, complex_input, **hyper), "qnn_cnot", hyper
-    ),
-}
+MODELS: dict[str, Callable] = {"mlp": mlp, "qnn": qnn, "qnn_cnot": qnn_cnot}
+"""name -> factory ``(input_dim, complex_input, **hyper) -> (init, apply)``."""
 
 
 def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model:
@@ -48,10 +40,15 @@ def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model
         hint = difflib.get_close_matches(name, MODELS, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise QunlearnError(f"unknown model {name!r}{did}: choose one of {sorted(MODELS)}")
-    try:
-        return MODELS[name](input_dim, complex_input, **hyper)
-    except TypeError as err:  # unexpected hyperparameter name
-        raise QunlearnError(f"bad hyperparameters for model {name!r}: {err}") from None
+    valid = list(inspect.signature(MODELS[name]).parameters)[2:]
+    for key in hyper:
+        if key not in valid:
+            hint = difflib.get_close_matches(key, valid, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise QunlearnError(f"unknown hyperparameter {key!r}{did} for model {name!r}: "
+                                f"valid ones are {valid}")
+    init, apply = MODELS[name](input_dim, complex_input, **hyper)
+    return Model(init, apply, name, dict(hyper))
 
 
 def n_params(params: Params) -> int:

@@ -1,0 +1,68 @@
+"""Helpers shared by every experiment: environment metadata, model inputs, name checks, tables."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from qunlearn.errors import QunlearnError
+from qunlearn.experiments.store import ResultStore
+
+PACKAGES = ("qunlearn", "jax", "jaxlib", "optax", "numpy", "scipy", "tensorcircuit-ng")
+
+
+def environment() -> dict:
+    """Versions, platform and git revision for a result's manifest."""
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {
+        "versions": versions,
+        "git_revision": rev,
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "jax_x64": bool(jax.config.jax_enable_x64),
+    }
+
+
+def model_input(dataset, representation: str = "native"):
+    """(x_train, x_val, input_dim, complex_input) for a model. ``realified``: [Re; Im] amplitudes."""
+    x_train, x_val = dataset.x_train, dataset.x_val
+    if representation == "realified" and np.iscomplexobj(x_train):
+        x_train = np.concatenate([x_train.real, x_train.imag], axis=1)
+        x_val = np.concatenate([x_val.real, x_val.imag], axis=1)
+    elif representation not in ("native", "realified"):
+        raise QunlearnError(f"unknown input representation {representation!r}: "
+                            "use 'native' or 'realified'")
+    return x_train, x_val, x_train.shape[1], bool(np.iscomplexobj(x_train))
+
+
+def check_names(named: dict, family: dict, what: str) -> None:
+    """``named`` maps config keys to names; an unknown name fails with a hint and the choices."""
+    for where, name in named.items():
+        if name not in family:
+            hint = difflib.get_close_matches(name, list(family), n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise QunlearnError(
+                f"{where} = {name!r}{did} is not a known {what}: choose one of {sorted(family)}"
+            )
+
+
+def write_table(store: ResultStore) -> Path:
+    rows = [row for cell in store.finished_cells() for row in cell["rows"]]
+    return store.write_table(rows)

@@ -1,0 +1,158 @@
+"""Fig 3 from an unlearning results directory: validation accuracy and forgetting vs epoch per
+method (mean ± std band over runs), one column per model; the paper's means as thin dashed lines.
+Weight sweeps (``sweep.csv``): a heatmap per two-weight sweep, a curve per one-weight sweep.
+Figures only read tables; no pyplot, no global matplotlib state."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from qunlearn.compare import REFERENCE_UNLEARNING, read_csv, reference_rows
+
+COLORS = {
+    "retrain": "tab:green", "finetune": "tab:blue", "scrub": "tab:orange",
+    "gradient_ascent": "tab:red", "scrub_kurmanji": "tab:purple", "neggrad_plus": "tab:brown",
+}
+PANELS = (("val_acc", "validation accuracy"),
+          ("forget_frac_poisoned_label", "forget set: poisoned label kept"))
+
+
+def _mean_std(rows, metric: str) -> dict:
+    """{(model, method): (epochs, mean, std)} over runs (population std)."""
+    values = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("metric", metric) == metric:
+            v = r["value"] if "value" in r else r[metric]
+            values[(r["model"], r["method"])][int(r["epoch"])].append(float(v))
+    out = {}
+    for key, by_epoch in values.items():
+        e = np.array(sorted(by_epoch))
+        v = [np.asarray(by_epoch[i]) for i in e]
+        out[key] = (e, np.array([x.mean() for x in v]), np.array([x.std() for x in v]))
+    return out
+
+
+def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    return paths
+
+
+def plot_unlearning(rows: list[dict], out_dir: str | Path, *, models: dict[str, str],
+                    dataset: str, title: str = "", reference: bool = True) -> list[Path]:
+    """Fig 3 panels: rows = (validation accuracy, forgetting), columns = ``models`` (our name ->
+    kind "mlp"/"qnn", used to find the paper's curves). Saves fig3_unlearning.png/.pdf."""
+    out_dir = Path(out_dir)
+    names = [m for m in models if any(r["model"] == m for r in rows)]
+    order = list(COLORS)
+    methods = sorted(dict.fromkeys(r["method"] for r in rows),
+                     key=lambda m: (order.index(m) if m in order else len(order), m))
+    variant = {r["method"]: r["variant"] for r in rows}
+    fig = Figure(figsize=(4.6 * max(len(names), 1), 6.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, max(len(names), 1), squeeze=False, sharex=True)
+    for (metric, label), ax_row in zip(PANELS, axes, strict=True):
+        ours = _mean_std(rows, metric)
+        for name, ax in zip(names, ax_row, strict=False):
+            paper = {}
+            ref_file = REFERENCE_UNLEARNING.get((dataset, models[name]))
+            if reference and ref_file:
+                paper = _mean_std([r | {"model": name} for r in reference_rows(ref_file)], metric)
+            for method in methods:
+                if (name, method) not in ours:
+                    continue
+                e, m, s = ours[(name, method)]
+                color = COLORS.get(method)
+                style = "-" if variant[method] == "reference" else "-."
+                ax.plot(e, m, style, color=color, lw=1.6, label=f"{method} ({variant[method]})")
+                ax.fill_between(e, m - s, m + s, color=color, alpha=0.18, lw=0)
+                if (name, method) in paper and variant[method] == "reference":
+                    pe, pm, _ = paper[(name, method)]
+                    ax.plot(pe, pm, "--", color=color, lw=0.9, alpha=0.8)
+            ax.set(ylim=(-0.02, 1.02), ylabel=label, title=f"{dataset} {name.upper()}")
+            ax.grid(alpha=0.3)
+            if metric == PANELS[-1][0]:
+                ax.set_xlabel("epoch (metrics at the start of each epoch)")
+    if names:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        if reference:
+            handles.append(axes[0, 0].plot([], [], "--", color="0.3", lw=0.9)[0])
+            labels.append("paper (mean)")
+        axes[0, 0].legend(handles, labels, fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_dir, "fig3_unlearning")
+
+
+def plot_sweeps(rows: list[dict], out_dir: str | Path, *, title: str = "") -> list[Path]:
+    """Mean final validation accuracy over runs at every sweep point: rows = models, columns =
+    swept methods; two weights -> heatmap, one weight -> curve ± std. Saves fig3_sweep.png/.pdf."""
+    out_dir = Path(out_dir)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    skip = {"dataset", "model", "method", "variant", "run", "epoch", "metric", "value", "seed"}
+    axes_of = {m: [k for k in rows[0] if k not in skip and any(
+        r["method"] == m and r[k] != "" for r in rows)] for m in methods}
+    fig = Figure(figsize=(4.4 * len(methods), 3.8 * len(models)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(models), len(methods), squeeze=False)
+    for i, model in enumerate(models):
+        for j, method in enumerate(methods):
+            ax, names = grid[i, j], axes_of[method]
+            vals = defaultdict(list)
+            for r in rows:
+                if r["model"] == model and r["method"] == method and r["metric"] == "val_acc":
+                    vals[tuple(float(r[k]) for k in names)].append(float(r["value"]))
+            if len(names) == 2:
+                xs = sorted({k[1] for k in vals})
+                ys = sorted({k[0] for k in vals})
+                z = np.full((len(ys), len(xs)), np.nan)
+                for (a, b), v in vals.items():
+                    z[ys.index(a), xs.index(b)] = np.mean(v)
+                im = ax.imshow(z, origin="lower", cmap="viridis", vmin=0.5, vmax=1.0,
+                               extent=(xs[0] - 0.05, xs[-1] + 0.05, ys[0] - 0.05, ys[-1] + 0.05),
+                               aspect="auto")
+                for a in ys:
+                    for b in xs:
+                        if not np.isnan(z[ys.index(a), xs.index(b)]):
+                            ax.text(b, a, f"{z[ys.index(a), xs.index(b)]:.2f}", ha="center",
+                                    va="center", fontsize=5, color="w")
+                ax.set(xlabel=names[1], ylabel=names[0])
+                fig.colorbar(im, ax=ax, label="final val acc (mean over runs)")
+            elif len(names) == 1:
+                x = np.array(sorted(vals))
+                m = np.array([np.mean(vals[k]) for k in x])
+                s = np.array([np.std(vals[k]) for k in x])
+                color = COLORS.get(method)
+                x = x[:, 0]
+                ax.plot(x, m, "o-", color=color)
+                ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
+                ax.set(xlabel=names[0], ylabel="final val acc", ylim=(-0.02, 1.02))
+                ax.grid(alpha=0.3)
+            else:
+                ax.text(0.5, 0.5, f"{len(names)}-weight sweep: see sweep.csv", ha="center",
+                        transform=ax.transAxes)
+            ax.set_title(f"{model.upper()} {method}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_dir, "fig3_sweep")
+
+
+def plot_unlearning_dir(results_dir: str | Path, rows: list[dict], config: dict) -> list[Path]:
+    """Every figure of an unlearning results directory (``rows`` = its results.csv)."""
+    results_dir = Path(results_dir)
+    models = {name: spec["model"] for name, spec in config["models"].items()}
+    paths = []
+    if rows:
+        paths += plot_unlearning(rows, results_dir, models=models, dataset=config["dataset"],
+                                 title=config["name"])
+    sweep = results_dir / "sweep.csv"
+    if sweep.is_file():
+        paths += plot_sweeps(read_csv(sweep), results_dir, title=f"{config['name']}: weight sweeps")
+    return paths

@@ -1,0 +1,272 @@
+"""Reproducibility and crash safety of ``qunlearn run``.
+
+* Determinism: a cell's key depends only on its identity, so a cell computed alone through the
+  library, inside a sweep, in another order or grouping, or after a resume gives the same bits.
+* Crash safety: a sweep killed with SIGKILL and rerun reuses every finished cell untouched, never
+  reads a partial or planted file as a result, and ends with the uninterrupted run's table; Ctrl-C
+  leaves a consistent directory and prints the command that resumes it.
+
+One tiny MNIST config (an MLP, 2 noises x 3 alphas = 6 cells of about a second) serves every test.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import pytest
+
+from qunlearn.cli import main
+from qunlearn.data import load_dataset
+from qunlearn.experiments import noise_sweep
+from qunlearn.experiments.runner import model_input
+from qunlearn.models import make_model
+
+CONFIG = """\
+experiment = "noise_sweep"
+name = "reliability"
+dataset = "mnist"
+noises = ["label_flip", "feature_randomization"]
+alphas = [0.0, 0.2, 0.4]
+runs = 2
+seed = 7
+
+[models.mlp]
+model = "mlp"
+hyper = { hidden = [8] }
+epochs = 150
+batch_size = 64
+lr = 0.01
+"""
+CELLS = [f"mlp__{noise}__alpha{alpha:.3f}" for noise in ("label_flip", "feature_randomization")
+         for alpha in (0.0, 0.2, 0.4)]
+TIMEOUT = 300  # seconds for one subprocess run; generous for a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "reliability.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(config_path, tmp_path_factory, env):
+    """An uninterrupted run of the command line (a subprocess, as a user runs it)."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def cell_rows(out: Path, cell_id: str) -> list[dict]:
+    return json.loads((out / "cells" / f"{cell_id}.json").read_text())["rows"]
+
+
+def verified(path: Path) -> bool:
+    """Whether a cell file is whole: JSON whose rows match their SHA-256 (the store's format)."""
+    payload = json.loads(path.read_text())
+    digest = hashlib.sha256(json.dumps(payload["rows"], sort_keys=True).encode()).hexdigest()
+    return payload["sha256"] == digest and payload["cell"] == path.stem
+
+
+def file_ids(paths) -> dict:
+    """Inode, modification time and bytes: unchanged means not rewritten."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
+
+
+def qunlearn(*args) -> list[str]:
+    return [sys.executable, "-m", "qunlearn", *map(str, args)]
+
+
+# SIGINT is ignored in processes started in the background by a non-interactive shell (CI), and
+# Python then keeps ignoring it: restore the default handler so Ctrl-C is simulated faithfully.
+_WITH_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from qunlearn.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Subprocess environment sharing a JAX compilation cache: the first run compiles, later runs
+    load its executable (seconds saved per run). The in-process tests compile afresh and must
+    still match bit for bit."""
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def start(argv: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def wait_for_first_cell(proc: subprocess.Popen, cells: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not (cells.is_dir() and any(cells.glob("*.json"))):
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before writing a cell: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no cell after {TIMEOUT} s")
+        time.sleep(0.01)
+
+
+def finish(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+
+
+def test_cell_alone_through_the_library_equals_the_cell_in_the_sweep(reference):
+    """The key of cell (dataset, model, noise, alpha) is stable_key(PRNGKey(seed), dataset, model,
+    noise, f"{alpha:.6f}"), whatever else the sweep holds."""
+    dataset = load_dataset("mnist")
+    x_train, x_val, dim, is_complex = model_input(dataset)
+    program = noise_sweep.sweep_program(make_model("mlp", dim, is_complex, hidden=[8]), epochs=150,
+                                        batch_size=64, lr=0.01, n_train=len(x_train))
+    key = noise_sweep.stable_key(jax.random.PRNGKey(7), "mnist", "mlp", "feature_randomization",
+                                 f"{0.4:.6f}")
+    metrics, _ = noise_sweep.run_cell(
+        program, noise_sweep.run_keys(key, 2), x_train, dataset.y_train, x_val, dataset.y_val,
+        noise="feature_randomization", alpha=0.4, raw_dim=dataset.info["raw_dim"])
+    rows = cell_rows(reference, "mlp__feature_randomization__alpha0.400")
+    assert {(r["run"], r["metric"]): r["value"] for r in rows} == {
+        (run, metric): values[run] for metric, values in metrics.items() for run in range(2)}
+
+
+def test_other_order_and_grouping_give_the_same_cells(reference, config_path, tmp_path):
+    """Noises and alphas reversed, one alpha left out, progress bars on (a host callback in the
+    compiled program): another config, so another directory, but every shared cell is bit-for-bit
+    the same."""
+    out = tmp_path / "reordered"
+    overrides = ["noises=['feature_randomization','label_flip']", "alphas=[0.4,0.0]"]
+    assert main(["run", str(config_path), *overrides, "--out", str(out)]) == 0
+    cells = sorted(p.stem for p in (out / "cells").glob("*.json"))
+    assert len(cells) == 4
+    for cell_id in cells:
+        assert cell_rows(out, cell_id) == cell_rows(reference, cell_id), cell_id
+
+
+def test_rerun_of_a_finished_directory_changes_nothing(reference, config_path, capsys):
+    before = file_ids([*(reference / "cells").iterdir(), reference / "results.csv"])
+    assert main(["run", str(config_path), "--out", str(reference), "--quiet"]) == 0
+    assert "cells: 0 computed, 6 reused" in capsys.readouterr().out
+    assert file_ids([*(reference / "cells").iterdir(), reference / "results.csv"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Crash safety
+
+
+def test_sigkill_then_resume(reference, config_path, tmp_path, env):
+    out = tmp_path / "out"
+    cells = out / "cells"
+    proc = start(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    wait_for_first_cell(proc, cells)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=TIMEOUT)
+
+    # Whatever the moment of the kill, every cell file under its final name is whole.
+    finished = sorted(cells.glob("*.json"))
+    assert finished and all(verified(p) for p in finished)
+    done_ids = [p.stem for p in finished]
+    todo = [c for c in CELLS if c not in done_ids]
+    assert len(todo) >= 2, f"the kill landed too late to test a resume: {done_ids}"
+    kept = file_ids(finished)
+
+    # Plant what a crash or a tamperer could leave: a truncated cell file under a final name, and
+    # a complete, self-consistent but wrong cell as a temporary file.
+    truncated = cells / f"{todo[0]}.json"
+    whole = (reference / "cells" / truncated.name).read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    fake = json.loads(whole)
+    fake["cell"] = todo[1]
+    fake["rows"] = [dict(row, value=0.123) for row in fake["rows"]]
+    fake["sha256"] = hashlib.sha256(json.dumps(fake["rows"], sort_keys=True).encode()).hexdigest()
+    stray = cells / f".{todo[1]}.json.x1y2z3.tmp"
+    stray.write_text(json.dumps(fake))
+    (out / ".results.csv.a1b2c3.tmp").write_text("alpha,value\n0.0,0.123\n")
+
+    resumed = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    assert f"cells: {len(todo)} computed, {len(done_ids)} reused" in resumed.stdout
+    assert f"{truncated} is corrupt" in resumed.stderr
+    # (a) the cells finished before the kill were reused, not rewritten
+    assert file_ids(cells / name for name in kept) == kept
+    last_run = json.loads((out / "manifest.json").read_text())["last_run"]
+    assert sorted(last_run["reused"]) == done_ids and sorted(last_run["computed"]) == sorted(todo)
+    # (b) the truncated file was set aside and recomputed; the planted temporary file was ignored
+    assert truncated.with_suffix(".corrupt").read_bytes() == whole[: len(whole) // 2]
+    assert stray.exists() and all(verified(p) for p in cells.glob("*.json"))
+    # (c) the same table, bit for bit, as the uninterrupted run
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+    for cell_id in CELLS:
+        assert cell_rows(out, cell_id) == cell_rows(reference, cell_id), cell_id
+
+
+def test_ctrl_c_leaves_a_consistent_directory_and_says_how_to_resume(reference, config_path,
+                                                                   tmp_path, env):
+    out = tmp_path / "out"
+    proc = start([sys.executable, "-c", _WITH_CTRL_C, "run", str(config_path), "--out", str(out),
+                  "--quiet"], env)
+    wait_for_first_cell(proc, out / "cells")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    command = f"qunlearn run {config_path} --out {out} --quiet"
+    assert f"interrupted: finished cells are kept in {out}; to resume, run: {command}" in stderr
+
+    # consistent: no temporary file, every cell whole, the table holds exactly the finished cells
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    finished = sorted((out / "cells").glob("*.json"))
+    assert finished and all(verified(p) for p in finished)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["name"] == "reliability"
+    with open(out / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 8 * len(finished)  # 2 runs x 4 metrics per cell
+    assert {f"mlp__{r['noise']}__alpha{float(r['alpha']):.3f}" for r in table} == {
+        p.stem for p in finished}
+
+    # the printed command resumes it to the uninterrupted result
+    argv = shlex.split(command)
+    finish(qunlearn(*argv[1:]), env)
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+
+
+def test_stray_files_never_become_cells(reference, tmp_path):
+    """Cells are looked up by their exact names: stray, renamed or foreign files are not results."""
+    from qunlearn.experiments.store import ResultStore
+
+    manifest = json.loads((reference / "manifest.json").read_text())
+    out = tmp_path / "copy"
+    (out / "cells").mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    store = ResultStore(out, config=manifest["config"], config_hash=manifest["config_hash"],
+                        meta={})
+    # another cell's (valid) file under this cell's name is not this cell
+    src = reference / "cells" / f"{CELLS[0]}.json"
+    (out / "cells" / f"{CELLS[1]}.json").write_bytes(src.read_bytes())
+    with pytest.warns(UserWarning, match="is corrupt"):
+        assert store.load_cell(CELLS[1]) is None
+    assert (out / "cells" / f"{CELLS[1]}.corrupt").exists()
+    # a second corrupt copy does not overwrite the first one set aside
+    (out / "cells" / f"{CELLS[1]}.json").write_text("{")
+    with pytest.warns(UserWarning, match="is corrupt"):
+        assert store.load_cell(CELLS[1]) is None
+    assert (out / "cells" / f"{CELLS[1]}.corrupt.1").read_text() == "{"
+    assert store.finished_cells() == []
