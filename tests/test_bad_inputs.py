@@ -467,8 +467,6 @@ def _unlearning_experiment():
         pytest.skip("the unlearning experiment is not registered yet")
 
 
-@pytest.mark.xfail(strict=True, reason="experiments/unlearning.py checks n_forget == 0 only after "
-                   "ResultStore(...) has created --out; moving the check above it fixes this")
 def test_empty_forget_set_after_rounding(tmp_path, capsys):
     """alpha = 0.001 of 500 samples flips floor(0.5) = 0 labels: no forget set either."""
     _unlearning_experiment()

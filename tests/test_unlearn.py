@@ -304,7 +304,8 @@ def test_experiment_writes_resumes_compares_and_plots(tmp_path, monkeypatch):
     from qunlearn.plotting.results import plot_results_dir
 
     _fake_dataset(monkeypatch)
-    config = _config(sweep={"scrub": {"kl_w": [0.0, 0.5], "fo_w": [0.0, 0.2]}}, sweep_chunk=3)
+    config = _config(sweep={"scrub": {"kl_w": [0.0, 0.5], "fo_w": [0.0, 0.2]},
+                            "gradient_ascent": {"fo_w": [0.0, 0.2]}}, sweep_chunk=3)
     store = run(config, tmp_path, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert list(rows[0]) == ["dataset", "model", "method", "variant", "run", "epoch", "metric",
@@ -318,12 +319,12 @@ def test_experiment_writes_resumes_compares_and_plots(tmp_path, monkeypatch):
              and r["metric"] == "val_acc"]
     assert all(float(r["value"]) == pytest.approx(teacher["val_acc"]) for r in start)
     sweep = list(csv.DictReader(open(tmp_path / "sweep.csv")))
-    assert {"kl_w", "fo_w"} <= set(sweep[0]) and len(sweep) == 4 * 2 * len(METRICS)
+    assert {"kl_w", "fo_w"} <= set(sweep[0]) and len(sweep) == (4 + 2) * 2 * len(METRICS)
     # sweep point (kl 0, fo 0.2) = the scrub trajectory's final state, run by run
     final = {(r["run"]): float(r["value"]) for r in rows if r["method"] == "scrub"
              and r["epoch"] == "2" and r["metric"] == "val_acc"}
     point = {r["run"]: float(r["value"]) for r in sweep if r["metric"] == "val_acc"
-             and float(r["kl_w"]) == 0.0 and float(r["fo_w"]) == 0.2}
+             and r["method"] == "scrub" and float(r["kl_w"]) == 0.0 and float(r["fo_w"]) == 0.2}
     assert point == pytest.approx(final)
     # the teacher file is plain npz
     with np.load(tmp_path / "cells" / "mlp__teacher.npz", allow_pickle=False) as f:
@@ -356,8 +357,14 @@ def test_experiment_redraw_teacher_and_bad_configs(tmp_path, monkeypatch):
                    (dict(noise="feature_randomization"), "label_flip"),
                    (dict(method_options={"scrbu": {}}), "did you mean 'scrub'"),
                    (dict(sweep={"scrub": {"n_retain": [1, 2]}}), "sweep.scrub"),
-                   (dict(sweep={"scrub": {"kl_weight": [0.1]}}), "bad options"))
+                   (dict(sweep={"scrub": {"kl_weight": [0.1]}}), "bad options"),
+                   (dict(method_options={"scrub": {"kl_w": "high"}}), "scrub"),
+                   (dict(models={"mlp": UnlearnSpec(model="mlp", epochs=1, batch_size=4, lr=0.1,
+                                                    unlearn_epochs=1, unlearn_batch_size=0,
+                                                    unlearn_lr=0.1, hyper={"width": 3})}),
+                    "models.mlp"))
     for i, (bad, match) in enumerate(bad_configs):
         with pytest.raises(QunlearnError, match=match) as err:
             run(_config(**bad), tmp_path / f"bad{i}", progress=False)
         _one_line(err)
+        assert not (tmp_path / f"bad{i}").exists()  # checked before --out is touched

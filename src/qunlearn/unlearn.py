@@ -153,6 +153,14 @@ def _check_sizes(n_retain, n_forget, epochs, batch_size):
                             f"got {batch_size!r}")
 
 
+def _check_weights(**weights) -> None:
+    for name, value in weights.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)):
+            raise QunlearnError(f"loss weight {name} must be a finite number, got {value!r}: "
+                                f"e.g. {name} = 0.2")
+
+
 def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, start, variant):
     """ce·CE(D_r batch) + kl·KL1(teacher‖student, batch) − forget_kl·KL1(teacher‖student, D_f)
     − forget_ce_poisoned·CE(D_f, poisoned labels) − forget_ce_true·CE(D_f, true labels), with all
@@ -190,6 +198,7 @@ def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, s
 
 def retrain(model, *, n_retain, n_forget, epochs, batch_size, ce_w=1.0):
     """From a fresh initialisation (the run key), CE on D_r."""
+    _check_weights(ce_w=ce_w)
     return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
                            batch_size=batch_size, weights={"ce": ce_w},
                            start=lambda key, teacher: model.init(key), variant="reference")
@@ -197,6 +206,7 @@ def retrain(model, *, n_retain, n_forget, epochs, batch_size, ce_w=1.0):
 
 def finetune(model, *, n_retain, n_forget, epochs, batch_size, ce_w=1.0):
     """From the teacher, CE on D_r ("catastrophic forgetting")."""
+    _check_weights(ce_w=ce_w)
     return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
                            batch_size=batch_size, weights={"ce": ce_w}, start=_from_teacher,
                            variant="reference")
@@ -205,6 +215,7 @@ def finetune(model, *, n_retain, n_forget, epochs, batch_size, ce_w=1.0):
 def scrub(model, *, n_retain, n_forget, epochs, batch_size, kl_w=0.0, fo_w=0.2, ce_w=1.0):
     """The reference's SCRUB, from the teacher: ce·CE(D_r batch) + kl_w·KL1(teacher‖student on
     the batch) − fo_w·KL1(teacher‖student on all of D_f), one min-step per batch."""
+    _check_weights(kl_w=kl_w, fo_w=fo_w, ce_w=ce_w)
     return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
                            batch_size=batch_size,
                            weights={"ce": ce_w, "kl": kl_w, "forget_kl": fo_w},
@@ -216,6 +227,7 @@ def gradient_ascent(model, *, n_retain, n_forget, epochs, batch_size, fo_w=0.2,
     """From the teacher: ce·CE(D_r batch) − fo_w·CE(all of D_f). ``labels="poisoned"`` (the
     reference) ascends on the labels the teacher memorised; ``"true"`` ascends on the clean labels,
     which pushes D_f TOWARDS its poisoned labels (a contrast, not a fix)."""
+    _check_weights(fo_w=fo_w, ce_w=ce_w)
     if labels not in LABELS:
         raise QunlearnError(f"gradient_ascent labels must be one of {list(LABELS)}, got {labels!r}")
     return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
@@ -279,6 +291,7 @@ def scrub_kurmanji(model, *, n_retain, n_forget, epochs, batch_size, kl_w=1.0, c
     """SCRUB of Kurmanji et al. 2023, from the teacher, with the Bernoulli KL. Each epoch: max-steps
     over D_f batches, loss −fo_w·KL(teacher‖student) (only in the first ``max_epochs`` epochs),
     then min-steps over D_r batches, loss kl_w·KL(teacher‖student) + ce_w·CE."""
+    _check_weights(kl_w=kl_w, ce_w=ce_w, fo_w=fo_w)
     _check_sizes(n_retain, n_forget, epochs, batch_size)
     if not isinstance(max_epochs, int) or max_epochs < 0:
         raise QunlearnError(f"max_epochs must be a non-negative integer, got {max_epochs!r}")
@@ -315,6 +328,7 @@ def scrub_kurmanji(model, *, n_retain, n_forget, epochs, batch_size, kl_w=1.0, c
 def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
     """NegGrad+ (Kurmanji et al. 2023), from the teacher: each step β·CE(D_r batch) −
     (1−β)·CE(D_f batch, poisoned labels), the two batches drawn jointly."""
+    _check_weights(beta=beta)
     _check_sizes(n_retain, n_forget, epochs, batch_size)
     if not 0.0 <= beta <= 1.0:
         raise QunlearnError(f"neggrad_plus beta must be in [0, 1], got {beta!r}")
@@ -358,6 +372,8 @@ def make_method(name: str, model, *, n_retain: int, n_forget: int, epochs: int, 
                              batch_size=batch_size, **options)
     except TypeError as err:  # unexpected option name
         raise QunlearnError(f"bad options for unlearning method {name!r}: {err}") from None
+    except QunlearnError as err:
+        raise QunlearnError(f"unlearning method {name!r}: {err}") from None
 
 
 def make_unlearn(model, method: Method, *, lr: float, epochs: int, trajectory: bool = True,

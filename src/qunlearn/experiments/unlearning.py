@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
+from qunlearn.experiments.common import environment, model_input
 from qunlearn.experiments.config import UnlearningConfig, config_hash, to_dict
 from qunlearn.experiments.noise_sweep import stable_key
 from qunlearn.experiments.store import ResultStore, atomic_write_text
@@ -106,14 +108,17 @@ def _save_npz(path: Path, arrays: dict) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # as the store's files: results are meant to be shared
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:  # also Ctrl-C: never leave the temporary file behind
         Path(tmp).unlink(missing_ok=True)
-        raise QunlearnError(f"cannot write {path}: {err.strerror}; free space or choose --out"
-                            ) from None
+        if isinstance(err, OSError):
+            raise QunlearnError(f"cannot write {path}: {err.strerror or err}; free space or "
+                                "choose another --out") from None
+        raise
     return hashlib.sha256(data).hexdigest()
 
 
@@ -189,24 +194,71 @@ def _check(config: UnlearningConfig) -> None:
 
 def run_unlearning(config: UnlearningConfig, out: str | Path, *, cache_dir=None,
                    progress: bool = True) -> ResultStore:
-    """Fig 3 (and weight sweeps). One file per finished cell; finished cells are skipped."""
-    # runner registers this experiment, so its helpers are imported at call time (no cycle)
-    from qunlearn.experiments.runner import environment
+    """Fig 3 (and weight sweeps). One file per finished cell; finished cells are skipped.
 
+    The config, the data set, every model and every method (sweep points included) are checked
+    before ``out`` is touched.
+    """
     _check(config)
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train = len(dataset.y_train)
-    if n_poisoned(n_train, config.alpha, "label_flip") == 0:
+    n_forget = n_poisoned(n_train, config.alpha, "label_flip")
+    if n_forget == 0:
         raise QunlearnError(f"alpha = {config.alpha} flips no label of {n_train} samples, so the "
                             "forget set is empty: raise `alpha`")
+    plans = {name: _plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
+             for name, spec in config.models.items()}
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
                         meta={**environment(), "data": dataset.info})
     session = _Session(config, store, dataset, progress)
-    for model_name, spec in config.models.items():
-        session.run_model(model_name, spec)
+    for model_name, plan in plans.items():
+        session.run_model(model_name, plan)
     session.bar.close()
     write_tables(store)
     return store
+
+
+class _ModelPlan(NamedTuple):
+    """What one model runs: its inputs, trajectory methods and sweep grids, all checked."""
+
+    model: Model
+    spec: object  # UnlearnSpec
+    shared: dict  # x_train, y_true, x_val, y_val
+    methods: dict  # name -> (base method, options, Method)
+    sweeps: dict  # name -> (grid points, [Method] per point)
+
+
+def _plan_model(config: UnlearningConfig, name: str, spec, dataset, n_retain: int,
+                n_forget: int) -> _ModelPlan:
+    try:
+        x_train, x_val, dim, is_complex = model_input(dataset, spec.input)
+        model = make_model(spec.model, dim, is_complex, **spec.hyper)
+    except QunlearnError as err:
+        raise QunlearnError(f"models.{name}: {err}") from None
+
+    def method_for(method: str, **override) -> tuple[str, dict, Method]:
+        base, options = _resolve(config, method)
+        options |= override
+        return base, options, make_method(
+            base, model, n_retain=n_retain, n_forget=n_forget, epochs=spec.unlearn_epochs,
+            batch_size=spec.unlearn_batch_size, **options)
+
+    methods = {method: method_for(method) for method in config.methods}
+    sweeps = {}
+    for method, axes in config.sweep.items():
+        grid = [dict(zip(axes, values, strict=True))
+                for values in itertools.product(*axes.values())]
+        try:
+            members = [method_for(method, **point)[2] for point in grid]
+        except QunlearnError as err:
+            raise QunlearnError(f"sweep.{method}: {err}") from None
+        if len({m.form for m in members}) > 1:
+            raise QunlearnError(f"sweep.{method}: only loss weights can be swept (options "
+                                f"{sorted(axes)} change the method's shape)")
+        sweeps[method] = (grid, members)
+    shared = {"x_train": jnp.asarray(x_train), "y_true": jnp.asarray(dataset.y_train),
+              "x_val": jnp.asarray(x_val), "y_val": jnp.asarray(dataset.y_val)}
+    return _ModelPlan(model, spec, shared, methods, sweeps)
 
 
 class _Session:
@@ -217,7 +269,6 @@ class _Session:
         self.root = jax.random.PRNGKey(config.seed)
         self.n_train = len(dataset.y_train)
         self.n_forget = n_poisoned(self.n_train, config.alpha, "label_flip")
-        self.n_retain = self.n_train - self.n_forget
         self.n_teachers = config.runs if config.redraw_teacher else 1
         # one poisoning draw per teacher index, shared by all models (as in the reference script)
         poison = stable_key(self.root, config.dataset, "label_flip", f"{config.alpha:.6f}",
@@ -246,22 +297,16 @@ class _Session:
         write_tables(self.store)
         self.bar.update(1)
 
-    def run_model(self, model_name: str, spec) -> None:
-        from qunlearn.experiments.runner import model_input
-
+    def run_model(self, model_name: str, plan: _ModelPlan) -> None:
         config, store = self.config, self.store
-        method_cells = {name: f"{model_name}__{name}" for name in config.methods}
-        sweep_cells = {name: f"{model_name}__sweep__{name}" for name in config.sweep}
+        method_cells = {name: f"{model_name}__{name}" for name in plan.methods}
+        sweep_cells = {name: f"{model_name}__sweep__{name}" for name in plan.sweeps}
         todo = [c for c in (*method_cells.values(), *sweep_cells.values())
                 if store.load_cell(c) is None]
         if not todo and store.load_cell(f"{model_name}__teacher") is not None:
             self.bar.update(1 + len(method_cells) + len(sweep_cells))
             return
-        x_train, x_val, dim, is_complex = model_input(self.dataset, spec.input)
-        model = make_model(spec.model, dim, is_complex, **spec.hyper)
-        shared = {"x_train": jnp.asarray(x_train), "y_true": jnp.asarray(self.dataset.y_train),
-                  "x_val": jnp.asarray(x_val), "y_val": jnp.asarray(self.dataset.y_val)}
-        teacher = self.teacher(model_name, spec, model, shared)
+        teacher = self.teacher(model_name, plan)
         if not config.redraw_teacher:
             teacher = jax.tree_util.tree_map(lambda a: a[0], teacher)
         # keys per unlearning run, the same for every method (paired comparison)
@@ -274,37 +319,29 @@ class _Session:
             key = (method.form, trajectory)
             if key not in programs:
                 programs[key] = unlearning_program(
-                    model, method, lr=spec.unlearn_lr, epochs=spec.unlearn_epochs,
+                    plan.model, method, lr=plan.spec.unlearn_lr, epochs=plan.spec.unlearn_epochs,
                     n_forget=self.n_forget, shared_teacher=not config.redraw_teacher,
                     trajectory=trajectory, on_epoch=self.tick)
             return programs[key]
 
-        def method_for(name: str, **override) -> tuple[str, dict, Method]:
-            base, options = _resolve(config, name)
-            options |= override
-            return base, options, make_method(
-                base, model, n_retain=self.n_retain, n_forget=self.n_forget,
-                epochs=spec.unlearn_epochs, batch_size=spec.unlearn_batch_size, **options)
-
         for name, cell_id in method_cells.items():
             if store.load_cell(cell_id) is None:
-                self.trajectories(name, cell_id, model_name, spec, method_for(name), program_for,
-                                  run_keys, teacher, shared)
+                self.trajectories(name, cell_id, model_name, plan, program_for, run_keys, teacher)
             else:
                 self.bar.update(1)
         for name, cell_id in sweep_cells.items():
             if store.load_cell(cell_id) is None:
-                self.sweep(name, cell_id, model_name, spec, method_for, program_for, run_keys,
-                           teacher, shared)
+                self.sweep(name, cell_id, model_name, plan, program_for, run_keys, teacher)
             else:
                 self.bar.update(1)
 
-    def teacher(self, model_name: str, spec, model: Model, shared: dict):
+    def teacher(self, model_name: str, plan: _ModelPlan):
         """(params, y_noisy, mask) with a leading teacher axis: loaded, or trained and saved."""
-        config, cell_id = self.config, f"{model_name}__teacher"
+        config, spec, shared = self.config, plan.spec, plan.shared
+        cell_id = f"{model_name}__teacher"
         npz = self.store.cells_dir / f"{cell_id}.npz"
         cell = self.store.load_cell(cell_id)
-        loaded = cell and _load_teacher(npz, cell.get("npz_sha256", ""), model)
+        loaded = cell and _load_teacher(npz, cell.get("npz_sha256", ""), plan.model)
         if loaded:
             self.bar.update(1)
             return loaded
@@ -314,14 +351,14 @@ class _Session:
         teacher_root = stable_key(self.root, config.dataset, model_name, "teacher")
         keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(teacher_root, t)))(
             jnp.arange(self.n_teachers))
-        program = teacher_program(model, epochs=spec.epochs, batch_size=spec.batch_size,
+        program = teacher_program(plan.model, epochs=spec.epochs, batch_size=spec.batch_size,
                                   lr=spec.lr, n_train=self.n_train, on_epoch=self.tick)
         with self.epochs_bar(spec.epochs, cell_id):
             params = jax.block_until_ready(
                 program(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
 
         def metrics_of(p, yn, m):
-            return unlearning_metrics(model, p, make_split(
+            return unlearning_metrics(plan.model, p, make_split(
                 shared["x_train"], shared["y_true"], yn, m, shared["x_val"], shared["y_val"],
                 n_forget=self.n_forget))
 
@@ -341,19 +378,20 @@ class _Session:
                     npz_sha256=digest, optimizer_steps=steps)
         return params, y_noisy, mask
 
-    def trajectories(self, name, cell_id, model_name, spec, resolved, program_for, run_keys,
-                     teacher, shared) -> None:
+    def trajectories(self, name, cell_id, model_name, plan, program_for, run_keys,
+                     teacher) -> None:
         """All runs of one method in one vmap; metrics at the start of every epoch."""
         config = self.config
-        base, options, method = resolved
+        base, options, method = plan.methods[name]
         program = program_for(method, True)
         traces = len(program.traces)
         start_time = time.perf_counter()
         t_axis = 0 if config.redraw_teacher else None
         starts = jax.vmap(method.start, in_axes=(0, t_axis))(run_keys[:, 0], teacher[0])
         weights = {k: jnp.full((config.runs,), v) for k, v in method.weights.items()}
-        with self.epochs_bar(spec.unlearn_epochs, cell_id):
-            log = jax.block_until_ready(program(run_keys[:, 1], starts, *teacher, weights, shared))
+        with self.epochs_bar(plan.spec.unlearn_epochs, cell_id):
+            log = jax.block_until_ready(
+                program(run_keys[:, 1], starts, *teacher, weights, plan.shared))
         seconds = time.perf_counter() - start_time
         rows = trajectory_rows(log, dataset=config.dataset, model=model_name, method=name,
                                variant=method.variant, seed=config.seed)
@@ -364,32 +402,23 @@ class _Session:
                     method=base, variant=method.variant, options=options,
                     weights=method.weights, optimizer_steps=method.steps, nonfinite_runs=bad)
 
-    def sweep(self, name, cell_id, model_name, spec, method_for, program_for, run_keys, teacher,
-              shared) -> None:
+    def sweep(self, name, cell_id, model_name, plan, program_for, run_keys, teacher) -> None:
         """Final metrics at every grid point; (point, run) pairs vmapped in chunks."""
         config = self.config
-        axes = config.sweep[name]
-        grid = [dict(zip(axes, values, strict=True))
-                for values in itertools.product(*axes.values())]
-        try:
-            methods = [method_for(name, **point)[2] for point in grid]
-        except QunlearnError as err:
-            raise QunlearnError(f"sweep.{name}: {err}") from None
-        if len({m.form for m in methods}) > 1:
-            raise QunlearnError(f"sweep.{name}: only loss weights can be swept (options "
-                                f"{sorted(axes)} change the method's shape)")
+        grid, methods = plan.sweeps[name]
         program = program_for(methods[0], False)
         traces = len(program.traces)
         start_time = time.perf_counter()
-        finals = sweep_finals(program, methods, run_keys, teacher, shared,
+        finals = sweep_finals(program, methods, run_keys, teacher, plan.shared,
                               per_run_teacher=config.redraw_teacher, chunk=config.sweep_chunk,
-                              bar=self.epochs_bar, desc=cell_id, epochs=spec.unlearn_epochs)
+                              bar=self.epochs_bar, desc=cell_id, epochs=plan.spec.unlearn_epochs)
         rows = [{"dataset": config.dataset, "model": model_name, "method": name,
-                 "variant": methods[g].variant, **point, "run": r, "epoch": spec.unlearn_epochs,
-                 "metric": metric, "value": float(finals[metric][g, r]), "seed": config.seed}
+                 "variant": methods[g].variant, **point, "run": r,
+                 "epoch": plan.spec.unlearn_epochs, "metric": metric,
+                 "value": float(finals[metric][g, r]), "seed": config.seed}
                 for g, point in enumerate(grid) for r in range(config.runs) for metric in METRICS]
         self.record(cell_id, rows, time.perf_counter() - start_time,
-                    len(program.traces) > traces, kind="sweep", axes=axes,
+                    len(program.traces) > traces, kind="sweep", axes=config.sweep[name],
                     optimizer_steps=methods[0].steps)
 
 

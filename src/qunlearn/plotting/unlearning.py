@@ -90,15 +90,19 @@ def plot_unlearning(rows: list[dict], out_dir: str | Path, *, models: dict[str, 
     return _save(fig, out_dir, "fig3_unlearning")
 
 
-def plot_sweeps(rows: list[dict], out_dir: str | Path, *, title: str = "") -> list[Path]:
+def plot_sweeps(rows: list[dict], out_dir: str | Path, *, axes: dict | None = None,
+                title: str = "") -> list[Path]:
     """Mean final validation accuracy over runs at every sweep point: rows = models, columns =
-    swept methods; two weights -> heatmap, one weight -> curve ± std. Saves fig3_sweep.png/.pdf."""
+    swept methods; two weights -> heatmap (first weight on the y axis), one weight -> curve ± std.
+    ``axes``: {method: [weight names]}, e.g. the config's sweep table (else from the table).
+    fig3_sweep.png/.pdf."""
     out_dir = Path(out_dir)
     models = list(dict.fromkeys(r["model"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    present = set(r["method"] for r in rows)
+    methods = [m for m in (axes or {}) if m in present] + sorted(present - set(axes or {}))
     skip = {"dataset", "model", "method", "variant", "run", "epoch", "metric", "value", "seed"}
-    axes_of = {m: [k for k in rows[0] if k not in skip and any(
-        r["method"] == m and r[k] != "" for r in rows)] for m in methods}
+    axes_of = {m: list((axes or {}).get(m) or [k for k in rows[0] if k not in skip and any(
+        r["method"] == m and r[k] != "" for r in rows)]) for m in methods}
     fig = Figure(figsize=(4.4 * len(methods), 3.8 * len(models)), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.subplots(len(models), len(methods), squeeze=False)
@@ -126,11 +130,11 @@ def plot_sweeps(rows: list[dict], out_dir: str | Path, *, title: str = "") -> li
                 ax.set(xlabel=names[1], ylabel=names[0])
                 fig.colorbar(im, ax=ax, label="final val acc (mean over runs)")
             elif len(names) == 1:
-                x = np.array(sorted(vals))
-                m = np.array([np.mean(vals[k]) for k in x])
-                s = np.array([np.std(vals[k]) for k in x])
+                keys = sorted(vals)
+                x = np.array([k[0] for k in keys])
+                m = np.array([np.mean(vals[k]) for k in keys])
+                s = np.array([np.std(vals[k]) for k in keys])
                 color = COLORS.get(method)
-                x = x[:, 0]
                 ax.plot(x, m, "o-", color=color)
                 ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
                 ax.set(xlabel=names[0], ylabel="final val acc", ylim=(-0.02, 1.02))
@@ -154,5 +158,6 @@ def plot_unlearning_dir(results_dir: str | Path, rows: list[dict], config: dict)
                                  title=config["name"])
     sweep = results_dir / "sweep.csv"
     if sweep.is_file():
-        paths += plot_sweeps(read_csv(sweep), results_dir, title=f"{config['name']}: weight sweeps")
+        paths += plot_sweeps(read_csv(sweep), results_dir, axes=config.get("sweep"),
+                             title=f"{config['name']}: weight sweeps")
     return paths
