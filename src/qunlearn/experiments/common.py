@@ -18,6 +18,18 @@ from qunlearn.experiments.store import ResultStore
 PACKAGES = ("qunlearn", "jax", "jaxlib", "optax", "numpy", "scipy", "tensorcircuit-ng")
 
 
+DEVIATIONS = (  # from the reference code, on purpose; mirrored in the README
+    "batching: a full permutation per epoch from fold_in(key, epoch), last batch padded with zero "
+    "weight (ceil(N/bs) steps per epoch); the reference streams repeat().shuffle(128).batch() on "
+    "class-sorted data",
+    "mnist validation: all 2144 test images of digits 1 and 9",
+    "xxz data: generated in-house by sparse exact diagonalisation with a deterministic global phase",
+    "unlearning: one forgetting metric (fraction of D_f predicted with its poisoned label) for "
+    "every method",
+    "hessian: w.r.t. the real circuit angles; collapsed runs reported, not dropped",
+)
+
+
 def environment() -> dict:
     """Versions, platform and git revision for a result's manifest."""
     versions = {}
@@ -37,6 +49,7 @@ def environment() -> dict:
         "platform": platform.platform(),
         "jax_backend": jax.default_backend(),
         "jax_x64": bool(jax.config.jax_enable_x64),
+        "deviations_from_reference": list(DEVIATIONS),
     }
 
 
