@@ -270,3 +270,23 @@ def test_stray_files_never_become_cells(reference, tmp_path):
         assert store.load_cell(CELLS[1]) is None
     assert (out / "cells" / f"{CELLS[1]}.corrupt.1").read_text() == "{"
     assert store.finished_cells() == []
+
+
+def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path, monkeypatch):
+    # The CI failure this guards against: SIGINT landing between mkstemp and os.replace left a
+    # stray ".tmp" file. The write must complete (or not start) and the interrupt arrive after.
+    from qunlearn.experiments import store
+
+    real_fsync = os.fsync
+
+    def fsync_then_ctrl_c(fd):
+        real_fsync(fd)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(store.os, "fsync", fsync_then_ctrl_c)
+    target = tmp_path / "manifest.json"
+    with pytest.raises(KeyboardInterrupt):
+        store.atomic_write_text(target, '{"whole": true}')
+    assert json.loads(target.read_text()) == {"whole": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

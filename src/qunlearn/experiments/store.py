@@ -15,12 +15,15 @@ anything in it is touched. JSON only: nothing here ever unpickles.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -29,25 +32,52 @@ from qunlearn.errors import QunlearnError
 FORMAT_VERSION = 1
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C that arrives inside the block and raise it once the block is done.
+
+    A file write is a few milliseconds; letting KeyboardInterrupt land between creating the
+    temporary file and renaming it (or mid-cleanup) is what leaves stray ``.tmp`` files behind.
+    Signal handlers can only be set from the main thread; elsewhere the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise _cannot_write(path, err) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be shared
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:  # also Ctrl-C: never leave the temporary file behind
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    with _ctrl_c_deferred():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
             raise _cannot_write(path, err) from None
-        raise
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be shared
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as err:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise _cannot_write(path, err) from None
+            raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _cannot_write(path: Path, err: OSError) -> QunlearnError:

@@ -21,8 +21,6 @@ import hashlib
 import io
 import itertools
 import math
-import os
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -39,7 +37,7 @@ from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import environment, model_input
 from qunlearn.experiments.config import UnlearningConfig, config_hash, to_dict
 from qunlearn.experiments.noise_sweep import stable_key
-from qunlearn.experiments.store import ResultStore, atomic_write_text
+from qunlearn.experiments.store import ResultStore, atomic_write_bytes, atomic_write_text
 from qunlearn.models import Model, make_model
 from qunlearn.noise import flip_labels, n_poisoned
 from qunlearn.train import make_train, shuffled_plan, supervised_objective
@@ -105,20 +103,7 @@ def _save_npz(path: Path, arrays: dict) -> str:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # as the store's files: results are meant to be shared
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:  # also Ctrl-C: never leave the temporary file behind
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise QunlearnError(f"cannot write {path}: {err.strerror or err}; free space or "
-                                "choose another --out") from None
-        raise
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
