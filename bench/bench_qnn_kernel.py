@@ -8,12 +8,21 @@ wall time on a shared machine) and sample-grads/s (runs · batch / best step tim
 
     .venv/bin/python bench/bench_qnn_kernel.py --qubits 10 --depth 6 --batch 256 --runs 1
     .venv/bin/python bench/bench_qnn_kernel.py --qubits 12 --depth 4 --batch 32 --runs 5 --complex
-    .venv/bin/python bench/bench_qnn_kernel.py --impl /path/to/other/qnn.py   # compare a variant
+    git show HEAD:src/qunlearn/models/qnn.py > /tmp/qnn_before.py
+    .venv/bin/python bench/bench_qnn_kernel.py --impl /tmp/qnn_before.py   # compare a variant
+
+``--no-mmap`` first tells glibc malloc to serve large blocks from its heap and keep freed memory
+(``mallopt``: no mmap, no trim). XLA's CPU runtime allocates each call's temporaries afresh (tens
+to hundreds of MB here); with glibc defaults those blocks are mmap'd and returned on every step,
+so each step pays page faults and zeroing for all of them. This is process-wide allocator policy,
+for an entry point to choose (the library does not touch it); the option measures what it buys.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib
 import importlib.util
 import statistics
 import time
@@ -25,9 +34,16 @@ jax.config.update("jax_enable_x64", True)  # benchmark entry point, as the CLI s
 import jax.numpy as jnp  # noqa: E402
 
 
+def no_mmap():
+    """glibc: no mmap for large blocks (M_MMAP_MAX=0) and never trim the heap (M_TRIM_THRESHOLD)."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def load_factory(impl: str | None, model: str):
-    if impl is None:
-        from qunlearn.models import qnn as module
+    if impl is None:  # (qunlearn.models re-exports the factory under the module's name)
+        module = importlib.import_module("qunlearn.models.qnn")
     else:
         spec = importlib.util.spec_from_file_location("qnn_variant", impl)
         module = importlib.util.module_from_spec(spec)
@@ -35,12 +51,14 @@ def load_factory(impl: str | None, model: str):
     return getattr(module, model)
 
 
-def make_step(apply, runs: int):
+def make_step(apply, runs: int, runs_map: bool = False):
     def loss(params, x, y):
         p = jax.vmap(apply, (None, 0))(params, x)
         return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
 
     vg = jax.value_and_grad(loss)
+    if runs > 1 and runs_map:  # one run after the other: each run's temporaries stay in cache
+        return jax.jit(lambda p, x, y: jax.lax.map(lambda a: vg(*a), (p, x, y)))
     if runs > 1:
         vg = jax.vmap(vg)
     return jax.jit(vg)
@@ -59,7 +77,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="report the best of this many timings")
     ap.add_argument("--impl", default=None, help="path of an alternative qnn.py to load instead")
     ap.add_argument("--init-std", type=float, default=1.0, help="angle scale of the params")
+    ap.add_argument("--runs-map", action="store_true",
+                    help="loop over runs with lax.map instead of vmapping them")
+    ap.add_argument("--no-mmap", action="store_true",
+                    help="glibc mallopt: keep large blocks on the heap (see the module docstring)")
     args = ap.parse_args(argv)
+    if args.no_mmap and not no_mmap():
+        raise SystemExit("mallopt failed (not glibc?)")
 
     factory = load_factory(args.impl, args.model)
     dim = 2**args.qubits
@@ -82,7 +106,7 @@ def main(argv=None):
     if args.runs <= 1:
         params, x, y = params[0], x[0], y[0]
 
-    step = make_step(apply, args.runs)
+    step = make_step(apply, args.runs, args.runs_map)
     t0 = time.perf_counter()
     compiled = step.lower(params, x, y).compile()
     t_compile = time.perf_counter() - t0
@@ -99,9 +123,11 @@ def main(argv=None):
     value, grad = compiled(params, x, y)
     print(
         f"qubits={args.qubits} depth={args.depth} batch={args.batch} runs={args.runs} "
-        f"dtype={args.dtype} complex_input={args.complex} model={args.model}\n"
+        f"dtype={args.dtype} complex_input={args.complex} model={args.model}"
+        f"{' no-mmap' if args.no_mmap else ''}{' runs-map' if args.runs_map else ''}\n"
         f"  compile {t_compile:.2f} s | {best * 1e3:.2f} ms/step (median "
-        f"{statistics.median(times) * 1e3:.2f}; cpu {min(cpu) * 1e3:.1f} ms) | {r * args.batch / best:,.0f} sample-grads/s"
+        f"{statistics.median(times) * 1e3:.2f}; cpu {min(cpu) * 1e3:.1f} ms) | "
+        f"{r * args.batch / best:,.0f} sample-grads/s"
         f" | loss {float(jnp.sum(value)):.6f} |grad| {float(jnp.linalg.norm(grad)):.6f}"
     )
 

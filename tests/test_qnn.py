@@ -1,5 +1,7 @@
 """The fused QNN simulator equals a plain tensorcircuit-ng build of the same circuit."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 from qunlearn.models import make_model
 from qunlearn.models.qnn import cnot_ring_permutation
 from qunlearn.models.qnn_tc import circuit_model, cnot_build, hea_build
+
+qnn_module = importlib.import_module("qunlearn.models.qnn")  # the package re-exports `qnn`
 
 
 def _random_states(key, n, dim, complex_input):
@@ -18,37 +22,53 @@ def _random_states(key, n, dim, complex_input):
     return x / jnp.linalg.norm(x, axis=1, keepdims=True)
 
 
-CASES = [  # (model name, n_qubits, depth, reference build, complex input)
-    ("qnn", 4, 2, hea_build, False),
-    ("qnn", 5, 3, hea_build, True),
-    ("qnn", 6, 2, hea_build, True),
-    ("qnn_cnot", 4, 3, cnot_build, False),
-    ("qnn_cnot", 5, 2, cnot_build, True),
-]
+# ---- the fast paths (light cone, folded RZZs, tail observable, CNOT readout) against tc ----------
+
+BUILDS = {"qnn": hea_build, "qnn_cnot": cnot_build}
 
 
-@pytest.mark.parametrize(("name", "n", "depth", "build", "complex_input"), CASES)
-def test_fused_matches_tensorcircuit(name, n, depth, build, complex_input):
-    model = make_model(name, 2**n, complex_input, depth=depth)
-    key = jax.random.PRNGKey(n * 10 + depth)
-    # large angles so every gate matters (the 0.01 init would hide ordering mistakes)
+def _compare_with_tc(name, n, depth, readout, complex_input, *, hessian=False):
+    model = make_model(name, 2**n, complex_input, depth=depth, readout_qubit=readout)
+    key = jax.random.PRNGKey(100 * n + 10 * depth + readout % n)
     params = 2.0 * jax.random.normal(key, model.init(key).shape)
-    _, ref_apply = circuit_model(build(n), n, params.shape)
-    xs = _random_states(jax.random.fold_in(key, 1), 4, 2**n, complex_input)
-    labels = jnp.array([0.0, 1.0, 1.0, 0.0])
+    _, ref_apply = circuit_model(BUILDS[name](n), n, params.shape, readout_qubit=readout)
+    xs = _random_states(jax.random.fold_in(key, 1), 3, 2**n, complex_input)
+    labels = jnp.array([0.0, 1.0, 1.0])
 
     def loss(apply, p):
         probs = jax.vmap(apply, (None, 0))(p, xs)
         return jnp.mean(labels * jnp.log(probs) + (1 - labels) * jnp.log(1 - probs)), probs
 
-    (l_fast, p_fast), g_fast = jax.value_and_grad(lambda p: loss(model.apply, p), has_aux=True)(
-        params
-    )
+    fast = jax.jit(jax.value_and_grad(lambda p: loss(model.apply, p), has_aux=True))
+    (l_fast, p_fast), g_fast = fast(params)
     (l_ref, p_ref), g_ref = jax.value_and_grad(lambda p: loss(ref_apply, p), has_aux=True)(params)
     np.testing.assert_allclose(p_fast, p_ref, atol=1e-10, rtol=0)
     np.testing.assert_allclose(g_fast, g_ref, atol=1e-10, rtol=0)
     assert float(jnp.abs(l_fast - l_ref)) <= 1e-10
     assert float(jnp.max(jnp.abs(g_ref))) > 1e-3  # the comparison is not vacuous
+    if hessian:  # forward-over-reverse, as qunlearn.hessian computes H v
+        v = jax.random.normal(jax.random.fold_in(key, 2), params.shape)
+        hv_fast = jax.jit(lambda p, v: jax.jvp(jax.grad(lambda q: loss(model.apply, q)[0]), (p,),
+                                               (v,))[1])(params, v)
+        hv_ref = jax.jvp(jax.grad(lambda p: loss(ref_apply, p)[0]), (params,), (v,))[1]
+        np.testing.assert_allclose(hv_fast, hv_ref, atol=1e-9, rtol=0)
+    return g_fast, g_ref
+
+
+CASES = [  # (model name, n_qubits, depth, complex input); the readout is the last qubit
+    ("qnn", 4, 2, False),
+    ("qnn", 5, 3, True),
+    ("qnn", 6, 2, True),
+    ("qnn", 10, 6, False),  # the paper's MNIST circuit
+    ("qnn", 12, 4, True),  # the paper's XXZ circuit
+    ("qnn_cnot", 4, 3, False),
+    ("qnn_cnot", 5, 2, True),
+]
+
+
+@pytest.mark.parametrize(("name", "n", "depth", "complex_input"), CASES)
+def test_fused_matches_tensorcircuit(name, n, depth, complex_input):
+    _compare_with_tc(name, n, depth, -1, complex_input)
 
 
 def test_cnot_permutation_is_a_bijection():
@@ -65,3 +85,84 @@ def test_complex64_close_to_complex128():
     p64 = jax.vmap(m64.apply, (None, 0))(params, x)
     assert p64.dtype == jnp.float32
     np.testing.assert_allclose(p64, p128, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "depth", "readout", "complex_input"),
+    [
+        ("qnn", 7, 4, 3, True),  # light cone narrower than the ring, readout mid-ring
+        ("qnn", 8, 5, 0, False),  # two-segment layers, deferred RZZs, tail observable
+        ("qnn", 3, 5, 1, True),  # window wider than the ring
+        ("qnn", 6, 1, -1, False),  # depth 1: one rotation on the readout qubit
+        ("qnn_cnot", 7, 3, 2, True),  # CNOT ring as a permutation, readout sign
+    ],
+)
+def test_readouts_and_light_cone_match_tensorcircuit(name, n, depth, readout, complex_input):
+    _compare_with_tc(name, n, depth, readout, complex_input)
+
+
+def test_gates_outside_the_light_cone_get_zero_gradient():
+    n, depth = 8, 4
+    g_fast, g_ref = _compare_with_tc("qnn", n, depth, -1, False)
+    outside = np.ones(g_fast.shape, bool)
+    for layer, (qubits, edges) in enumerate(qnn_module._light_cone(n, depth, n - 1)):
+        outside[layer, sorted(qubits), :3] = False
+        outside[layer, sorted(edges), 3] = False
+    assert outside.sum() > 20 and (~outside).sum() > 20
+    assert np.all(np.asarray(g_fast)[outside] == 0.0)
+    assert float(jnp.max(jnp.abs(g_ref[outside]))) < 1e-12  # zero mathematically in tc too
+
+
+@pytest.mark.parametrize(("n", "depth", "readout", "complex_input"),
+                         [(8, 5, 0, False), (7, 4, 3, True)])
+def test_many_gemm_plans_match_tensorcircuit(monkeypatch, n, depth, readout, complex_input):
+    """complex128 plans for small rings fold most layers into the tail; the complex64 cost model
+    (no stored-state cost) keeps more GEMM layers, with deferred RZZs folded into their columns."""
+    monkeypatch.setattr(qnn_module, "_STORE_COST", {"complex128": 0.0, "complex64": 0.0})
+    ops = qnn_module._hea_plan(n, depth, readout % n)
+    assert sum(op[0] == "gemm" for op in ops) >= 2
+    assert any(op[0] in ("gemm", "tail") and op[3] for op in ops)  # deferred RZZs folded
+    _compare_with_tc("qnn", n, depth, readout, complex_input)
+
+
+def test_elementwise_rzz_pass_matches_tensorcircuit(monkeypatch):
+    """The planner folds every split RZZ into a later GEMM at the sizes in use; force the
+    elementwise fallback to keep it proven."""
+    monkeypatch.setattr(qnn_module, "_PHASE_COST", -100.0)
+    assert any(op[0] == "phase" for op in qnn_module._hea_plan(6, 4, 0))
+    _compare_with_tc("qnn", 6, 4, 0, True)
+
+
+@pytest.mark.parametrize(("name", "n", "depth"), [("qnn", 5, 3), ("qnn_cnot", 4, 2)])
+def test_hessian_vector_products_match_tensorcircuit(name, n, depth):
+    _compare_with_tc(name, n, depth, -1, True, hessian=True)
+
+
+@pytest.mark.parametrize("name", ["qnn", "qnn_cnot"])
+def test_vmapped_runs_and_real_inputs(name):
+    model = make_model(name, 2**6, False, depth=3)
+    params = jax.vmap(model.init)(jax.random.split(jax.random.PRNGKey(3), 2)) * 50
+    xs = _random_states(jax.random.PRNGKey(4), 8, 2**6, False).reshape(2, 4, -1)
+
+    def loss(p, x):
+        return jnp.mean(jnp.log(jax.vmap(model.apply, (None, 0))(p, x)))
+
+    step = jax.jit(jax.value_and_grad(loss))
+    runs = jax.jit(jax.vmap(jax.value_and_grad(loss)))(params, xs)
+    for r in range(2):
+        single = step(params[r], xs[r])
+        np.testing.assert_allclose(runs[0][r], single[0], rtol=1e-12)
+        np.testing.assert_allclose(runs[1][r], single[1], rtol=1e-12, atol=1e-15)
+        # real amplitudes take a half-width first GEMM: same as the complex path
+        as_complex = step(params[r], xs[r].astype(jnp.complex128))
+        np.testing.assert_allclose(as_complex[0], single[0], rtol=1e-12)
+        np.testing.assert_allclose(as_complex[1], single[1], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "complex64"])
+def test_wide_ring_plans_stay_cheap_and_fold_all_rzz(dtype):
+    for n, depth in [(10, 6), (12, 4), (14, 8), (16, 12)]:
+        ops = qnn_module._hea_plan(n, depth, n - 1, qnn_module._STORE_COST[dtype])
+        assert ops[-1][0] == "tail"
+        assert all(op[0] != "phase" for op in ops)
+        assert max(len(op[2]) for op in ops if op[0] in ("gemm", "tail")) <= qnn_module.TAIL_MAX
