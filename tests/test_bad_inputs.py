@@ -19,6 +19,7 @@ from qunlearn.cli import main
 from qunlearn.data import load_dataset
 from qunlearn.data import mnist as mnist_mod
 from qunlearn.data.cache import sha256_file
+from qunlearn.errors import QunlearnError
 from qunlearn.experiments import store as store_mod
 from qunlearn.experiments.config import config_hash, load_config, to_dict
 from qunlearn.experiments.store import ResultStore
@@ -185,6 +186,10 @@ CASES = [
     ("unknown-hyperparameter", None, ["models.mlp.hyper={hiden=[4]}"], ["models.mlp", "'hiden'"]),
     ("unknown-dataset-option", None, ["dataset_options={n_spins=4}"],
      ["unknown option(s) n_spins", "valid options are", "n_per_class"]),
+    ("dataset-option-wrong-type", None, ["dataset_options={n_per_class='x'}"],
+     ["dataset option n_per_class", "of type int", "got 'x'", "fix dataset_options.n_per_class"]),
+    ("run-chunk-negative", None, ["models.mlp.run_chunk=-2"],
+     ["config.models.mlp.run_chunk = -2", "integer >= 0"]),
 ]
 
 
@@ -512,3 +517,38 @@ def test_swept_method_name_escapes_results(tmp_path, capsys):
     message = cli_error(capsys, "run", config_path, "--out", tmp_path / "out")
     assert_mentions(message, "config.sweep", "'../../x' cannot name a file", "letters, digits")
     assert not (tmp_path / "out").exists()
+
+
+def test_run_chunk_is_validated_and_leaves_the_config_hash_alone(tmp_path):
+    config_path = tmp_path / "base.toml"
+    config_path.write_text(BASE)
+    base = load_config(config_path)
+    chunked = load_config(config_path, ["models.mlp.run_chunk=1"])
+    assert chunked.models["mlp"].run_chunk == 1
+    assert config_hash(chunked) == config_hash(base)  # same numbers: resumable either way
+    assert config_hash(load_config(config_path, ["models.mlp.lr=0.5"])) != config_hash(base)
+    with pytest.raises(QunlearnError, match="run_chunk = -1 must be an integer >= 0"):
+        load_config(config_path, ["models.mlp.run_chunk=-1"])
+
+
+@pytest.mark.parametrize("command", ["compare", "plot"])
+@pytest.mark.parametrize(
+    ("damage", "phrases"),
+    [
+        (lambda out: (out / "manifest.json").unlink(), ["no manifest.json in", "rerun"]),
+        (lambda out: (out / "manifest.json").write_bytes(b"\xff\xfe{"),
+         ["manifest.json is unreadable or holds no config", "rerun"]),
+        (lambda out: (out / "manifest.json").write_text('{"format_version": 1}'),
+         ["holds no config"]),
+        (lambda out: (out / "results.csv").write_bytes(b"dataset,model\n\xff\xfe,mlp\n"),
+         ["cannot read table", "results.csv", "UnicodeDecodeError"]),
+        (lambda out: shutil.rmtree(out), ["results directory", "not found"]),
+    ],
+    ids=["no-manifest", "manifest-not-utf8", "manifest-without-config", "table-not-utf8",
+         "no-directory"],
+)
+def test_damaged_results_directory_for_compare_and_plot(workspace, capsys, command, damage,
+                                                        phrases):
+    _, _, out = workspace
+    damage(out)
+    assert_mentions(cli_error(capsys, command, out), *phrases)

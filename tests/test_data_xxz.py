@@ -147,6 +147,25 @@ def test_dataset_shapes_and_order(tmp_path):
     json.dumps(ds.info)
 
 
+def test_random_phase_option_only_rotates_each_state(tmp_path):
+    fixed = load_dataset("xxz", cache_dir=tmp_path, n_spins=4)
+    rand = load_dataset("xxz", cache_dir=tmp_path, n_spins=4, phase="random", phase_seed=3)
+    for split in ("x_train", "x_val"):
+        a, b = getattr(fixed, split), getattr(rand, split)
+        ratio = np.sum(np.conj(a) * b, axis=1)  # <fixed|random> = e^{i phi} per state
+        np.testing.assert_allclose(np.abs(ratio), 1, atol=1e-12)
+        np.testing.assert_allclose(b, ratio[:, None] * a, atol=1e-12)
+        assert np.std(np.angle(ratio)) > 0.5  # really random, not one shared phase
+    # phases belong to grid points and flow from the seed: one seed, one dataset
+    again = load_dataset("xxz", cache_dir=tmp_path, n_spins=4, phase="random", phase_seed=3)
+    np.testing.assert_array_equal(again.x_train, rand.x_train)
+    other = load_dataset("xxz", cache_dir=tmp_path, n_spins=4, phase="random", phase_seed=4)
+    assert not np.allclose(other.x_train, rand.x_train)
+    assert rand.info["phase"] == "random (PRNGKey(3))" and fixed.info["phase"] == "fixed"
+    with pytest.raises(QunlearnError, match="phase must be 'fixed' or 'random'"):
+        load_dataset("xxz", cache_dir=tmp_path, n_spins=4, phase="arbitrary")
+
+
 def test_cache_reused_then_regenerated_after_corruption(tmp_path, monkeypatch):
     options = {"cache_dir": tmp_path, "n_spins": 6, "boundary": "open", "n_delta": 40}
     first, meta = load_xxz_grid(**options)

@@ -9,7 +9,15 @@ import pytest
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments import noise_sweep
 from qunlearn.models import make_model
-from qunlearn.train import accuracy, bce, make_train, shuffled_plan, supervised_objective
+from qunlearn.train import (
+    accuracy,
+    bce,
+    make_train,
+    over_runs,
+    sequential_chunks,
+    shuffled_plan,
+    supervised_objective,
+)
 
 
 def _toy(n=40, d=8, seed=0):
@@ -86,6 +94,29 @@ def test_vmapped_runs_equal_single_runs():
                                   alpha=0.3)[0] for i in range(3)]
     for metric in ("val_acc", "final_loss"):
         np.testing.assert_allclose(together[metric], [a[metric][0] for a in alone], rtol=1e-12)
+
+
+@pytest.mark.parametrize("run_chunk", [1, 2])
+def test_chunked_runs_equal_vmapped_runs(run_chunk):
+    """lax.map over chunks of runs (2 leaves a remainder of 1 run) changes scheduling, not numbers."""
+    x, y = _toy(n=20, d=16)
+    model = make_model("qnn", 16, False, depth=2)
+    keys = noise_sweep.run_keys(jax.random.PRNGKey(5), 3)
+    cell = {}
+    for chunk in (0, run_chunk):
+        ticks = []
+        program = noise_sweep.sweep_program(model, epochs=3, batch_size=8, lr=0.01, n_train=20,
+                                            run_chunk=chunk, on_epoch=ticks.append)
+        cell[chunk], _ = noise_sweep.run_cell(program, keys, x, y, x, y, noise="label_flip",
+                                              alpha=0.3)
+        assert len(ticks) == 3 * sequential_chunks(3, chunk)
+    for metric in ("val_acc", "train_acc_noisy_labels", "final_loss"):
+        np.testing.assert_allclose(cell[run_chunk][metric], cell[0][metric], rtol=1e-12)
+
+
+def test_bad_run_chunk():
+    with pytest.raises(QunlearnError, match="run_chunk must be an integer >= 0"):
+        over_runs(lambda a: a, (0,), -1)
 
 
 def test_bad_batch_size_and_epochs():

@@ -21,8 +21,37 @@ SWEEP_METRICS = ("val_acc", "train_acc_noisy_labels")
 
 
 def read_csv(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise QunlearnError(f"cannot read table {path} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else err!r}): rerun the "
+                            "experiment that wrote it") from None
+
+
+def read_results(results_dir: str | Path) -> tuple[dict, list[dict]]:
+    """(resolved config, table rows) of a results directory, or one clear error saying what is
+    missing. Both come from JSON and CSV only."""
+    results_dir = Path(results_dir)
+    table, manifest_path = results_dir / "results.csv", results_dir / "manifest.json"
+    if not results_dir.is_dir():
+        raise QunlearnError(f"results directory {results_dir} not found: pass the --out of a "
+                            "`qunlearn run`")
+    if not table.is_file():
+        raise QunlearnError(f"no results.csv in {results_dir}: run `qunlearn run CONFIG --out "
+                            f"{results_dir}` first")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        config = manifest["config"]
+        config["experiment"], config["name"]
+    except FileNotFoundError:
+        raise QunlearnError(f"no manifest.json in {results_dir}: it is no qunlearn results "
+                            "directory (or was copied without it); rerun the experiment") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, not UTF-8
+        raise QunlearnError(f"{manifest_path} is unreadable or holds no config "
+                            f"({type(err).__name__}): rerun the experiment") from None
+    return config, read_csv(table)
 
 
 def reference_rows(name: str) -> list[dict]:
@@ -107,18 +136,14 @@ def format_table(table: list[dict]) -> str:
 def compare_results_dir(results_dir: str | Path) -> dict:
     """Compare ``RESULTS/results.csv``; writes ``compare.csv`` and ``compare.json`` beside it."""
     results_dir = Path(results_dir)
-    table_path = results_dir / "results.csv"
-    if not table_path.is_file():
-        raise QunlearnError(f"no results.csv in {results_dir}: run `qunlearn run CONFIG --out "
-                            f"{results_dir}` first")
-    manifest = json.loads((results_dir / "manifest.json").read_text())
-    kind = manifest["config"]["experiment"]
+    config, rows = read_results(results_dir)
+    kind = config["experiment"]
     if kind not in COMPARATORS:
         raise QunlearnError(f"no published numbers to compare a {kind!r} experiment with")
-    return COMPARATORS[kind](results_dir, read_csv(table_path))
+    return COMPARATORS[kind](results_dir, rows, config)
 
 
-def _compare_sweep_dir(results_dir: Path, results: list[dict]) -> dict:
+def _compare_sweep_dir(results_dir: Path, results: list[dict], config: dict) -> dict:
     from qunlearn.experiments.store import atomic_write_text
 
     table = compare_sweep(results)
@@ -283,11 +308,11 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _compare_unlearning_dir(results_dir: Path, results: list[dict]) -> dict:
+def _compare_unlearning_dir(results_dir: Path, results: list[dict], config: dict) -> dict:
     from qunlearn.experiments.store import atomic_write_text
 
-    manifest = json.loads((results_dir / "manifest.json").read_text())
-    kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
+    manifest = json.loads((results_dir / "manifest.json").read_text(encoding="utf-8"))
+    kinds = {name: spec["model"] for name, spec in config["models"].items()}
     out = compare_unlearning(results, kinds)
     table = out["table"]
     fields = list(dict.fromkeys(k for r in table for k in r))
@@ -363,10 +388,9 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
     return table
 
 
-def _compare_roughening_dir(results_dir: Path, results: list[dict]) -> dict:
+def _compare_roughening_dir(results_dir: Path, results: list[dict], config: dict) -> dict:
     from qunlearn.experiments.store import atomic_write_text
 
-    config = json.loads((results_dir / "manifest.json").read_text())["config"]
     kinds = {name: spec["model"] for name, spec in config["models"].items()}
     table = compare_roughening(results, kinds)
     fields = ["model", "noise_ratio", "ratio_mean", "ratio_std", "runs", "collapsed",

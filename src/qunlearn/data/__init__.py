@@ -49,7 +49,27 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike | None = None, **opt
             f"unknown option(s) {', '.join(unknown)} for dataset {name}: valid options are "
             f"{', '.join(sorted(known))}"
         )
+    params = inspect.signature(loader).parameters
+    for key, value in options.items():
+        _check_option_type(name, key, value, params[key].default)
     return loader(cache_dir=cache_dir, **options)
+
+
+def _check_option_type(dataset: str, key: str, value, default) -> None:
+    """Options take the type of their default (an int where the default is an int, ...), so a
+    typo such as ``n_per_class = "x"`` is named here, not deep inside a loader."""
+    if default is None or default is inspect.Parameter.empty or value is None:
+        return
+    kinds = {bool: (bool,), int: (int, np.integer), float: (int, float, np.integer, np.floating),
+             str: (str,)}
+    expected = kinds.get(type(default))
+    if expected is None:
+        return
+    if not isinstance(value, expected) or (type(default) is not bool and isinstance(value, bool)):
+        raise QunlearnError(
+            f"dataset option {key} for {dataset} must be of type {type(default).__name__} like its "
+            f"default {default!r}, got {value!r}: fix dataset_options.{key}"
+        )
 
 
 def describe(dataset: Dataset) -> str:

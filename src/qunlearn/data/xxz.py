@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
@@ -253,12 +254,24 @@ def load_xxz(
     n_delta: int = 293,
     train_idx: Sequence[Sequence[int]] | None = None,
     val_idx: Sequence[Sequence[int]] | None = None,
+    phase: str = "fixed",
+    phase_seed: int = 0,
 ) -> Dataset:
     """XXZ ground states, class-sorted: default train (82, 4096), val (84, 4096) complex128.
 
     ``train_idx`` / ``val_idx``: (indices of label 0, indices of label 1) into
     ``xxz_grid(delta_min, delta_max, n_delta)``; None follows ``split_indices``' rule.
+
+    ``phase``: ``"fixed"`` (protocol §1: the deterministic phase of :func:`fix_phase`) or
+    ``"random"``: every state times its own uniform e^{iφ}, φ drawn from ``PRNGKey(phase_seed)``,
+    as an eigensolver that does not fix phases returns them. A global phase is physically
+    meaningless and invisible to the QNN (⟨Z⟩ ignores it) but moves the MLP's [Re; Im] input: with
+    fixed phases neighbouring ground states are nearly the same vector (overlap > 0.999), which an
+    MLP cannot fit with flipped labels; random phases spread them apart.
     """
+    if phase not in ("fixed", "random"):
+        raise QunlearnError(f"phase must be 'fixed' or 'random', got {phase!r}: fix "
+                            "dataset_options.phase")
     arrays, meta = load_xxz_grid(
         cache_dir=cache_dir,
         n_spins=n_spins,
@@ -277,6 +290,12 @@ def load_xxz(
         return arrays["states"][idx], labels
 
     (x_train, y_train), (x_val, y_val) = take("train"), take("val")
+    if phase == "random":
+        phis = np.asarray(jax.random.uniform(jax.random.PRNGKey(phase_seed),
+                                             (len(arrays["states"]),), maxval=2 * np.pi))
+        rotate = np.exp(1j * phis)
+        x_train = x_train * rotate[np.concatenate(split["train"])][:, None]
+        x_val = x_val * rotate[np.concatenate(split["val"])][:, None]
     info = {
         "dataset": "xxz",
         "source": {"kind": "exact-diagonalisation", "generator": meta["generator"]},
@@ -286,6 +305,7 @@ def load_xxz(
         "hamiltonian": "H = sum_i X_i X_{i+1} + Y_i Y_{i+1} + Delta Z_i Z_{i+1}",
         "train_idx": [s.tolist() for s in split["train"]],
         "val_idx": [s.tolist() for s in split["val"]],
+        "phase": phase if phase == "fixed" else f"random (PRNGKey({phase_seed}))",
         "n_train_per_class": [len(s) for s in split["train"]],
         "n_val_per_class": [len(s) for s in split["val"]],
     }

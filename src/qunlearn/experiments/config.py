@@ -31,6 +31,7 @@ class ModelSpec:
     batch_size: int
     lr: float
     hyper: dict = field(default_factory=dict)
+    run_chunk: int = 0  # runs per vmap, lax.map over chunks; 0 = all at once (see EXECUTION_ONLY)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class UnlearnSpec:
     unlearn_lr: float
     hyper: dict = field(default_factory=dict)
     input: str = "native"  # "native" or "realified" ([Re; Im] amplitudes, one more qubit)
+    run_chunk: int = 0  # as ModelSpec.run_chunk
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,7 @@ CHECKS = {
     "lr": _positive_finite,
     "unlearn_epochs": _at_least(1),
     "unlearn_batch_size": _at_least(0),
+    "run_chunk": _at_least(0),
     "unlearn_lr": _positive_finite,
     "sweep_chunk": _at_least(1),
     "input": _one_of("native", "realified"),
@@ -376,6 +379,19 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+# Fields that choose how a run is scheduled, not what it computes (tests prove the numbers equal):
+# they stay out of the config hash, so a results directory can be resumed with other settings.
+EXECUTION_ONLY = frozenset({"run_chunk"})
+
+
+def _without_execution_only(value):
+    if isinstance(value, dict):
+        return {k: _without_execution_only(v) for k, v in value.items() if k not in EXECUTION_ONLY}
+    return value
+
+
 def config_hash(config) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of everything in the config that can change a result."""
+    resolved = _without_execution_only(to_dict(config))
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 

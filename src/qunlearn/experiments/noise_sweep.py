@@ -17,7 +17,7 @@ import optax
 
 from qunlearn.models import Model
 from qunlearn.noise import NOISE
-from qunlearn.train import accuracy, make_train, shuffled_plan, supervised_objective
+from qunlearn.train import accuracy, make_train, over_runs, shuffled_plan, supervised_objective
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
 
@@ -33,11 +33,12 @@ def run_keys(cell_key: jax.Array, runs: int) -> jax.Array:
 
 
 def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                  on_epoch: Callable | None = None):
+                  on_epoch: Callable | None = None, run_chunk: int = 0):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
     ``x, y`` are (runs, N, ...) poisoned training sets; validation is shared. Jitted once; the
     returned function carries ``.traces`` (how often it was traced) for the compile-count test.
+    ``run_chunk``: see :func:`qunlearn.train.over_runs`.
     """
     train = make_train(
         supervised_objective(model), optax.adam(lr),
@@ -54,7 +55,7 @@ def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_tr
             "final_loss": log["loss"][-1],
         }
 
-    fn = jax.jit(jax.vmap(run_one, in_axes=(0, 0, 0, 0, None, None)))
+    fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk))
     fn.traces = traces
     return fn
 

@@ -27,7 +27,15 @@ from qunlearn.experiments.config import config_hash, to_dict
 from qunlearn.experiments.store import ResultStore
 from qunlearn.hessian import top_eigenvalues, trace_exact
 from qunlearn.models import MODELS, make_model
-from qunlearn.train import accuracy, bce, make_train, predict, shuffled_plan, supervised_objective
+from qunlearn.train import (
+    accuracy,
+    bce,
+    make_train,
+    over_runs,
+    predict,
+    shuffled_plan,
+    supervised_objective,
+)
 
 COLLAPSE_TOL = 1e-3  # max - min of the predicted probabilities on the Hessian set
 
@@ -52,7 +60,7 @@ def flip_uniform(key, y, ratio: float):
 
 
 def roughening_program(model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                       top_k: int = 5):
+                       top_k: int = 5, run_chunk: int = 0):
     """``fn(keys, x_train, y_noisy, x_hess, y_hess) -> metrics`` over a leading run axis (seeds):
     training and the Hessian measurements in one compiled program, shared by every noise ratio."""
     train = make_train(supervised_objective(model), optax.adam(lr), epochs=epochs,
@@ -77,7 +85,7 @@ def roughening_program(model, *, epochs: int, batch_size: int, lr: float, n_trai
             "final_loss": log["loss"][-1],
         }
 
-    return jax.jit(jax.vmap(run_one))
+    return jax.jit(over_runs(run_one, (0, 0, 0, 0, 0), run_chunk))
 
 
 def roughening_cell(program, seeds, x, y, *, noise_ratio: float, n_train_per_class: int = 175,
@@ -125,7 +133,8 @@ def run_roughening(config, out, *, cache_dir=None, progress: bool = True) -> Res
         except QunlearnError as err:
             raise QunlearnError(f"models.{name}: {err}") from None
         programs[name] = roughening_program(model, epochs=spec.epochs, batch_size=spec.batch_size,
-                                            lr=spec.lr, n_train=n_train, top_k=config.top_k)
+                                            lr=spec.lr, n_train=n_train, top_k=config.top_k,
+                                            run_chunk=spec.run_chunk)
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
                         meta={**environment(), "data": dataset.info})
     cells = [(m, r) for m in config.models for r in config.noise_ratios]

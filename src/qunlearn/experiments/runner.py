@@ -20,6 +20,7 @@ from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning import run_unlearning
 from qunlearn.models import MODELS, make_model
 from qunlearn.noise import NOISE
+from qunlearn.train import sequential_chunks
 
 
 def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None,
@@ -58,6 +59,7 @@ def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None
             programs[model_name] = noise_sweep.sweep_program(
                 model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                 n_train=len(x_train), on_epoch=tick if progress else None,
+                run_chunk=spec.run_chunk,
             )
         except QunlearnError as err:
             raise QunlearnError(f"models.{model_name}: {err}") from None
@@ -74,7 +76,8 @@ def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None
         keys = noise_sweep.run_keys(
             noise_sweep.stable_key(root, config.dataset, model_name, noise, f"{alpha:.6f}"),
             config.runs)
-        epoch_bar = tqdm(total=spec.epochs, desc=f"  {cell_id}", unit="epoch",
+        epoch_bar = tqdm(total=spec.epochs * sequential_chunks(config.runs, spec.run_chunk),
+                         desc=f"  {cell_id}", unit="epoch",
                          leave=False, disable=not progress)
         traces_before = len(program.traces)
         metrics, seconds = noise_sweep.run_cell(

@@ -40,7 +40,13 @@ from qunlearn.experiments.noise_sweep import stable_key
 from qunlearn.experiments.store import ResultStore, atomic_write_bytes, atomic_write_text
 from qunlearn.models import Model, make_model
 from qunlearn.noise import flip_labels, n_poisoned
-from qunlearn.train import make_train, shuffled_plan, supervised_objective
+from qunlearn.train import (
+    make_train,
+    over_runs,
+    sequential_chunks,
+    shuffled_plan,
+    supervised_objective,
+)
 from qunlearn.unlearn import (
     METHODS,
     METRICS,
@@ -59,7 +65,7 @@ TRAJECTORY_METRICS = (*METRICS, "loss")
 
 
 def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                    on_epoch=None):
+                    on_epoch=None, run_chunk: int = 0):
     """``fn(init_keys, shuffle_keys, x, y_noisy) -> params`` over a leading teacher axis."""
     train = make_train(supervised_objective(model), optax.adam(lr), epochs=epochs,
                        plan=shuffled_plan(n_train, batch_size), on_epoch=on_epoch)
@@ -68,11 +74,12 @@ def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_
         return train(shuffle_key, model.init(init_key), {"x": x, "y": y.astype(x.real.dtype)},
                      None)[0]
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, 0)))
+    return jax.jit(over_runs(one, (0, 0, None, 0), run_chunk))
 
 
 def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, n_forget: int,
-                       shared_teacher: bool, trajectory: bool = True, on_epoch=None):
+                       shared_teacher: bool, trajectory: bool = True, on_epoch=None,
+                       run_chunk: int = 0):
     """``fn(keys, start, teacher, y_noisy, mask, weights, shared) -> log`` over a leading run axis.
 
     ``keys`` (R,) batch-order keys, ``start`` (R, ...) starting params, ``weights`` {name: (R,)};
@@ -90,7 +97,7 @@ def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, 
         return unlearn(key, start, teacher, split, weights)[1]
 
     t = None if shared_teacher else 0
-    fn = jax.jit(jax.vmap(run_one, in_axes=(0, 0, t, t, t, 0, None)))
+    fn = jax.jit(over_runs(run_one, (0, 0, t, t, t, 0, None), run_chunk))
     fn.traces = traces
     return fn
 
@@ -306,7 +313,7 @@ class _Session:
                 programs[key] = unlearning_program(
                     plan.model, method, lr=plan.spec.unlearn_lr, epochs=plan.spec.unlearn_epochs,
                     n_forget=self.n_forget, shared_teacher=not config.redraw_teacher,
-                    trajectory=trajectory, on_epoch=self.tick)
+                    trajectory=trajectory, on_epoch=self.tick, run_chunk=plan.spec.run_chunk)
             return programs[key]
 
         for name, cell_id in method_cells.items():
@@ -337,8 +344,10 @@ class _Session:
         keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(teacher_root, t)))(
             jnp.arange(self.n_teachers))
         program = teacher_program(plan.model, epochs=spec.epochs, batch_size=spec.batch_size,
-                                  lr=spec.lr, n_train=self.n_train, on_epoch=self.tick)
-        with self.epochs_bar(spec.epochs, cell_id):
+                                  lr=spec.lr, n_train=self.n_train, on_epoch=self.tick,
+                                  run_chunk=spec.run_chunk)
+        ticks = spec.epochs * sequential_chunks(self.n_teachers, spec.run_chunk)
+        with self.epochs_bar(ticks, cell_id):
             params = jax.block_until_ready(
                 program(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
 
@@ -374,7 +383,8 @@ class _Session:
         t_axis = 0 if config.redraw_teacher else None
         starts = jax.vmap(method.start, in_axes=(0, t_axis))(run_keys[:, 0], teacher[0])
         weights = {k: jnp.full((config.runs,), v) for k, v in method.weights.items()}
-        with self.epochs_bar(plan.spec.unlearn_epochs, cell_id):
+        ticks = plan.spec.unlearn_epochs * sequential_chunks(config.runs, plan.spec.run_chunk)
+        with self.epochs_bar(ticks, cell_id):
             log = jax.block_until_ready(
                 program(run_keys[:, 1], starts, *teacher, weights, plan.shared))
         seconds = time.perf_counter() - start_time
@@ -396,7 +406,8 @@ class _Session:
         start_time = time.perf_counter()
         finals = sweep_finals(program, methods, run_keys, teacher, plan.shared,
                               per_run_teacher=config.redraw_teacher, chunk=config.sweep_chunk,
-                              bar=self.epochs_bar, desc=cell_id, epochs=plan.spec.unlearn_epochs)
+                              bar=self.epochs_bar, desc=cell_id, epochs=plan.spec.unlearn_epochs,
+                              run_chunk=plan.spec.run_chunk)
         rows = [{"dataset": config.dataset, "model": model_name, "method": name,
                  "variant": methods[g].variant, **point, "run": r,
                  "epoch": plan.spec.unlearn_epochs, "metric": metric,
@@ -423,7 +434,7 @@ def trajectory_rows(log, *, dataset, model, method, variant, seed) -> list[dict]
 
 
 def sweep_finals(program, methods, run_keys, teacher, shared, *, per_run_teacher: bool,
-                 chunk: int, bar, desc: str, epochs: int) -> dict:
+                 chunk: int, bar, desc: str, epochs: int, run_chunk: int = 0) -> dict:
     """{metric: (G, R)} final metrics for grid methods G x runs R, ``chunk`` elements per call
     (the last chunk padded by repeating its first element, so one compiled shape serves all).
     ``teacher`` = (params, y_noisy, mask), per run if ``per_run_teacher``."""
@@ -441,7 +452,8 @@ def sweep_finals(program, methods, run_keys, teacher, shared, *, per_run_teacher
         teach = jax.tree_util.tree_map(lambda a, r=r: a[r], teacher) if per_run_teacher else teacher
         starts = start_fn(run_keys[r, 0], teach[0])
         w = {k: jnp.asarray(v[g]) for k, v in weights.items()}
-        with bar(epochs, f"{desc} [{lo // chunk + 1}/{math.ceil(total / chunk)}]"):
+        with bar(epochs * sequential_chunks(chunk, run_chunk),
+                 f"{desc} [{lo // chunk + 1}/{math.ceil(total / chunk)}]"):
             log = jax.block_until_ready(program(run_keys[r, 1], starts, *teach, w, shared))
         n_real = min(chunk, total - lo)
         for m in METRICS:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from qunlearn.compare import REFERENCE_SWEEPS, read_csv, reference_rows
+from qunlearn.compare import REFERENCE_SWEEPS, read_results, reference_rows
 from qunlearn.errors import QunlearnError
 
 
 def plot_results_dir(results_dir: str | Path) -> list[Path]:
     results_dir = Path(results_dir)
-    table = results_dir / "results.csv"
-    if not table.is_file():
-        raise QunlearnError(f"no results.csv in {results_dir}: run an experiment there first")
-    config = json.loads((results_dir / "manifest.json").read_text())["config"]
-    rows = read_csv(table)
+    config, rows = read_results(results_dir)
     if config["experiment"] == "noise_sweep":
         from qunlearn.plotting.sweep import plot_noise_sweep, reference_as_rows
 
