@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench lint fig2c fig2d fig3a fig3b clean
+.PHONY: setup demo test bench lint fig2c fig2d fig3a fig3b roughening clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,8 @@ fig3a: setup
 	$(BIN)/qunlearn run configs/fig3a_mnist.toml
 fig3b: setup
 	$(BIN)/qunlearn run configs/fig3b_xxz.toml
+roughening: setup
+	$(BIN)/qunlearn run configs/roughening_mnist.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

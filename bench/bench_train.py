@@ -84,7 +84,8 @@ def main():
             r = bench_step(model, runs, args.batch, 1024, args.repeats, jnp.float64)
             r |= {"model": name, "runs": runs, "batch": args.batch, "program_compile_s": compile_s}
             rows.append(r)
-            print(f"{name} runs={runs:3d} batch={args.batch}: step compile {r['step_compile_s']:.1f}"
+            print(f"{name} runs={runs:3d} batch={args.batch}: step compile "
+                  f"{r['step_compile_s']:.1f}"
                   f" s, {r['step_ms']:.1f} ms/step, {r['sample_grads_per_s']:.0f} sample-grads/s",
                   flush=True)
     meta = {"device": str(jax.devices()[0]), "platform": platform.platform(),

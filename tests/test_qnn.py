@@ -166,3 +166,15 @@ def test_wide_ring_plans_stay_cheap_and_fold_all_rzz(dtype):
         assert ops[-1][0] == "tail"
         assert all(op[0] != "phase" for op in ops)
         assert max(len(op[2]) for op in ops if op[0] in ("gemm", "tail")) <= qnn_module.TAIL_MAX
+
+
+@pytest.mark.parametrize("name", ["qnn", "qnn_cnot"])
+def test_a_global_phase_of_the_input_changes_nothing(name):
+    """<Z> cannot see a global phase, so XXZ data with random phases (dataset option phase =
+    "random") gives the QNN exactly the same task."""
+    model = make_model(name, 2**5, True, depth=3)
+    params = jax.random.normal(jax.random.PRNGKey(0), model.init(jax.random.PRNGKey(0)).shape)
+    xs = _random_states(jax.random.PRNGKey(1), 6, 2**5, True)
+    phases = jnp.exp(1j * jax.random.uniform(jax.random.PRNGKey(2), (6, 1), maxval=2 * jnp.pi))
+    probs = jax.vmap(model.apply, (None, 0))
+    np.testing.assert_allclose(probs(params, xs * phases), probs(params, xs), atol=1e-13)

@@ -272,7 +272,8 @@ def test_stray_files_never_become_cells(reference, tmp_path):
     assert store.finished_cells() == []
 
 
-def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path, monkeypatch,
+                                                                      request):
     # The CI failure this guards against: SIGINT landing between mkstemp and os.replace left a
     # stray ".tmp" file. The write must complete (or not start) and the interrupt arrive after.
     from qunlearn.experiments import store
@@ -284,9 +285,29 @@ def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path,
         os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(store.os, "fsync", fsync_then_ctrl_c)
+    # as in a terminal (a background job, e.g. under nohup, starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     target = tmp_path / "manifest.json"
     with pytest.raises(KeyboardInterrupt):
         store.atomic_write_text(target, '{"whole": true}')
     assert json.loads(target.read_text()) == {"whole": True}
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    # where Ctrl-C is ignored it stays ignored: the write completes and nothing is raised
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    store.atomic_write_text(target, '{"again": true}')
+    assert json.loads(target.read_text()) == {"again": True}
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_manifest_deviations_follow_the_config():
+    from qunlearn.experiments.common import DEVIATIONS, deviations
+
+    assert deviations() == list(DEVIATIONS) == deviations({"models": {"m": {"batching": "epoch"}}})
+    chosen = deviations({"models": {"m": {"batching": "stream"}}, "dataset_options":
+                         {"phase": "random"}})
+    assert any("emulate the reference's repeat(epochs).shuffle(128)" in d for d in chosen)
+    assert any("random global phase" in d for d in chosen)
+    assert not any("deterministic global phase" in d for d in chosen)

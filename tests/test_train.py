@@ -1,4 +1,6 @@
-"""The engine: learns, batches correctly, is deterministic, and compiles once across runs and alphas."""
+"""The engine: learns, batches correctly, is deterministic, compiles once across runs and alphas."""
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ from qunlearn.train import (
     over_runs,
     sequential_chunks,
     shuffled_plan,
+    stream_plan,
     supervised_objective,
 )
 
@@ -58,7 +61,8 @@ def test_training_learns_and_is_deterministic():
     x, y = _toy()
     train = jax.jit(make_train(supervised_objective(model), optax.adam(0.05), epochs=30,
                                plan=shuffled_plan(len(x), 16),
-                               evaluate=lambda p, d, e: {"acc": accuracy(model, p, d["x"], d["y"])}))
+                               evaluate=lambda p, d, e: {"acc": accuracy(model, p, d["x"],
+                                                                         d["y"])}))
     params0 = model.init(jax.random.PRNGKey(2))
     p1, log1 = train(jax.random.PRNGKey(3), params0, {"x": x, "y": y}, None)
     p2, log2 = train(jax.random.PRNGKey(3), params0, {"x": x, "y": y}, None)
@@ -98,7 +102,7 @@ def test_vmapped_runs_equal_single_runs():
 
 @pytest.mark.parametrize("run_chunk", [1, 2])
 def test_chunked_runs_equal_vmapped_runs(run_chunk):
-    """lax.map over chunks of runs (2 leaves a remainder of 1 run) changes scheduling, not numbers."""
+    """lax.map over chunks of runs (2: a remainder of 1 run) changes scheduling, not numbers."""
     x, y = _toy(n=20, d=16)
     model = make_model("qnn", 16, False, depth=2)
     keys = noise_sweep.run_keys(jax.random.PRNGKey(5), 3)
@@ -124,3 +128,48 @@ def test_bad_batch_size_and_epochs():
         shuffled_plan(10, 0)
     with pytest.raises(QunlearnError, match="epochs"):
         make_train(lambda p, b, e: 0.0, optax.adam(0.1), epochs=0, plan=shuffled_plan(10, 2))
+
+
+def test_stream_plan_emulates_a_repeat_shuffle_batch_stream():
+    n, bs, epochs, buffer = 50, 16, 3, 8
+    idx, w = jax.jit(stream_plan(n, bs, epochs, buffer))(jax.random.PRNGKey(0))
+    assert idx.shape == (math.ceil(epochs * n / bs), bs)  # batches cross epoch boundaries
+    order = np.asarray(idx).reshape(-1)[: epochs * n]
+    assert np.asarray(w).sum() == epochs * n and np.all(np.asarray(w).reshape(-1)[epochs * n:] == 0)
+    np.testing.assert_array_equal(np.bincount(order, minlength=n), np.full(n, epochs))
+    # the t-th emitted element entered the buffer at stream position <= t + buffer - 1
+    stream_pos = np.empty(epochs * n, int)
+    seen = np.zeros(n, int)
+    for t, i in enumerate(order):  # the k-th emission of example i is its k-th stream occurrence
+        stream_pos[t] = seen[i] * n + i
+        seen[i] += 1
+    assert np.all(stream_pos <= np.arange(epochs * n) + buffer - 1)
+    assert not np.array_equal(order, np.arange(epochs * n) % n)  # it does shuffle
+    # a buffer of one is no shuffle at all; one larger than the stream is a full permutation
+    one, _ = stream_plan(n, bs, epochs, 1)(jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(np.asarray(one).reshape(-1)[: epochs * n],
+                                  np.arange(epochs * n) % n)
+    # the reference's Fig 2c stream: 100 epochs of 500 class-sorted examples in 196 steps, whose
+    # batches are class-imbalanced (about 63/37), unlike a per-epoch permutation's (about 50/50)
+    ref_idx, _ = stream_plan(500, 256, 100)(jax.random.PRNGKey(2))
+    assert ref_idx.shape == (196, 256)
+    share_0 = np.mean(np.asarray(ref_idx[:-1]) < 250, axis=1)
+    assert np.mean(np.abs(share_0 - 0.5)) > 0.08 and share_0[0] > 0.7
+    perm_idx, _ = shuffled_plan(500, 256)(jax.random.PRNGKey(2))
+    assert np.mean(np.abs(np.mean(np.asarray(perm_idx[:1]) < 250, axis=1) - 0.5)) < 0.08
+
+
+def test_stream_batching_trains_through_the_sweep_program():
+    x, y = _toy(n=40, d=8)
+    model = make_model("mlp", 8, False, hidden=[8])
+    keys = noise_sweep.run_keys(jax.random.PRNGKey(0), 2)
+    cells = {}
+    for batching in ("epoch", "stream"):
+        program = noise_sweep.sweep_program(model, epochs=30, batch_size=8, lr=0.05, n_train=40,
+                                            batching=batching)
+        cells[batching], _ = noise_sweep.run_cell(program, keys, x, y, x, y, noise="label_flip",
+                                                  alpha=0.0)
+    assert min(cells["stream"]["val_acc"]) > 0.9  # it learns the toy task
+    assert cells["stream"]["final_loss"] != cells["epoch"]["final_loss"]  # other batches
+    with pytest.raises(QunlearnError, match="unknown batching 'tf'"):
+        noise_sweep.sweep_program(model, epochs=1, batch_size=8, lr=0.1, n_train=40, batching="tf")

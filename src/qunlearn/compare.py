@@ -64,7 +64,7 @@ def _stats(values) -> tuple[float, float, int]:
 
 
 def critical_alpha(alphas, accs, threshold: float = 0.5) -> float | None:
-    """First alpha where the mean validation accuracy crosses ``threshold`` (linear interpolation)."""
+    """First alpha where mean validation accuracy crosses ``threshold`` (linearly interpolated)."""
     pairs = sorted(zip(alphas, accs, strict=True))
     for (a0, v0), (a1, v1) in zip(pairs, pairs[1:], strict=False):
         if v0 >= threshold > v1:

@@ -2,4 +2,4 @@
 
 
 class QunlearnError(Exception):
-    """Bad input or a broken environment. ``str(err)`` is a single line: what is wrong, what to do."""
+    """Bad input or a broken environment. ``str(err)`` is one line: what is wrong, what to do."""

@@ -12,6 +12,7 @@ the real symmetric ``H = d^2 L / dx^2``; complex leaves are rejected rather than
   ``tr H = E[z^T H z]`` with Rademacher (or Gaussian) probes, fixed or adaptive sample count.
 * :func:`slq_density`, :func:`density_on_grid`, :func:`slq_trace`: stochastic Lanczos quadrature.
 * :func:`spectrum_summary`: one JSON-ready dict (top-k, trace with CI).
+* :func:`spectrum_arrays`: the same plus the spectral quadrature, as arrays, inside ``jit``.
 
 Everything built on a ``matvec`` is jittable and ``vmap``-pable (sizes are static Python
 ints); only the adaptive Hutchinson loop is Python-level by design.
@@ -49,6 +50,7 @@ __all__ = [
     "lanczos",
     "slq_density",
     "slq_trace",
+    "spectrum_arrays",
     "spectrum_summary",
     "top_eigenvalues",
     "trace_exact",
@@ -158,17 +160,30 @@ def flat_hvp(
 # --------------------------------------------------------------------------- dense (small P)
 
 
-def dense_hessian(loss_fn: Callable[[Params], Array], params: Params) -> Array:
-    """Full Hessian ``(P, P)`` of the flat loss via ``jax.hessian``, symmetrised ``(H + H^T)/2``
-    so roundoff asymmetry cannot leak into ``eigh``. Memory ``O(P^2)``: small ``P`` only."""
+def dense_hessian(
+    loss_fn: Callable[[Params], Array], params: Params, *, batch_size: int | None = None
+) -> Array:
+    """Full Hessian ``(P, P)`` of the flat loss, symmetrised ``(H + H^T)/2`` so roundoff
+    asymmetry cannot leak into ``eigh``. Memory ``O(P^2)``: small ``P`` only.
+
+    ``batch_size=None``: ``jax.hessian`` (all ``P`` columns at once). An int builds the columns
+    ``H e_i`` from HVPs, ``batch_size`` at a time: the memory of ``batch_size`` HVPs instead of
+    ``P`` (what a loss over many examples of a big model needs)."""
     flat, _, flat_loss = _flatten(loss_fn, params)
-    h = jax.hessian(flat_loss)(flat)
+    if batch_size is None:
+        h = jax.hessian(flat_loss)(flat)
+    else:
+        _check_int("batch_size", batch_size, 1)
+        matvec, dim = _flat_matvec(flat_loss, flat), int(flat.size)
+        h = _chunked_map(matvec, jnp.eye(dim, dtype=_out_dtype(matvec, dim)), batch_size)
     return 0.5 * (h + h.T)
 
 
-def dense_spectrum(loss_fn: Callable[[Params], Array], params: Params) -> Array:
-    """All ``P`` Hessian eigenvalues, ascending (``jnp.linalg.eigh`` of :func:`dense_hessian`)."""
-    return jnp.linalg.eigvalsh(dense_hessian(loss_fn, params))
+def dense_spectrum(
+    loss_fn: Callable[[Params], Array], params: Params, *, batch_size: int | None = None
+) -> Array:
+    """All ``P`` Hessian eigenvalues, ascending (``eigvalsh`` of :func:`dense_hessian`)."""
+    return jnp.linalg.eigvalsh(dense_hessian(loss_fn, params, batch_size=batch_size))
 
 
 def trace_exact(
@@ -593,6 +608,61 @@ def slq_trace(nodes: Array, weights: Array, dim: int) -> Array:
 
 
 # --------------------------------------------------------------------------- summary
+
+
+def spectrum_arrays(
+    loss_fn: Callable[[Params], Array],
+    params: Params,
+    key: Array | None,
+    *,
+    k: int,
+    method: str,
+    num_steps: int = 0,
+    num_probes: int = 0,
+    batch_size: int | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Array]:
+    """Top-``k`` eigenvalues, smallest eigenvalue, trace (with CI) and spectral quadrature of the
+    Hessian, as arrays: the jittable, ``vmap``-pable counterpart of :func:`spectrum_summary`,
+    with one Hessian-vector product in the compiled program.
+
+    ``method="dense"``: ``eigvalsh`` of :func:`dense_hessian` (``batch_size`` HVPs at a time),
+    all exact; quadrature = every eigenvalue with weight ``1/P`` (the exact spectral density).
+    ``method="slq"``: :func:`slq_density` with ``num_probes`` Rademacher probes of
+    ``num_steps`` Lanczos steps. The trace is Hutchinson on the same probes (per probe
+    ``z^T H z = P sum_k w_k theta_k`` exactly, see :func:`slq_trace`) with a Student-t CI over
+    the probes; the top-``k`` are the Ritz values of the probe whose largest Ritz value is largest
+    (each is a lower bound on ``lambda_max``); ``min`` is the smallest Ritz value, an upper bound
+    on ``lambda_min``. ``key`` is unused for dense.
+
+    Returns ``top (k,)`` descending, ``min``, ``trace``, ``trace_stderr`` (0 for dense),
+    ``trace_ci_low``, ``trace_ci_high``, ``nodes`` and ``weights`` (``(1, P)`` dense,
+    ``(num_probes, num_steps)`` SLQ; weights sum to 1 per row).
+    """
+    flat, _, flat_loss = _flatten(loss_fn, params)
+    dim = int(flat.size)
+    _check_int("k", k, 1, dim, hint=f"; the loss has only P={dim} parameters")
+    if method == "dense":
+        eig = dense_spectrum(loss_fn, params, batch_size=batch_size)
+        trace, zero = jnp.sum(eig), jnp.zeros((), eig.dtype)
+        return {"top": eig[::-1][:k], "min": eig[0], "trace": trace, "trace_stderr": zero,
+                "trace_ci_low": trace, "trace_ci_high": trace, "nodes": eig[None],
+                "weights": jnp.full((1, dim), 1.0 / dim, eig.dtype)}
+    if method != "slq":
+        raise QunlearnError(f"method={method!r} is unknown; use 'dense' or 'slq'")
+    _check_int("num_probes", num_probes, 2, hint="; a trace CI needs at least 2 probes")
+    _check_int("num_steps", num_steps, k, dim, hint=f"; need k={k} <= num_steps <= P={dim}")
+    _check_confidence(confidence)
+    nodes, weights = slq_density(_flat_matvec(flat_loss, flat), dim, key, num_probes=num_probes,
+                                 num_steps=num_steps, batch_size=batch_size)
+    samples = dim * jnp.sum(weights * nodes, axis=-1)  # z^T H z per probe
+    trace = jnp.mean(samples)
+    stderr = jnp.std(samples, ddof=1) / math.sqrt(num_probes)
+    half = _t_quantile(confidence, num_probes) * stderr
+    best = jnp.argmax(nodes[:, -1])
+    return {"top": nodes[best, ::-1][:k], "min": jnp.min(nodes), "trace": trace,
+            "trace_stderr": stderr, "trace_ci_low": trace - half, "trace_ci_high": trace + half,
+            "nodes": nodes, "weights": weights}
 
 
 def spectrum_summary(

@@ -29,7 +29,7 @@ BCE_EPS = 1e-14
 
 
 def bce(p, y, eps: float = BCE_EPS):
-    """Binary cross-entropy of probabilities ``p`` against labels ``y`` (elementwise), eps as Keras."""
+    """Binary cross-entropy of probabilities ``p`` against labels ``y``, eps as Keras."""
     return -(y * jnp.log(p + eps) + (1 - y) * jnp.log(1 - p + eps))
 
 
@@ -60,7 +60,7 @@ def supervised_objective(model) -> Callable:
 def shuffled_plan(n_examples: int, batch_size: int) -> Callable:
     """Plan for one epoch: a fresh permutation, cut into ceil(n/bs) batches, the last one padded.
 
-    Returns ``plan(key) -> (idx, w)`` with shapes (steps, batch_size); padding has index 0, weight 0.
+    Returns ``plan(key) -> (idx, w)`` with shapes (steps, batch_size); padding: index 0, weight 0.
     """
     check_positive(batch_size=batch_size, n_examples=n_examples)
     batch_size = min(batch_size, n_examples)
@@ -74,6 +74,55 @@ def shuffled_plan(n_examples: int, batch_size: int) -> Callable:
         return idx, w
 
     return plan
+
+
+def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int = 128) -> Callable:
+    """The reference code's batching as ONE plan for all of training (``make_train(epochs=1)``).
+
+    Emulates tf.data's ``range(n).repeat(epochs).shuffle(buffer_size).batch(batch_size)``: the
+    examples, in their (class-sorted) order, stream ``epochs`` times through a shuffle buffer that
+    emits a uniformly chosen element and refills its slot with the next one; batches cross epoch
+    boundaries; ceil(epochs·n/bs) steps, the last batch short (padded here with weight 0). With a
+    buffer much smaller than n, a batch holds a window of the stream: on class-sorted data mostly
+    one class. Same distribution as TensorFlow's, not its random numbers.
+    """
+    check_positive(batch_size=batch_size, n_examples=n_examples, epochs=epochs,
+                   buffer_size=buffer_size)
+    total = epochs * n_examples
+    batch_size = min(batch_size, total)
+    steps = math.ceil(total / batch_size)
+    pad = steps * batch_size - total
+    width = min(buffer_size, total)
+
+    def plan(key):
+        def emit(buffer, t_key):
+            t, k = t_key
+            live = jnp.minimum(width, total - t)  # the live elements are buffer[:live]
+            j = jax.random.randint(k, (), 0, live)
+            refill = jnp.where(t + width < total, (t + width) % n_examples, buffer[live - 1])
+            return buffer.at[j].set(refill), buffer[j]
+
+        first = jnp.arange(width) % n_examples
+        _, order = jax.lax.scan(emit, first, (jnp.arange(total), jax.random.split(key, total)))
+        idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
+        w = jnp.concatenate([jnp.ones((total,)), jnp.zeros((pad,))]).reshape(steps, batch_size)
+        return idx, w
+
+    return plan
+
+
+BATCHINGS = ("epoch", "stream")
+
+
+def batching_plan(batching: str, n_examples: int, batch_size: int, epochs: int):
+    """(scan epochs, plan) for ``make_train``: ``"epoch"`` = a fresh permutation per epoch
+    (:func:`shuffled_plan`), ``"stream"`` = the reference code's stream (:func:`stream_plan`), one
+    long "epoch"."""
+    if batching == "epoch":
+        return epochs, shuffled_plan(n_examples, batch_size)
+    if batching == "stream":
+        return 1, stream_plan(n_examples, batch_size, epochs)
+    raise QunlearnError(f"unknown batching {batching!r}: choose one of {', '.join(BATCHINGS)}")
 
 
 def check_positive(**values):
@@ -90,16 +139,22 @@ def make_train(
     plan: Callable,
     evaluate: Callable | None = None,
     on_epoch: Callable[[jax.Array], None] | None = None,
+    snapshot_every: int = 0,
 ) -> Callable:
     """Build ``train(key, params, data, extra) -> (params, log)`` (pure; jit/vmap it outside).
 
     ``log["loss"]``: (epochs,) mean objective per epoch; ``log["start"]``: ``evaluate(params, data,
-    extra)`` at the START of every epoch (index 0 = the starting params), ``log["final"]``: after the
+    extra)`` at the START of every epoch (index 0: the starting params), ``log["final"]``: after the
     last epoch. ``evaluate`` returns a dict of scalars. ``on_epoch(epoch_index)`` is called on the
-    host after each epoch (progress bars); it must not affect results.
+    host after each epoch (progress bars); it must not affect results. ``snapshot_every = k > 0``
+    adds ``log["snapshots"]``: the params (pytree, leading axis S) at the epochs
+    :func:`snapshot_epochs` lists, i.e. the start of epochs 0, k, 2k, ... and after the last epoch.
     """
     check_positive(epochs=epochs)
+    if snapshot_every:
+        check_positive(snapshot_every=snapshot_every)
     evaluate = evaluate or (lambda params, data, extra: {})
+    n_snapshots = len(snapshot_epochs(epochs, snapshot_every)) if snapshot_every else 0
 
     def train(key, params, data, extra):
         def step(carry, idx_w):
@@ -111,19 +166,36 @@ def make_train(
             return (optax.apply_updates(params, updates), opt_state), loss
 
         def epoch(carry, epoch_index):
-            metrics = evaluate(carry[0], data, extra)
-            carry, losses = jax.lax.scan(step, carry, plan(jax.random.fold_in(key, epoch_index)))
+            state, snaps = carry
+            metrics = evaluate(state[0], data, extra)
+            if snapshot_every:  # slot e // k holds the params at the start of epoch k * (e // k)
+                slot, take = epoch_index // snapshot_every, epoch_index % snapshot_every == 0
+                snaps = jax.tree_util.tree_map(
+                    lambda s, p: s.at[slot].set(jnp.where(take, p, s[slot])), snaps, state[0])
+            state, losses = jax.lax.scan(step, state, plan(jax.random.fold_in(key, epoch_index)))
             if on_epoch is not None:
                 jax.debug.callback(on_epoch, epoch_index)
-            return carry, (metrics, jnp.mean(losses))
+            return (state, snaps), (metrics, jnp.mean(losses))
 
-        (params, _), (start, losses) = jax.lax.scan(
-            epoch, (params, optimizer.init(params)), jnp.arange(epochs)
+        snaps = None
+        if snapshot_every:
+            snaps = jax.tree_util.tree_map(
+                lambda p: jnp.zeros((n_snapshots, *jnp.shape(p)), jnp.result_type(p)), params)
+        ((params, _), snaps), (start, losses) = jax.lax.scan(
+            epoch, ((params, optimizer.init(params)), snaps), jnp.arange(epochs)
         )
-        return params, {"loss": losses, "start": start, "final": evaluate(params, data, extra)}
+        log = {"loss": losses, "start": start, "final": evaluate(params, data, extra)}
+        if snapshot_every:
+            log["snapshots"] = jax.tree_util.tree_map(lambda s, p: s.at[-1].set(p), snaps, params)
+        return params, log
 
     return train
 
+
+def snapshot_epochs(epochs: int, every: int) -> list[int]:
+    """Epochs of :func:`make_train`'s snapshots: 0, k, 2k, ... < ``epochs``, then ``epochs``
+    (= after the last epoch)."""
+    return [*range(0, epochs, every), epochs]
 
 
 def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
@@ -151,7 +223,10 @@ def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
                 full[i] = a
             return fn(*full)
 
-        return jax.lax.map(one, tuple(args[i] for i in mapped), batch_size=run_chunk)
+        xs = tuple(args[i] for i in mapped)
+        if run_chunk == 1:  # no size-1 vmap axis left in the body for XLA to carry
+            return jax.lax.map(one, xs)
+        return jax.lax.map(one, xs, batch_size=run_chunk)
 
     return lifted
 

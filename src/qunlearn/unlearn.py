@@ -377,12 +377,13 @@ def make_method(name: str, model, *, n_retain: int, n_forget: int, epochs: int, 
 
 
 def make_unlearn(model, method: Method, *, lr: float, epochs: int, trajectory: bool = True,
-                 on_epoch: Callable | None = None) -> Callable:
+                 on_epoch: Callable | None = None, snapshot_every: int = 0) -> Callable:
     """``unlearn(key, params, teacher_params, split, weights) -> (params, log)`` on the engine.
 
     ``log["start"][metric]``: (epochs,) :data:`METRICS` at the START of every epoch (index 0 = the
     starting params; only if ``trajectory``); ``log["final"]``: after the last epoch;
     ``log["loss"]``: (epochs,) mean objective. ``weights``: dict of scalars, traced.
+    ``snapshot_every = k > 0``: ``log["snapshots"]``, params every k epochs (see ``make_train``).
     """
     evaluate = None
     if trajectory:
@@ -390,7 +391,7 @@ def make_unlearn(model, method: Method, *, lr: float, epochs: int, trajectory: b
             return unlearning_metrics(model, params, extra["split"])
 
     train = make_train(method.objective, method.optimizer(lr), epochs=epochs, plan=method.plan,
-                       evaluate=evaluate, on_epoch=on_epoch)
+                       evaluate=evaluate, on_epoch=on_epoch, snapshot_every=snapshot_every)
 
     def unlearn(key, params, teacher, split, weights):
         data, extra = method.inputs(teacher, split)

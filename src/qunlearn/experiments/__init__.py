@@ -1,1 +1,1 @@
-"""Experiments: typed configs at the edge, tidy tables out. Library code below never sees a config."""
+"""Experiments: typed configs at the edge, tidy tables out. The library never sees a config."""

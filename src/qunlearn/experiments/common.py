@@ -23,15 +23,32 @@ DEVIATIONS = (  # from the reference code, on purpose; mirrored in the README
     "weight (ceil(N/bs) steps per epoch); the reference streams repeat().shuffle(128).batch() on "
     "class-sorted data",
     "mnist validation: all 2144 test images of digits 1 and 9",
-    "xxz data: generated in-house by sparse exact diagonalisation with a deterministic global phase",
+    "xxz data: generated in-house by sparse exact diagonalisation, deterministic global phase",
     "unlearning: one forgetting metric (fraction of D_f predicted with its poisoned label) for "
     "every method",
     "hessian: w.r.t. the real circuit angles; collapsed runs reported, not dropped",
 )
 
 
-def environment() -> dict:
-    """Versions, platform and git revision for a result's manifest."""
+def deviations(config: dict | None = None) -> list[str]:
+    """:data:`DEVIATIONS`, adjusted to what ``config`` (a resolved config dict) chose."""
+    out = list(DEVIATIONS)
+    if config is None:
+        return out
+    models = config.get("models", {}).values()
+    if any(spec.get("batching") == "stream" for spec in models):
+        out.append("batching: models with batching = 'stream' emulate the reference's "
+                   "repeat(epochs).shuffle(128).batch(bs) stream (same distribution as tf.data, "
+                   "not its random numbers)")
+    if config.get("dataset_options", {}).get("phase") == "random":
+        out[2] = ("xxz data: generated in-house by sparse exact diagonalisation, each state times "
+                  "a seeded random global phase (dataset option phase = 'random'), as the "
+                  "reference's eigensolver left them; protocol §1 asks for a fixed phase")
+    return out
+
+
+def environment(config: dict | None = None) -> dict:
+    """Versions, platform, git revision and deviations from the reference for a manifest."""
     versions = {}
     for name in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -49,12 +66,12 @@ def environment() -> dict:
         "platform": platform.platform(),
         "jax_backend": jax.default_backend(),
         "jax_x64": bool(jax.config.jax_enable_x64),
-        "deviations_from_reference": list(DEVIATIONS),
+        "deviations_from_reference": deviations(config),
     }
 
 
 def model_input(dataset, representation: str = "native"):
-    """(x_train, x_val, input_dim, complex_input) for a model. ``realified``: [Re; Im] amplitudes."""
+    """(x_train, x_val, input_dim, complex_input) for a model; ``realified``: [Re; Im]"""
     x_train, x_val = dataset.x_train, dataset.x_val
     if representation == "realified" and np.iscomplexobj(x_train):
         x_train = np.concatenate([x_train.real, x_train.imag], axis=1)

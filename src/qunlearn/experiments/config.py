@@ -32,6 +32,7 @@ class ModelSpec:
     lr: float
     hyper: dict = field(default_factory=dict)
     run_chunk: int = 0  # runs per vmap, lax.map over chunks; 0 = all at once (see EXECUTION_ONLY)
+    batching: str = "epoch"  # or "stream": the reference's repeat.shuffle(128).batch stream
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class UnlearnSpec:
     hyper: dict = field(default_factory=dict)
     input: str = "native"  # "native" or "realified" ([Re; Im] amplitudes, one more qubit)
     run_chunk: int = 0  # as ModelSpec.run_chunk
+    batching: str = "epoch"  # the teacher's, as ModelSpec.batching
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,41 @@ class RougheningConfig:
     n_train_per_class: int = 175
     n_hessian_per_class: int = 50
     dataset_options: dict = field(default_factory=dict)
+    trace_probes: int = 0  # 0: exact trace; n: Hutchinson with n probes (big models)
+
+
+@dataclass(frozen=True)
+class CurvatureConfig:
+    """Hessian curvature of the retain, forget and validation losses before poisoning, after
+    poisoning and every ``every`` epochs along unlearning, per model and method."""
+
+    experiment: str
+    name: str
+    dataset: str
+    models: dict[str, UnlearnSpec]
+    methods: tuple[str, ...]
+    alpha: float
+    runs: int
+    every: int  # snapshot the params every k unlearning epochs (and after the last)
+    seed: int = 0
+    method_options: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    n_val: int = 200  # validation examples in the validation loss (a seeded draw); 0 = all
+    top_k: int = 3
+    dense_max_params: int = 2000  # exact dense Hessian up to this many params, else SLQ
+    lanczos_steps: int = 30  # per SLQ probe
+    slq_probes: int = 8  # SLQ start vectors, also the Hutchinson trace probes
+    hvp_batch: int = 16  # Hessian-vector products per vmapped call (dense columns, SLQ probes)
+    snapshot_chunk: int = 4  # snapshots per vmapped curvature call (memory bound)
+    density_points: int = 200  # grid of the broadened spectral density (density.csv)
+    density_sigma: float = 0.01  # Gaussian broadening, a fraction of the spectral range
 
 
 CONFIG_TYPES: dict[str, type] = {
     "noise_sweep": NoiseSweepConfig,
     "unlearning": UnlearningConfig,
     "roughening": RougheningConfig,
+    "curvature": CurvatureConfig,
 }
 
 
@@ -153,6 +184,12 @@ def _alphas(where, value):
             return (f"{where} has {seen[f'{alpha:.3f}']} and {alpha}, the same to 3 decimals: "
                     "list each noise ratio once")
         seen[f"{alpha:.3f}"] = alpha
+    return None
+
+
+def _trace_probes(where, value):
+    if value == 1 or value < 0:
+        return f"{where} = {value}: use 0 (exact trace) or at least 2 probes (a standard error)"
     return None
 
 
@@ -206,6 +243,7 @@ CHECKS = {
     "alphas": _alphas,
     "noise_ratios": _alphas,
     "top_k": _at_least(1),
+    "trace_probes": _trace_probes,
     "n_train_per_class": _at_least(1),
     "n_hessian_per_class": _at_least(1),
     "alpha": _forget_alpha,
@@ -219,7 +257,17 @@ CHECKS = {
     "run_chunk": _at_least(0),
     "unlearn_lr": _positive_finite,
     "sweep_chunk": _at_least(1),
+    "every": _at_least(1),
+    "n_val": _at_least(0),
+    "dense_max_params": _at_least(0),
+    "lanczos_steps": _at_least(1),
+    "slq_probes": _at_least(2),
+    "hvp_batch": _at_least(1),
+    "snapshot_chunk": _at_least(1),
+    "density_points": _at_least(2),
+    "density_sigma": _positive_finite,
     "input": _one_of("native", "realified"),
+    "batching": _one_of("epoch", "stream"),
 }
 
 
@@ -390,8 +438,20 @@ def _without_execution_only(value):
     return value
 
 
+# Fields added after results format 1, left out of the hash while at their default, so that
+# directories written before they existed still resume.
+ADDED_WITH_DEFAULT = {"batching": "epoch", "trace_probes": 0}
+
+
+def _without_new_defaults(value):
+    if isinstance(value, dict):
+        return {k: _without_new_defaults(v) for k, v in value.items()
+                if not (k in ADDED_WITH_DEFAULT and v == ADDED_WITH_DEFAULT[k])}
+    return value
+
+
 def config_hash(config) -> str:
     """Hash of everything in the config that can change a result."""
-    resolved = _without_execution_only(to_dict(config))
+    resolved = _without_new_defaults(_without_execution_only(to_dict(config)))
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 

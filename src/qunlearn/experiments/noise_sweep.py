@@ -17,7 +17,13 @@ import optax
 
 from qunlearn.models import Model
 from qunlearn.noise import NOISE
-from qunlearn.train import accuracy, make_train, over_runs, shuffled_plan, supervised_objective
+from qunlearn.train import (
+    accuracy,
+    batching_plan,
+    make_train,
+    over_runs,
+    supervised_objective,
+)
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
 
@@ -29,21 +35,23 @@ def stable_key(root: jax.Array, *parts) -> jax.Array:
 
 def run_keys(cell_key: jax.Array, runs: int) -> jax.Array:
     """(runs, 3) keys per run: poisoning, initialisation, shuffling."""
-    return jax.vmap(lambda r: jax.random.split(jax.random.fold_in(cell_key, r), 3))(jnp.arange(runs))
+    split = jax.vmap(lambda r: jax.random.split(jax.random.fold_in(cell_key, r), 3))
+    return split(jnp.arange(runs))
 
 
 def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                  on_epoch: Callable | None = None, run_chunk: int = 0):
+                  on_epoch: Callable | None = None, run_chunk: int = 0,
+                  batching: str = "epoch"):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
     ``x, y`` are (runs, N, ...) poisoned training sets; validation is shared. Jitted once; the
     returned function carries ``.traces`` (how often it was traced) for the compile-count test.
-    ``run_chunk``: see :func:`qunlearn.train.over_runs`.
+    ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
+    :func:`qunlearn.train.batching_plan`.
     """
-    train = make_train(
-        supervised_objective(model), optax.adam(lr),
-        epochs=epochs, plan=shuffled_plan(n_train, batch_size), on_epoch=on_epoch,
-    )
+    scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
+    train = make_train(supervised_objective(model), optax.adam(lr), epochs=scan_epochs, plan=plan,
+                       on_epoch=on_epoch)
     traces = []
 
     def run_one(init_key, shuffle_key, x, y, x_val, y_val):
@@ -70,7 +78,7 @@ def poison_runs(noise: str, poison_keys, x, y, alpha: float, *, raw_dim: int | N
 
 def run_cell(program, keys, x, y, x_val, y_val, *, noise: str, alpha: float,
              raw_dim: int | None = None) -> tuple[dict, float]:
-    """Train all runs of one (noise, alpha) cell; returns per-run metrics (lists) and wall seconds."""
+    """Train all runs of one (noise, alpha) cell; returns per-run metrics and wall seconds."""
     start = time.perf_counter()
     xp, yp, mask = poison_runs(noise, keys[:, 0], x, y, alpha, raw_dim=raw_dim)
     out = jax.block_until_ready(program(keys[:, 1], keys[:, 2], xp, yp.astype(x_val.real.dtype),

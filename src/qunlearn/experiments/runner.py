@@ -1,4 +1,4 @@
-"""Run an experiment config into a results directory: resumable, one atomic file per finished cell."""
+"""Run an experiment config into a results directory: resumable, one file per finished cell."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from qunlearn.errors import QunlearnError
 from qunlearn.experiments import noise_sweep
 from qunlearn.experiments.common import check_names, environment, model_input, write_table
 from qunlearn.experiments.config import NoiseSweepConfig, config_hash, to_dict
+from qunlearn.experiments.curvature import run_curvature
 from qunlearn.experiments.roughening import run_roughening
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning import run_unlearning
@@ -59,13 +60,13 @@ def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None
             programs[model_name] = noise_sweep.sweep_program(
                 model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                 n_train=len(x_train), on_epoch=tick if progress else None,
-                run_chunk=spec.run_chunk,
+                run_chunk=spec.run_chunk, batching=spec.batching,
             )
         except QunlearnError as err:
             raise QunlearnError(f"models.{model_name}: {err}") from None
 
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
-                        meta={**environment(), "data": dataset.info})
+                        meta={**environment(to_dict(config)), "data": dataset.info})
     root = jax.random.PRNGKey(config.seed)
     timings = dict(store.manifest.get("timings", {}))
 
@@ -76,7 +77,8 @@ def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None
         keys = noise_sweep.run_keys(
             noise_sweep.stable_key(root, config.dataset, model_name, noise, f"{alpha:.6f}"),
             config.runs)
-        epoch_bar = tqdm(total=spec.epochs * sequential_chunks(config.runs, spec.run_chunk),
+        scan_epochs = spec.epochs if spec.batching == "epoch" else 1
+        epoch_bar = tqdm(total=scan_epochs * sequential_chunks(config.runs, spec.run_chunk),
                          desc=f"  {cell_id}", unit="epoch",
                          leave=False, disable=not progress)
         traces_before = len(program.traces)
@@ -136,6 +138,7 @@ EXPERIMENTS = {
     "noise_sweep": run_noise_sweep,
     "unlearning": run_unlearning,
     "roughening": run_roughening,
+    "curvature": run_curvature,
 }
 
 

@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 
 @contextlib.contextmanager
 def _ctrl_c_deferred():
-    """Hold a Ctrl-C that arrives inside the block and raise it once the block is done.
+    """Hold a Ctrl-C that arrives inside the block and deliver it once the block is done.
 
     A file write is a few milliseconds; letting KeyboardInterrupt land between creating the
     temporary file and renaming it (or mid-cleanup) is what leaves stray ``.tmp`` files behind.
@@ -49,8 +49,12 @@ def _ctrl_c_deferred():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if pending:
-        raise KeyboardInterrupt
+    if pending:  # now deliver it as the handler in place would have
+        if callable(previous):
+            previous(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+        # SIG_IGN (e.g. a background job): ignored, as it would have been
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -41,10 +41,10 @@ from qunlearn.experiments.store import ResultStore, atomic_write_bytes, atomic_w
 from qunlearn.models import Model, make_model
 from qunlearn.noise import flip_labels, n_poisoned
 from qunlearn.train import (
+    batching_plan,
     make_train,
     over_runs,
     sequential_chunks,
-    shuffled_plan,
     supervised_objective,
 )
 from qunlearn.unlearn import (
@@ -65,10 +65,11 @@ TRAJECTORY_METRICS = (*METRICS, "loss")
 
 
 def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                    on_epoch=None, run_chunk: int = 0):
+                    on_epoch=None, run_chunk: int = 0, batching: str = "epoch"):
     """``fn(init_keys, shuffle_keys, x, y_noisy) -> params`` over a leading teacher axis."""
-    train = make_train(supervised_objective(model), optax.adam(lr), epochs=epochs,
-                       plan=shuffled_plan(n_train, batch_size), on_epoch=on_epoch)
+    scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
+    train = make_train(supervised_objective(model), optax.adam(lr), epochs=scan_epochs, plan=plan,
+                       on_epoch=on_epoch)
 
     def one(init_key, shuffle_key, x, y):
         return train(shuffle_key, model.init(init_key), {"x": x, "y": y.astype(x.real.dtype)},
@@ -79,15 +80,16 @@ def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_
 
 def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, n_forget: int,
                        shared_teacher: bool, trajectory: bool = True, on_epoch=None,
-                       run_chunk: int = 0):
+                       run_chunk: int = 0, snapshot_every: int = 0):
     """``fn(keys, start, teacher, y_noisy, mask, weights, shared) -> log`` over a leading run axis.
 
     ``keys`` (R,) batch-order keys, ``start`` (R, ...) starting params, ``weights`` {name: (R,)};
     ``teacher``, ``y_noisy``, ``mask`` are shared (``shared_teacher``) or per run; ``shared`` =
     {x_train, y_true, x_val, y_val}. Jitted once; ``.traces`` counts its tracings.
+    ``snapshot_every = k > 0`` adds ``log["snapshots"]`` (R, S, ...): params every k epochs.
     """
     unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=trajectory,
-                           on_epoch=on_epoch)
+                           on_epoch=on_epoch, snapshot_every=snapshot_every)
     traces = []
 
     def run_one(key, start, teacher, y_noisy, mask, weights, shared):
@@ -201,7 +203,7 @@ def run_unlearning(config: UnlearningConfig, out: str | Path, *, cache_dir=None,
     plans = {name: _plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
              for name, spec in config.models.items()}
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
-                        meta={**environment(), "data": dataset.info})
+                        meta={**environment(to_dict(config)), "data": dataset.info})
     session = _Session(config, store, dataset, progress)
     for model_name, plan in plans.items():
         session.run_model(model_name, plan)
@@ -345,8 +347,9 @@ class _Session:
             jnp.arange(self.n_teachers))
         program = teacher_program(plan.model, epochs=spec.epochs, batch_size=spec.batch_size,
                                   lr=spec.lr, n_train=self.n_train, on_epoch=self.tick,
-                                  run_chunk=spec.run_chunk)
-        ticks = spec.epochs * sequential_chunks(self.n_teachers, spec.run_chunk)
+                                  run_chunk=spec.run_chunk, batching=spec.batching)
+        scan_epochs = spec.epochs if spec.batching == "epoch" else 1
+        ticks = scan_epochs * sequential_chunks(self.n_teachers, spec.run_chunk)
         with self.epochs_bar(ticks, cell_id):
             params = jax.block_until_ready(
                 program(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))

@@ -1,7 +1,7 @@
 """Models: each is a pair of pure functions ``init(key) -> params`` and ``apply(params, x) -> p``.
 
 ``apply`` maps ONE example to the probability of class 1; batches and runs come from ``jax.vmap``.
-Every factory in :data:`MODELS` takes ``(input_dim, complex_input, **hyper)`` so the experiment layer
+Every factory in :data:`MODELS` takes ``(input_dim, complex_input, **hyper)``, so the experiments
 can build any model from a dataset's shape. A contract test runs over every member.
 """
 

@@ -1,4 +1,4 @@
-"""Multilayer perceptron with Keras defaults: Glorot-uniform weights, zero biases, relu, sigmoid out."""
+"""Multilayer perceptron with Keras defaults: Glorot-uniform weights, zero biases, relu."""
 
 from __future__ import annotations
 

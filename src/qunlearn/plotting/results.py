@@ -22,4 +22,13 @@ def plot_results_dir(results_dir: str | Path) -> list[Path]:
         from qunlearn.plotting.unlearning import plot_unlearning_dir
 
         return plot_unlearning_dir(results_dir, rows, config)
+    if config["experiment"] == "curvature":
+        from qunlearn.plotting.curvature import plot_curvature_dir
+
+        return plot_curvature_dir(results_dir, rows, config)
+    if config["experiment"] == "roughening":
+        from qunlearn.plotting.curvature import plot_roughening
+
+        models = {name: spec["model"] for name, spec in config["models"].items()}
+        return plot_roughening(rows, results_dir, models=models, title=config["name"])
     raise QunlearnError(f"no figure for experiment kind {config['experiment']!r}")

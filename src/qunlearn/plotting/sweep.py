@@ -47,7 +47,8 @@ def plot_noise_sweep(rows: list[dict], out_dir: str | Path, *, reference: list[d
             ax.fill_between(a, m - s, m + s, color=color, alpha=0.2)
             if (model, nz) in train:
                 ta, tm, _ = train[(model, nz)]
-                ax.plot(ta, tm, "--", color=color, alpha=0.7, label=f"{model.upper()} train (noisy)")
+                ax.plot(ta, tm, "--", color=color, alpha=0.7,
+                        label=f"{model.upper()} train (noisy)")
             if (model, nz) in ref:
                 ra, rm, rs = ref[(model, nz)]
                 ax.errorbar(ra, rm, rs, fmt="s", mfc="none", color=color, alpha=0.6,

@@ -1,0 +1,185 @@
+"""Curvature figures: curvature vs unlearning epoch and spectral densities (curvature results
+directory), and the trace-ratio bar chart of the roughening study (protocol §5). Figures only
+read tables; every figure is drawn inside a ``matplotlib.rc_context``, so the global rcParams
+are never changed, and uses no pyplot."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from qunlearn.compare import compare_roughening, read_csv
+from qunlearn.plotting.unlearning import COLORS, _mean_std, _save
+
+STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 6.5, "axes.grid": True,
+         "grid.alpha": 0.3, "lines.linewidth": 1.4}
+LOSS_TITLES = {"retain": "retain loss (D_r, true labels)",
+               "forget": "forget loss (D_f, poisoned labels)",
+               "validation": "validation loss (clean)"}
+METRIC_TITLES = {"eig_1": "top Hessian eigenvalue", "trace": "Hessian trace"}
+TEACHER_STYLE = {"clean_teacher": ("before poisoning", "k", "--"),
+                 "poisoned_teacher": ("after poisoning", "0.45", ":")}
+MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
+
+
+def _figure(n_rows: int, n_cols: int, width: float, height: float):
+    fig = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg on this figure only
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False)
+
+
+def _ordered(names) -> list[str]:
+    order = list(COLORS)
+    return sorted(dict.fromkeys(names), key=lambda m: (order.index(m) if m in order else len(order),
+                                                        m))
+
+
+def plot_curvature_vs_epoch(rows: list[dict], out_dir: str | Path, *, metric: str,
+                            title: str = "") -> list[Path]:
+    """``metric`` (e.g. "eig_1", "trace") vs unlearning epoch: rows = models, columns = losses,
+    one line per method (mean ± std band over runs); the clean and the poisoned teacher's levels
+    as horizontal lines. Saves curvature_<metric>.png/.pdf."""
+    out_dir = Path(out_dir)
+    rows = [r for r in rows if r["metric"] == metric]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    losses = [loss for loss in LOSS_TITLES if any(r["loss"] == loss for r in rows)]
+    methods = _ordered(r["method"] for r in rows if r["method"] not in TEACHER_STYLE)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(max(len(models), 1), max(len(losses), 1), 3.6, 2.8)
+        for i, model in enumerate(models):
+            for j, loss in enumerate(losses):
+                ax = axes[i, j]
+                mine = [r for r in rows if r["model"] == model and r["loss"] == loss]
+                series = _mean_std(mine, metric)
+                for method in methods:
+                    if (model, method) not in series:
+                        continue
+                    e, m, s = series[(model, method)]
+                    color = COLORS.get(method)
+                    ax.plot(e, m, "o-", ms=2.5, color=color, label=method)
+                    ax.fill_between(e, m - s, m + s, color=color, alpha=0.18, lw=0)
+                for teacher, (label, color, style) in TEACHER_STYLE.items():
+                    if (model, teacher) in series:
+                        ax.axhline(series[(model, teacher)][1][0], color=color, ls=style, lw=1,
+                                   label=label)
+                ax.set_title(f"{model.upper()}: {LOSS_TITLES[loss]}")
+                ax.set_xlabel("unlearning epoch")
+                ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+        if models and losses:
+            axes[0, 0].legend(loc="best")
+        if title:
+            fig.suptitle(title)
+        return _save(fig, out_dir, f"curvature_{metric}")
+
+
+def _mean_density(rows: list[dict]) -> dict:
+    """{(model, loss, method, epoch): (grid, mean density over runs)}."""
+    values = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        key = (r["model"], r["loss"], r["method"], int(r["epoch"]))
+        values[key][int(r["run"])].append((float(r["eigenvalue"]), float(r["density"])))
+    out = {}
+    for key, by_run in values.items():
+        curves = [np.array(v) for v in by_run.values()]
+        out[key] = (curves[0][:, 0], np.mean([c[:, 1] for c in curves], axis=0))
+    return out
+
+
+def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") -> list[Path]:
+    """Spectral densities (density.csv): rows = models, columns = losses; before poisoning,
+    after poisoning, and after unlearning with each method (last epoch, mean over runs), on a log
+    density axis. Saves curvature_density.png/.pdf."""
+    out_dir = Path(out_dir)
+    curves = _mean_density(rows)
+    models = list(dict.fromkeys(k[0] for k in curves))
+    losses = [loss for loss in LOSS_TITLES if any(k[1] == loss for k in curves)]
+    methods = _ordered(k[2] for k in curves if k[2] not in TEACHER_STYLE)
+    last = {}
+    for model, _, method, epoch in curves:
+        last[(model, method)] = max(epoch, last.get((model, method), epoch))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(max(len(models), 1), max(len(losses), 1), 3.6, 2.8)
+        for i, model in enumerate(models):
+            for j, loss in enumerate(losses):
+                ax, peak = axes[i, j], 0.0
+                for teacher, (label, color, style) in TEACHER_STYLE.items():
+                    if (model, loss, teacher, 0) in curves:
+                        grid, d = curves[(model, loss, teacher, 0)]
+                        ax.plot(grid, d, ls=style, color=color, label=label)
+                        peak = max(peak, float(d.max()))
+                for method in methods:
+                    key = (model, loss, method, last.get((model, method), -1))
+                    if key in curves:
+                        grid, d = curves[key]
+                        ax.plot(grid, d, color=COLORS.get(method), lw=1.0, alpha=0.85,
+                                label=f"{method}, epoch {key[3]}")
+                        peak = max(peak, float(d.max()))
+                ax.set_yscale("log")
+                if peak > 0:
+                    ax.set_ylim(peak * 1e-6, peak * 3)
+                ax.set_title(f"{model.upper()}: {LOSS_TITLES[loss]}")
+                ax.set_xlabel("Hessian eigenvalue")
+                ax.set_ylabel("spectral density")
+        if models and losses:
+            axes[0, 0].legend(loc="upper right")
+        if title:
+            fig.suptitle(title)
+        return _save(fig, out_dir, "curvature_density")
+
+
+def plot_curvature_dir(results_dir: str | Path, rows: list[dict], config: dict) -> list[Path]:
+    """Every figure of a curvature results directory (``rows`` = its results.csv)."""
+    results_dir = Path(results_dir)
+    paths = []
+    for metric in METRIC_TITLES:
+        paths += plot_curvature_vs_epoch(rows, results_dir, metric=metric, title=config["name"])
+    density = results_dir / "density.csv"
+    if density.is_file():
+        paths += plot_densities(read_csv(density), results_dir,
+                                title=f"{config['name']}: Hessian spectral densities")
+    return paths
+
+
+def plot_roughening(rows: list[dict], out_dir: str | Path, *, models: dict[str, str],
+                    title: str = "") -> list[Path]:
+    """Trace ratio (noisy trace / mean clean trace) per noise ratio, one panel per model
+    (``models``: our name -> model kind), mean ± std over seeds, the paper's values as hatched
+    bars beside ours; collapsed runs are counted above the bars. Saves
+    roughening_trace_ratio.png/.pdf."""
+    out_dir = Path(out_dir)
+    table = compare_roughening(rows, models)
+    names = list(dict.fromkeys(r["model"] for r in table))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(1, max(len(names), 1), 3.8, 3.2)
+        for ax, name in zip(axes[0], names, strict=False):
+            mine = [r for r in table if r["model"] == name]
+            x = np.arange(len(mine))
+            color = MODEL_COLORS.get("qnn" if models.get(name, name).startswith("qnn") else "mlp")
+            ours = ax.bar(x - 0.2, [r["ratio_mean"] for r in mine], 0.38,
+                          yerr=[r["ratio_std"] for r in mine], color=color, capsize=2,
+                          label="ours")
+            paper = [(i, r) for i, r in enumerate(mine) if "paper_ratio_mean" in r]
+            if paper:
+                ax.bar([i + 0.2 for i, _ in paper], [r["paper_ratio_mean"] for _, r in paper],
+                       0.38, yerr=[r["paper_ratio_std"] for _, r in paper], color="white",
+                       edgecolor=color, hatch="///", capsize=2, label="paper")
+            for bar, r in zip(ours, mine, strict=True):
+                if r["collapsed"]:
+                    ax.annotate(f"{r['collapsed']}/{r['runs']} collapsed",
+                                (bar.get_x() + bar.get_width() / 2,
+                                 r["ratio_mean"] + r["ratio_std"]),
+                                xytext=(0, 6), textcoords="offset points", ha="center",
+                                fontsize=6)
+            ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+            ax.set_xticks(x, [f"{r['noise_ratio']:.1f}" for r in mine])
+            ax.set(xlabel="noise ratio r", ylabel="trace ratio (noisy / clean mean)",
+                   title=f"{name.upper()} ({len(mine) and mine[0]['runs']} seeds)")
+            ax.legend(loc="upper left")
+        if title:
+            fig.suptitle(title)
+        return _save(fig, out_dir, "roughening_trace_ratio")
