@@ -1,0 +1,30 @@
+"""Every shipped config (one per paper figure and study) loads and validates, with and without its
+[tiny] smoke settings, and names a known experiment, dataset and models."""
+
+import tomllib
+from importlib import resources
+
+import pytest
+
+from qunlearn.data import DATASETS
+from qunlearn.experiments.config import CONFIG_TYPES, load_config
+from qunlearn.models import MODELS
+
+SHIPPED = sorted(p.name for p in (resources.files("qunlearn") / "configs").iterdir()
+                 if p.name.endswith(".toml"))
+
+
+def test_the_figures_have_configs():
+    assert {"demo.toml", "fig2c_mnist.toml", "fig2d_xxz.toml", "fig3a_mnist.toml",
+            "fig3b_xxz.toml", "roughening_mnist.toml", "curvature_mnist.toml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_loads(name):
+    path = resources.files("qunlearn") / "configs" / name
+    raw = tomllib.loads(path.read_text())
+    for tiny in (False, True) if "tiny" in raw else (False,):
+        config = load_config(path, tiny=tiny)
+        assert type(config) is CONFIG_TYPES[config.experiment]
+        assert getattr(config, "dataset", "mnist") in DATASETS
+        assert all(spec.model in MODELS for spec in config.models.values())
