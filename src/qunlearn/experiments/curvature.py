@@ -58,11 +58,11 @@ from qunlearn.experiments.config import CurvatureConfig, UnlearningConfig, confi
 from qunlearn.experiments.noise_sweep import stable_key
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning import (
-    _check,
-    _load_teacher,
-    _plan_model,
-    _rectangular,
-    _save_npz,
+    check_config,
+    load_teacher_npz,
+    plan_model,
+    rectangular_rows,
+    save_teacher_npz,
     teacher_program,
     unlearning_program,
 )
@@ -214,7 +214,7 @@ def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool =
     if rows:
         store.write_table([{k: r[k] for k in COLUMNS} for r in rows], TABLES["results"])
     if spectrum:
-        store.write_table(_rectangular(spectrum), TABLES["spectrum"])
+        store.write_table(rectangular_rows(spectrum), TABLES["spectrum"])
     if spectrum and density:
         store.write_table(density_rows(spectrum, points=config.density_points,
                                        sigma=config.density_sigma), TABLES["density"])
@@ -256,7 +256,7 @@ def run_curvature(config: CurvatureConfig, out: str | Path, *, cache_dir=None,
         raise QunlearnError("methods is empty: list at least one unlearning method, e.g. "
                             "methods = [\"finetune\"]")
     plain = _as_unlearning(config)
-    _check(plain)
+    check_config(plain)
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train, n_val_all = len(dataset.y_train), len(dataset.y_val)
     n_forget = n_poisoned(n_train, config.alpha, "label_flip")
@@ -268,7 +268,7 @@ def run_curvature(config: CurvatureConfig, out: str | Path, *, cache_dir=None,
                             "of the data set: lower it (0 = all)")
     plans, methods = {}, {}
     for name, spec in config.models.items():
-        plans[name] = _plan_model(plain, name, spec, dataset, n_train - n_forget, n_forget)
+        plans[name] = plan_model(plain, name, spec, dataset, n_train - n_forget, n_forget)
         size = n_params(jax.eval_shape(plans[name].model.init, jax.random.PRNGKey(0)))
         methods[name] = _hessian_method(config, name, size)
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
@@ -408,7 +408,7 @@ class _Session:
         """(params with a leading (clean, poisoned) axis, y_noisy, mask), or None if unsaved."""
         cell = self.store.load_cell(f"{model_name}__teachers")
         npz = self.store.cells_dir / f"{model_name}__teachers.npz"
-        return cell and _load_teacher(npz, cell.get("npz_sha256", ""), plan.model) or None
+        return cell and load_teacher_npz(npz, cell.get("npz_sha256", ""), plan.model) or None
 
     def _train_teachers(self, model_name, plan, program, keys, x_val, y_val, method):
         """Train the clean and the poisoned teacher in one call, measure both, save them."""
@@ -430,7 +430,7 @@ class _Session:
         train_seconds = time.perf_counter() - start
         arrays = {f"param_{i:03d}": np.asarray(leaf)
                   for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
-        digest = _save_npz(self.store.cells_dir / f"{cell_id}.npz",
+        digest = save_teacher_npz(self.store.cells_dir / f"{cell_id}.npz",
                            arrays | {"y_noisy": np.asarray(y_noisy, np.int32),
                                      "mask": np.asarray(mask, bool)})
         start = time.perf_counter()

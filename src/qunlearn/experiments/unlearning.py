@@ -108,7 +108,7 @@ def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, 
 # Teacher files: params + poisoning as .npz (never pickled), written atomically
 
 
-def _save_npz(path: Path, arrays: dict) -> str:
+def save_teacher_npz(path: Path, arrays: dict) -> str:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()
@@ -116,7 +116,7 @@ def _save_npz(path: Path, arrays: dict) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _load_teacher(path: Path, sha256: str, model: Model):
+def load_teacher_npz(path: Path, sha256: str, model: Model):
     """(params, y_noisy, mask) with a leading teacher axis, or None if missing or corrupt."""
     if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
         return None
@@ -142,7 +142,7 @@ def _resolve(config: UnlearningConfig, name: str) -> tuple[str, dict]:
 RESERVED = {"n_retain", "n_forget", "epochs", "batch_size"}
 
 
-def _check(config: UnlearningConfig) -> None:
+def check_config(config: UnlearningConfig) -> None:
     if config.noise != "label_flip":
         raise QunlearnError(f"unlearning needs noise = 'label_flip' (the forget set is the flipped "
                             f"samples), got {config.noise!r}")
@@ -193,14 +193,14 @@ def run_unlearning(config: UnlearningConfig, out: str | Path, *, cache_dir=None,
     The config, the data set, every model and every method (sweep points included) are checked
     before ``out`` is touched.
     """
-    _check(config)
+    check_config(config)
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train = len(dataset.y_train)
     n_forget = n_poisoned(n_train, config.alpha, "label_flip")
     if n_forget == 0:
         raise QunlearnError(f"alpha = {config.alpha} flips no label of {n_train} samples, so the "
                             "forget set is empty: raise `alpha`")
-    plans = {name: _plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
+    plans = {name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
              for name, spec in config.models.items()}
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
                         meta={**environment(to_dict(config)), "data": dataset.info})
@@ -222,7 +222,7 @@ class _ModelPlan(NamedTuple):
     sweeps: dict  # name -> (grid points, [Method] per point)
 
 
-def _plan_model(config: UnlearningConfig, name: str, spec, dataset, n_retain: int,
+def plan_model(config: UnlearningConfig, name: str, spec, dataset, n_retain: int,
                 n_forget: int) -> _ModelPlan:
     try:
         x_train, x_val, dim, is_complex = model_input(dataset, spec.input)
@@ -335,7 +335,7 @@ class _Session:
         cell_id = f"{model_name}__teacher"
         npz = self.store.cells_dir / f"{cell_id}.npz"
         cell = self.store.load_cell(cell_id)
-        loaded = cell and _load_teacher(npz, cell.get("npz_sha256", ""), plan.model)
+        loaded = cell and load_teacher_npz(npz, cell.get("npz_sha256", ""), plan.model)
         if loaded:
             self.bar.update(1)
             return loaded
@@ -362,7 +362,7 @@ class _Session:
         metrics = jax.jit(jax.vmap(metrics_of))(params, y_noisy, mask)
         arrays = {f"param_{i:03d}": np.asarray(leaf)
                   for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
-        digest = _save_npz(npz, arrays | {"y_noisy": np.asarray(y_noisy, np.int32),
+        digest = save_teacher_npz(npz, arrays | {"y_noisy": np.asarray(y_noisy, np.int32),
                                           "mask": np.asarray(mask, bool)})
         base = {"dataset": config.dataset, "model": model_name}
         rows = [base | {"teacher": t, "metric": metric, "value": float(metrics[metric][t]),
@@ -468,7 +468,7 @@ COLUMNS_FIRST = ("dataset", "model", "method", "variant")
 COLUMNS_LAST = ("teacher", "run", "epoch", "metric", "value", "seed")
 
 
-def _rectangular(rows: list[dict]) -> list[dict]:
+def rectangular_rows(rows: list[dict]) -> list[dict]:
     """Rows with the union of all keys in a fixed column order (sweep axes in between), missing
     values empty. (Cell files store rows with sorted keys.)"""
     keys = set().union(*rows)
@@ -493,6 +493,6 @@ def write_tables(store: ResultStore) -> None:
         rows[cell.get("kind", "trajectory")].extend(cell["rows"])
     for kind, name in TABLES.items():
         if rows[kind]:
-            store.write_table(_rectangular(rows[kind]), name)
+            store.write_table(rectangular_rows(rows[kind]), name)
     if not rows["trajectory"]:
         atomic_write_text(store.root / TABLES["trajectory"], ",".join(TRAJECTORY_COLUMNS) + "\n")
