@@ -305,7 +305,8 @@ def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path,
 def test_manifest_deviations_follow_the_config():
     from qunlearn.experiments.common import DEVIATIONS, deviations
 
-    assert deviations() == list(DEVIATIONS) == deviations({"models": {"m": {"batching": "epoch"}}})
+    assert deviations() == list(DEVIATIONS.values()) == deviations(
+        {"models": {"m": {"batching": "epoch"}}})
     chosen = deviations({"models": {"m": {"batching": "stream"}}, "dataset_options":
                          {"phase": "random"}})
     assert any("emulate the reference's repeat(epochs).shuffle(128)" in d for d in chosen)

@@ -31,8 +31,14 @@ def read_csv(path) -> list[dict]:
 
 
 def read_results(results_dir: str | Path) -> tuple[dict, list[dict]]:
-    """(resolved config, table rows) of a results directory, or one clear error saying what is
-    missing. Both come from JSON and CSV only."""
+    """(resolved config, table rows) of a results directory; see :func:`read_manifest_and_table`."""
+    manifest, rows = read_manifest_and_table(results_dir)
+    return manifest["config"], rows
+
+
+def read_manifest_and_table(results_dir: str | Path) -> tuple[dict, list[dict]]:
+    """(manifest, table rows) of a results directory, or one clear error saying what is missing.
+    Both come from JSON and CSV only; the manifest is checked to hold a config."""
     results_dir = Path(results_dir)
     table, manifest_path = results_dir / "results.csv", results_dir / "manifest.json"
     if not results_dir.is_dir():
@@ -43,15 +49,14 @@ def read_results(results_dir: str | Path) -> tuple[dict, list[dict]]:
                             f"{results_dir}` first")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        config = manifest["config"]
-        config["experiment"], config["name"]
+        manifest["config"]["experiment"], manifest["config"]["name"]
     except FileNotFoundError:
         raise QunlearnError(f"no manifest.json in {results_dir}: it is no qunlearn results "
                             "directory (or was copied without it); rerun the experiment") from None
     except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, not UTF-8
         raise QunlearnError(f"{manifest_path} is unreadable or holds no config "
                             f"({type(err).__name__}): rerun the experiment") from None
-    return config, read_csv(table)
+    return manifest, read_csv(table)
 
 
 def reference_rows(name: str) -> list[dict]:
@@ -136,14 +141,14 @@ def format_table(table: list[dict]) -> str:
 def compare_results_dir(results_dir: str | Path) -> dict:
     """Compare ``RESULTS/results.csv``; writes ``compare.csv`` and ``compare.json`` beside it."""
     results_dir = Path(results_dir)
-    config, rows = read_results(results_dir)
-    kind = config["experiment"]
+    manifest, rows = read_manifest_and_table(results_dir)
+    kind = manifest["config"]["experiment"]
     if kind not in COMPARATORS:
         raise QunlearnError(f"no published numbers to compare a {kind!r} experiment with")
-    return COMPARATORS[kind](results_dir, rows, config)
+    return COMPARATORS[kind](results_dir, rows, manifest)
 
 
-def _compare_sweep_dir(results_dir: Path, results: list[dict], config: dict) -> dict:
+def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
     from qunlearn.experiments.store import atomic_write_text
 
     table = compare_sweep(results)
@@ -308,11 +313,10 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _compare_unlearning_dir(results_dir: Path, results: list[dict], config: dict) -> dict:
+def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
     from qunlearn.experiments.store import atomic_write_text
 
-    manifest = json.loads((results_dir / "manifest.json").read_text(encoding="utf-8"))
-    kinds = {name: spec["model"] for name, spec in config["models"].items()}
+    kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     out = compare_unlearning(results, kinds)
     table = out["table"]
     fields = list(dict.fromkeys(k for r in table for k in r))
@@ -388,10 +392,10 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
     return table
 
 
-def _compare_roughening_dir(results_dir: Path, results: list[dict], config: dict) -> dict:
+def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
     from qunlearn.experiments.store import atomic_write_text
 
-    kinds = {name: spec["model"] for name, spec in config["models"].items()}
+    kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     table = compare_roughening(results, kinds)
     fields = ["model", "noise_ratio", "ratio_mean", "ratio_std", "runs", "collapsed",
               "ratio_mean_excl_collapsed", "clean_trace_mean", "paper_ratio_mean",

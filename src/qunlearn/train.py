@@ -119,10 +119,15 @@ def batching_plan(batching: str, n_examples: int, batch_size: int, epochs: int):
     (:func:`shuffled_plan`), ``"stream"`` = the reference code's stream (:func:`stream_plan`), one
     long "epoch"."""
     if batching == "epoch":
-        return epochs, shuffled_plan(n_examples, batch_size)
+        return scan_epochs(batching, epochs), shuffled_plan(n_examples, batch_size)
     if batching == "stream":
-        return 1, stream_plan(n_examples, batch_size, epochs)
+        return scan_epochs(batching, epochs), stream_plan(n_examples, batch_size, epochs)
     raise QunlearnError(f"unknown batching {batching!r}: choose one of {', '.join(BATCHINGS)}")
+
+
+def scan_epochs(batching: str, epochs: int) -> int:
+    """How many "epochs" ``make_train`` scans for a batching: a stream is one long epoch."""
+    return 1 if batching == "stream" else epochs
 
 
 def check_positive(**values):
@@ -229,6 +234,12 @@ def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
         return jax.lax.map(one, xs, batch_size=run_chunk)
 
     return lifted
+
+
+def progress_ticks(epochs: int, runs: int, run_chunk: int = 0, batching: str = "epoch") -> int:
+    """How often ``make_train``'s ``on_epoch`` fires in one call of a program over ``runs`` runs
+    (:func:`over_runs` with ``run_chunk``): the total of its progress bar."""
+    return scan_epochs(batching, epochs) * sequential_chunks(runs, run_chunk)
 
 
 def sequential_chunks(runs: int, run_chunk: int) -> int:

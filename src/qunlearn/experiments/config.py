@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qunlearn.errors import QunlearnError
+from qunlearn.train import BATCHINGS
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ CHECKS = {
     "density_points": _at_least(2),
     "density_sigma": _positive_finite,
     "input": _one_of("native", "realified"),
-    "batching": _one_of("epoch", "stream"),
+    "batching": _one_of(*BATCHINGS),
 }
 
 
@@ -427,31 +428,24 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-# Fields that choose how a run is scheduled, not what it computes (tests prove the numbers equal):
-# they stay out of the config hash, so a results directory can be resumed with other settings.
+# Left out of the config hash, so a results directory still resumes:
+# - fields that choose how a run is scheduled, not what it computes (tests prove the numbers equal);
+# - fields added after results format 1, while at their default (directories written before they
+#   existed hold exactly those results).
 EXECUTION_ONLY = frozenset({"run_chunk"})
-
-
-def _without_execution_only(value):
-    if isinstance(value, dict):
-        return {k: _without_execution_only(v) for k, v in value.items() if k not in EXECUTION_ONLY}
-    return value
-
-
-# Fields added after results format 1, left out of the hash while at their default, so that
-# directories written before they existed still resume.
 ADDED_WITH_DEFAULT = {"batching": "epoch", "trace_probes": 0}
 
 
-def _without_new_defaults(value):
+def _hashed_part(value):
     if isinstance(value, dict):
-        return {k: _without_new_defaults(v) for k, v in value.items()
-                if not (k in ADDED_WITH_DEFAULT and v == ADDED_WITH_DEFAULT[k])}
+        return {k: _hashed_part(v) for k, v in value.items()
+                if k not in EXECUTION_ONLY
+                and not (k in ADDED_WITH_DEFAULT and v == ADDED_WITH_DEFAULT[k])}
     return value
 
 
 def config_hash(config) -> str:
     """Hash of everything in the config that can change a result."""
-    resolved = _without_new_defaults(_without_execution_only(to_dict(config)))
+    resolved = _hashed_part(to_dict(config))
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 

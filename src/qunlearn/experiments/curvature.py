@@ -61,9 +61,12 @@ from qunlearn.experiments.unlearning import (
     check_config,
     load_teacher_npz,
     plan_model,
+    poison_keys,
     rectangular_rows,
     save_teacher_npz,
+    teacher_keys,
     teacher_program,
+    unlearning_keys,
     unlearning_program,
 )
 from qunlearn.hessian import density_on_grid, spectrum_arrays
@@ -343,9 +346,7 @@ class _Session:
         poisoned = jax.tree_util.tree_map(lambda a: a[1], params)
         split = _split(shared, y_noisy, mask, self.n_forget)
         sets = loss_sets(split, x_val, y_val)
-        unlearn_root = stable_key(self.root, config.dataset, model_name, "unlearn")
-        run_keys = jax.vmap(lambda r: jax.random.split(jax.random.fold_in(unlearn_root, r)))(
-            jnp.arange(config.runs))
+        run_keys = unlearning_keys(self.root, config.dataset, model_name, config.runs)
         programs = {}
         for name, (base, options, unlearner) in plan.methods.items():
             cell_id = f"{model_name}__{name}"
@@ -415,12 +416,10 @@ class _Session:
         config, spec, shared = self.config, plan.spec, plan.shared
         cell_id = f"{model_name}__teachers"
         start = time.perf_counter()
-        poison = jax.random.fold_in(stable_key(self.root, config.dataset, "label_flip",
-                                               f"{config.alpha:.6f}", "poison"), 0)
+        poison = poison_keys(self.root, config.dataset, config.alpha, 1)[0]
         _, y_noisy, mask = flip_labels(poison, shared["x_train"], self.dataset.y_train,
                                        config.alpha)
-        teacher_key = jax.random.split(jax.random.fold_in(
-            stable_key(self.root, config.dataset, model_name, "teacher"), 0))
+        teacher_key = teacher_keys(self.root, config.dataset, model_name, 1)[0]
         train = teacher_program(plan.model, epochs=spec.epochs, batch_size=spec.batch_size,
                                 lr=spec.lr, n_train=len(self.dataset.y_train),
                                 run_chunk=spec.run_chunk)
@@ -428,11 +427,7 @@ class _Session:
         params = jax.block_until_ready(train(both[:, 0], both[:, 1], shared["x_train"],
                                              jnp.stack([shared["y_true"], y_noisy])))
         train_seconds = time.perf_counter() - start
-        arrays = {f"param_{i:03d}": np.asarray(leaf)
-                  for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
-        digest = save_teacher_npz(self.store.cells_dir / f"{cell_id}.npz",
-                           arrays | {"y_noisy": np.asarray(y_noisy, np.int32),
-                                     "mask": np.asarray(mask, bool)})
+        digest = save_teacher_npz(self.store.cells_dir / f"{cell_id}.npz", params, y_noisy, mask)
         start = time.perf_counter()
         sets = loss_sets(_split(shared, y_noisy, mask, self.n_forget), x_val, y_val)
         out = self._curvature(program, params, sets, keys, cell_id, spec.run_chunk)

@@ -21,7 +21,7 @@ from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning import run_unlearning
 from qunlearn.models import MODELS, make_model
 from qunlearn.noise import NOISE
-from qunlearn.train import sequential_chunks
+from qunlearn.train import progress_ticks
 
 
 def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None,
@@ -77,8 +77,8 @@ def run_noise_sweep(config: NoiseSweepConfig, out: str | Path, *, cache_dir=None
         keys = noise_sweep.run_keys(
             noise_sweep.stable_key(root, config.dataset, model_name, noise, f"{alpha:.6f}"),
             config.runs)
-        scan_epochs = spec.epochs if spec.batching == "epoch" else 1
-        epoch_bar = tqdm(total=scan_epochs * sequential_chunks(config.runs, spec.run_chunk),
+        epoch_bar = tqdm(total=progress_ticks(spec.epochs, config.runs, spec.run_chunk,
+                                              spec.batching),
                          desc=f"  {cell_id}", unit="epoch",
                          leave=False, disable=not progress)
         traces_before = len(program.traces)

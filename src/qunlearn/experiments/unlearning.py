@@ -44,7 +44,7 @@ from qunlearn.train import (
     batching_plan,
     make_train,
     over_runs,
-    sequential_chunks,
+    progress_ticks,
     supervised_objective,
 )
 from qunlearn.unlearn import (
@@ -105,12 +105,40 @@ def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Keys: every experiment built on the Fig 3 set-up (unlearning, curvature) derives them here, so the
+# same seed and names give the same poisoning, teachers and unlearning runs.
+
+
+def poison_keys(root, dataset: str, alpha: float, n: int):
+    """(n,) keys of the label-flip draws; one per teacher index, shared by every model."""
+    poison = stable_key(root, dataset, "label_flip", f"{alpha:.6f}", "poison")
+    return jax.vmap(lambda t: jax.random.fold_in(poison, t))(jnp.arange(n))
+
+
+def teacher_keys(root, dataset: str, model_name: str, n: int):
+    """(n, 2) keys (init, batch order) of the teachers of one model."""
+    teacher_root = stable_key(root, dataset, model_name, "teacher")
+    return jax.vmap(lambda t: jax.random.split(jax.random.fold_in(teacher_root, t)))(
+        jnp.arange(n))
+
+
+def unlearning_keys(root, dataset: str, model_name: str, runs: int):
+    """(runs, 2) keys (start, batch order) per unlearning run, the same for every method."""
+    unlearn_root = stable_key(root, dataset, model_name, "unlearn")
+    return jax.vmap(lambda r: jax.random.split(jax.random.fold_in(unlearn_root, r)))(
+        jnp.arange(runs))
+
+
+# ---------------------------------------------------------------------------------------------
 # Teacher files: params + poisoning as .npz (never pickled), written atomically
 
 
-def save_teacher_npz(path: Path, arrays: dict) -> str:
+def save_teacher_npz(path: Path, params, y_noisy, mask) -> str:
+    """Write what :func:`load_teacher_npz` reads back; returns the file's SHA-256."""
+    arrays = {f"param_{i:03d}": np.asarray(leaf)
+              for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays, y_noisy=np.asarray(y_noisy, np.int32), mask=np.asarray(mask, bool))
     data = buf.getvalue()
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
@@ -265,10 +293,7 @@ class _Session:
         self.n_forget = n_poisoned(self.n_train, config.alpha, "label_flip")
         self.n_teachers = config.runs if config.redraw_teacher else 1
         # one poisoning draw per teacher index, shared by all models (as in the reference script)
-        poison = stable_key(self.root, config.dataset, "label_flip", f"{config.alpha:.6f}",
-                            "poison")
-        self.poison_keys = jax.vmap(lambda t: jax.random.fold_in(poison, t))(
-            jnp.arange(self.n_teachers))
+        self.poison_keys = poison_keys(self.root, config.dataset, config.alpha, self.n_teachers)
         self.timings = dict(store.manifest.get("timings", {}))
         n_cells = len(config.models) * (1 + len(config.methods) + len(config.sweep))
         self.bar = tqdm(total=n_cells, desc=config.name, unit="cell", disable=not progress)
@@ -304,9 +329,7 @@ class _Session:
         if not config.redraw_teacher:
             teacher = jax.tree_util.tree_map(lambda a: a[0], teacher)
         # keys per unlearning run, the same for every method (paired comparison)
-        unlearn_root = stable_key(self.root, config.dataset, model_name, "unlearn")
-        run_keys = jax.vmap(lambda r: jax.random.split(jax.random.fold_in(unlearn_root, r)))(
-            jnp.arange(config.runs))
+        run_keys = unlearning_keys(self.root, config.dataset, model_name, config.runs)
         programs = {}
 
         def program_for(method: Method, trajectory: bool):
@@ -342,14 +365,11 @@ class _Session:
         start = time.perf_counter()
         _, y_noisy, mask = jax.vmap(lambda k: flip_labels(
             k, shared["x_train"], self.dataset.y_train, config.alpha))(self.poison_keys)
-        teacher_root = stable_key(self.root, config.dataset, model_name, "teacher")
-        keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(teacher_root, t)))(
-            jnp.arange(self.n_teachers))
+        keys = teacher_keys(self.root, config.dataset, model_name, self.n_teachers)
         program = teacher_program(plan.model, epochs=spec.epochs, batch_size=spec.batch_size,
                                   lr=spec.lr, n_train=self.n_train, on_epoch=self.tick,
                                   run_chunk=spec.run_chunk, batching=spec.batching)
-        scan_epochs = spec.epochs if spec.batching == "epoch" else 1
-        ticks = scan_epochs * sequential_chunks(self.n_teachers, spec.run_chunk)
+        ticks = progress_ticks(spec.epochs, self.n_teachers, spec.run_chunk, spec.batching)
         with self.epochs_bar(ticks, cell_id):
             params = jax.block_until_ready(
                 program(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
@@ -360,10 +380,7 @@ class _Session:
                 n_forget=self.n_forget))
 
         metrics = jax.jit(jax.vmap(metrics_of))(params, y_noisy, mask)
-        arrays = {f"param_{i:03d}": np.asarray(leaf)
-                  for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
-        digest = save_teacher_npz(npz, arrays | {"y_noisy": np.asarray(y_noisy, np.int32),
-                                          "mask": np.asarray(mask, bool)})
+        digest = save_teacher_npz(npz, params, y_noisy, mask)
         base = {"dataset": config.dataset, "model": model_name}
         rows = [base | {"teacher": t, "metric": metric, "value": float(metrics[metric][t]),
                         "seed": config.seed}
@@ -386,7 +403,7 @@ class _Session:
         t_axis = 0 if config.redraw_teacher else None
         starts = jax.vmap(method.start, in_axes=(0, t_axis))(run_keys[:, 0], teacher[0])
         weights = {k: jnp.full((config.runs,), v) for k, v in method.weights.items()}
-        ticks = plan.spec.unlearn_epochs * sequential_chunks(config.runs, plan.spec.run_chunk)
+        ticks = progress_ticks(plan.spec.unlearn_epochs, config.runs, plan.spec.run_chunk)
         with self.epochs_bar(ticks, cell_id):
             log = jax.block_until_ready(
                 program(run_keys[:, 1], starts, *teacher, weights, plan.shared))
@@ -455,7 +472,7 @@ def sweep_finals(program, methods, run_keys, teacher, shared, *, per_run_teacher
         teach = jax.tree_util.tree_map(lambda a, r=r: a[r], teacher) if per_run_teacher else teacher
         starts = start_fn(run_keys[r, 0], teach[0])
         w = {k: jnp.asarray(v[g]) for k, v in weights.items()}
-        with bar(epochs * sequential_chunks(chunk, run_chunk),
+        with bar(progress_ticks(epochs, chunk, run_chunk),
                  f"{desc} [{lo // chunk + 1}/{math.ceil(total / chunk)}]"):
             log = jax.block_until_ready(program(run_keys[r, 1], starts, *teach, w, shared))
         n_real = min(chunk, total - lo)
