@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from qunlearn.errors import QunlearnError
 from qunlearn.models import make_model
 from qunlearn.models.qnn import cnot_ring_permutation
 from qunlearn.models.qnn_tc import circuit_model, cnot_build, hea_build
@@ -178,3 +179,17 @@ def test_a_global_phase_of_the_input_changes_nothing(name):
     phases = jnp.exp(1j * jax.random.uniform(jax.random.PRNGKey(2), (6, 1), maxval=2 * jnp.pi))
     probs = jax.vmap(model.apply, (None, 0))
     np.testing.assert_allclose(probs(params, xs * phases), probs(params, xs), atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["qnn", "qnn_cnot"])
+def test_linear_readout_is_the_expectation_mapped_to_a_probability(name):
+    """readout="linear" is (1 + <Z>)/2 of the same circuit: <Z> recovered from the sigmoid one."""
+    sigmoid = make_model(name, 2**4, True, depth=2)
+    linear = make_model(name, 2**4, True, depth=2, readout="linear")
+    params = jax.random.normal(jax.random.PRNGKey(0), sigmoid.init(jax.random.PRNGKey(0)).shape)
+    xs = _random_states(jax.random.PRNGKey(1), 5, 2**4, True)
+    z = jax.scipy.special.logit(jax.vmap(sigmoid.apply, (None, 0))(params, xs)) / 5.0
+    np.testing.assert_allclose(jax.vmap(linear.apply, (None, 0))(params, xs), (1 + z) / 2,
+                               atol=1e-12)
+    with pytest.raises(QunlearnError, match="unknown QNN readout 'softmax'"):
+        make_model(name, 2**4, True, readout="softmax")

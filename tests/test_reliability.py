@@ -307,8 +307,10 @@ def test_manifest_deviations_follow_the_config():
 
     assert deviations() == list(DEVIATIONS.values()) == deviations(
         {"models": {"m": {"batching": "epoch"}}})
-    chosen = deviations({"models": {"m": {"batching": "stream"}}, "dataset_options":
-                         {"phase": "random"}})
-    assert any("emulate the reference's repeat(epochs).shuffle(128)" in d for d in chosen)
+    chosen = deviations({"models": {"m": {"batching": "stream", "hyper": {"readout": "linear"}}},
+                         "dataset_options": {"phase": "random"}})
+    assert any("emulate the reference's one-time shuffle, then repeat(epochs)" in d
+               for d in chosen)
+    assert any("readout = 'linear'" in d for d in chosen)
     assert any("random global phase" in d for d in chosen)
     assert not any("deterministic global phase" in d for d in chosen)

@@ -76,15 +76,18 @@ def shuffled_plan(n_examples: int, batch_size: int) -> Callable:
     return plan
 
 
-def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int = 128) -> Callable:
+def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int = 128,
+                preshuffle: bool = True) -> Callable:
     """The reference code's batching as ONE plan for all of training (``make_train(epochs=1)``).
 
-    Emulates tf.data's ``range(n).repeat(epochs).shuffle(buffer_size).batch(batch_size)``: the
-    examples, in their (class-sorted) order, stream ``epochs`` times through a shuffle buffer that
-    emits a uniformly chosen element and refills its slot with the next one; batches cross epoch
-    boundaries; ceil(epochs·n/bs) steps, the last batch short (padded here with weight 0). With a
-    buffer much smaller than n, a batch holds a window of the stream: on class-sorted data mostly
-    one class. Same distribution as TensorFlow's, not its random numbers.
+    The reference shuffles its training set once (``shuffle_zip``), then streams it through
+    tf.data's ``repeat(epochs).shuffle(buffer_size).batch(batch_size)``. Emulated here: the
+    examples, in one random order drawn from the key (``preshuffle``; else in their stored,
+    class-sorted order), stream ``epochs`` times through a shuffle buffer that emits a uniformly
+    chosen element and refills its slot with the next one; batches cross epoch boundaries;
+    ceil(epochs·n/bs) steps, the last batch short (padded here with weight 0). Same distribution
+    as TensorFlow's, not its random numbers. Without the pre-shuffle, a buffer much smaller than n
+    makes each batch a window of the class-sorted stream: mostly one class.
     """
     check_positive(batch_size=batch_size, n_examples=n_examples, epochs=epochs,
                    buffer_size=buffer_size)
@@ -95,6 +98,10 @@ def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int 
     width = min(buffer_size, total)
 
     def plan(key):
+        order_key, key = jax.random.split(key)
+        examples = (jax.random.permutation(order_key, n_examples) if preshuffle
+                    else jnp.arange(n_examples))
+
         def emit(buffer, t_key):
             t, k = t_key
             live = jnp.minimum(width, total - t)  # the live elements are buffer[:live]
@@ -103,7 +110,8 @@ def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int 
             return buffer.at[j].set(refill), buffer[j]
 
         first = jnp.arange(width) % n_examples
-        _, order = jax.lax.scan(emit, first, (jnp.arange(total), jax.random.split(key, total)))
+        _, positions = jax.lax.scan(emit, first, (jnp.arange(total), jax.random.split(key, total)))
+        order = examples[positions]
         idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
         w = jnp.concatenate([jnp.ones((total,)), jnp.zeros((pad,))]).reshape(steps, batch_size)
         return idx, w

@@ -20,8 +20,8 @@ PACKAGES = ("qunlearn", "jax", "jaxlib", "optax", "numpy", "scipy", "tensorcircu
 
 DEVIATIONS = {  # from the reference code, on purpose, by topic; mirrored in the README
     "batching": "batching: a full permutation per epoch from fold_in(key, epoch), last batch "
-    "padded with zero weight (ceil(N/bs) steps per epoch); the reference streams "
-    "repeat().shuffle(128).batch() on class-sorted data",
+    "padded with zero weight (ceil(N/bs) steps per epoch); the reference shuffles the training "
+    "set once, then streams repeat(epochs).shuffle(128).batch(bs) (batches cross epochs)",
     "mnist validation": "mnist validation: all 2144 test images of digits 1 and 9",
     "xxz data": "xxz data: generated in-house by sparse exact diagonalisation, deterministic "
     "global phase",
@@ -39,8 +39,13 @@ def deviations(config: dict | None = None) -> list[str]:
         if any(spec.get("batching") == "stream" for spec in models):
             out["stream batching"] = (
                 "batching: models with batching = 'stream' emulate the reference's "
-                "repeat(epochs).shuffle(128).batch(bs) stream (same distribution as tf.data, "
-                "not its random numbers)")
+                "one-time shuffle, then repeat(epochs).shuffle(128).batch(bs) stream (same "
+                "distribution as tf.data, not its random numbers)")
+        if any(spec.get("hyper", {}).get("readout") == "linear" for spec in models):
+            out["qnn readout"] = (
+                "qnn readout: models with readout = 'linear' output (1 + <Z>)/2, the reference "
+                "code's earlier readout; protocol §3 (and the reference's final code) use "
+                "sigmoid(5<Z>)")
         if config.get("dataset_options", {}).get("phase") == "random":
             out["xxz data"] = (
                 "xxz data: generated in-house by sparse exact diagonalisation, each state times "

@@ -116,6 +116,20 @@ def _check(depth: int, dtype: str):
     return DTYPES[dtype]
 
 
+READOUTS = ("sigmoid", "linear")
+
+
+def _readout(readout: str, scale: float):
+    """⟨Z⟩ -> probability. ``"sigmoid"``: sigmoid(scale·⟨Z⟩) (protocol §3). ``"linear"``:
+    (1 + ⟨Z⟩) / 2, the reference code's earlier readout (left commented out in its ``models.py``
+    next to the sigmoid marked "Newly added"); ``scale`` is unused there."""
+    if readout == "sigmoid":
+        return lambda z: jax.nn.sigmoid(scale * z)
+    if readout == "linear":
+        return lambda z: 0.5 + 0.5 * z
+    raise QunlearnError(f"unknown QNN readout {readout!r}: choose one of {', '.join(READOUTS)}")
+
+
 # ------------------------------------------------------------------------------------------------
 # Planning (numpy / Python, at model build time).
 #
@@ -454,15 +468,18 @@ def qnn(
     scale: float = 5.0,
     dtype: str = "complex128",
     init_std: float = 0.01,
+    readout: str = "sigmoid",
 ):
     """Hardware-efficient ansatz of the study (protocol §3).
 
     Layer: Rx(θ0) Ry(θ1) Rx(θ2) on every qubit, then RZZ(θ3) on ring pairs (i, i+1 mod L).
-    Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩).
+    Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩), or
+    (1 + ⟨Z⟩) / 2 with ``readout="linear"``.
     """
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
+    to_prob = _readout(readout, scale)
     readout = readout_qubit % n
     cones = _light_cone(n, depth, readout)
     ops = _hea_plan(n, depth, readout, _STORE_COST[dtype])
@@ -522,7 +539,7 @@ def qnn(
                 mats.append(_realrep(mat[_readout_rows(op[2], readout)], real).astype(rdtype))
             else:
                 mats.append(None)
-        return jax.nn.sigmoid(scale * _run(ops, mats, x, rdtype, cdtype))
+        return to_prob(_run(ops, mats, x, rdtype, cdtype))
 
     return init, apply
 
@@ -537,12 +554,14 @@ def qnn_cnot(
     scale: float = 5.0,
     dtype: str = "complex128",
     init_std: float = 0.01,
+    readout: str = "sigmoid",
 ):
     """The Hessian study's circuit (protocol §5): per layer Rx(θ0), Ry(θ1) on every qubit, then a
-    CNOT ring i → i+1 mod L. Params: (depth, L, 2)."""
+    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout`` as for :func:`qnn`."""
     del complex_input
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
+    to_prob = _readout(readout, scale)
     readout = readout_qubit % n
     ops = _cnot_plan(n, depth)
     perm = cnot_ring_permutation(n)
@@ -575,6 +594,6 @@ def qnn_cnot(
                 real = False
             else:
                 mats.append(consts.get(i))
-        return jax.nn.sigmoid(scale * _run(ops, mats, x, rdtype, cdtype))
+        return to_prob(_run(ops, mats, x, rdtype, cdtype))
 
     return init, apply
