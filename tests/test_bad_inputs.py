@@ -179,6 +179,9 @@ CASES = [
     ("override-into-a-value", None, ["runs.x=1"], ["'runs' is a value, not a table",
                                                     "override 'runs' itself"]),
     ("tiny-without-table", None, ["--tiny"], ["has no [tiny] table", "drop --tiny"]),
+    ("models-unknown", None, ["--models", "mpl"],
+     ["no table [models.mpl]", "did you mean 'mlp'?", "its model tables are mlp"]),
+    ("models-empty", None, ["--models", ","], ["name at least one model table", "--models qnn"]),
     # these get past the config, load MNIST from the cache, and fail building the model
     ("qubits-do-not-match-data", _append('[models.qnn]\nmodel = "qnn"\nhyper = {n_qubits = 9}\n'
                                          'epochs = 1\nbatch_size = 8\nlr = 0.1\n'), [],

@@ -28,3 +28,14 @@ def test_shipped_config_loads(name):
         assert type(config) is CONFIG_TYPES[config.experiment]
         assert getattr(config, "dataset", "mnist") in DATASETS
         assert all(spec.model in MODELS for spec in config.models.values())
+
+
+def test_models_option_keeps_only_the_named_tables_and_the_resume_command_says_so(tmp_path):
+    from qunlearn.cli import _resume_command, build_parser
+
+    path = resources.files("qunlearn") / "configs" / "fig2c_mnist.toml"
+    config = load_config(path, models=["qnn"])
+    assert list(config.models) == ["qnn"]
+    assert list(load_config(path).models) == ["mlp", "qnn"]
+    args = build_parser().parse_args(["run", "c.toml", "runs=2", "--models", "qnn"])
+    assert _resume_command(args, tmp_path).endswith(f"runs=2 --out {tmp_path} --models qnn")

@@ -38,7 +38,7 @@ def cmd_run(args) -> None:
     from qunlearn.experiments.config import load_config
     from qunlearn.experiments.runner import run
 
-    config = load_config(args.config, args.overrides, tiny=args.tiny)
+    config = load_config(args.config, args.overrides, tiny=args.tiny, models=_model_names(args))
     if args.tiny and not args.out:
         config_out = Path("results") / f"{config.name}-tiny"
     else:
@@ -56,6 +56,12 @@ def cmd_run(args) -> None:
     print(f"manifest: {store.manifest_path}")
 
 
+def _model_names(args) -> list[str] | None:
+    """``--models qnn,mlp`` -> ["qnn", "mlp"]; None when absent (every model table)."""
+    text = getattr(args, "models", None)
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _resume_command(args, out: Path) -> str:
     """The command line that continues an interrupted ``run`` (same config, overrides and --out)."""
     words = ["qunlearn"]
@@ -64,6 +70,8 @@ def _resume_command(args, out: Path) -> str:
     words += ["run", str(args.config), *args.overrides, "--out", str(out)]
     if args.tiny:
         words.append("--tiny")
+    if getattr(args, "models", None) is not None:
+        words += ["--models", args.models]
     if args.quiet:
         words.append("--quiet")
     return shlex.join(words)
@@ -118,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dotted overrides, e.g. runs=2 models.qnn.epochs=10")
     p.add_argument("--out", default=None, help="results directory (default results/<name>)")
     p.add_argument("--tiny", action="store_true", help="apply the config's [tiny] smoke settings")
+    p.add_argument("--models", default=None, metavar="NAME[,NAME]",
+                   help="run only these [models.NAME] tables, e.g. --models qnn")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

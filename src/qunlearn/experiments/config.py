@@ -392,8 +392,27 @@ def apply_override(data: dict, dotted: str, value) -> None:
     node[last] = value
 
 
-def load_config(path: str | Path, overrides=(), *, tiny: bool = False):
-    """Read a TOML config, apply ``[tiny]`` (if ``tiny``) then ``overrides``, and validate it."""
+def select_models(data: dict, names) -> None:
+    """Keep only the ``[models.NAME]`` tables listed in ``names`` (in place), e.g. the QNN half of a
+    figure; unknown names fail with the tables there are."""
+    tables = data.get("models")
+    if not isinstance(tables, dict) or not tables:
+        raise QunlearnError("--models: this config has no [models.NAME] tables to choose from")
+    unknown = [n for n in names if n not in tables]
+    if unknown:
+        raise QunlearnError(
+            f"--models: no table [models.{unknown[0]}] in the config"
+            f"{_did_you_mean(unknown[0], tables)}; its model tables are {', '.join(tables)}")
+    if not names:
+        raise QunlearnError("--models: name at least one model table, e.g. --models qnn")
+    for name in list(tables):
+        if name not in names:
+            del tables[name]
+
+
+def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=None):
+    """Read a TOML config, apply ``[tiny]`` (if ``tiny``) then ``overrides``, keep only the model
+    tables named in ``models`` (all when None), and validate it."""
     path = Path(path)
     if not path.is_file():
         raise QunlearnError(f"config file {str(path)!r} not found: pass the path of a .toml file")
@@ -414,6 +433,8 @@ def load_config(path: str | Path, overrides=(), *, tiny: bool = False):
         apply_override(data, dotted, value)
     for text in overrides:
         apply_override(data, *parse_override(text))
+    if models is not None:
+        select_models(data, list(models))
     kind = data.get("experiment")
     if kind not in CONFIG_TYPES:
         raise QunlearnError(
