@@ -31,11 +31,17 @@ def test_shipped_config_loads(name):
 
 
 def test_models_option_keeps_only_the_named_tables_and_the_resume_command_says_so(tmp_path):
-    from qunlearn.cli import _resume_command, build_parser
+    from qunlearn.cli import _resume_command, parse_args
 
     path = resources.files("qunlearn") / "configs" / "fig2c_mnist.toml"
     config = load_config(path, models=["qnn"])
     assert list(config.models) == ["qnn"]
     assert list(load_config(path).models) == ["mlp", "qnn"]
-    args = build_parser().parse_args(["run", "c.toml", "runs=2", "--models", "qnn"])
-    assert _resume_command(args, tmp_path).endswith(f"runs=2 --out {tmp_path} --models qnn")
+    for argv in (["run", "c.toml", "runs=2", "--models", "qnn", "seed=1"],
+                 ["run", "c.toml", "--models", "qnn", "runs=2", "seed=1"]):
+        args = parse_args(argv)  # overrides before or after the options
+        assert args.overrides == ["runs=2", "seed=1"]
+        assert _resume_command(args, tmp_path).endswith(
+            f"runs=2 seed=1 --out {tmp_path} --models qnn")
+    with pytest.raises(SystemExit):  # not an override: still an error
+        parse_args(["run", "c.toml", "--models", "qnn", "bogus"])
