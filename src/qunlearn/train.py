@@ -68,12 +68,17 @@ def shuffled_plan(n_examples: int, batch_size: int) -> Callable:
     pad = steps * batch_size - n_examples
 
     def plan(key):
-        perm = jax.random.permutation(key, n_examples)
-        idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(steps, batch_size)
-        w = jnp.concatenate([jnp.ones((n_examples,)), jnp.zeros((pad,))]).reshape(steps, batch_size)
-        return idx, w
+        return _padded_batches(jax.random.permutation(key, n_examples), pad, steps, batch_size)
 
     return plan
+
+
+def _padded_batches(order, pad: int, steps: int, batch_size: int):
+    """``(idx, w)`` of shape (steps, batch_size): ``order`` then ``pad`` slots of index 0 and
+    weight 0."""
+    idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
+    w = jnp.concatenate([jnp.ones(order.shape), jnp.zeros((pad,))]).reshape(steps, batch_size)
+    return idx, w
 
 
 def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int = 128,
@@ -111,10 +116,7 @@ def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int 
 
         first = jnp.arange(width) % n_examples
         _, positions = jax.lax.scan(emit, first, (jnp.arange(total), jax.random.split(key, total)))
-        order = examples[positions]
-        idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
-        w = jnp.concatenate([jnp.ones((total,)), jnp.zeros((pad,))]).reshape(steps, batch_size)
-        return idx, w
+        return _padded_batches(examples[positions], pad, steps, batch_size)
 
     return plan
 
@@ -203,6 +205,15 @@ def make_train(
         return params, log
 
     return train
+
+
+def make_supervised_train(model, *, lr: float, epochs: int, batch_size: int, n_train: int,
+                          batching: str = "epoch", on_epoch: Callable | None = None) -> Callable:
+    """:func:`make_train` for plain supervised training (Adam, :func:`supervised_objective`) with
+    a :func:`batching_plan`: ``train(key, params, {"x", "y"}, None) -> (params, log)``."""
+    scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
+    return make_train(supervised_objective(model), optax.adam(lr), epochs=scan_epochs, plan=plan,
+                      on_epoch=on_epoch)
 
 
 def snapshot_epochs(epochs: int, every: int) -> list[int]:

@@ -13,17 +13,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from qunlearn.models import Model
 from qunlearn.noise import NOISE
-from qunlearn.train import (
-    accuracy,
-    batching_plan,
-    make_train,
-    over_runs,
-    supervised_objective,
-)
+from qunlearn.train import accuracy, make_supervised_train, over_runs
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
 
@@ -49,9 +42,8 @@ def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_tr
     ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
     :func:`qunlearn.train.batching_plan`.
     """
-    scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
-    train = make_train(supervised_objective(model), optax.adam(lr), epochs=scan_epochs, plan=plan,
-                       on_epoch=on_epoch)
+    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
+                                  n_train=n_train, batching=batching, on_epoch=on_epoch)
     traces = []
 
     def run_one(init_key, shuffle_key, x, y, x_val, y_val):

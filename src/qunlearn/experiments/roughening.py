@@ -17,7 +17,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
 from tqdm.auto import tqdm
 
 from qunlearn.data import DATASETS, load_dataset
@@ -27,15 +26,7 @@ from qunlearn.experiments.config import config_hash, to_dict
 from qunlearn.experiments.store import ResultStore
 from qunlearn.hessian import flat_hvp, hutchinson_trace_fixed, top_eigenvalues, trace_exact
 from qunlearn.models import MODELS, make_model
-from qunlearn.train import (
-    accuracy,
-    bce,
-    make_train,
-    over_runs,
-    predict,
-    shuffled_plan,
-    supervised_objective,
-)
+from qunlearn.train import accuracy, bce, make_supervised_train, over_runs, predict
 
 COLLAPSE_TOL = 1e-3  # max - min of the predicted probabilities on the Hessian set
 
@@ -67,8 +58,8 @@ def roughening_program(model, *, epochs: int, batch_size: int, lr: float, n_trai
     ``trace_probes = 0``: the exact trace (P Hessian-vector products: small models). ``n > 0``:
     Hutchinson with n Rademacher probes, reported with its standard error ``trace_stderr`` (the
     66k-parameter Fig 2 MLP: exact would be 66k HVPs per run)."""
-    train = make_train(supervised_objective(model), optax.adam(lr), epochs=epochs,
-                       plan=shuffled_plan(n_train, batch_size))
+    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
+                                  n_train=n_train)
 
     def run_one(key, x_tr, y_noisy, x_h, y_h):
         k_init, k_shuffle, k_lanczos = jax.random.split(key, 3)

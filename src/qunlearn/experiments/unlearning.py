@@ -29,7 +29,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
 from qunlearn.data import load_dataset
@@ -40,13 +39,7 @@ from qunlearn.experiments.noise_sweep import stable_key
 from qunlearn.experiments.store import ResultStore, atomic_write_bytes, atomic_write_text
 from qunlearn.models import Model, make_model
 from qunlearn.noise import flip_labels, n_poisoned
-from qunlearn.train import (
-    batching_plan,
-    make_train,
-    over_runs,
-    progress_ticks,
-    supervised_objective,
-)
+from qunlearn.train import make_supervised_train, over_runs, progress_ticks
 from qunlearn.unlearn import (
     METHODS,
     METRICS,
@@ -67,9 +60,8 @@ TRAJECTORY_METRICS = (*METRICS, "loss")
 def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
                     on_epoch=None, run_chunk: int = 0, batching: str = "epoch"):
     """``fn(init_keys, shuffle_keys, x, y_noisy) -> params`` over a leading teacher axis."""
-    scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
-    train = make_train(supervised_objective(model), optax.adam(lr), epochs=scan_epochs, plan=plan,
-                       on_epoch=on_epoch)
+    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
+                                  n_train=n_train, batching=batching, on_epoch=on_epoch)
 
     def one(init_key, shuffle_key, x, y):
         return train(shuffle_key, model.init(init_key), {"x": x, "y": y.astype(x.real.dtype)},
