@@ -418,11 +418,16 @@ def hutchinson_trace_fixed(
     _check_int("batch", batch, 1)
     _check_probe(z)
     _check_confidence(confidence)
-    s = _probe_values(matvec, dim, key, n_probes, z, batch)
-    mean = jnp.mean(s)
-    stderr = jnp.std(s, ddof=1) / math.sqrt(n_probes)
-    half = _t_quantile(confidence, n_probes) * stderr
-    return TraceEstimate(mean, stderr, mean - half, mean + half, n_probes)
+    return _sample_estimate(_probe_values(matvec, dim, key, n_probes, z, batch), confidence)
+
+
+def _sample_estimate(samples: Array, confidence: float) -> TraceEstimate:
+    """Mean of the (static-length) ``samples`` with its standard error and Student-t CI."""
+    n = samples.shape[0]
+    mean = jnp.mean(samples)
+    stderr = jnp.std(samples, ddof=1) / math.sqrt(n)
+    half = _t_quantile(confidence, n) * stderr
+    return TraceEstimate(mean, stderr, mean - half, mean + half, n)
 
 
 def _adaptive_trace(chunk: Callable[[Array], Array], key: Array, *, max_samples: int,
@@ -655,14 +660,11 @@ def spectrum_arrays(
     _check_confidence(confidence)
     nodes, weights = slq_density(_flat_matvec(flat_loss, flat), dim, key, num_probes=num_probes,
                                  num_steps=num_steps, batch_size=batch_size)
-    samples = dim * jnp.sum(weights * nodes, axis=-1)  # z^T H z per probe
-    trace = jnp.mean(samples)
-    stderr = jnp.std(samples, ddof=1) / math.sqrt(num_probes)
-    half = _t_quantile(confidence, num_probes) * stderr
+    trace = _sample_estimate(dim * jnp.sum(weights * nodes, axis=-1), confidence)  # z^T H z
     best = jnp.argmax(nodes[:, -1])
-    return {"top": nodes[best, ::-1][:k], "min": jnp.min(nodes), "trace": trace,
-            "trace_stderr": stderr, "trace_ci_low": trace - half, "trace_ci_high": trace + half,
-            "nodes": nodes, "weights": weights}
+    return {"top": nodes[best, ::-1][:k], "min": jnp.min(nodes), "trace": trace.mean,
+            "trace_stderr": trace.stderr, "trace_ci_low": trace.ci_low,
+            "trace_ci_high": trace.ci_high, "nodes": nodes, "weights": weights}
 
 
 def spectrum_summary(
