@@ -77,6 +77,15 @@ def environment(config: dict | None = None) -> dict:
     }
 
 
+def padded_chunks(total: int, chunk: int):
+    """Yield ``(selection, n_real)`` per call: ``chunk`` indices into ``range(total)``, the last
+    call's padded by repeating its first index (so one compiled shape serves every call); the
+    first ``n_real`` results of a call are real."""
+    for lo in range(0, total, chunk):
+        sel = np.arange(lo, lo + chunk)
+        yield np.where(sel < total, sel, lo), min(chunk, total - lo)
+
+
 def model_input(dataset, representation: str = "native"):
     """(x_train, x_val, input_dim, complex_input) for a model; ``realified``: [Re; Im]"""
     x_train, x_val = dataset.x_train, dataset.x_val

@@ -53,12 +53,13 @@ from tqdm.auto import tqdm
 
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import environment
+from qunlearn.experiments.common import environment, padded_chunks
 from qunlearn.experiments.config import CurvatureConfig, UnlearningConfig, config_hash, to_dict
 from qunlearn.experiments.noise_sweep import stable_key
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning import (
     check_config,
+    forget_set_size,
     load_teacher_npz,
     plan_model,
     poison_keys,
@@ -71,7 +72,7 @@ from qunlearn.experiments.unlearning import (
 )
 from qunlearn.hessian import density_on_grid, spectrum_arrays
 from qunlearn.models import n_params
-from qunlearn.noise import flip_labels, n_poisoned
+from qunlearn.noise import flip_labels
 from qunlearn.train import bce, predict, snapshot_epochs, weighted_mean
 from qunlearn.unlearn import make_split
 
@@ -132,13 +133,11 @@ def curvature_of(program, params, sets, keys, *, chunk: int, bar=None) -> dict:
     ``{name: (B, L, ...)}``."""
     total = jax.tree_util.tree_leaves(params)[0].shape[0]
     parts = defaultdict(list)
-    for lo in range(0, total, chunk):
-        sel = np.arange(lo, lo + chunk)
-        sel = np.where(sel < total, sel, lo)
+    for sel, n_real in padded_chunks(total, chunk):
         out = jax.block_until_ready(program(jax.tree_util.tree_map(lambda a, s=sel: a[s], params),
                                             sets, keys))
         for name, value in out.items():
-            parts[name].append(np.asarray(value)[: min(chunk, total - lo)])
+            parts[name].append(np.asarray(value)[:n_real])
         if bar is not None:
             bar.update(1)
     return {name: np.concatenate(v) for name, v in parts.items()}
@@ -262,10 +261,7 @@ def run_curvature(config: CurvatureConfig, out: str | Path, *, cache_dir=None,
     check_config(plain)
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train, n_val_all = len(dataset.y_train), len(dataset.y_val)
-    n_forget = n_poisoned(n_train, config.alpha, "label_flip")
-    if n_forget == 0:
-        raise QunlearnError(f"alpha = {config.alpha} flips no label of {n_train} samples, so the "
-                            "forget set is empty: raise `alpha`")
+    n_forget = forget_set_size(n_train, config.alpha)
     if config.n_val > n_val_all:
         raise QunlearnError(f"n_val = {config.n_val} exceeds the {n_val_all} validation examples "
                             "of the data set: lower it (0 = all)")

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import environment, model_input
+from qunlearn.experiments.common import environment, model_input, padded_chunks
 from qunlearn.experiments.config import UnlearningConfig, config_hash, to_dict
 from qunlearn.experiments.noise_sweep import stable_key
 from qunlearn.experiments.store import ResultStore, atomic_write_bytes, atomic_write_text
@@ -162,6 +162,15 @@ def _resolve(config: UnlearningConfig, name: str) -> tuple[str, dict]:
 RESERVED = {"n_retain", "n_forget", "epochs", "batch_size"}
 
 
+def forget_set_size(n_train: int, alpha: float) -> int:
+    """|D_f|: the labels flipped at ``alpha``; an empty forget set fails with one line."""
+    n_forget = n_poisoned(n_train, alpha, "label_flip")
+    if n_forget == 0:
+        raise QunlearnError(f"alpha = {alpha} flips no label of {n_train} samples, so the "
+                            "forget set is empty: raise `alpha`")
+    return n_forget
+
+
 def check_config(config: UnlearningConfig) -> None:
     if config.noise != "label_flip":
         raise QunlearnError(f"unlearning needs noise = 'label_flip' (the forget set is the flipped "
@@ -216,10 +225,7 @@ def run_unlearning(config: UnlearningConfig, out: str | Path, *, cache_dir=None,
     check_config(config)
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train = len(dataset.y_train)
-    n_forget = n_poisoned(n_train, config.alpha, "label_flip")
-    if n_forget == 0:
-        raise QunlearnError(f"alpha = {config.alpha} flips no label of {n_train} samples, so the "
-                            "forget set is empty: raise `alpha`")
+    n_forget = forget_set_size(n_train, config.alpha)
     plans = {name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
              for name, spec in config.models.items()}
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
@@ -457,17 +463,14 @@ def sweep_finals(program, methods, run_keys, teacher, shared, *, per_run_teacher
     weights = {k: np.array([m.weights[k] for m in methods]) for k in methods[0].weights}
     start_fn = jax.jit(jax.vmap(methods[0].start, in_axes=(0, 0 if per_run_teacher else None)))
     out = defaultdict(list)
-    for lo in range(0, total, chunk):
-        sel = np.arange(lo, lo + chunk)
-        sel = np.where(sel < total, sel, lo)
+    for call, (sel, n_real) in enumerate(padded_chunks(total, chunk)):
         g, r = g_idx[sel], r_idx[sel]
         teach = jax.tree_util.tree_map(lambda a, r=r: a[r], teacher) if per_run_teacher else teacher
         starts = start_fn(run_keys[r, 0], teach[0])
         w = {k: jnp.asarray(v[g]) for k, v in weights.items()}
         with bar(progress_ticks(epochs, chunk, run_chunk),
-                 f"{desc} [{lo // chunk + 1}/{math.ceil(total / chunk)}]"):
+                 f"{desc} [{call + 1}/{math.ceil(total / chunk)}]"):
             log = jax.block_until_ready(program(run_keys[r, 1], starts, *teach, w, shared))
-        n_real = min(chunk, total - lo)
         for m in METRICS:
             out[m].append(np.asarray(log["final"][m])[:n_real])
     return {m: np.concatenate(v).reshape(n_grid, runs) for m, v in out.items()}
