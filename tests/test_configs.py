@@ -45,3 +45,18 @@ def test_models_option_keeps_only_the_named_tables_and_the_resume_command_says_s
             f"runs=2 seed=1 --out {tmp_path} --models qnn")
     with pytest.raises(SystemExit):  # not an override: still an error
         parse_args(["run", "c.toml", "--models", "qnn", "bogus"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_mnist_configs_name_their_encoding(name):
+    """Every MNIST config says which encoding it reproduces: the reference's per-column arithmetic
+    for the figures built on datar.mnist_data, the unit state for the roughening notebook's."""
+    path = resources.files("qunlearn") / "configs" / name
+    raw = tomllib.loads(path.read_text())
+    if raw.get("dataset", "mnist") != "mnist":
+        return
+    encoding = raw.get("dataset_options", {}).get("encoding")
+    expected = "unit" if raw["experiment"] == "roughening" else "reference"
+    assert encoding == expected, f"{name}: dataset_options.encoding = {encoding!r}"
+    tiny = raw.get("tiny", {}).get("dataset_options")
+    assert tiny is None or tiny.get("encoding") == expected  # [tiny] keeps it

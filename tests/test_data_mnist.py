@@ -325,3 +325,58 @@ def test_read_only_cache_dir_is_not_writable(tmp_path):
             load_dataset("xxz", cache_dir=folder, n_spins=4, n_delta=300)
     finally:
         folder.chmod(0o700)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encodings (protocol §1): the reference's per-column arithmetic and the unit-state alternative
+
+
+def _hand_made_image() -> np.ndarray:
+    """28x28 uint8: column 3 one bright pixel, column 10 three pixels, column 27 a gradient,
+    every other column blank."""
+    img = np.zeros((28, 28), np.uint8)
+    img[5, 3] = 200
+    img[[2, 9, 20], 10] = [10, 100, 255]
+    img[:, 27] = np.arange(28, dtype=np.uint8) * 9
+    return img
+
+
+def test_reference_encoding_normalises_each_column_and_keeps_blank_columns_zero():
+    img = _hand_made_image()
+    x = preprocess_mnist(img[None], "reference")[0]
+    assert x.shape == (1024,) and x.dtype == np.float64 and np.all(x[784:] == 0)
+    columns = x[:784].reshape(28, 28)  # row-major flatten: column j = every 28th amplitude
+    norms = np.linalg.norm(columns, axis=0)
+    nonblank = [3, 10, 27]
+    np.testing.assert_allclose(norms[nonblank], 1.0, atol=1e-6)  # float32 arithmetic
+    assert np.all(norms[[j for j in range(28) if j not in nonblank]] == 0)
+    np.testing.assert_allclose(np.sum(x**2), len(nonblank), rtol=1e-6)  # not a unit vector
+    # bit for bit the reference's float32 steps: /255 on 28x28, norm over axis 1, + 1e-12
+    ref = img[None].astype(np.float32) / 255.0
+    ref = ref / (np.linalg.norm(ref, axis=1, keepdims=True) + 1e-12)
+    np.testing.assert_array_equal(x[:784], ref.reshape(784).astype(np.float64))
+
+
+def test_unit_encoding_is_a_unit_state_and_the_default():
+    img = _hand_made_image()
+    x = preprocess_mnist(img[None], "unit")[0]
+    np.testing.assert_allclose(np.linalg.norm(x), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(x, preprocess_mnist(img[None])[0])
+    np.testing.assert_allclose(x[:784], img.reshape(784) / np.linalg.norm(img.reshape(784)))
+
+
+def test_unknown_encoding_names_the_option(tmp_path):
+    with pytest.raises(QunlearnError, match="dataset_options.encoding .*'reference', 'unit'"):
+        preprocess_mnist(_hand_made_image()[None], "per_column")
+    with pytest.raises(QunlearnError, match="dataset_options.encoding"):
+        load_mnist(cache_dir=tmp_path, encoding="columns")  # before looking for any source
+
+
+def test_real_reference_encoding_norms_count_nonblank_columns(real_cache):
+    data = load_mnist(cache_dir=real_cache, encoding="reference")
+    assert data.info["encoding"] == "reference" and "each column" in data.info["preprocessing"]
+    norm2 = np.sum(data.x_train**2, axis=1)
+    pixels = load_mnist(cache_dir=real_cache)  # same images; count their non-blank columns
+    nonblank = np.sum(np.abs(pixels.x_train[:, :784].reshape(-1, 28, 28)).sum(axis=1) > 0, axis=1)
+    np.testing.assert_allclose(norm2, nonblank, rtol=1e-5)
+    assert 8 < norm2[:250].mean() < 12 and 12 < norm2[250:].mean() < 16  # ones narrower than nines

@@ -193,3 +193,20 @@ def test_linear_readout_is_the_expectation_mapped_to_a_probability(name):
                                atol=1e-12)
     with pytest.raises(QunlearnError, match="unknown QNN readout 'softmax'"):
         make_model(name, 2**4, True, readout="softmax")
+
+
+@pytest.mark.parametrize("name", ["qnn", "qnn_cnot"])
+def test_unnormalised_inputs_are_used_as_given(name):
+    """Amplitudes go into the circuit as given, as in the reference's simulator (the reference
+    MNIST encoding is not a unit vector): <Z>(c x) = c^2 <Z>(x); a unit input is unchanged."""
+    model = make_model(name, 2**5, False, depth=3, scale=1.0)
+    params = jax.random.normal(jax.random.PRNGKey(0), model.init(jax.random.PRNGKey(0)).shape)
+    xs = _random_states(jax.random.PRNGKey(1), 4, 2**5, False)
+    z = jax.vmap(lambda x: jax.scipy.special.logit(model.apply(params, x)))
+    for c in (0.5, 1.7, 3.0):
+        np.testing.assert_allclose(z(c * xs), c**2 * z(xs), rtol=1e-9, atol=1e-12)
+    # tensorcircuit-ng (the reference's simulator) takes the amplitudes as given too
+    _, tc_apply = circuit_model(BUILDS[name](5), 5, params.shape, scale=1.0)
+    tc_z = jax.vmap(lambda x: jax.scipy.special.logit(tc_apply(params, x)))
+    np.testing.assert_allclose(z(3.0 * xs), tc_z(3.0 * xs), atol=1e-9)
+    np.testing.assert_allclose(z(xs), tc_z(xs), atol=1e-10)  # unit inputs: unchanged

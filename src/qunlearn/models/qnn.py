@@ -475,6 +475,10 @@ def qnn(
     Layer: Rx(θ0) Ry(θ1) Rx(θ2) on every qubit, then RZZ(θ3) on ring pairs (i, i+1 mod L).
     Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩), or
     (1 + ⟨Z⟩) / 2 with ``readout="linear"``.
+
+    The input's amplitudes are used as given, never renormalised, as the reference's simulator
+    did: ⟨Z⟩ here is ⟨x|U†ZU|x⟩, so ⟨Z⟩(c·x) = c²·⟨Z⟩(x) (tested). With the reference MNIST
+    encoding (‖x‖² = number of non-blank columns) the readout is sigmoid(scale·‖x‖²·⟨Z⟩_unit).
     """
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
     n = _qubits_for(input_dim, n_qubits)
