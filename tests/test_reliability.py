@@ -276,7 +276,7 @@ def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path,
                                                                       request):
     # The CI failure this guards against: SIGINT landing between mkstemp and os.replace left a
     # stray ".tmp" file. The write must complete (or not start) and the interrupt arrive after.
-    from qunlearn.experiments import store
+    from qunlearn import atomic
 
     real_fsync = os.fsync
 
@@ -284,20 +284,20 @@ def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path,
         real_fsync(fd)
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(store.os, "fsync", fsync_then_ctrl_c)
+    monkeypatch.setattr(atomic.os, "fsync", fsync_then_ctrl_c)
     # as in a terminal (a background job, e.g. under nohup, starts with SIGINT ignored)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     target = tmp_path / "manifest.json"
     with pytest.raises(KeyboardInterrupt):
-        store.atomic_write_text(target, '{"whole": true}')
+        atomic.atomic_write_text(target, '{"whole": true}')
     assert json.loads(target.read_text()) == {"whole": True}
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
     # where Ctrl-C is ignored it stays ignored: the write completes and nothing is raised
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    store.atomic_write_text(target, '{"again": true}')
+    atomic.atomic_write_text(target, '{"again": true}')
     assert json.loads(target.read_text()) == {"again": True}
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 

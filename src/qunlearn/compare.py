@@ -149,7 +149,7 @@ def compare_results_dir(results_dir: str | Path) -> dict:
 
 
 def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
-    from qunlearn.experiments.store import atomic_write_text
+    from qunlearn.atomic import atomic_write_text
 
     table = compare_sweep(results)
     crit = critical_alphas(table)
@@ -314,7 +314,7 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
 
 
 def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
-    from qunlearn.experiments.store import atomic_write_text
+    from qunlearn.atomic import atomic_write_text
 
     kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     out = compare_unlearning(results, kinds)
@@ -393,7 +393,7 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
 
 
 def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
-    from qunlearn.experiments.store import atomic_write_text
+    from qunlearn.atomic import atomic_write_text
 
     kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     table = compare_roughening(results, kinds)

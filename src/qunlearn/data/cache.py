@@ -8,9 +8,9 @@ description of how it was made; a file whose checksum does not match is treated 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qunlearn.atomic import atomic_write_bytes
 from qunlearn.errors import QunlearnError
 
 _CHUNK = 1 << 20
@@ -83,21 +84,8 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same directory, then ``os.replace`` (readers never see a
-    half-written file, and two concurrent writers leave one complete file)."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _not_writable(path.parent, err) from err
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; cache files are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write(path: Path, data: bytes) -> None:
+    atomic_write_bytes(path, data, error=lambda p, err: _not_writable(p.parent, err))
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> str:
@@ -107,10 +95,12 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict
     for key, value in arrays.items():
         if value.dtype == object:
             raise ValueError(f"array {key!r} has dtype object; it would need pickle")
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _write(path, buf.getvalue())
     digest = sha256_file(path)
     sidecar = json.dumps({**meta, "sha256": digest}, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path.with_suffix(".json"), lambda f: f.write(sidecar.encode()))
+    _write(path.with_suffix(".json"), sidecar.encode())
     return digest
 
 

@@ -2,8 +2,8 @@
 
 Train: the first ``n_per_class`` ones and the first ``n_per_class`` nines of the 60k training split
 in file order. Validation: every 1 and 9 of the 10k test split (1135 + 1009). Both class-sorted
-(label 0 first, file order within a class). Features (``encoding``, see :data:`ENCODINGS`), zero-padded
-to 1024 = 2**10 amplitudes:
+(label 0 first, file order within a class). Features (``encoding``, see :data:`ENCODINGS`),
+zero-padded to 1024 = 2**10 amplitudes:
 
 * ``"unit"``: pixels / 255, flattened (784), L2-normalised as a whole: a valid 10-qubit state.
 * ``"reference"``: the reference code's arithmetic (``datar.mnist_data``): float32 pixels / 255 on
@@ -121,7 +121,7 @@ def _check_encoding(encoding) -> None:
 
 
 def preprocess_mnist(pixels, encoding: str = "unit") -> np.ndarray:
-    """uint8 pixels (n, 28, 28) or (n, 784) -> (n, 1024) float64 amplitudes, see :data:`ENCODINGS`."""
+    """uint8 pixels (n, 28, 28) or (n, 784) -> (n, 1024) float64 amplitudes (:data:`ENCODINGS`)."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.size != len(pixels) * RAW_DIM:
         raise QunlearnError(

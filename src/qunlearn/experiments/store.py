@@ -15,79 +15,16 @@ anything in it is touched. JSON only: nothing here ever unpickles.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import hashlib
-import io
 import json
 import os
-import signal
-import tempfile
-import threading
 import warnings
 from pathlib import Path
 
+from qunlearn.atomic import atomic_write_text, write_csv
 from qunlearn.errors import QunlearnError
 
 FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def _ctrl_c_deferred():
-    """Hold a Ctrl-C that arrives inside the block and deliver it once the block is done.
-
-    A file write is a few milliseconds; letting KeyboardInterrupt land between creating the
-    temporary file and renaming it (or mid-cleanup) is what leaves stray ``.tmp`` files behind.
-    Signal handlers can only be set from the main thread; elsewhere the block runs unguarded.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pending:  # now deliver it as the handler in place would have
-        if callable(previous):
-            previous(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt
-        elif previous == signal.SIG_DFL:
-            os.kill(os.getpid(), signal.SIGINT)
-        # SIG_IGN (e.g. a background job): ignored, as it would have been
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    with _ctrl_c_deferred():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as err:
-            raise _cannot_write(path, err) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be shared
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as err:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(err, OSError):
-                raise _cannot_write(path, err) from None
-            raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _cannot_write(path: Path, err: OSError) -> QunlearnError:
-    return QunlearnError(
-        f"cannot write {path}: {err.strerror or err}; free space or choose another --out"
-    )
 
 
 def _digest(rows) -> str:
@@ -242,10 +179,5 @@ class ResultStore:
         """Write the tidy table atomically; an identical existing file is left untouched."""
         path = self.root / name
         if rows:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-            if not (path.is_file() and path.read_bytes() == buf.getvalue().encode()):
-                atomic_write_text(path, buf.getvalue())
+            write_csv(path, rows)
         return path

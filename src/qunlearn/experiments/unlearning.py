@@ -31,12 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from qunlearn.atomic import atomic_write_bytes, atomic_write_text
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import environment, model_input, padded_chunks
 from qunlearn.experiments.config import UnlearningConfig, config_hash, to_dict
 from qunlearn.experiments.noise_sweep import stable_key
-from qunlearn.experiments.store import ResultStore, atomic_write_bytes, atomic_write_text
+from qunlearn.experiments.store import ResultStore
 from qunlearn.models import Model, make_model
 from qunlearn.noise import flip_labels, n_poisoned
 from qunlearn.train import make_supervised_train, over_runs, progress_ticks
