@@ -191,13 +191,13 @@ def _store(root: Path) -> ResultStore:
     return ResultStore(root, config={"name": "x"}, config_hash="abc", meta={})
 
 
-def test_payload_as_a_cell_file_is_set_aside_not_run(tmp_path):
+def test_payload_as_a_cell_file_is_set_aside_not_run(tmp_path, capsys):
     store, marker = _store(tmp_path / "out"), tmp_path / "pwn"
     store.write_cell("good", [{"metric": "val_acc", "value": 0.9}])
     cell = store.cells_dir / "evil.json"
     cell.write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.warns(UserWarning, match="is corrupt"):
-        assert store.load_cell("evil") is None
+    assert store.load_cell("evil") is None
+    assert "does not verify (unreadable" in capsys.readouterr().err
     assert [c["cell"] for c in store.finished_cells()] == ["good"]
     assert not marker.exists() and not cell.exists()
     assert (store.cells_dir / "evil.corrupt").read_bytes() == pickle.dumps(_Payload(marker))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ def _default_out(config) -> Path:
 
 def cmd_run(args) -> None:
     from qunlearn.experiments.config import load_config
+    from qunlearn.experiments.engine import summary_line
     from qunlearn.experiments.runner import run
 
     config = load_config(args.config, args.overrides, tiny=args.tiny, models=_model_names(args))
@@ -43,17 +46,27 @@ def cmd_run(args) -> None:
         config_out = Path("results") / f"{config.name}-tiny"
     else:
         config_out = Path(args.out) if args.out else _default_out(config)
+    resume = _resume_command(args, config_out)
     try:
-        store = run(config, config_out, cache_dir=args.cache_dir, progress=not args.quiet)
-    except KeyboardInterrupt:
+        store = run(config, config_out, cache_dir=args.cache_dir, progress=not args.quiet,
+                    command=resume)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (engine.Interrupted)
+        signum = getattr(err, "signum", signal.SIGINT)
         print(f"\ninterrupted: finished cells are kept in {config_out}; to resume, run: "
-              f"{_resume_command(args, config_out)}", file=sys.stderr)
-        raise SystemExit(130) from None
-    last = store.manifest.get("last_run")
-    if last:
-        print(f"cells: {len(last['computed'])} computed, {len(last['reused'])} reused")
+              f"{resume}", file=sys.stderr)
+        _exit_now(128 + signum)
+    print(summary_line(store.manifest["last_run"]))
     print(f"results: {store.root / 'results.csv'}")
     print(f"manifest: {store.manifest_path}")
+
+
+def _exit_now(status: int) -> None:
+    """Exit without interpreter finalisation: an interrupt can land while XLA threads compile,
+    and tearing the interpreter down under them crashes (exit 139). Every file we write is
+    atomic and already closed, so nothing is lost by skipping finalisation."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _model_names(args) -> list[str] | None:

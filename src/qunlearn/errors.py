@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -14,3 +15,8 @@ def did_you_mean(name, options: Iterable) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``options`` to ``name``, else ``""``."""
     hint = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr (not a Python ``UserWarning`` with a source echo)."""
+    print("warning: " + " ".join(str(message).split()), file=sys.stderr, flush=True)

@@ -1,9 +1,8 @@
-"""Helpers shared by every experiment: environment metadata, model inputs, name checks, tables."""
+"""Helpers shared by every experiment: environment metadata, model inputs and models, tables."""
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib.metadata
 import platform
 import subprocess
@@ -14,6 +13,7 @@ import numpy as np
 
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.store import ResultStore
+from qunlearn.models import make_model
 
 PACKAGES = ("qunlearn", "jax", "jaxlib", "optax", "numpy", "scipy", "tensorcircuit-ng")
 
@@ -111,17 +111,29 @@ def model_input(dataset, representation: str = "native"):
     return x_train, x_val, x_train.shape[1], bool(np.iscomplexobj(x_train))
 
 
-def check_names(named: dict, family: dict, what: str) -> None:
-    """``named`` maps config keys to names; an unknown name fails with a hint and the choices."""
-    for where, name in named.items():
-        if name not in family:
-            hint = difflib.get_close_matches(name, list(family), n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise QunlearnError(
-                f"{where} = {name!r}{did} is not a known {what}: choose one of {sorted(family)}"
-            )
+def build_model(table: str, spec, dim: int, is_complex: bool):
+    """The model of config table ``models.<table>`` for inputs of length ``dim``; a bad
+    hyperparameter fails with one line that names the table."""
+    try:
+        return make_model(spec.model, dim, is_complex, **spec.hyper)
+    except QunlearnError as err:
+        raise QunlearnError(f"models.{table}: {err}") from None
 
 
 def write_table(store: ResultStore) -> Path:
     rows = [row for cell in store.finished_cells() for row in cell["rows"]]
     return store.write_table(rows)
+
+
+COLUMNS_FIRST = ("dataset", "model", "method", "variant")
+COLUMNS_LAST = ("teacher", "run", "epoch", "metric", "value", "seed")
+
+
+def rectangular_rows(rows: list[dict]) -> list[dict]:
+    """Rows with the union of all keys in a fixed column order (sweep axes in between), missing
+    values empty. (Cell files store rows with sorted keys.)"""
+    keys = set().union(*rows)
+    middle = sorted(keys - set(COLUMNS_FIRST) - set(COLUMNS_LAST))
+    order = ([k for k in COLUMNS_FIRST if k in keys] + middle
+             + [k for k in COLUMNS_LAST if k in keys])
+    return [{k: row.get(k, "") for k in order} for row in rows]

@@ -8,7 +8,6 @@ A ``[tiny]`` table of dotted overrides is applied by ``--tiny`` (smoke runs).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -19,8 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qunlearn.errors import QunlearnError
+from qunlearn.data import DATASETS
+from qunlearn.errors import QunlearnError, did_you_mean
+from qunlearn.models import MODELS
+from qunlearn.noise import NOISE
 from qunlearn.train import BATCHINGS
+from qunlearn.unlearn import METHODS
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,7 @@ CONFIG_TYPES: dict[str, type] = {
 }
 
 
-def _did_you_mean(name: str, options) -> str:
-    hint = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
+_did_you_mean = did_you_mean
 
 
 # Value checks, by field name, wherever the field occurs: ``check(where, value)`` returns the
@@ -151,11 +152,30 @@ def _did_you_mean(name: str, options) -> str:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a file-name component, no separators
 
 
-def _at_least(low: int):
+MAX_INT = 2**31 - 1  # every count here indexes arrays or keys: larger is a typo, not a request
+
+
+def _at_least(low: int, high: int = MAX_INT, why: str = ""):
     def check(where, value):
         if value < low:
             what = "a positive integer" if low == 1 else f"an integer >= {low}"
             return f"{where} = {value} must be {what}: set it to {low} or more"
+        if value > high:
+            return (f"{where} = {value} is more than {high:,}{why}: set it to at most "
+                    f"{high:,}")
+        return None
+
+    return check
+
+
+MAX_NAME = 64  # table and method names become cell file names (<= 255 bytes with the rest)
+
+
+def _family(family: dict, what: str):
+    def check(where, value):
+        if value not in family:
+            return (f"{where} = {value!r}{did_you_mean(value, family)} is not a known {what}: "
+                    f"choose one of {sorted(family)}")
         return None
 
     return check
@@ -170,6 +190,17 @@ def _positive_finite(where, value):
 def _seed(where, value):
     if not 0 <= value < 2**63:
         return f"{where} = {value} must be in [0, 2**63): use a non-negative integer seed"
+    return None
+
+
+def _seeds(where, value):
+    if not value:
+        return f"{where} is empty: list at least one seed, e.g. [0, 42]"
+    for seed in value:
+        if not 0 <= seed < 2**32:
+            return f"{where} has {seed}, outside [0, 2**32): use non-negative integer seeds"
+    if len(set(value)) < len(value):
+        return f"{where} lists a seed twice: list each seed once"
     return None
 
 
@@ -201,7 +232,7 @@ def _forget_alpha(where, value):
     return None
 
 
-def _names(what: str, *, allow_empty: bool = False):
+def _names(what: str, *, allow_empty: bool = False, family: dict | None = None):
     def check(where, value):
         if not value and not allow_empty:
             return f"{where} is empty: list at least one {what}"
@@ -209,10 +240,16 @@ def _names(what: str, *, allow_empty: bool = False):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             return f"{where} lists {duplicated[0]!r} twice: list each {what} once"
-        for name in names:
+        for i, name in enumerate(names):
+            if family is not None and name not in family:
+                return (f"{where}[{i}] = {name!r}{did_you_mean(name, family)} is not a known "
+                        f"{what}: choose one of {sorted(family)}")
             if not _SAFE_NAME.fullmatch(name):
                 return (f"{where}: {what} name {name!r} cannot name a file: use letters, digits, "
                         "'_', '-' and '.'")
+            if len(name) > MAX_NAME:
+                return (f"{where}: {what} name {name[:20]!r}... has {len(name)} characters: use "
+                        f"at most {MAX_NAME}")
         return None
 
     return check
@@ -222,6 +259,8 @@ def _safe_name(where, value):
     if not _SAFE_NAME.fullmatch(value):
         return (f"{where} = {value!r} cannot name a results directory: use letters, digits, '_', "
                 "'-' and '.'")
+    if len(value) > 100:
+        return f"{where} has {len(value)} characters: use at most 100"
     return None
 
 
@@ -238,34 +277,37 @@ def _one_of(*options):
 CHECKS = {
     "name": _safe_name,
     "models": _names("model table"),
-    "noises": _names("noise"),
+    "noises": _names("noise", family=NOISE),
+    "dataset": _family(DATASETS, "dataset"),
+    "model": _family(MODELS, "model"),
     "methods": _names("method", allow_empty=True),  # a sweep-only unlearning config has none
     "sweep": _names("swept method", allow_empty=True),  # its keys name cell files too
     "alphas": _alphas,
     "noise_ratios": _alphas,
-    "top_k": _at_least(1),
+    "top_k": _at_least(1, 100_000),
     "trace_probes": _trace_probes,
-    "n_train_per_class": _at_least(1),
-    "n_hessian_per_class": _at_least(1),
+    "n_train_per_class": _at_least(1, 10_000_000),
+    "n_hessian_per_class": _at_least(1, 10_000_000),
     "alpha": _forget_alpha,
-    "runs": _at_least(1),
+    "runs": _at_least(1, 100_000, " runs per cell"),
     "seed": _seed,
-    "epochs": _at_least(1),
-    "batch_size": _at_least(1),
+    "seeds": _seeds,
+    "epochs": _at_least(1, 1_000_000),
+    "batch_size": _at_least(1, 10_000_000),
     "lr": _positive_finite,
-    "unlearn_epochs": _at_least(1),
-    "unlearn_batch_size": _at_least(0),
-    "run_chunk": _at_least(0),
+    "unlearn_epochs": _at_least(1, 1_000_000),
+    "unlearn_batch_size": _at_least(0, 10_000_000),
+    "run_chunk": _at_least(0, 100_000),
     "unlearn_lr": _positive_finite,
-    "sweep_chunk": _at_least(1),
-    "every": _at_least(1),
+    "sweep_chunk": _at_least(1, 1_000_000),
+    "every": _at_least(1, 1_000_000),
     "n_val": _at_least(0),
     "dense_max_params": _at_least(0),
-    "lanczos_steps": _at_least(1),
-    "slq_probes": _at_least(2),
-    "hvp_batch": _at_least(1),
-    "snapshot_chunk": _at_least(1),
-    "density_points": _at_least(2),
+    "lanczos_steps": _at_least(1, 100_000),
+    "slq_probes": _at_least(2, 100_000),
+    "hvp_batch": _at_least(1, 100_000),
+    "snapshot_chunk": _at_least(1, 100_000),
+    "density_points": _at_least(2, 1_000_000),
     "density_sigma": _positive_finite,
     "input": _one_of("native", "realified"),
     "batching": _one_of(*BATCHINGS),
@@ -355,7 +397,60 @@ def build(cls, data: Mapping, where: str = "config"):
                 raise QunlearnError(problem)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise QunlearnError(f"missing key {where}.{name}: add it to the config")
-    return cls(**values)
+    config = cls(**values)
+    if cls in VALIDATE:
+        VALIDATE[cls](config)
+    return config
+
+
+RESERVED_OPTIONS = {"n_retain", "n_forget", "epochs", "batch_size"}  # from the model's unlearn_*
+
+
+def resolve_method(method_options: dict, name: str) -> tuple[str, dict]:
+    """(base method, options) for a configured method name; ``method_options[name].method`` makes
+    an alias, e.g. ``ga_true = {method = "gradient_ascent", labels = "true"}``."""
+    options = dict(method_options.get(name, {}))
+    return options.pop("method", name), options
+
+
+def _check_unlearning(config) -> None:
+    """Whole-config checks of the Fig 3 set-up (unlearning and curvature configs)."""
+    noise = getattr(config, "noise", "label_flip")
+    if noise != "label_flip":
+        raise QunlearnError(f"unlearning needs noise = 'label_flip' (the forget set is the flipped "
+                            f"samples), got {noise!r}")
+    sweep = getattr(config, "sweep", {})
+    if not config.methods and not hasattr(config, "sweep"):
+        raise QunlearnError("methods is empty: list at least one unlearning method, e.g. "
+                            "methods = [\"finetune\"]")
+    if not config.methods and not sweep:
+        raise QunlearnError("nothing to run: list `methods` or add a [sweep] table")
+    known = set(config.methods) | set(sweep) | set(METHODS)  # unused options are fine
+    for name in config.method_options:
+        if name not in known:
+            raise QunlearnError(f"method_options.{name}{did_you_mean(name, known)} names no "
+                                f"method in `methods`, [sweep] or {sorted(METHODS)}")
+    for name, axes in sweep.items():
+        if not isinstance(axes, dict) or not axes or not all(
+                isinstance(v, list) and v for v in axes.values()):
+            raise QunlearnError(f"sweep.{name} must map option names to non-empty lists, e.g. "
+                                "fo_w = [0.0, 0.1]")
+        if RESERVED_OPTIONS & set(axes):
+            raise QunlearnError(f"sweep.{name} cannot sweep {sorted(RESERVED_OPTIONS & set(axes))}:"
+                                " sweep the method's loss weights (e.g. kl_w, fo_w)")
+    for name in (*config.methods, *sweep):
+        base, options = resolve_method(config.method_options, name)
+        if base not in METHODS:
+            raise QunlearnError(f"unknown unlearning method {base!r}{did_you_mean(base, METHODS)}"
+                                f": choose one of {sorted(METHODS)}")
+        if RESERVED_OPTIONS & set(options):
+            raise QunlearnError(f"method_options.{name} cannot set "
+                                f"{sorted(RESERVED_OPTIONS & set(options))}: they come from the "
+                                "model's unlearn_* settings")
+
+
+VALIDATE = {UnlearningConfig: _check_unlearning, CurvatureConfig: _check_unlearning}
+"""Checks of a whole config, after every field passed its own (:data:`CHECKS`)."""
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -442,6 +537,12 @@ def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=No
             f"one of {sorted(CONFIG_TYPES)}"
         )
     return build(CONFIG_TYPES[kind], data)
+
+
+def check(config) -> None:
+    """Every check :func:`build` makes, for a config built some other way (e.g. a dataclass made
+    in Python): the library runs this before anything else, so checks live here only."""
+    build(type(config), to_dict(config))
 
 
 def to_dict(config) -> dict:

@@ -29,9 +29,9 @@ Unlearning run ``r`` uses the unlearning experiment's key ``r`` for every method
 on (model, loss) only: common random numbers across snapshots, runs and methods, so differences
 along a trajectory or between runs are not probe noise.
 
-Results directory: cells ``<model>__teachers`` (+ ``.npz``: both teachers' params, clean first,
-and the poisoning; never pickled) and ``<model>__<method>``, each with a ``__spectrum`` companion
-cell written first. Tables: ``results.csv`` (dataset, model, method, variant, run, epoch, loss,
+Cells: ``<model>__teachers`` (+ companion ``.npz``: both teachers' params, clean first, and the
+poisoning; never pickled) and ``<model>__<method>``, each holding its quadrature rows as its
+``spectrum`` table. Tables: ``results.csv`` (dataset, model, method, variant, run, epoch, loss,
 metric, value, seed; the teachers are methods ``clean_teacher`` and ``poisoned_teacher`` at epoch
 0, and epoch = unlearn_epochs is after the last epoch), ``spectrum.csv`` (quadrature nodes and
 weights per probe) and ``density.csv`` (the Gaussian-broadened density on a grid shared by every
@@ -44,30 +44,24 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import environment, padded_chunks
-from qunlearn.experiments.config import CurvatureConfig, UnlearningConfig, config_hash, to_dict
-from qunlearn.experiments.noise_sweep import stable_key
+from qunlearn.experiments.common import padded_chunks, rectangular_rows
+from qunlearn.experiments.config import CurvatureConfig
+from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
+from qunlearn.experiments.keys import poison_keys, stable_key, teacher_keys, unlearning_keys
 from qunlearn.experiments.store import ResultStore
-from qunlearn.experiments.unlearning import (
-    check_config,
+from qunlearn.experiments.unlearning_setup import (
     forget_set_size,
     load_teacher_npz,
     plan_model,
-    poison_keys,
-    rectangular_rows,
-    save_teacher_npz,
-    teacher_keys,
+    teacher_npz,
     teacher_program,
-    unlearning_keys,
     unlearning_program,
 )
 from qunlearn.hessian import density_on_grid, spectrum_arrays
@@ -212,7 +206,8 @@ def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool =
     cells. The runner skips density.csv after each cell (it is rebuilt at the end or on Ctrl-C)."""
     rows, spectrum = [], []
     for cell in store.finished_cells():
-        (spectrum if cell.get("kind") == "spectrum" else rows).extend(cell["rows"])
+        rows.extend(cell["rows"])
+        spectrum.extend(cell["tables"].get("spectrum", []))
     if rows:
         store.write_table([{k: r[k] for k in COLUMNS} for r in rows], TABLES["results"])
     if spectrum:
@@ -224,14 +219,6 @@ def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool =
 
 # ---------------------------------------------------------------------------------------------
 # The experiment
-
-
-def _as_unlearning(config: CurvatureConfig) -> UnlearningConfig:
-    """The unlearning config with the same teacher and methods (for its checks and plans)."""
-    return UnlearningConfig(
-        experiment="unlearning", name=config.name, dataset=config.dataset, models=config.models,
-        methods=config.methods, alpha=config.alpha, runs=config.runs, seed=config.seed,
-        method_options=config.method_options, dataset_options=config.dataset_options)
 
 
 def _hessian_method(config: CurvatureConfig, name: str, size: int) -> str:
@@ -248,193 +235,162 @@ def _hessian_method(config: CurvatureConfig, name: str, size: int) -> str:
     return "slq"
 
 
-def run_curvature(config: CurvatureConfig, out: str | Path, *, cache_dir=None,
-                  progress: bool = True) -> ResultStore:
-    """Curvature along unlearning; one cell per (model, teachers | method), finished ones skipped.
-
-    The config, the data set, every model and every method are checked before ``out`` is touched.
-    """
-    if not config.methods:
-        raise QunlearnError("methods is empty: list at least one unlearning method, e.g. "
-                            "methods = [\"finetune\"]")
-    plain = _as_unlearning(config)
-    check_config(plain)
+def plan(config: CurvatureConfig, *, cache_dir=None, progress: Progress) -> Plan:
+    """Curvature along unlearning; one cell per (model, teachers | method). The config layer
+    checked the values; the data set, every model and every method are built here."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train, n_val_all = len(dataset.y_train), len(dataset.y_val)
     n_forget = forget_set_size(n_train, config.alpha)
     if config.n_val > n_val_all:
         raise QunlearnError(f"n_val = {config.n_val} exceeds the {n_val_all} validation examples "
                             "of the data set: lower it (0 = all)")
-    plans, methods = {}, {}
+    root = jax.random.PRNGKey(config.seed)
+    # the validation subset: one seeded draw, the same for every model and snapshot
+    if 0 < config.n_val < n_val_all:
+        key = stable_key(root, config.dataset, "curvature", "validation")
+        val_idx = jnp.sort(jax.random.permutation(key, n_val_all)[: config.n_val])
+    else:
+        val_idx = jnp.arange(n_val_all)
+    cells = {}
     for name, spec in config.models.items():
-        plans[name] = plan_model(plain, name, spec, dataset, n_train - n_forget, n_forget)
-        size = n_params(jax.eval_shape(plans[name].model.init, jax.random.PRNGKey(0)))
-        methods[name] = _hessian_method(config, name, size)
-    store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
-                        meta={**environment(to_dict(config)), "data": dataset.info})
-    session = _Session(config, store, dataset, n_forget, progress)
-    try:
-        for name, plan in plans.items():
-            session.run_model(name, plan, methods[name])
-    except KeyboardInterrupt:  # Ctrl-C: leave the tables matching the finished cells
-        write_tables(store, config)
-        raise
-    session.bar.close()
-    write_tables(store, config)
-    store.update_manifest(last_run={"reused": session.reused, "computed": session.computed})
-    return store
+        mp = plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
+        size = n_params(jax.eval_shape(mp.model.init, jax.random.PRNGKey(0)))
+        method = _hessian_method(config, name, size)
+        cells |= _ModelCells(config, name, mp, method, dataset, root, val_idx, n_forget).cells()
+    return Plan(cells, lambda store, final: write_tables(store, config, density=final),
+                dataset.info)
 
 
-class _Session:
-    """One ``run_curvature`` call: the store, keys, progress bars and timings."""
+class _ModelCells:
+    """The cells of one model: both teachers, then every method's unlearning snapshots."""
 
-    def __init__(self, config: CurvatureConfig, store: ResultStore, dataset, n_forget: int,
-                 progress: bool):
-        self.config, self.store, self.dataset, self.progress = config, store, dataset, progress
-        self.n_forget = n_forget
-        self.root = jax.random.PRNGKey(config.seed)
-        self.timings = dict(store.manifest.get("timings", {}))
-        self.reused, self.computed = [], []
-        self.bar = tqdm(total=len(config.models) * (1 + len(config.methods)), desc=config.name,
-                        unit="cell", disable=not progress)
-        # the validation subset: one seeded draw, the same for every model and snapshot
-        n_all = len(dataset.y_val)
-        if 0 < config.n_val < n_all:
-            key = stable_key(self.root, config.dataset, "curvature", "validation")
-            self.val_idx = jnp.sort(jax.random.permutation(key, n_all)[: config.n_val])
-        else:
-            self.val_idx = jnp.arange(n_all)
+    def __init__(self, config: CurvatureConfig, name: str, mp, method: str, dataset, root,
+                 val_idx, n_forget: int):
+        self.config, self.name, self.mp, self.method = config, name, mp, method
+        self.dataset, self.root, self.n_forget = dataset, root, n_forget
+        self.teachers_id = f"{name}__teachers"
+        self.x_val, self.y_val = mp.shared["x_val"][val_idx], mp.shared["y_val"][val_idx]
+        self.keys = jnp.stack([stable_key(root, config.dataset, name, "curvature", loss)
+                               for loss in LOSSES])
+        self._program = None
+        self._teachers = None
+        self._programs = {}
 
-    def _done(self, cell_id: str) -> bool:
-        return (self.store.load_cell(f"{cell_id}__spectrum") is not None
-                and self.store.load_cell(cell_id) is not None)
+    def cells(self) -> dict:
+        out = {self.teachers_id: Cell(self.teachers_cell)}
+        for m in self.mp.methods:
+            out[f"{self.name}__{m}"] = Cell(lambda store, m=m: self.method_cell(store, m),
+                                            after=(self.teachers_id,))
+        return out
 
-    def _record(self, cell_id: str, rows, spectrum, timing: dict, **info) -> None:
-        self.store.write_cell(f"{cell_id}__spectrum", spectrum, kind="spectrum")
-        self.store.write_cell(cell_id, rows, **timing, **info)
-        self.timings[cell_id] = timing
-        self.store.update_manifest(timings=self.timings)
-        write_tables(self.store, self.config, density=False)
-        self.computed.append(cell_id)
-        self.bar.update(1)
+    def program(self):
+        if self._program is None:
+            c = self.config
+            self._program = curvature_program(self.mp.model, method=self.method, top_k=c.top_k,
+                                              lanczos_steps=c.lanczos_steps,
+                                              slq_probes=c.slq_probes, hvp_batch=c.hvp_batch)
+        return self._program
 
-    def run_model(self, model_name: str, plan, method: str) -> None:
-        config, shared = self.config, plan.shared
-        cells = [f"{model_name}__teachers", *(f"{model_name}__{m}" for m in plan.methods)]
-        if all(self._done(c) for c in cells):
-            self.reused += cells
-            self.bar.update(len(cells))
-            return
-        program = curvature_program(plan.model, method=method, top_k=config.top_k,
-                                    lanczos_steps=config.lanczos_steps,
-                                    slq_probes=config.slq_probes, hvp_batch=config.hvp_batch)
-        keys = jnp.stack([stable_key(self.root, config.dataset, model_name, "curvature", loss)
-                          for loss in LOSSES])
-        x_val, y_val = shared["x_val"][self.val_idx], shared["y_val"][self.val_idx]
-        teachers = self._teachers(model_name, plan)
-        if teachers is None or not self._done(cells[0]):
-            teachers = self._train_teachers(model_name, plan, program, keys, x_val, y_val,
-                                            method)
-        else:
-            self.reused.append(cells[0])
-            self.bar.update(1)
-        params, y_noisy, mask = teachers
-        poisoned = jax.tree_util.tree_map(lambda a: a[1], params)
-        split = _split(shared, y_noisy, mask, self.n_forget)
-        sets = loss_sets(split, x_val, y_val)
-        run_keys = unlearning_keys(self.root, config.dataset, model_name, config.runs)
-        programs = {}
-        for name, (base, options, unlearner) in plan.methods.items():
-            cell_id = f"{model_name}__{name}"
-            if self._done(cell_id):
-                self.reused.append(cell_id)
-                self.bar.update(1)
-                continue
-            if unlearner.form not in programs:
-                programs[unlearner.form] = unlearning_program(
-                    plan.model, unlearner, lr=plan.spec.unlearn_lr,
-                    epochs=plan.spec.unlearn_epochs, n_forget=self.n_forget, shared_teacher=True,
-                    trajectory=False, run_chunk=plan.spec.run_chunk, snapshot_every=config.every)
-            start = time.perf_counter()
-            starts = jax.vmap(unlearner.start, in_axes=(0, None))(run_keys[:, 0], poisoned)
-            weights = {k: jnp.full((config.runs,), v) for k, v in unlearner.weights.items()}
-            log = jax.block_until_ready(programs[unlearner.form](
-                run_keys[:, 1], starts, poisoned, y_noisy, mask, weights, shared))
-            unlearn_seconds = time.perf_counter() - start
-            epochs = snapshot_epochs(plan.spec.unlearn_epochs, config.every)
-            # A method that starts from the teacher has the teacher as its epoch-0 snapshot in
-            # every run: copy the teacher's numbers instead of measuring it again.
-            copied = _equal(starts, poisoned)
-            first = 1 if copied else 0
-            snaps = jax.tree_util.tree_map(lambda a, f=first: a[:, f:].reshape(-1, *a.shape[2:]),
-                                           log["snapshots"])
-            labels = [(name, unlearner.variant, r, e) for r in range(config.runs)
-                      for e in epochs[first:]]
-            start = time.perf_counter()
-            out = self._curvature(program, snaps, sets, keys, cell_id, plan.spec.run_chunk)
-            rows, spectrum = curvature_rows(out, labels, self._base(model_name))
-            if copied:
-                rows, spectrum = (
-                    [r | {"method": name, "variant": unlearner.variant, "run": run}
-                     for run in range(config.runs)
-                     for r in self.store.load_cell(f"{model_name}__teachers{suffix}")["rows"]
-                     if r["method"] == "poisoned_teacher"] + new
-                    for suffix, new in (("", rows), ("__spectrum", spectrum)))
-            bad = sorted({r["run"] for r in rows if not math.isfinite(r["value"])})
-            if bad:
-                tqdm.write(f"warning: {cell_id}: non-finite values in runs {bad}; kept as NaN rows")
-            self._record(cell_id, rows, spectrum,
-                         {"unlearn_seconds": round(unlearn_seconds, 3),
-                          "curvature_seconds": round(time.perf_counter() - start, 3)},
-                         kind="trajectory", method=base, variant=unlearner.variant,
-                         options=options, weights=unlearner.weights, hessian=method,
-                         snapshot_epochs=epochs, epoch0_copied_from_teacher=copied,
-                         nonfinite_runs=bad)
+    def base(self) -> dict:
+        return {"dataset": self.config.dataset, "model": self.name, "seed": self.config.seed}
 
-    def _base(self, model_name: str) -> dict:
-        return {"dataset": self.config.dataset, "model": model_name, "seed": self.config.seed}
+    def curvature(self, params, sets) -> dict:
+        chunk = min(self.config.snapshot_chunk, self.mp.spec.run_chunk or
+                    self.config.snapshot_chunk)
+        return curvature_of(self.program(), params, sets, self.keys, chunk=chunk)
 
-    def _curvature(self, program, snaps, sets, keys, cell_id: str, run_chunk: int) -> dict:
-        total = jax.tree_util.tree_leaves(snaps)[0].shape[0]
-        chunk = min(self.config.snapshot_chunk, run_chunk or self.config.snapshot_chunk)
-        with tqdm(total=-(-total // chunk), desc=f"  {cell_id} curvature", unit="call",
-                  leave=False, disable=not self.progress) as bar:
-            return curvature_of(program, snaps, sets, keys, chunk=chunk, bar=bar)
+    def sets(self, y_noisy, mask) -> dict:
+        return loss_sets(_split(self.mp.shared, y_noisy, mask, self.n_forget), self.x_val,
+                         self.y_val)
 
-    def _teachers(self, model_name: str, plan):
-        """(params with a leading (clean, poisoned) axis, y_noisy, mask), or None if unsaved."""
-        cell = self.store.load_cell(f"{model_name}__teachers")
-        npz = self.store.cells_dir / f"{model_name}__teachers.npz"
-        return cell and load_teacher_npz(npz, cell.get("npz_sha256", ""), plan.model) or None
-
-    def _train_teachers(self, model_name, plan, program, keys, x_val, y_val, method):
-        """Train the clean and the poisoned teacher in one call, measure both, save them."""
-        config, spec, shared = self.config, plan.spec, plan.shared
-        cell_id = f"{model_name}__teachers"
-        start = time.perf_counter()
+    def train_teachers(self):
+        """The clean and the poisoned teacher, trained in one call: (params (2, ...), y_noisy,
+        mask). Same init and batch keys: a paired comparison where only the poisoning differs."""
+        config, spec, shared = self.config, self.mp.spec, self.mp.shared
         poison = poison_keys(self.root, config.dataset, config.alpha, 1)[0]
         _, y_noisy, mask = flip_labels(poison, shared["x_train"], self.dataset.y_train,
                                        config.alpha)
-        teacher_key = teacher_keys(self.root, config.dataset, model_name, 1)[0]
-        train = teacher_program(plan.model, epochs=spec.epochs, batch_size=spec.batch_size,
+        teacher_key = teacher_keys(self.root, config.dataset, self.name, 1)[0]
+        train = teacher_program(self.mp.model, epochs=spec.epochs, batch_size=spec.batch_size,
                                 lr=spec.lr, n_train=len(self.dataset.y_train),
                                 run_chunk=spec.run_chunk)
-        both = jnp.stack([teacher_key, teacher_key])  # same init and batches, clean vs poisoned
+        both = jnp.stack([teacher_key, teacher_key])
         params = jax.block_until_ready(train(both[:, 0], both[:, 1], shared["x_train"],
                                              jnp.stack([shared["y_true"], y_noisy])))
-        train_seconds = time.perf_counter() - start
-        digest = save_teacher_npz(self.store.cells_dir / f"{cell_id}.npz", params, y_noisy, mask)
-        start = time.perf_counter()
-        sets = loss_sets(_split(shared, y_noisy, mask, self.n_forget), x_val, y_val)
-        out = self._curvature(program, params, sets, keys, cell_id, spec.run_chunk)
-        rows, spectrum = curvature_rows(out, [(t, "teacher", 0, 0) for t in TEACHERS],
-                                        self._base(model_name))
-        self._record(cell_id, rows, spectrum,
-                     {"train_seconds": round(train_seconds, 3),
-                      "curvature_seconds": round(time.perf_counter() - start, 3)},
-                     kind="teachers", npz_sha256=digest, hessian=method,
-                     n_forget=int(mask.sum()))
         return params, y_noisy, mask
+
+    def teachers(self, store: ResultStore):
+        if self._teachers is None:
+            cell = store.load_cell(self.teachers_id)
+            self._teachers = (load_teacher_npz(store.companion_path(f"{self.teachers_id}.npz"),
+                                               self.mp.model)
+                              if cell is not None else self.train_teachers())
+        return self._teachers
+
+    def teachers_cell(self, store: ResultStore) -> CellResult:
+        """Train both teachers, measure both, keep their params as the cell's ``.npz``."""
+        start = time.perf_counter()
+        params, y_noisy, mask = self._teachers = self.train_teachers()
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        out = self.curvature(params, self.sets(y_noisy, mask))
+        rows, spectrum = curvature_rows(out, [(t, "teacher", 0, 0) for t in TEACHERS],
+                                        self.base())
+        return CellResult(
+            rows, tables={"spectrum": spectrum},
+            files={f"{self.teachers_id}.npz": teacher_npz(params, y_noisy, mask)},
+            info={"kind": "teachers", "hessian": self.method, "n_forget": int(mask.sum())},
+            timing={"train_seconds": round(train_seconds, 3),
+                    "curvature_seconds": round(time.perf_counter() - start, 3)},
+            compiled=True)
+
+    def method_cell(self, store: ResultStore, name: str) -> CellResult:
+        config, spec = self.config, self.mp.spec
+        base, options, unlearner = self.mp.methods[name]
+        params, y_noisy, mask = self.teachers(store)
+        poisoned = jax.tree_util.tree_map(lambda a: a[1], params)
+        run_keys = unlearning_keys(self.root, config.dataset, self.name, config.runs)
+        if unlearner.form not in self._programs:
+            self._programs[unlearner.form] = unlearning_program(
+                self.mp.model, unlearner, lr=spec.unlearn_lr, epochs=spec.unlearn_epochs,
+                n_forget=self.n_forget, shared_teacher=True, trajectory=False,
+                run_chunk=spec.run_chunk, snapshot_every=config.every)
+        start = time.perf_counter()
+        starts = jax.vmap(unlearner.start, in_axes=(0, None))(run_keys[:, 0], poisoned)
+        weights = {k: jnp.full((config.runs,), v) for k, v in unlearner.weights.items()}
+        log = jax.block_until_ready(self._programs[unlearner.form](
+            run_keys[:, 1], starts, poisoned, y_noisy, mask, weights, self.mp.shared))
+        unlearn_seconds = time.perf_counter() - start
+        epochs = snapshot_epochs(spec.unlearn_epochs, config.every)
+        # A method that starts from the teacher has the teacher as its epoch-0 snapshot in
+        # every run: copy the teacher's numbers instead of measuring it again.
+        copied = _equal(starts, poisoned)
+        first = 1 if copied else 0
+        snaps = jax.tree_util.tree_map(lambda a, f=first: a[:, f:].reshape(-1, *a.shape[2:]),
+                                       log["snapshots"])
+        labels = [(name, unlearner.variant, r, e) for r in range(config.runs)
+                  for e in epochs[first:]]
+        start = time.perf_counter()
+        out = self.curvature(snaps, self.sets(y_noisy, mask))
+        rows, spectrum = curvature_rows(out, labels, self.base())
+        if copied:
+            teacher_cell = store.load_cell(self.teachers_id)
+            if teacher_cell is None:  # pragma: no cover - the engine keeps the order
+                raise RuntimeError(f"{self.teachers_id} is not finished")
+            rows, spectrum = (
+                [r | {"method": name, "variant": unlearner.variant, "run": run}
+                 for run in range(config.runs) for r in old
+                 if r["method"] == "poisoned_teacher"] + new
+                for old, new in ((teacher_cell["rows"], rows),
+                                 (teacher_cell["tables"]["spectrum"], spectrum)))
+        return CellResult(
+            rows, tables={"spectrum": spectrum},
+            info={"kind": "trajectory", "method": base, "variant": unlearner.variant,
+                  "options": options, "weights": unlearner.weights, "hessian": self.method,
+                  "snapshot_epochs": epochs, "epoch0_copied_from_teacher": copied},
+            timing={"unlearn_seconds": round(unlearn_seconds, 3),
+                    "curvature_seconds": round(time.perf_counter() - start, 3)},
+            compiled=True)
 
 
 def _equal(starts, params) -> bool:

@@ -1,35 +1,30 @@
 """Fig 2: clean validation accuracy of models trained on poisoned data, swept over the noise ratio.
 
-One compiled program per model serves every (noise, alpha) cell and run: poisoning happens outside
-it (the poisoned count is static per alpha) and all runs of a cell go through one ``vmap``.
+One cell per (model, noise, alpha), all its runs in one ``vmap``. One compiled program per model
+serves every cell: poisoning happens outside it (the poisoned count is static per alpha). A run
+whose loss ends non-finite gets NaN metrics (never the accuracy of NaN parameters); ``n_poisoned``
+stays. Cell keys: :mod:`qunlearn.experiments.keys`.
 """
 
 from __future__ import annotations
 
+import math
 import time
-import zlib
 from collections.abc import Callable
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
+from qunlearn.data import load_dataset
+from qunlearn.experiments.common import build_model, model_input, write_table
+from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
+from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.models import Model
 from qunlearn.noise import NOISE
-from qunlearn.train import accuracy, make_supervised_train, over_runs
+from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_ticks
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
-
-
-def stable_key(root: jax.Array, *parts) -> jax.Array:
-    """A key that depends only on ``parts`` (never on run order): fold in a CRC of their text."""
-    return jax.random.fold_in(root, zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF)
-
-
-def run_keys(cell_key: jax.Array, runs: int) -> jax.Array:
-    """(runs, 3) keys per run: poisoning, initialisation, shuffling."""
-    split = jax.vmap(lambda r: jax.random.split(jax.random.fold_in(cell_key, r), 3))
-    return split(jnp.arange(runs))
 
 
 def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
@@ -78,3 +73,46 @@ def run_cell(program, keys, x, y, x_val, y_val, *, noise: str, alpha: float,
     metrics = {k: [float(v) for v in out[k]] for k in METRICS}
     metrics["n_poisoned"] = [int(m) for m in jnp.sum(mask, axis=1)]
     return metrics, time.perf_counter() - start
+
+
+def cell_id(model_name: str, noise: str, alpha: float) -> str:
+    return f"{model_name}__{noise}__alpha{alpha:.3f}"
+
+
+def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
+    """The cells of a :class:`~qunlearn.experiments.config.NoiseSweepConfig` (checked by the
+    config layer); the dataset and every model are built here, before ``--out`` is touched."""
+    dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
+    x_train, x_val, dim, is_complex = model_input(dataset)
+    root = jax.random.PRNGKey(config.seed)
+    cells = {}
+    for model_name, spec in config.models.items():
+        model = build_model(model_name, spec, dim, is_complex)
+        program = sweep_program(model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                                n_train=len(x_train), on_epoch=progress.on_epoch,
+                                run_chunk=spec.run_chunk, batching=spec.batching)
+        ticks = progress_ticks(spec.epochs, config.runs, spec.run_chunk, spec.batching)
+        for noise in config.noises:
+            for alpha in config.alphas:
+                def compute(store, model_name=model_name, program=program, noise=noise,
+                            alpha=alpha):
+                    keys = run_keys(stable_key(root, config.dataset, model_name, noise,
+                                               f"{alpha:.6f}"), config.runs)
+                    traces = len(program.traces)
+                    metrics, _ = run_cell(program, keys, x_train, dataset.y_train, x_val,
+                                          dataset.y_val, noise=noise, alpha=alpha,
+                                          raw_dim=dataset.info.get("raw_dim"))
+                    for run in range(config.runs):  # NaN params: their "accuracy" would mislead
+                        if not all(math.isfinite(metrics[m][run]) for m in METRICS):
+                            for m in METRICS:
+                                metrics[m][run] = math.nan
+                    rows = [{"dataset": config.dataset, "model": model_name, "noise": noise,
+                             "alpha": alpha, "run": run, "seed": config.seed, "metric": metric,
+                             "value": metrics[metric][run]}
+                            for run in range(config.runs)
+                            for metric in (*METRICS, "n_poisoned")]
+                    return CellResult(rows, compiled=len(program.traces) > traces)
+
+                cells[cell_id(model_name, noise, alpha)] = Cell(
+                    compute, ticks=ticks, nonfinite_hint=f"lower models.{model_name}.lr")
+    return Plan(cells, lambda store, final: write_table(store), dataset.info)

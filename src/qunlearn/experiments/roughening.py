@@ -13,19 +13,14 @@ reported, never dropped.
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
 
-from qunlearn.data import DATASETS, load_dataset
-from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import check_names, environment, model_input, write_table
-from qunlearn.experiments.config import config_hash, to_dict
-from qunlearn.experiments.store import ResultStore
+from qunlearn.data import load_dataset
+from qunlearn.experiments.common import build_model, model_input, write_table
+from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.hessian import flat_hvp, hutchinson_trace_fixed, top_eigenvalues, trace_exact
-from qunlearn.models import MODELS, make_model
 from qunlearn.train import accuracy, bce, make_supervised_train, over_runs, predict
 
 COLLAPSE_TOL = 1e-3  # max - min of the predicted probabilities on the Hessian set
@@ -122,43 +117,28 @@ METRICS = ("trace", "trace_stderr", "heldout_loss", "heldout_acc", "train_acc_no
            "output_spread", "collapsed", "final_loss", "n_flipped")
 
 
-def run_roughening(config, out, *, cache_dir=None, progress: bool = True) -> ResultStore:
-    """One cell per (model, noise ratio), all seeds in one vmapped call; rows per seed × metric."""
-    check_names({"dataset": config.dataset}, DATASETS, "dataset")
-    check_names({f"models.{m}.model": s.model for m, s in config.models.items()}, MODELS, "model")
+def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
+    """One cell per (model, noise ratio), all seeds in one vmapped call; rows per seed x metric.
+    The config layer checked the values; the data set and models are built here."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     x, _, dim, is_complex = model_input(dataset)
-    n_train = 2 * config.n_train_per_class
-    programs = {}
+    cells = {}
     for name, spec in config.models.items():
-        try:
-            model = make_model(spec.model, dim, is_complex, **spec.hyper)
-        except QunlearnError as err:
-            raise QunlearnError(f"models.{name}: {err}") from None
-        programs[name] = roughening_program(model, epochs=spec.epochs, batch_size=spec.batch_size,
-                                            lr=spec.lr, n_train=n_train, top_k=config.top_k,
-                                            run_chunk=spec.run_chunk,
-                                            trace_probes=config.trace_probes)
-    store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config),
-                        meta={**environment(to_dict(config)), "data": dataset.info})
-    cells = [(m, r) for m in config.models for r in config.noise_ratios]
-    timings = dict(store.manifest.get("timings", {}))
-    for name, ratio in tqdm(cells, desc=config.name, unit="cell", disable=not progress):
-        cell_id = f"{name}__r{ratio:.3f}"
-        if store.load_cell(cell_id) is not None:
-            continue
-        start = time.perf_counter()
-        per_seed = roughening_cell(programs[name], config.seeds, x, dataset.y_train,
-                                   noise_ratio=ratio, n_train_per_class=config.n_train_per_class,
-                                   n_hessian_per_class=config.n_hessian_per_class)
-        seconds = time.perf_counter() - start
-        rows = [{"dataset": config.dataset, "model": name, "noise_ratio": ratio,
-                 "seed": r["seed"], "metric": metric, "value": r[metric]}
-                for r in per_seed
-                for metric in (*METRICS, *(f"eig_{j + 1}" for j in range(config.top_k)))]
-        store.write_cell(cell_id, rows, seconds=seconds)
-        timings[cell_id] = round(seconds, 3)
-        store.update_manifest(timings=timings)
-        write_table(store)
-    write_table(store)
-    return store
+        model = build_model(name, spec, dim, is_complex)
+        program = roughening_program(model, epochs=spec.epochs, batch_size=spec.batch_size,
+                                     lr=spec.lr, n_train=2 * config.n_train_per_class,
+                                     top_k=config.top_k, run_chunk=spec.run_chunk,
+                                     trace_probes=config.trace_probes)
+        for ratio in config.noise_ratios:
+            def compute(store, name=name, program=program, ratio=ratio):
+                per_seed = roughening_cell(program, config.seeds, x, dataset.y_train,
+                                           noise_ratio=ratio,
+                                           n_train_per_class=config.n_train_per_class,
+                                           n_hessian_per_class=config.n_hessian_per_class)
+                metrics = (*METRICS, *(f"eig_{j + 1}" for j in range(config.top_k)))
+                return CellResult([{"dataset": config.dataset, "model": name,
+                                    "noise_ratio": ratio, "seed": r["seed"], "metric": metric,
+                                    "value": r[metric]} for r in per_seed for metric in metrics])
+
+            cells[f"{name}__r{ratio:.3f}"] = Cell(compute)
+    return Plan(cells, lambda store, final: write_table(store), dataset.info)

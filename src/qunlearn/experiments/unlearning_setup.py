@@ -1,0 +1,135 @@
+"""The Fig 3 set-up, shared by every experiment built on a poisoned teacher (unlearning, curvature):
+the forget set's size, each model's plan (inputs, methods, sweep grids, all checked), the teacher
+and unlearning programs, and teacher files. Keys: :mod:`qunlearn.experiments.keys`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qunlearn.errors import QunlearnError
+from qunlearn.experiments.common import build_model, model_input
+from qunlearn.experiments.config import resolve_method
+from qunlearn.models import Model
+from qunlearn.noise import n_poisoned
+from qunlearn.train import make_supervised_train, over_runs
+from qunlearn.unlearn import Method, make_method, make_split, make_unlearn
+
+
+def forget_set_size(n_train: int, alpha: float) -> int:
+    """|D_f|: the labels flipped at ``alpha``; an empty forget set fails with one line."""
+    n_forget = n_poisoned(n_train, alpha, "label_flip")
+    if n_forget == 0:
+        raise QunlearnError(f"alpha = {alpha} flips no label of {n_train} samples, so the "
+                            "forget set is empty: raise `alpha`")
+    return n_forget
+
+
+def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
+                    on_epoch=None, run_chunk: int = 0, batching: str = "epoch"):
+    """``fn(init_keys, shuffle_keys, x, y_noisy) -> params`` over a leading teacher axis."""
+    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
+                                  n_train=n_train, batching=batching, on_epoch=on_epoch)
+
+    def one(init_key, shuffle_key, x, y):
+        return train(shuffle_key, model.init(init_key), {"x": x, "y": y.astype(x.real.dtype)},
+                     None)[0]
+
+    return jax.jit(over_runs(one, (0, 0, None, 0), run_chunk))
+
+
+def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, n_forget: int,
+                       shared_teacher: bool, trajectory: bool = True, on_epoch=None,
+                       run_chunk: int = 0, snapshot_every: int = 0):
+    """``fn(keys, start, teacher, y_noisy, mask, weights, shared) -> log`` over a leading run axis.
+
+    ``keys`` (R,) batch-order keys, ``start`` (R, ...) starting params, ``weights`` {name: (R,)};
+    ``teacher``, ``y_noisy``, ``mask`` are shared (``shared_teacher``) or per run; ``shared`` =
+    {x_train, y_true, x_val, y_val}. Jitted once; ``.traces`` counts its tracings.
+    ``snapshot_every = k > 0`` adds ``log["snapshots"]`` (R, S, ...): params every k epochs.
+    """
+    unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=trajectory,
+                           on_epoch=on_epoch, snapshot_every=snapshot_every)
+    traces = []
+
+    def run_one(key, start, teacher, y_noisy, mask, weights, shared):
+        traces.append(1)
+        split = make_split(shared["x_train"], shared["y_true"], y_noisy, mask, shared["x_val"],
+                           shared["y_val"], n_forget=n_forget)
+        return unlearn(key, start, teacher, split, weights)[1]
+
+    t = None if shared_teacher else 0
+    fn = jax.jit(over_runs(run_one, (0, 0, t, t, t, 0, None), run_chunk))
+    fn.traces = traces
+    return fn
+
+
+def teacher_npz(params, y_noisy, mask) -> bytes:
+    """The ``.npz`` bytes (no pickle) that :func:`load_teacher_npz` reads back: params with a
+    leading teacher axis, the poisoned labels and the poisoning mask."""
+    arrays = {f"param_{i:03d}": np.asarray(leaf)
+              for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, y_noisy=np.asarray(y_noisy, np.int32), mask=np.asarray(mask, bool))
+    return buf.getvalue()
+
+
+def load_teacher_npz(path: Path, model: Model):
+    """(params, y_noisy, mask) with a leading teacher axis from a file the store verified."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    treedef = jax.tree_util.tree_structure(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    leaves = [jnp.asarray(arrays[f"param_{i:03d}"]) for i in range(treedef.num_leaves)]
+    return (jax.tree_util.tree_unflatten(treedef, leaves), jnp.asarray(arrays["y_noisy"]),
+            jnp.asarray(arrays["mask"]))
+
+
+class ModelPlan(NamedTuple):
+    """What one model runs: its inputs, trajectory methods and sweep grids, all checked."""
+
+    model: Model
+    spec: object  # UnlearnSpec
+    shared: dict  # x_train, y_true, x_val, y_val
+    methods: dict  # name -> (base method, options, Method)
+    sweeps: dict  # name -> (grid points, [Method] per point)
+
+
+def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -> ModelPlan:
+    """Model ``models.<name>`` of an unlearning-style config (``methods``, ``method_options`` and
+    an optional ``sweep``), with every method and sweep point built, so all is checked here."""
+    try:
+        x_train, x_val, dim, is_complex = model_input(dataset, spec.input)
+    except QunlearnError as err:
+        raise QunlearnError(f"models.{name}: {err}") from None
+    model = build_model(name, spec, dim, is_complex)
+
+    def method_for(method: str, **override) -> tuple[str, dict, Method]:
+        base, options = resolve_method(config.method_options, method)
+        options |= override
+        return base, options, make_method(
+            base, model, n_retain=n_retain, n_forget=n_forget, epochs=spec.unlearn_epochs,
+            batch_size=spec.unlearn_batch_size, **options)
+
+    methods = {method: method_for(method) for method in config.methods}
+    sweeps = {}
+    for method, axes in getattr(config, "sweep", {}).items():
+        grid = [dict(zip(axes, values, strict=True))
+                for values in itertools.product(*axes.values())]
+        try:
+            members = [method_for(method, **point)[2] for point in grid]
+        except QunlearnError as err:
+            raise QunlearnError(f"sweep.{method}: {err}") from None
+        if len({m.form for m in members}) > 1:
+            raise QunlearnError(f"sweep.{method}: only loss weights can be swept (options "
+                                f"{sorted(axes)} change the method's shape)")
+        sweeps[method] = (grid, members)
+    shared = {"x_train": jnp.asarray(x_train), "y_true": jnp.asarray(dataset.y_train),
+              "x_val": jnp.asarray(x_val), "y_val": jnp.asarray(dataset.y_val)}
+    return ModelPlan(model, spec, shared, methods, sweeps)
