@@ -240,8 +240,8 @@ def test_mixed_configs_in_one_results_directory(workspace, capsys):
     root, config_path, out = workspace
     before = snapshot(root)
     message = cli_error(capsys, "run", config_path, "runs=2", "alphas=[0.2]", "--out", out)
-    assert_mentions(message, "holds results of a different config", "alphas = [0.0, 0.2] there, [0.2] here",
-                    "runs = 1 there, 2 here",
+    assert_mentions(message, "holds results of a different config",
+                    "alphas = [0.0, 0.2] there, [0.2] here", "runs = 1 there, 2 here",
                     "use a new --out directory")
     assert snapshot(root) == before
 
