@@ -314,3 +314,135 @@ def test_manifest_deviations_follow_the_config():
     assert any("readout = 'linear'" in d for d in chosen)
     assert any("random global phase" in d for d in chosen)
     assert not any("deterministic global phase" in d for d in chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trust: one run per results directory, cells that carry their config, SIGTERM like Ctrl-C
+
+# Runs the CLI with the store's manifest write slowed by DELAY seconds: the window in which two
+# runs used to both see "no manifest yet" and then mix their cells in one directory.
+_SLOW_MANIFEST = (
+    "import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from qunlearn.experiments import store; original = store.ResultStore._write_manifest; "
+    "store.ResultStore._write_manifest = lambda self: (time.sleep(float(sys.argv[1])), "
+    "original(self))[1]; from qunlearn.cli import main; sys.exit(main(sys.argv[2:]))")
+
+
+def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
+    """The race of the reliability probe, made deterministic: run A (epochs=3) holds the directory
+    while its manifest write is slowed; run B (epochs=2) arrives inside that window and is refused
+    with the holder named; A ends whole, its manifest and cells agree."""
+    out = tmp_path / "out"
+    slow = start([sys.executable, "-c", _SLOW_MANIFEST, "3", "run", str(config_path),
+                  "models.mlp.epochs=3", "--out", str(out), "--quiet"], env)
+    deadline = time.monotonic() + TIMEOUT
+    while not (out / ".lock").exists():
+        assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()
+        time.sleep(0.01)
+    other = subprocess.run(qunlearn("run", config_path, "models.mlp.epochs=2", "--out", out,
+                                    "--quiet"), capture_output=True, text=True, timeout=TIMEOUT,
+                           env=env)
+    assert other.returncode == 2, other.stderr
+    assert "is in use by another qunlearn run (pid" in other.stderr
+    assert f"pid {slow.pid} on" in other.stderr and "Traceback" not in other.stderr
+    _, stderr = slow.communicate(timeout=TIMEOUT)
+    assert slow.returncode == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["models"]["mlp"]["epochs"] == 3
+    store = ResultStore.read(out)
+    assert [c["cell"] for c in store.finished_cells()] == sorted(CELLS) and not store.rejected
+    assert not (out / ".lock").exists()
+
+
+def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
+    out = tmp_path / "out"
+    first = start(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    wait_for_first_cell(first, out / "cells")
+    second = subprocess.run(qunlearn("run", config_path, "--out", out, "--quiet"),
+                            capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert second.returncode == 2 and "is in use by another qunlearn run" in second.stderr
+    _, stderr = first.communicate(timeout=TIMEOUT)
+    assert first.returncode == 0, stderr
+    again = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    assert f"cells: 0 computed, {len(CELLS)} reused" in again.stdout
+
+
+def test_a_stale_lock_is_taken_over(reference, config_path, tmp_path, env):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    import socket
+
+    (out / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "started": 0,
+                                           "host": socket.gethostname()}))
+    done = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    assert "took over the stale lock" in done.stderr
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+    assert not list(out.glob(".lock*"))
+
+
+def test_a_cell_of_another_config_is_set_aside_and_recomputed(reference, config_path, tmp_path,
+                                                              env):
+    """Every cell carries the config hash it was computed for: a valid cell copied in from a
+    directory of another config is never merged, however valid its checksum."""
+    other = tmp_path / "other"
+    finish(qunlearn("run", config_path, "models.mlp.epochs=3", "alphas=[0.0]", "--out", other,
+                    "--quiet"), env)
+    out = tmp_path / "out"
+    finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    foreign = other / "cells" / f"{CELLS[0]}.json"
+    (out / "cells" / foreign.name).write_bytes(foreign.read_bytes())
+    again = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    assert "computed for config" in again.stderr and "cells: 1 computed" in again.stdout
+    assert (out / "cells" / f"{CELLS[0]}.foreign").read_bytes() == foreign.read_bytes()
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+
+
+def test_sigterm_keeps_finished_cells_and_prints_the_resume_command(reference, config_path,
+                                                                    tmp_path, env):
+    out = tmp_path / "out"
+    proc = start(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    wait_for_first_cell(proc, out / "cells")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    command = f"qunlearn run {config_path} --out {out} --quiet"
+    assert f"to resume, run: {command}" in stderr
+    assert json.loads((out / "manifest.json").read_text())["last_run"]["interrupted"]
+    assert not (out / ".lock").exists()
+    finish(qunlearn(*shlex.split(command)[1:]), env)
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+
+
+def test_compare_and_plot_read_only_verified_cells(reference, tmp_path, capsys):
+    """An edited results.csv is not believed, and a cell that fails its checksum is left out,
+    each with a warning line; compare and plot take --out for a results directory shared
+    read-only."""
+    import shutil
+
+    from qunlearn.compare import compare_results_dir
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    table = (out / "results.csv").read_text()
+    edited = "\n".join(
+        ",".join([*line.split(",")[:-1], "0.999"]) if ",val_acc," in line else line
+        for line in table.splitlines())
+    (out / "results.csv").write_text(edited)
+    honest = compare_results_dir(reference, tmp_path / "honest")
+    result = compare_results_dir(out, tmp_path / "cmp")
+    err = capsys.readouterr().err
+    assert "does not match the verified cells" in err
+    assert result["table"] == honest["table"] and "0.999" not in result["text"]
+    # a cell whose checksum fails is left out, not compared
+    cell = out / "cells" / f"{CELLS[0]}.json"
+    payload = json.loads(cell.read_text())
+    payload["rows"][0]["value"] = 0.999
+    cell.write_text(json.dumps(payload))
+    result = compare_results_dir(out, tmp_path / "cmp2")
+    assert f"cell {CELLS[0]} does not verify (checksum mismatch); left out" in (
+        capsys.readouterr().err)
+    assert len(result["table"]) == len(honest["table"]) - 2  # its two metrics at alpha 0
+    assert cell.exists()  # read-only: nothing moved

@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from qunlearn.errors import QunlearnError
@@ -42,10 +43,12 @@ def cmd_run(args) -> None:
     from qunlearn.experiments.runner import run
 
     config = load_config(args.config, args.overrides, tiny=args.tiny, models=_model_names(args))
-    if args.tiny and not args.out:
+    if args.out is not None:
+        config_out = _out_dir(args.out)
+    elif args.tiny:
         config_out = Path("results") / f"{config.name}-tiny"
     else:
-        config_out = Path(args.out) if args.out else _default_out(config)
+        config_out = _default_out(config)
     resume = _resume_command(args, config_out)
     try:
         store = run(config, config_out, cache_dir=args.cache_dir, progress=not args.quiet,
@@ -93,9 +96,17 @@ def _resume_command(args, out: Path) -> str:
 def cmd_compare(args) -> None:
     from qunlearn.compare import compare_results_dir
 
-    out = compare_results_dir(args.results)
+    where = _out_dir(args.out) if getattr(args, "out", None) is not None else Path(args.results)
+    out = compare_results_dir(args.results, where)
     print(out["text"])
-    print(f"\nsaved {Path(args.results) / 'compare.csv'}")
+    print(f"\nsaved {where / 'compare.csv'}")
+
+
+def _out_dir(text: str) -> Path:
+    """An ``--out`` value: a non-empty path, created if missing."""
+    if not str(text).strip():
+        raise QunlearnError("--out is empty: pass a directory, e.g. --out results/mine")
+    return Path(text)
 
 
 def cmd_plot(args) -> None:
@@ -127,16 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", default=None,
                         help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)")
     sub = parser.add_subparsers(dest="command", required=True)
+    cache = [argparse.ArgumentParser(add_help=False)]  # --cache-dir after the subcommand too
+    cache[0].add_argument("--cache-dir", default=argparse.SUPPRESS,
+                       help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)")
 
-    p = sub.add_parser("data", help="prepare, cache and describe a dataset")
+    p = sub.add_parser("data", parents=cache,
+                       help="prepare, cache and describe a dataset")
     p.add_argument("name", help="mnist or xxz")
     p.add_argument("--figure", default=None, help="xxz: where to save the phase-diagram figure")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("run", help="run an experiment config (resumes a finished part)")
+    p = sub.add_parser("run", parents=cache,
+                       help="run an experiment config (resumes a finished part)")
     p.add_argument("config", help="TOML file, e.g. configs/fig2c_mnist.toml")
-    p.add_argument("overrides", nargs="*",
-                   help="dotted overrides, e.g. runs=2 models.qnn.epochs=10")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="optional dotted overrides, e.g. runs=2 models.qnn.epochs=10")
     p.add_argument("--out", default=None, help="results directory (default results/<name>)")
     p.add_argument("--tiny", action="store_true", help="apply the config's [tiny] smoke settings")
     p.add_argument("--models", default=None, metavar="NAME[,NAME]",
@@ -144,15 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("compare", help="compare a results directory with the paper's numbers")
+    p = sub.add_parser("compare", parents=cache,
+                       help="compare a results directory with the paper's numbers")
     p.add_argument("results", help="results directory (holds results.csv and manifest.json)")
+    p.add_argument("--out", default=None,
+                   help="where compare.csv/json go (default: the results directory)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("plot", help="draw the figures of a results directory (PNG and PDF)")
+    p = sub.add_parser("plot", parents=cache,
+                       help="draw the figures of a results directory (PNG and PDF)")
     p.add_argument("results", help="results directory")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("demo", help="a small noise sweep (MLP vs QNN, MNIST), compared and plotted")
+    p = sub.add_parser("demo", parents=cache,
+                       help="a small noise sweep (MLP vs QNN, MNIST), compared and plotted")
     p.add_argument("--out", default="results/demo", help="results directory")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -171,8 +192,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (ours and libraries') as one ``warning: ...`` line, without a source echo."""
+    print("warning: " + " ".join(str(message).split()), file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    warnings.showwarning = _one_line_warning
     _setup_jax()
     try:
         args.func(args)

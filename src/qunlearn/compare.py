@@ -7,13 +7,16 @@ Statistics match the paper's plots: mean and population std (ddof = 0) over runs
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from qunlearn.atomic import atomic_write_text
 from qunlearn.errors import QunlearnError
 
 REFERENCE_SWEEPS = {"mnist": "fig2c_mnist_noise_sweep.csv", "xxz": "fig2d_xxz_noise_sweep.csv"}
@@ -31,32 +34,119 @@ def read_csv(path) -> list[dict]:
 
 
 def read_results(results_dir: str | Path) -> tuple[dict, list[dict]]:
-    """(resolved config, table rows) of a results directory; see :func:`read_manifest_and_table`."""
-    manifest, rows = read_manifest_and_table(results_dir)
-    return manifest["config"], rows
+    """(resolved config, ``results.csv`` rows) of a results directory, rebuilt from the cells that
+    verify (see :class:`~qunlearn.experiments.runner.VerifiedResults`)."""
+    verified = read_verified(results_dir)
+    return verified.config, verified.table()
 
 
-def read_manifest_and_table(results_dir: str | Path) -> tuple[dict, list[dict]]:
-    """(manifest, table rows) of a results directory, or one clear error saying what is missing.
-    Both come from JSON and CSV only; the manifest is checked to hold a config."""
-    results_dir = Path(results_dir)
-    table, manifest_path = results_dir / "results.csv", results_dir / "manifest.json"
-    if not results_dir.is_dir():
-        raise QunlearnError(f"results directory {results_dir} not found: pass the --out of a "
-                            "`qunlearn run`")
-    if not table.is_file():
-        raise QunlearnError(f"no results.csv in {results_dir}: run `qunlearn run CONFIG --out "
-                            f"{results_dir}` first")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        manifest["config"]["experiment"], manifest["config"]["name"]
-    except FileNotFoundError:
-        raise QunlearnError(f"no manifest.json in {results_dir}: it is no qunlearn results "
-                            "directory (or was copied without it); rerun the experiment") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, not UTF-8
-        raise QunlearnError(f"{manifest_path} is unreadable or holds no config "
-                            f"({type(err).__name__}): rerun the experiment") from None
-    return manifest, read_csv(table)
+def read_verified(results_dir: str | Path):
+    """The verified view of a results directory; warns once per cell left out or table that
+    disagrees with the cells. Needs a ``results.csv``-producing run to have finished a cell."""
+    from qunlearn.experiments.runner import VerifiedResults
+
+    verified = VerifiedResults(results_dir)
+    verified.warn_problems()
+    if not verified.has("results.csv"):
+        raise QunlearnError(f"no verified cell in {results_dir}: run `qunlearn run CONFIG --out "
+                            f"{results_dir}` (again) first")
+    return verified
+
+
+# --- what is comparable with the paper -------------------------------------------------------
+
+PAPER_CONFIGS = {  # (experiment, dataset) -> the shipped config that states the paper's protocol
+    ("noise_sweep", "mnist"): "fig2c_mnist.toml", ("noise_sweep", "xxz"): "fig2d_xxz.toml",
+    ("unlearning", "mnist"): "fig3a_mnist.toml", ("unlearning", "xxz"): "fig3b_xxz.toml",
+}
+PROTOCOL_MODEL_KEYS = ("epochs", "batch_size", "lr", "hyper", "unlearn_epochs",
+                       "unlearn_batch_size", "unlearn_lr")
+PROTOCOL_TOP_KEYS = {"noise_sweep": (), "unlearning": ("alpha", "noise")}
+NUMERICS_ONLY = {"dtype"}  # hyperparameters that change precision, not the experiment
+VARIANTS = {"encoding", "phase"}  # dataset options naming a documented variant (still comparable)
+
+
+def _paper_config(experiment: str, dataset: str) -> dict | None:
+    name = PAPER_CONFIGS.get((experiment, dataset))
+    if name is None:
+        return None
+    import tomllib
+
+    data = tomllib.loads((resources.files("qunlearn") / "configs" / name).read_text())
+    data.pop("tiny", None)
+    return data
+
+
+def _full_hyper(kind: str, hyper: dict) -> dict:
+    """``hyper`` with the factory's defaults filled in and numerics-only keys dropped."""
+    import inspect
+
+    from qunlearn.models import MODELS
+
+    if kind not in MODELS:
+        return dict(hyper)
+    params = list(inspect.signature(MODELS[kind]).parameters.values())[2:]
+    full = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    full |= hyper
+    return {k: v for k, v in full.items() if k not in NUMERICS_ONLY}
+
+
+def protocol_check(config: dict) -> dict:
+    """Which of our model tables can be judged against the paper, and why not.
+
+    Returns {"kinds": {table: paper model "mlp"/"qnn" or None}, "differences": {table: ["key =
+    ours (paper ...)", ...]}, "general": [...]}: a table is comparable when its model kind is
+    the paper's and every setting of the paper's protocol (the shipped figure config) is the
+    same; dataset options that name a documented variant (encoding, phase) and numerics-only
+    hyperparameters (dtype) do not count.
+    """
+    experiment, dataset = config.get("experiment"), config.get("dataset")
+    paper = _paper_config(experiment, dataset)
+    kinds, differences, general = {}, {}, []
+    if paper is None:
+        return {"kinds": {}, "differences": {}, "general": ["no published numbers"]}
+    for key in PROTOCOL_TOP_KEYS.get(experiment, ()):
+        if config.get(key, paper.get(key)) != paper.get(key, config.get(key)):
+            general.append(f"{key} = {config.get(key)!r} (paper {paper.get(key)!r})")
+    ours_options = {k: v for k, v in config.get("dataset_options", {}).items() if k not in VARIANTS}
+    paper_options = {k: v for k, v in paper.get("dataset_options", {}).items()
+                     if k not in VARIANTS}
+    if ours_options != paper_options:
+        general.append(f"dataset_options = {ours_options} (paper {paper_options})")
+    paper_models = {spec["model"]: spec for spec in paper.get("models", {}).values()}
+    for table, spec in config.get("models", {}).items():
+        kind = spec.get("model")
+        if kind not in paper_models:
+            kinds[table] = None
+            differences[table] = [f"models.{table}.model = {kind!r}: the paper has no such model"]
+            continue
+        kinds[table] = kind
+        ref, diffs = paper_models[kind], []
+        for key in PROTOCOL_MODEL_KEYS:
+            if key not in ref:
+                continue
+            ours, theirs = spec.get(key), ref[key]
+            if key == "hyper":
+                ours, theirs = _full_hyper(kind, ours or {}), _full_hyper(kind, theirs)
+            if ours != theirs:
+                diffs.append(f"models.{table}.{key} = {ours!r} (paper {theirs!r})")
+        differences[table] = general + diffs
+    return {"kinds": kinds, "differences": differences, "general": general}
+
+
+def data_line(config: dict) -> str:
+    """What data the result used, naming the MNIST encoding (every compare names it)."""
+    options = config.get("dataset_options", {})
+    if config.get("dataset") == "mnist":
+        return f"data: mnist, encoding {options.get('encoding', 'unit')!r}"
+    extra = ", ".join(f"{k} {v!r}" for k, v in sorted(options.items()))
+    return f"data: {config.get('dataset')}" + (f", {extra}" if extra else "")
+
+
+def comparability_lines(check: dict) -> list[str]:
+    return [f"not comparable with the paper (no pass marks) for models.{table}: "
+            + "; ".join(d.removeprefix(f"models.{table}.") for d in diffs)
+            for table, diffs in check["differences"].items() if diffs]
 
 
 def reference_rows(name: str) -> list[dict]:
@@ -77,8 +167,13 @@ def critical_alpha(alphas, accs, threshold: float = 0.5) -> float | None:
     return None
 
 
-def compare_sweep(results: list[dict]) -> list[dict]:
-    """One row per (dataset, model, noise, alpha, metric) present in ``results``, ours vs paper."""
+def compare_sweep(results: list[dict], model_kinds: dict | None = None,
+                  judged: set | None = None) -> list[dict]:
+    """One row per (dataset, model, noise, alpha, metric) present in ``results``, ours vs paper.
+
+    ``model_kinds`` maps our model table names to the paper's model ("mlp"/"qnn"; default: the
+    table name); only tables in ``judged`` (default: all) get a pass mark."""
+    model_kinds = model_kinds or {}
     ours = defaultdict(list)
     for row in results:
         if row["metric"] in SWEEP_METRICS:
@@ -99,11 +194,14 @@ def compare_sweep(results: list[dict]) -> list[dict]:
         mean, std, n = _stats(ours[key])
         out = dict(zip(("dataset", "model", "noise", "alpha", "metric"), key, strict=True))
         out |= {"ours_mean": mean, "ours_std": std, "ours_runs": n}
-        if key in paper:
-            pmean, pstd, pn = _stats(paper[key])
+        paper_key = (key[0], model_kinds.get(key[1], key[1]), *key[2:])
+        if paper_key in paper:
+            pmean, pstd, pn = _stats(paper[paper_key])
             tol = max(0.03, 2 * pstd)
             out |= {"paper_mean": pmean, "paper_std": pstd, "paper_runs": pn,
-                    "diff": mean - pmean, "tolerance": tol, "pass": abs(mean - pmean) <= tol}
+                    "diff": mean - pmean, "tolerance": tol}
+            if judged is None or key[1] in judged:
+                out["pass"] = abs(mean - pmean) <= tol
         table.append(out)
     return table
 
@@ -138,25 +236,34 @@ def format_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def compare_results_dir(results_dir: str | Path) -> dict:
-    """Compare ``RESULTS/results.csv``; writes ``compare.csv`` and ``compare.json`` beside it."""
+def compare_results_dir(results_dir: str | Path, out: str | Path | None = None) -> dict:
+    """Compare the verified cells of ``results_dir`` with the paper; writes ``compare.csv`` and
+    ``compare.json`` into ``out`` (default: ``results_dir``; pass another for a read-only one)."""
     results_dir = Path(results_dir)
-    manifest, rows = read_manifest_and_table(results_dir)
+    out = Path(out) if out is not None else results_dir
+    verified = read_verified(results_dir)
+    manifest, rows = verified.manifest, verified.table()
     kind = manifest["config"]["experiment"]
     if kind not in COMPARATORS:
         raise QunlearnError(f"no published numbers to compare a {kind!r} experiment with")
-    return COMPARATORS[kind](results_dir, rows, manifest)
+    if not os.access(out if out.exists() else out.parent, os.W_OK):
+        raise QunlearnError(f"{out} is not writable: pass --out DIR for the comparison files")
+    result = COMPARATORS[kind](out, rows, manifest)
+    head = [data_line(manifest["config"])]
+    if kind in PROTOCOL_TOP_KEYS:
+        head += comparability_lines(protocol_check(manifest["config"]))
+    result["text"] = "\n".join(head) + "\n" + result["text"]
+    return result
 
 
 def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
-    from qunlearn.atomic import atomic_write_text
-
-    table = compare_sweep(results)
+    check = protocol_check(manifest["config"])
+    judged = {t for t, d in check["differences"].items() if not d}
+    table = compare_sweep(results, {t: k for t, k in check["kinds"].items() if k}, judged)
     crit = critical_alphas(table)
     fields = ["dataset", "model", "noise", "alpha", "metric", "ours_mean", "ours_std", "ours_runs",
               "paper_mean", "paper_std", "paper_runs", "diff", "tolerance", "pass"]
-    lines = [",".join(fields)] + [",".join(str(r.get(f, "")) for f in fields) for r in table]
-    atomic_write_text(results_dir / "compare.csv", "\n".join(lines) + "\n")
+    _write_compare_csv(results_dir / "compare.csv", table, fields)
     compared = [r for r in table if "pass" in r]
     summary = {"cells": len(compared), "passed": sum(r["pass"] for r in compared),
                "critical_alpha": crit}
@@ -166,6 +273,16 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -
         f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours "
         f"{_fmt(c['alpha_c_ours'])}, paper {_fmt(c.get('alpha_c_paper'))}" for c in crit)
     return {"table": table, "summary": summary, "text": text}
+
+
+def _write_compare_csv(path: Path, table: list[dict], fields: list[str]) -> None:
+    """Through the csv module (quoting), ``\\n``-terminated as compare.csv always was."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(x):
@@ -198,13 +315,16 @@ def _curves(rows, metric: str) -> dict:
     return out
 
 
-def compare_unlearning(results: list[dict], model_kinds: dict[str, str]) -> dict:
+def compare_unlearning(results: list[dict], model_kinds: dict[str, str],
+                       judged: set | None = None) -> dict:
     """Our Fig 3 rows (tidy) against the paper's, per (dataset, model, method).
 
     ``model_kinds`` maps our model names to "mlp" / "qnn" (which reference file). Returns
     {"table": [...], "ordering": [...]}: final (epoch 49) and starting (epoch 0) val acc, mean ± std
     (ddof 0), the mean absolute difference of the mean val-acc curves over epochs 0..49, and
-    whether the methods rank the same (pairs the paper separates by more than ORDER_GAP).
+    whether the methods rank the same (pairs the paper separates by more than ORDER_GAP). Only
+    models in ``judged`` (default: all) are set beside the paper; the others report their own
+    last logged epoch as "final".
     """
     ours = {m: defaultdict(lambda: defaultdict(list)) for m in CURVE_METRICS}
     variants = {}
@@ -232,7 +352,9 @@ def compare_unlearning(results: list[dict], model_kinds: dict[str, str]) -> dict
         forget = ours["forget_frac_poisoned_label"][key]
         out["forget_final_ours"] = float(np.mean(forget[final_epoch]))
         out["epochs"] = len(epochs)
-        comparable = key[2] in PAPER_METHODS and variants[key] == "reference"
+        out["final_epoch"] = final_epoch
+        comparable = (key[2] in PAPER_METHODS and variants[key] == "reference"
+                      and (judged is None or key[1] in judged))
         if comparable and key in paper["val_acc"]:
             pval = paper["val_acc"][key]
             out |= _pair("final", pval[FINAL_EPOCH], "paper")
@@ -288,7 +410,9 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
     head = (f"{'dataset':7} {'model':6} {'method':16} {'variant':9} {'final ours':>12} "
             f"{'paper':>12} {'diff':>7} pass  {'start ours':>10} {'paper':>6} pass  "
             f"{'curve|d|':>8} {'forget o/p':>11}")
-    lines = [f"val acc at epoch {FINAL_EPOCH} (final, |diff| <= {FINAL_TOL}) and epoch 0 (start, "
+    finals = sorted({r.get("final_epoch", FINAL_EPOCH) for r in table}) or [FINAL_EPOCH]
+    lines = [f"val acc at epoch {'/'.join(map(str, finals))} (final, |diff| <= {FINAL_TOL}) and "
+             f"epoch 0 (start, "
              f"|diff| <= {START_TOL}); curve|d| = mean over epochs of |mean ours - mean paper|; "
              "forget = fraction of D_f still predicted with its poisoned label", head]
     yn = {True: "yes", False: "NO", None: "-"}
@@ -314,14 +438,12 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
 
 
 def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
-    from qunlearn.atomic import atomic_write_text
-
-    kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
-    out = compare_unlearning(results, kinds)
+    check = protocol_check(manifest["config"])
+    judged = {t for t, d in check["differences"].items() if not d}
+    out = compare_unlearning(results, {t: k for t, k in check["kinds"].items() if k}, judged)
     table = out["table"]
     fields = list(dict.fromkeys(k for r in table for k in r))
-    lines = [",".join(fields)] + [",".join(str(r.get(f, "")) for f in fields) for r in table]
-    atomic_write_text(results_dir / "compare.csv", "\n".join(lines) + "\n")
+    _write_compare_csv(results_dir / "compare.csv", table, fields)
     compared = [r for r in table if "final_pass" in r]
     starts = [r for r in compared if r["start_pass"] is not None]
     summary = {"cells": len(compared), "final_passed": sum(r["final_pass"] for r in compared),
@@ -393,16 +515,13 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
 
 
 def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
-    from qunlearn.atomic import atomic_write_text
-
     kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     table = compare_roughening(results, kinds)
     fields = ["model", "noise_ratio", "ratio_mean", "ratio_std", "runs", "collapsed",
               "ratio_mean_excl_collapsed", "clean_trace_mean", "paper_ratio_mean",
               "paper_ratio_std", "paper_clean_trace_mean", "same_direction",
               "same_order_of_magnitude"]
-    lines = [",".join(fields)] + [",".join(str(r.get(f, "")) for f in fields) for r in table]
-    atomic_write_text(results_dir / "compare.csv", "\n".join(lines) + "\n")
+    _write_compare_csv(results_dir / "compare.csv", table, fields)
     text = [f"{'model':6} {'r':>4} {'ratio (ours)':>16} {'ratio (paper)':>16} {'collapsed':>9} "
             f"{'clean trace ours/paper':>24} direction"]
     for r in table:
