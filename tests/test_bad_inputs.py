@@ -193,6 +193,19 @@ CASES = [
      ["dataset option n_per_class", "of type int", "got 'x'", "fix dataset_options.n_per_class"]),
     ("run-chunk-negative", None, ["models.mlp.run_chunk=-2"],
      ["config.models.mlp.run_chunk = -2", "integer >= 0"]),
+    # sizes and resource limits: refused before anything is written (they used to crash later)
+    ("runs-beyond-any-machine", None, ["runs=99999999999999999999"],
+     ["config.runs = 99999999999999999999", "at most 100,000"]),
+    ("epochs-beyond-int32", None, ["models.mlp.epochs=9999999999"],
+     ["config.models.mlp.epochs = 9999999999", "at most 1,000,000"]),
+    ("batch-size-beyond-int32", None, ["models.mlp.batch_size=99999999999"],
+     ["batch_size = 99999999999", "at most 10,000,000"]),
+    ("seed-beyond-64-bits", None, ["seed=99999999999999999999"], ["config.seed", "2**63"]),
+    ("name-too-long", None, [f"name='{'n' * 150}'"], ["150 characters", "at most 100"]),
+    ("model-table-name-too-long", _append(f'[models.{"m" * 80}]\nmodel = "mlp"\nepochs = 1\n'
+                                          'batch_size = 8\nlr = 0.1\n'), [],
+     ["model table name", "80 characters", "at most 64"]),
+    ("noise-list-of-numbers", None, ["noises=[1]"], ["config.noises[0] must be a string"]),
 ]
 
 
@@ -556,3 +569,28 @@ def test_damaged_results_directory_for_compare_and_plot(workspace, capsys, comma
     _, _, out = workspace
     damage(out)
     assert_mentions(cli_error(capsys, command, out), *phrases)
+
+
+def test_a_directory_whose_run_failed_before_any_cell_is_reused(tmp_path, capsys):
+    """A run that stopped before its first cell (a crash, a bad setting found late) leaves a
+    manifest and no cell: nothing to lose, so a corrected config may use the directory."""
+    config_path = tmp_path / "base.toml"
+    config_path.write_text(BASE)
+    out = tmp_path / "out"
+    (out / "cells").mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps(
+        {"format_version": store_mod.FORMAT_VERSION, "config_hash": "0" * 16, "config": {}}))
+    assert main(["run", str(config_path), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "no cell had finished there; starting it anew" in captured.err
+    assert "cells: 2 computed, 0 reused" in captured.out
+    assert json.loads((out / "manifest.json").read_text())["config"]["name"] == "bad_inputs"
+
+
+def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    config_path = tmp_path / "base.toml"
+    config_path.write_text(BASE)
+    monkeypatch.chdir(tmp_path)
+    message = cli_error(capsys, "run", config_path, "--out", "")
+    assert_mentions(message, "--out is empty")
+    assert not (tmp_path / "results").exists()
