@@ -7,7 +7,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from qunlearn.data import load_dataset, xxz_figure
+from qunlearn.data import load_dataset
 from qunlearn.data import xxz as xxz_mod
 from qunlearn.data.cache import sha256_file
 from qunlearn.data.xxz import (
@@ -20,6 +20,7 @@ from qunlearn.data.xxz import (
     zz_observables,
 )
 from qunlearn.errors import QunlearnError
+from qunlearn.plotting.data import xxz_figure
 
 PAULI = {
     "I": np.eye(2),

@@ -20,17 +20,26 @@ def _setup_jax() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+FIGURE_SUFFIXES = (".png", ".pdf")  # what plotting.data.xxz_figure writes
+
+
 def cmd_data(args) -> None:
     from qunlearn.data import describe, load_dataset
 
+    if args.figure is not None and args.name != "xxz":
+        raise QunlearnError(f"--figure draws the XXZ phase diagram; dataset {args.name!r} has no "
+                            "figure: drop --figure")
+    if args.figure is not None and Path(args.figure).suffix.lower() not in FIGURE_SUFFIXES:
+        raise QunlearnError(f"--figure {args.figure}: use a file name ending in one of "
+                            f"{', '.join(FIGURE_SUFFIXES)}")
     dataset = load_dataset(args.name, cache_dir=args.cache_dir)
     print(describe(dataset))
     if args.name == "xxz":
-        from qunlearn.data import xxz_figure
+        from qunlearn.plotting.data import xxz_figure
 
         path = Path(args.figure or Path(dataset.info.get("cache_path", ".")).parent / "xxz.png")
-        xxz_figure(args.cache_dir, path)
-        print(f"figure: {path}")
+        for written in xxz_figure(args.cache_dir, path):
+            print(f"figure: {written}")
 
 
 def _default_out(config) -> Path:

@@ -29,7 +29,6 @@ __all__ = [
     "load_xxz_grid",
     "normalise_and_pad",
     "preprocess_mnist",
-    "xxz_figure",
     "xxz_grid",
     "xxz_hamiltonian",
 ]
@@ -97,12 +96,3 @@ def describe(dataset: Dataset) -> str:
     lines.append(f"cache    {info.get('cache_path', '?')}")
     lines.append(f"         sha256: {info.get('cache_sha256', '?')}")
     return "\n".join(lines)
-
-
-def xxz_figure(cache_dir: str | os.PathLike | None = None, path="xxz_phase_diagram.png", **options):
-    """Load or generate the XXZ grid and plot the phase diagram with the train/val selection;
-    options as for ``load_xxz``. Returns the written paths (see ``qunlearn.plotting.data``)."""
-    # Imported on call: plotting sits above data in the import order and pulls in matplotlib.
-    from qunlearn.plotting.data import xxz_figure as plot_figure
-
-    return plot_figure(cache_dir, path, **options)
