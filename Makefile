@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench lint fig2c fig2d fig3a fig3b roughening clean
+.PHONY: setup demo test bench lint typecheck fig2c fig2d fig3a fig3b roughening clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,17 @@ demo: setup
 	$(BIN)/qunlearn demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: setup
 	$(BIN)/python bench/bench_train.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: setup
+	$(BIN)/mypy src/qunlearn
 
 fig2c: setup
 	$(BIN)/qunlearn run configs/fig2c_mnist.toml

@@ -82,8 +82,10 @@ def main() -> None:
     loss_fn, params = make_problem(k_model)
     flat, _ = jax.flatten_util.ravel_pytree(params)
     P = int(flat.size)
-    print(f"device: {jax.devices()[0].device_kind}, cpus visible: {os.cpu_count()}, "
-          f"load avg: {os.getloadavg()[0]:.1f}, jax {jax.__version__}, P = {P:,}")
+    print(
+        f"device: {jax.devices()[0].device_kind}, cpus visible: {os.cpu_count()}, "
+        f"load avg: {os.getloadavg()[0]:.1f}, jax {jax.__version__}, P = {P:,}"
+    )
 
     grad = jax.jit(jax.grad(loss_fn))
     timed(grad, params)
@@ -97,28 +99,42 @@ def main() -> None:
     for steps in args.steps:
         top5 = jax.jit(lambda p, k, s=steps: hs.top_eigenvalues(loss_fn, p, 5, k, num_steps=s))
         vals, t_first, c_first = cpu_timed(top5, params, k_lanczos)
-        _, t_steady, c_steady = min((cpu_timed(top5, params, k_lanczos) for _ in range(3)),
-                                    key=lambda r: r[1])
-        print(f"top-5 Lanczos {steps:>3} steps: first call {t_first:6.2f} s wall / "
-              f"{c_first:6.2f} s cpu (incl. compile), steady {t_steady:5.2f} s wall / "
-              f"{c_steady:5.2f} s cpu   "
-              f"eigenvalues {np.array2string(np.asarray(vals), precision=6)}")
+        _, t_steady, c_steady = min(
+            (cpu_timed(top5, params, k_lanczos) for _ in range(3)), key=lambda r: r[1]
+        )
+        print(
+            f"top-5 Lanczos {steps:>3} steps: first call {t_first:6.2f} s wall / "
+            f"{c_first:6.2f} s cpu (incl. compile), steady {t_steady:5.2f} s wall / "
+            f"{c_steady:5.2f} s cpu   "
+            f"eigenvalues {np.array2string(np.asarray(vals), precision=6)}"
+        )
 
     est, t_trace, c_trace = cpu_timed(
-        lambda: hs.hutchinson_trace(loss_fn, params, k_trace, rtol=args.rtol, batch=args.batch,
-                                    max_samples=5000))
+        lambda: hs.hutchinson_trace(
+            loss_fn, params, k_trace, rtol=args.rtol, batch=args.batch, max_samples=5000
+        )
+    )
     half = 0.5 * (est.ci_high - est.ci_low)
-    print(f"Hutchinson to {100 * args.rtol:.0f}% relative 95% CI: {t_trace:6.2f} s wall / "
-          f"{c_trace:6.2f} s cpu (incl. compile), n = {est.n_samples}, trace = {est.mean:.5f} "
-          f"+- {half:.5f} ({100 * half / abs(est.mean):.2f}%), stderr {est.stderr:.5f}")
+    print(
+        f"Hutchinson to {100 * args.rtol:.0f}% relative 95% CI: {t_trace:6.2f} s wall / "
+        f"{c_trace:6.2f} s cpu (incl. compile), n = {est.n_samples}, trace = {est.mean:.5f} "
+        f"+- {half:.5f} ({100 * half / abs(est.mean):.2f}%), stderr {est.stderr:.5f}"
+    )
 
-    chunk = jax.jit(lambda p, k: hs.hutchinson_trace_fixed(
-        hs.flat_hvp(loss_fn, p)[0], P, k, args.batch, batch=args.batch).mean)
+    chunk = jax.jit(
+        lambda p, k: (
+            hs.hutchinson_trace_fixed(
+                hs.flat_hvp(loss_fn, p)[0], P, k, args.batch, batch=args.batch
+            ).mean
+        )
+    )
     timed(chunk, params, k_trace)
     t_chunk = min(timed(chunk, params, k_trace)[1] for _ in range(5))
-    print(f"steady Hutchinson cost: {1e3 * t_chunk / args.batch:.1f} ms/probe "
-          f"(vmapped chunks of {args.batch}) -> {est.n_samples * t_chunk / args.batch:.2f} s "
-          f"for the {est.n_samples} probes above without compile/dispatch")
+    print(
+        f"steady Hutchinson cost: {1e3 * t_chunk / args.batch:.1f} ms/probe "
+        f"(vmapped chunks of {args.batch}) -> {est.n_samples * t_chunk / args.batch:.2f} s "
+        f"for the {est.n_samples} probes above without compile/dispatch"
+    )
 
 
 if __name__ == "__main__":

@@ -77,10 +77,16 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="report the best of this many timings")
     ap.add_argument("--impl", default=None, help="path of an alternative qnn.py to load instead")
     ap.add_argument("--init-std", type=float, default=1.0, help="angle scale of the params")
-    ap.add_argument("--runs-map", action="store_true",
-                    help="loop over runs with lax.map instead of vmapping them")
-    ap.add_argument("--no-mmap", action="store_true",
-                    help="glibc mallopt: keep large blocks on the heap (see the module docstring)")
+    ap.add_argument(
+        "--runs-map",
+        action="store_true",
+        help="loop over runs with lax.map instead of vmapping them",
+    )
+    ap.add_argument(
+        "--no-mmap",
+        action="store_true",
+        help="glibc mallopt: keep large blocks on the heap (see the module docstring)",
+    )
     args = ap.parse_args(argv)
     if args.no_mmap and not no_mmap():
         raise SystemExit("mallopt failed (not glibc?)")
@@ -88,7 +94,11 @@ def main(argv=None):
     factory = load_factory(args.impl, args.model)
     dim = 2**args.qubits
     init, apply = factory(
-        dim, args.complex, depth=args.depth, n_qubits=args.qubits, dtype=args.dtype,
+        dim,
+        args.complex,
+        depth=args.depth,
+        n_qubits=args.qubits,
+        dtype=args.dtype,
         init_std=args.init_std,
     )
     key = jax.random.PRNGKey(0)

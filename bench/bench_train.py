@@ -29,8 +29,9 @@ def bench_step(model, runs, batch, dim, repeats, dtype):
     objective = supervised_objective(model)
 
     def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(objective)(params, {"x": x, "y": y, "w": jnp.ones(batch)},
-                                                    None)
+        loss, grads = jax.value_and_grad(objective)(
+            params, {"x": x, "y": y, "w": jnp.ones(batch)}, None
+        )
         updates, opt_state = optax.adam(1e-3).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -50,13 +51,17 @@ def bench_step(model, runs, batch, dim, repeats, dtype):
         params, opt_state, loss = compiled(params, opt_state, x, y)
     jax.block_until_ready(loss)
     step_s = (time.perf_counter() - t0) / repeats
-    return {"step_compile_s": compile_s, "step_ms": 1e3 * step_s,
-            "sample_grads_per_s": runs * batch / step_s}
+    return {
+        "step_compile_s": compile_s,
+        "step_ms": 1e3 * step_s,
+        "sample_grads_per_s": runs * batch / step_s,
+    }
 
 
 def bench_program_compile(model, runs, n_train, dim, epochs, batch, run_chunk=0):
-    program = noise_sweep.sweep_program(model, epochs=epochs, batch_size=batch, lr=0.005,
-                                        n_train=n_train, run_chunk=run_chunk)
+    program = noise_sweep.sweep_program(
+        model, epochs=epochs, batch_size=batch, lr=0.005, n_train=n_train, run_chunk=run_chunk
+    )
     keys = jax.random.split(jax.random.PRNGKey(0), runs)
     x = jnp.ones((runs, n_train, dim)) / jnp.sqrt(dim)
     y = jnp.zeros((runs, n_train))
@@ -68,8 +73,9 @@ def bench_program_compile(model, runs, n_train, dim, epochs, batch, run_chunk=0)
 def bench_program_step(model, runs, n_train, dim, epochs, batch, run_chunk, repeats):
     """ms per (run, Adam step) inside the real sweep program (scan over epochs and steps, runs
     lifted by ``over_runs``), on random unit-norm inputs; includes the final evaluation."""
-    program = noise_sweep.sweep_program(model, epochs=epochs, batch_size=batch, lr=0.005,
-                                        n_train=n_train, run_chunk=run_chunk)
+    program = noise_sweep.sweep_program(
+        model, epochs=epochs, batch_size=batch, lr=0.005, n_train=n_train, run_chunk=run_chunk
+    )
     keys = jax.random.split(jax.random.PRNGKey(0), runs)
     x = jax.random.normal(jax.random.PRNGKey(1), (runs, n_train, dim))
     x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
@@ -94,39 +100,66 @@ def main():
     parser.add_argument("--models", nargs="+", default=["qnn", "mlp"])
     parser.add_argument("--dtype", default="complex128", help="QNN simulation dtype")
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--program-epochs", type=int, default=0,
-                        help="also time the real sweep program (Fig 2c shapes: 500 examples, "
-                             "5 runs) for this many epochs and report ms per run-step")
-    parser.add_argument("--run-chunk", type=int, default=1,
-                        help="run_chunk of that program (1 = one run at a time, as the QNN "
-                             "configs set on CPU; 0 = all runs vmapped)")
+    parser.add_argument(
+        "--program-epochs",
+        type=int,
+        default=0,
+        help="also time the real sweep program (Fig 2c shapes: 500 examples, "
+        "5 runs) for this many epochs and report ms per run-step",
+    )
+    parser.add_argument(
+        "--run-chunk",
+        type=int,
+        default=1,
+        help="run_chunk of that program (1 = one run at a time, as the QNN "
+        "configs set on CPU; 0 = all runs vmapped)",
+    )
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     rows = []
     for name in args.models:
-        hyper = ({"depth": 6, "dtype": args.dtype} if name == "qnn" else {"hidden": (64, 16)})
+        hyper = {"depth": 6, "dtype": args.dtype} if name == "qnn" else {"hidden": (64, 16)}
         model = make_model(name, 1024, False, **hyper)
         compile_s = bench_program_compile(model, 5, 500, 1024, 100, args.batch, args.run_chunk)
-        print(f"{name}: full sweep-program compile (100 epochs, 5 runs): {compile_s:.1f} s",
-              flush=True)
+        print(
+            f"{name}: full sweep-program compile (100 epochs, 5 runs): {compile_s:.1f} s",
+            flush=True,
+        )
         if args.program_epochs:
-            ms = bench_program_step(model, 5, 500, 1024, args.program_epochs, args.batch,
-                                    args.run_chunk, args.repeats)
-            rows.append({"model": name, "runs": 5, "batch": args.batch, "run_chunk":
-                         args.run_chunk, "program_ms_per_run_step": ms})
-            print(f"{name}: sweep program, {args.program_epochs} epochs x 5 runs (run_chunk "
-                  f"{args.run_chunk}): {ms:.1f} ms per run-step; a 20-cell Fig 2c sweep is "
-                  f"20 x 5 x 200 run-steps = {20 * 5 * 200 * ms / 6e4:.1f} min", flush=True)
+            ms = bench_program_step(
+                model, 5, 500, 1024, args.program_epochs, args.batch, args.run_chunk, args.repeats
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "runs": 5,
+                    "batch": args.batch,
+                    "run_chunk": args.run_chunk,
+                    "program_ms_per_run_step": ms,
+                }
+            )
+            print(
+                f"{name}: sweep program, {args.program_epochs} epochs x 5 runs (run_chunk "
+                f"{args.run_chunk}): {ms:.1f} ms per run-step; a 20-cell Fig 2c sweep is "
+                f"20 x 5 x 200 run-steps = {20 * 5 * 200 * ms / 6e4:.1f} min",
+                flush=True,
+            )
         for runs in args.runs:
             r = bench_step(model, runs, args.batch, 1024, args.repeats, jnp.float64)
             r |= {"model": name, "runs": runs, "batch": args.batch, "program_compile_s": compile_s}
             rows.append(r)
-            print(f"{name} runs={runs:3d} batch={args.batch}: step compile "
-                  f"{r['step_compile_s']:.1f}"
-                  f" s, {r['step_ms']:.1f} ms/step, {r['sample_grads_per_s']:.0f} sample-grads/s",
-                  flush=True)
-    meta = {"device": str(jax.devices()[0]), "platform": platform.platform(),
-            "jax": jax.__version__, "qnn_dtype": args.dtype}
+            print(
+                f"{name} runs={runs:3d} batch={args.batch}: step compile "
+                f"{r['step_compile_s']:.1f}"
+                f" s, {r['step_ms']:.1f} ms/step, {r['sample_grads_per_s']:.0f} sample-grads/s",
+                flush=True,
+            )
+    meta = {
+        "device": str(jax.devices()[0]),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "qnn_dtype": args.dtype,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)

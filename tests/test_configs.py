@@ -10,13 +10,21 @@ from qunlearn.data import DATASETS
 from qunlearn.experiments.config import CONFIG_TYPES, load_config
 from qunlearn.models import MODELS
 
-SHIPPED = sorted(p.name for p in (resources.files("qunlearn") / "configs").iterdir()
-                 if p.name.endswith(".toml"))
+SHIPPED = sorted(
+    p.name for p in (resources.files("qunlearn") / "configs").iterdir() if p.name.endswith(".toml")
+)
 
 
 def test_the_figures_have_configs():
-    assert {"demo.toml", "fig2c_mnist.toml", "fig2d_xxz.toml", "fig3a_mnist.toml",
-            "fig3b_xxz.toml", "roughening_mnist.toml", "curvature_mnist.toml"} <= set(SHIPPED)
+    assert {
+        "demo.toml",
+        "fig2c_mnist.toml",
+        "fig2d_xxz.toml",
+        "fig3a_mnist.toml",
+        "fig3b_xxz.toml",
+        "roughening_mnist.toml",
+        "curvature_mnist.toml",
+    } <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -37,12 +45,15 @@ def test_models_option_keeps_only_the_named_tables_and_the_resume_command_says_s
     config = load_config(path, models=["qnn"])
     assert list(config.models) == ["qnn"]
     assert list(load_config(path).models) == ["mlp", "qnn"]
-    for argv in (["run", "c.toml", "runs=2", "--models", "qnn", "seed=1"],
-                 ["run", "c.toml", "--models", "qnn", "runs=2", "seed=1"]):
+    for argv in (
+        ["run", "c.toml", "runs=2", "--models", "qnn", "seed=1"],
+        ["run", "c.toml", "--models", "qnn", "runs=2", "seed=1"],
+    ):
         args = parse_args(argv)  # overrides before or after the options
         assert args.overrides == ["runs=2", "seed=1"]
         assert _resume_command(args, tmp_path).endswith(
-            f"runs=2 seed=1 --out {tmp_path} --models qnn")
+            f"runs=2 seed=1 --out {tmp_path} --models qnn"
+        )
     with pytest.raises(SystemExit):  # not an override: still an error
         parse_args(["run", "c.toml", "--models", "qnn", "bogus"])
 

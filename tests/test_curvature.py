@@ -40,8 +40,15 @@ def _split():
     x, y = _toy()
     x_val, y_val = _toy(20, seed=1)
     _, y_noisy, mask = flip_labels(jax.random.PRNGKey(0), x, y, ALPHA)
-    return make_split(jnp.asarray(x), jnp.asarray(y), y_noisy, mask, jnp.asarray(x_val),
-                      jnp.asarray(y_val), n_forget=N_FORGET)
+    return make_split(
+        jnp.asarray(x),
+        jnp.asarray(y),
+        y_noisy,
+        mask,
+        jnp.asarray(x_val),
+        jnp.asarray(y_val),
+        n_forget=N_FORGET,
+    )
 
 
 def _mean_bce(model, x, y):
@@ -70,8 +77,13 @@ def test_snapshots_are_the_params_reached_at_those_epochs():
     key = jax.random.PRNGKey(2)
 
     def train(epochs, every=0):
-        fn = make_train(supervised_objective(MLP), optax.adam(0.05), epochs=epochs,
-                        plan=shuffled_plan(N, 8), snapshot_every=every)
+        fn = make_train(
+            supervised_objective(MLP),
+            optax.adam(0.05),
+            epochs=epochs,
+            plan=shuffled_plan(N, 8),
+            snapshot_every=every,
+        )
         return jax.jit(fn)(key, params0, data, None)
 
     params, log = train(5, every=2)
@@ -79,44 +91,78 @@ def test_snapshots_are_the_params_reached_at_those_epochs():
     snaps = log["snapshots"]
     assert snaps[0]["w"].shape == (4, D, 4)
     for i, reached in ((0, params0), (1, train(2)[0])):
-        for a, b in zip(jax.tree_util.tree_leaves(snaps), jax.tree_util.tree_leaves(reached),
-                        strict=True):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(snaps), jax.tree_util.tree_leaves(reached), strict=True
+        ):
             np.testing.assert_allclose(a[i], b, rtol=0, atol=1e-12)
     # the last snapshot is the returned params; without snapshots nothing else changes
-    assert all(np.array_equal(a[-1], b) for a, b in zip(
-        jax.tree_util.tree_leaves(snaps), jax.tree_util.tree_leaves(params), strict=True))
+    assert all(
+        np.array_equal(a[-1], b)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(snaps), jax.tree_util.tree_leaves(params), strict=True
+        )
+    )
     plain_params, plain_log = train(5)
     assert "snapshots" not in plain_log
-    assert all(np.array_equal(a, b) for a, b in zip(
-        jax.tree_util.tree_leaves(plain_params), jax.tree_util.tree_leaves(params), strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(plain_params), jax.tree_util.tree_leaves(params), strict=True
+        )
+    )
     np.testing.assert_array_equal(plain_log["loss"], log["loss"])
 
 
 def test_unlearning_program_snapshots_with_run_chunks():
     split = _split()
-    shared = {"x_train": split["x_train"], "y_true": split["y_train_true"],
-              "x_val": split["x_val"], "y_val": split["y_val"]}
-    method = make_method("finetune", MLP, n_retain=N - N_FORGET, n_forget=N_FORGET, epochs=3,
-                         batch_size=8)
+    shared = {
+        "x_train": split["x_train"],
+        "y_true": split["y_train_true"],
+        "x_val": split["x_val"],
+        "y_val": split["y_val"],
+    }
+    method = make_method(
+        "finetune", MLP, n_retain=N - N_FORGET, n_forget=N_FORGET, epochs=3, batch_size=8
+    )
     teacher = MLP.init(jax.random.PRNGKey(3))
     keys = jax.random.split(jax.random.PRNGKey(4), 2)
     starts = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), teacher)
     weights = {k: jnp.full((2,), v) for k, v in method.weights.items()}
-    program = unlearning_program(MLP, method, lr=0.01, epochs=3, n_forget=N_FORGET,
-                                 shared_teacher=True, trajectory=False, run_chunk=1,
-                                 snapshot_every=2)
-    log = program(keys, starts, teacher, split["y_train_noisy"], split["forget_mask"] > 0,
-                  weights, shared)
-    for a, b in zip(jax.tree_util.tree_leaves(log["snapshots"]),
-                    jax.tree_util.tree_leaves(teacher), strict=True):
+    program = unlearning_program(
+        MLP,
+        method,
+        lr=0.01,
+        epochs=3,
+        n_forget=N_FORGET,
+        shared_teacher=True,
+        trajectory=False,
+        run_chunk=1,
+        snapshot_every=2,
+    )
+    log = program(
+        keys, starts, teacher, split["y_train_noisy"], split["forget_mask"] > 0, weights, shared
+    )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(log["snapshots"]), jax.tree_util.tree_leaves(teacher), strict=True
+    ):
         assert a.shape[:2] == (2, 3)  # runs x epochs (0, 2, 3)
         np.testing.assert_array_equal(a[:, 0], np.broadcast_to(b, a[:, 0].shape))
         assert not np.allclose(a[0, 1], a[1, 1])  # the runs differ by their batch order
     # each run's snapshots follow that run: swapping the runs' keys swaps their snapshots
-    swapped = program(keys[::-1], starts, teacher, split["y_train_noisy"],
-                      split["forget_mask"] > 0, weights, shared)
-    for a, b in zip(jax.tree_util.tree_leaves(log["snapshots"]),
-                    jax.tree_util.tree_leaves(swapped["snapshots"]), strict=True):
+    swapped = program(
+        keys[::-1],
+        starts,
+        teacher,
+        split["y_train_noisy"],
+        split["forget_mask"] > 0,
+        weights,
+        shared,
+    )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(log["snapshots"]),
+        jax.tree_util.tree_leaves(swapped["snapshots"]),
+        strict=True,
+    ):
         np.testing.assert_allclose(a[::-1], b, rtol=0, atol=1e-12)
 
 
@@ -150,8 +196,7 @@ def test_spectrum_arrays_match_dense_eigh_under_jit_and_vmap():
         z = np.asarray(jax.random.rademacher(key, (5, dim), dtype=jnp.float64))
         samples = np.einsum("qi,ij,qj->q", z, h, z)
         assert slq["trace"][i] == pytest.approx(samples.mean(), rel=1e-9)
-        assert slq["trace_stderr"][i] == pytest.approx(samples.std(ddof=1) / np.sqrt(5),
-                                                       rel=1e-7)
+        assert slq["trace_stderr"][i] == pytest.approx(samples.std(ddof=1) / np.sqrt(5), rel=1e-7)
         assert slq["trace_ci_low"][i] < slq["trace"][i] < slq["trace_ci_high"][i]
         np.testing.assert_allclose(slq["weights"][i].sum(axis=-1), 1.0, atol=1e-10)
 
@@ -163,14 +208,17 @@ def test_curvature_program_equals_dense_reference_per_loss():
     x_val, y_val = split["x_val"][:5], split["y_val"][:5]
     sets = exp.loss_sets(split, x_val, y_val)
     assert sets["x"].shape == (3, N - N_FORGET, D)
-    program = exp.curvature_program(MLP, method="dense", top_k=2, lanczos_steps=0, slq_probes=0,
-                                    hvp_batch=16)
+    program = exp.curvature_program(
+        MLP, method="dense", top_k=2, lanczos_steps=0, slq_probes=0, hvp_batch=16
+    )
     params = jax.vmap(MLP.init)(jax.random.split(jax.random.PRNGKey(7), 3))
     out = exp.curvature_of(program, params, sets, jnp.zeros((3, 2), jnp.uint32), chunk=2)
     assert len(program.traces) == 1
-    data = {"retain": (split["x_retain"], split["y_retain"]),
-            "forget": (split["x_forget"], split["y_forget_poisoned"]),
-            "validation": (x_val, y_val)}
+    data = {
+        "retain": (split["x_retain"], split["y_retain"]),
+        "forget": (split["x_forget"], split["y_forget_poisoned"]),
+        "validation": (x_val, y_val),
+    }
     for b in range(3):
         p = jax.tree_util.tree_map(lambda a, b=b: a[b], params)
         for li, loss in enumerate(exp.LOSSES):
@@ -187,15 +235,44 @@ def test_curvature_program_equals_dense_reference_per_loss():
 
 
 def _config(**kw):
-    mlp = UnlearnSpec(model="mlp", epochs=3, batch_size=16, lr=0.05, unlearn_epochs=3,
-                      unlearn_batch_size=0, unlearn_lr=0.01, hyper={"hidden": [4]})
-    small = UnlearnSpec(model="mlp", epochs=3, batch_size=16, lr=0.05, unlearn_epochs=3,
-                        unlearn_batch_size=16, unlearn_lr=0.05, hyper={"hidden": [2]},
-                        run_chunk=1)  # 21 params: dense; runs one at a time
-    base = dict(experiment="curvature", name="tiny", dataset="mnist",
-                models={"mlp": mlp, "small": small}, methods=("retrain", "finetune"), alpha=ALPHA,
-                runs=2, every=2, n_val=10, top_k=2, dense_max_params=30, lanczos_steps=6,
-                slq_probes=3, snapshot_chunk=3, density_points=20)
+    mlp = UnlearnSpec(
+        model="mlp",
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+        unlearn_epochs=3,
+        unlearn_batch_size=0,
+        unlearn_lr=0.01,
+        hyper={"hidden": [4]},
+    )
+    small = UnlearnSpec(
+        model="mlp",
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+        unlearn_epochs=3,
+        unlearn_batch_size=16,
+        unlearn_lr=0.05,
+        hyper={"hidden": [2]},
+        run_chunk=1,
+    )  # 21 params: dense; runs one at a time
+    base = dict(
+        experiment="curvature",
+        name="tiny",
+        dataset="mnist",
+        models={"mlp": mlp, "small": small},
+        methods=("retrain", "finetune"),
+        alpha=ALPHA,
+        runs=2,
+        every=2,
+        n_val=10,
+        top_k=2,
+        dense_max_params=30,
+        lanczos_steps=6,
+        slq_probes=3,
+        snapshot_chunk=3,
+        density_points=20,
+    )
     return CurvatureConfig(**(base | kw))
 
 
@@ -223,16 +300,21 @@ def test_experiment_rows_resume_determinism_and_figures(tmp_path, monkeypatch):
     epochs = snapshot_epochs(3, 2)  # 0, 2, 3
     snapshots = 2 + 2 * config.runs * len(epochs)  # teachers + methods x runs x epochs
     assert len(rows) == snapshots * len(exp.LOSSES) * per_loss
-    cells = {json.loads(p.read_text())["cell"]: json.loads(p.read_text())
-             for p in (tmp_path / "a" / "cells").glob("*.json")}
+    cells = {
+        json.loads(p.read_text())["cell"]: json.loads(p.read_text())
+        for p in (tmp_path / "a" / "cells").glob("*.json")
+    }
     assert cells["small__teachers"]["hessian"] == "dense"  # 21 <= dense_max_params
     assert cells["small__finetune"]["epoch0_copied_from_teacher"]
     assert not cells["small__retrain"]["epoch0_copied_from_teacher"]
 
     def value(model, method, run_, epoch, loss, metric):
-        (hit,) = [float(r["value"]) for r in rows if (r["model"], r["method"], r["run"],
-                  r["epoch"], r["loss"], r["metric"]) == (model, method, str(run_), str(epoch),
-                                                          loss, metric)]
+        (hit,) = [
+            float(r["value"])
+            for r in rows
+            if (r["model"], r["method"], r["run"], r["epoch"], r["loss"], r["metric"])
+            == (model, method, str(run_), str(epoch), loss, metric)
+        ]
         return hit
 
     for loss in exp.LOSSES:  # finetune starts at the poisoned teacher, retrain does not
@@ -240,25 +322,36 @@ def test_experiment_rows_resume_determinism_and_figures(tmp_path, monkeypatch):
         assert value("small", "finetune", 1, 0, loss, "trace") == teacher
         assert value("small", "retrain", 1, 0, loss, "trace") != teacher
     # the poisoned teacher fits D_f's poisoned labels better than the clean one does
-    assert (value("small", "poisoned_teacher", 0, 0, "forget", "loss")
-            < value("small", "clean_teacher", 0, 0, "forget", "loss"))
+    assert value("small", "poisoned_teacher", 0, 0, "forget", "loss") < value(
+        "small", "clean_teacher", 0, 0, "forget", "loss"
+    )
     # dense: the exact spectrum, P nodes of weight 1/P; SLQ: probes x steps
     spectrum = _rows(tmp_path / "a" / "spectrum.csv")
-    nodes = [r for r in spectrum if r["model"] == "small" and r["method"] == "clean_teacher"
-             and r["loss"] == "retain"]
+    nodes = [
+        r
+        for r in spectrum
+        if r["model"] == "small" and r["method"] == "clean_teacher" and r["loss"] == "retain"
+    ]
     assert len(nodes) == 21 and all(float(r["weight"]) == 1 / 21 for r in nodes)
     assert sum(float(r["node"]) for r in nodes) == pytest.approx(
-        value("small", "clean_teacher", 0, 0, "retain", "trace"))
+        value("small", "clean_teacher", 0, 0, "retain", "trace")
+    )
     density = _rows(tmp_path / "a" / "density.csv")
     assert len(density) == snapshots * len(exp.LOSSES) * config.density_points
 
     # resume: nothing recomputed, nothing rewritten
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*") if p.is_file()
-              and p.name != "manifest.json"}
+    before = {
+        p.name: p.stat().st_mtime_ns
+        for p in (tmp_path / "a").rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
     store = run(config, tmp_path / "a", progress=False)
     assert store.manifest["last_run"]["computed"] == []
-    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")
-                      if p.is_file() and p.name != "manifest.json"}
+    assert before == {
+        p.name: p.stat().st_mtime_ns
+        for p in (tmp_path / "a").rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
     # same seed, same numbers: deleted cells are recomputed bit for bit (by a new program)
     (tmp_path / "a" / "cells" / "small__retrain.json").unlink()
     store = run(config, tmp_path / "a", progress=False)
@@ -269,8 +362,11 @@ def test_experiment_rows_resume_determinism_and_figures(tmp_path, monkeypatch):
 
     rc = dict(matplotlib.rcParams)
     paths = plot_results_dir(tmp_path / "a")
-    assert {p.name for p in paths} == {f"curvature_{stem}.{ext}" for stem in
-                                       ("eig_1", "trace", "density") for ext in ("png", "pdf")}
+    assert {p.name for p in paths} == {
+        f"curvature_{stem}.{ext}"
+        for stem in ("eig_1", "trace", "density")
+        for ext in ("png", "pdf")
+    }
     assert all(p.stat().st_size > 0 for p in paths)
     assert dict(matplotlib.rcParams) == rc
 
@@ -278,25 +374,46 @@ def test_experiment_rows_resume_determinism_and_figures(tmp_path, monkeypatch):
 def test_bad_curvature_configs_are_one_line_and_touch_nothing(tmp_path, monkeypatch):
     from qunlearn.experiments.runner import run
 
-    for key, value, match in (("every", 0, "every = 0 must be a positive integer"),
-                              ("slq_probes", 1, "slq_probes = 1 must be an integer >= 2"),
-                              ("density_sigma", -1.0, "density_sigma"),
-                              ("evry", 2, "did you mean 'every'")):
-        model = {"model": "mlp", "epochs": 1, "batch_size": 4, "lr": 0.1, "unlearn_epochs": 1,
-                 "unlearn_batch_size": 0, "unlearn_lr": 0.1}
-        data = {"experiment": "curvature", "name": "x", "dataset": "mnist", "models": {"m": model},
-                "methods": ["finetune"], "alpha": 0.3, "runs": 1, "every": 2, key: value}
+    for key, value, match in (
+        ("every", 0, "every = 0 must be a positive integer"),
+        ("slq_probes", 1, "slq_probes = 1 must be an integer >= 2"),
+        ("density_sigma", -1.0, "density_sigma"),
+        ("evry", 2, "did you mean 'every'"),
+    ):
+        model = {
+            "model": "mlp",
+            "epochs": 1,
+            "batch_size": 4,
+            "lr": 0.1,
+            "unlearn_epochs": 1,
+            "unlearn_batch_size": 0,
+            "unlearn_lr": 0.1,
+        }
+        data = {
+            "experiment": "curvature",
+            "name": "x",
+            "dataset": "mnist",
+            "models": {"m": model},
+            "methods": ["finetune"],
+            "alpha": 0.3,
+            "runs": 1,
+            "every": 2,
+            key: value,
+        }
         with pytest.raises(QunlearnError, match=match) as err:
             build(CurvatureConfig, data)
         assert "\n" not in str(err.value)
     _fake_dataset(monkeypatch)
-    for i, (bad, match) in enumerate((
+    for i, (bad, match) in enumerate(
+        (
             (dict(methods=()), "methods is empty"),
             (dict(methods=("finetnue",)), "did you mean 'finetune'"),
             (dict(lanczos_steps=50), "lanczos_steps = 50 must lie in"),
             (dict(top_k=22, lanczos_steps=22), "top_k = 22 exceeds the 21 parameters"),
             (dict(n_val=21), "n_val = 21 exceeds the 20 validation examples"),
-            (dict(alpha=0.01), "forget set is empty"))):
+            (dict(alpha=0.01), "forget set is empty"),
+        )
+    ):
         with pytest.raises(QunlearnError, match=match) as err:
             run(_config(**bad), tmp_path / f"bad{i}", progress=False)
         assert "\n" not in str(err.value)
@@ -310,16 +427,31 @@ def test_plot_draws_the_roughening_bar_chart(tmp_path):
     from qunlearn.experiments.common import write_table
     from qunlearn.plotting.results import plot_results_dir
 
-    config = {"experiment": "roughening", "name": "rough",
-              "models": {"mlp": {"model": "mlp"}, "qnn": {"model": "qnn_cnot"}}}
+    config = {
+        "experiment": "roughening",
+        "name": "rough",
+        "models": {"mlp": {"model": "mlp"}, "qnn": {"model": "qnn_cnot"}},
+    }
     store = ResultStore(tmp_path, config=config, config_hash="synthetic", meta={})
-    traces = {("mlp", 0.0): (0.2, 0.3), ("mlp", 0.3): (5.0, 9.0),
-              ("qnn", 0.0): (6.0, 6.4), ("qnn", 0.3): (4.5, 4.9)}
+    traces = {
+        ("mlp", 0.0): (0.2, 0.3),
+        ("mlp", 0.3): (5.0, 9.0),
+        ("qnn", 0.0): (6.0, 6.4),
+        ("qnn", 0.3): (4.5, 4.9),
+    }
     for (model, ratio), values in traces.items():
-        rows = [{"dataset": "mnist", "model": model, "noise_ratio": ratio, "seed": seed,
-                 "metric": metric, "value": value}
-                for seed, trace in enumerate(values)
-                for metric, value in (("trace", trace), ("collapsed", float(seed == 1)))]
+        rows = [
+            {
+                "dataset": "mnist",
+                "model": model,
+                "noise_ratio": ratio,
+                "seed": seed,
+                "metric": metric,
+                "value": value,
+            }
+            for seed, trace in enumerate(values)
+            for metric, value in (("trace", trace), ("collapsed", float(seed == 1)))
+        ]
         store.write_cell(f"{model}__r{ratio:.3f}", rows)
     write_table(store)
     rc = dict(matplotlib.rcParams)

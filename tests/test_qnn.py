@@ -49,8 +49,9 @@ def _compare_with_tc(name, n, depth, readout, complex_input, *, hessian=False):
     assert float(jnp.max(jnp.abs(g_ref))) > 1e-3  # the comparison is not vacuous
     if hessian:  # forward-over-reverse, as qunlearn.hessian computes H v
         v = jax.random.normal(jax.random.fold_in(key, 2), params.shape)
-        hv_fast = jax.jit(lambda p, v: jax.jvp(jax.grad(lambda q: loss(model.apply, q)[0]), (p,),
-                                               (v,))[1])(params, v)
+        hv_fast = jax.jit(
+            lambda p, v: jax.jvp(jax.grad(lambda q: loss(model.apply, q)[0]), (p,), (v,))[1]
+        )(params, v)
         hv_ref = jax.jvp(jax.grad(lambda p: loss(ref_apply, p)[0]), (params,), (v,))[1]
         np.testing.assert_allclose(hv_fast, hv_ref, atol=1e-9, rtol=0)
     return g_fast, g_ref
@@ -114,8 +115,9 @@ def test_gates_outside_the_light_cone_get_zero_gradient():
     assert float(jnp.max(jnp.abs(g_ref[outside]))) < 1e-12  # zero mathematically in tc too
 
 
-@pytest.mark.parametrize(("n", "depth", "readout", "complex_input"),
-                         [(8, 5, 0, False), (7, 4, 3, True)])
+@pytest.mark.parametrize(
+    ("n", "depth", "readout", "complex_input"), [(8, 5, 0, False), (7, 4, 3, True)]
+)
 def test_many_gemm_plans_match_tensorcircuit(monkeypatch, n, depth, readout, complex_input):
     """complex128 plans for small rings fold most layers into the tail; the complex64 cost model
     (no stored-state cost) keeps more GEMM layers, with deferred RZZs folded into their columns."""
@@ -189,8 +191,9 @@ def test_linear_readout_is_the_expectation_mapped_to_a_probability(name):
     params = jax.random.normal(jax.random.PRNGKey(0), sigmoid.init(jax.random.PRNGKey(0)).shape)
     xs = _random_states(jax.random.PRNGKey(1), 5, 2**4, True)
     z = jax.scipy.special.logit(jax.vmap(sigmoid.apply, (None, 0))(params, xs)) / 5.0
-    np.testing.assert_allclose(jax.vmap(linear.apply, (None, 0))(params, xs), (1 + z) / 2,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        jax.vmap(linear.apply, (None, 0))(params, xs), (1 + z) / 2, atol=1e-12
+    )
     with pytest.raises(QunlearnError, match="unknown QNN readout 'softmax'"):
         make_model(name, 2**4, True, readout="softmax")
 

@@ -46,8 +46,11 @@ epochs = 150
 batch_size = 64
 lr = 0.01
 """
-CELLS = [f"mlp__{noise}__alpha{alpha:.3f}" for noise in ("label_flip", "feature_randomization")
-         for alpha in (0.0, 0.2, 0.4)]
+CELLS = [
+    f"mlp__{noise}__alpha{alpha:.3f}"
+    for noise in ("label_flip", "feature_randomization")
+    for alpha in (0.0, 0.2, 0.4)
+]
 TIMEOUT = 300  # seconds for one subprocess run; generous for a loaded 2-core machine
 
 
@@ -91,8 +94,10 @@ def qunlearn(*args) -> list[str]:
 
 # SIGINT is ignored in processes started in the background by a non-interactive shell (CI), and
 # Python then keeps ignoring it: restore the default handler so Ctrl-C is simulated faithfully.
-_WITH_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                "from qunlearn.cli import main; sys.exit(main(sys.argv[1:]))")
+_WITH_CTRL_C = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from qunlearn.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +106,17 @@ def env(tmp_path_factory):
     load its executable (seconds saved per run). The in-process tests compile afresh and must
     still match bit for bit."""
     cache = tmp_path_factory.mktemp("jax_cache")
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    return {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
 
 
 def start(argv: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def wait_for_first_cell(proc: subprocess.Popen, cells: Path) -> None:
@@ -136,16 +145,31 @@ def test_cell_alone_through_the_library_equals_the_cell_in_the_sweep(reference):
     noise, f"{alpha:.6f}"), whatever else the sweep holds."""
     dataset = load_dataset("mnist")
     x_train, x_val, dim, is_complex = model_input(dataset)
-    program = noise_sweep.sweep_program(make_model("mlp", dim, is_complex, hidden=[8]), epochs=150,
-                                        batch_size=64, lr=0.01, n_train=len(x_train))
-    key = noise_sweep.stable_key(jax.random.PRNGKey(7), "mnist", "mlp", "feature_randomization",
-                                 f"{0.4:.6f}")
+    program = noise_sweep.sweep_program(
+        make_model("mlp", dim, is_complex, hidden=[8]),
+        epochs=150,
+        batch_size=64,
+        lr=0.01,
+        n_train=len(x_train),
+    )
+    key = noise_sweep.stable_key(
+        jax.random.PRNGKey(7), "mnist", "mlp", "feature_randomization", f"{0.4:.6f}"
+    )
     metrics, _ = noise_sweep.run_cell(
-        program, noise_sweep.run_keys(key, 2), x_train, dataset.y_train, x_val, dataset.y_val,
-        noise="feature_randomization", alpha=0.4, raw_dim=dataset.info["raw_dim"])
+        program,
+        noise_sweep.run_keys(key, 2),
+        x_train,
+        dataset.y_train,
+        x_val,
+        dataset.y_val,
+        noise="feature_randomization",
+        alpha=0.4,
+        raw_dim=dataset.info["raw_dim"],
+    )
     rows = cell_rows(reference, "mlp__feature_randomization__alpha0.400")
     assert {(r["run"], r["metric"]): r["value"] for r in rows} == {
-        (run, metric): values[run] for metric, values in metrics.items() for run in range(2)}
+        (run, metric): values[run] for metric, values in metrics.items() for run in range(2)
+    }
 
 
 def test_other_order_and_grouping_give_the_same_cells(reference, config_path, tmp_path):
@@ -217,11 +241,14 @@ def test_sigkill_then_resume(reference, config_path, tmp_path, env):
         assert cell_rows(out, cell_id) == cell_rows(reference, cell_id), cell_id
 
 
-def test_ctrl_c_leaves_a_consistent_directory_and_says_how_to_resume(reference, config_path,
-                                                                   tmp_path, env):
+def test_ctrl_c_leaves_a_consistent_directory_and_says_how_to_resume(
+    reference, config_path, tmp_path, env
+):
     out = tmp_path / "out"
-    proc = start([sys.executable, "-c", _WITH_CTRL_C, "run", str(config_path), "--out", str(out),
-                  "--quiet"], env)
+    proc = start(
+        [sys.executable, "-c", _WITH_CTRL_C, "run", str(config_path), "--out", str(out), "--quiet"],
+        env,
+    )
     wait_for_first_cell(proc, out / "cells")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
@@ -240,7 +267,8 @@ def test_ctrl_c_leaves_a_consistent_directory_and_says_how_to_resume(reference, 
         table = list(csv.DictReader(f))
     assert len(table) == 8 * len(finished)  # 2 runs x 4 metrics per cell
     assert {f"mlp__{r['noise']}__alpha{float(r['alpha']):.3f}" for r in table} == {
-        p.stem for p in finished}
+        p.stem for p in finished
+    }
 
     # the printed command resumes it to the uninterrupted result
     argv = shlex.split(command)
@@ -256,8 +284,9 @@ def test_stray_files_never_become_cells(reference, tmp_path, capsys):
     out = tmp_path / "copy"
     (out / "cells").mkdir(parents=True)
     (out / "manifest.json").write_text(json.dumps(manifest))
-    store = ResultStore(out, config=manifest["config"], config_hash=manifest["config_hash"],
-                        meta={})
+    store = ResultStore(
+        out, config=manifest["config"], config_hash=manifest["config_hash"], meta={}
+    )
     # another cell's (valid) file under this cell's name is not this cell
     src = reference / "cells" / f"{CELLS[0]}.json"
     (out / "cells" / f"{CELLS[1]}.json").write_bytes(src.read_bytes())
@@ -272,8 +301,9 @@ def test_stray_files_never_become_cells(reference, tmp_path, capsys):
     assert store.finished_cells() == []
 
 
-def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path, monkeypatch,
-                                                                      request):
+def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(
+    tmp_path, monkeypatch, request
+):
     # The CI failure this guards against: SIGINT landing between mkstemp and os.replace left a
     # stray ".tmp" file. The write must complete (or not start) and the interrupt arrive after.
     from qunlearn import atomic
@@ -305,12 +335,18 @@ def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(tmp_path,
 def test_manifest_deviations_follow_the_config():
     from qunlearn.experiments.common import DEVIATIONS, deviations
 
-    assert deviations() == list(DEVIATIONS.values()) == deviations(
-        {"models": {"m": {"batching": "epoch"}}})
-    chosen = deviations({"models": {"m": {"batching": "stream", "hyper": {"readout": "linear"}}},
-                         "dataset_options": {"phase": "random"}})
-    assert any("emulate the reference's one-time shuffle, then repeat(epochs)" in d
-               for d in chosen)
+    assert (
+        deviations()
+        == list(DEVIATIONS.values())
+        == deviations({"models": {"m": {"batching": "epoch"}}})
+    )
+    chosen = deviations(
+        {
+            "models": {"m": {"batching": "stream", "hyper": {"readout": "linear"}}},
+            "dataset_options": {"phase": "random"},
+        }
+    )
+    assert any("emulate the reference's one-time shuffle, then repeat(epochs)" in d for d in chosen)
     assert any("readout = 'linear'" in d for d in chosen)
     assert any("random global phase" in d for d in chosen)
     assert not any("deterministic global phase" in d for d in chosen)
@@ -325,7 +361,8 @@ _SLOW_MANIFEST = (
     "import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "from qunlearn.experiments import store; original = store.ResultStore._write_manifest; "
     "store.ResultStore._write_manifest = lambda self: (time.sleep(float(sys.argv[1])), "
-    "original(self))[1]; from qunlearn.cli import main; sys.exit(main(sys.argv[2:]))")
+    "original(self))[1]; from qunlearn.cli import main; sys.exit(main(sys.argv[2:]))"
+)
 
 
 def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
@@ -333,15 +370,32 @@ def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
     while its manifest write is slowed; run B (epochs=2) arrives inside that window and is refused
     with the holder named; A ends whole, its manifest and cells agree."""
     out = tmp_path / "out"
-    slow = start([sys.executable, "-c", _SLOW_MANIFEST, "3", "run", str(config_path),
-                  "models.mlp.epochs=3", "--out", str(out), "--quiet"], env)
+    slow = start(
+        [
+            sys.executable,
+            "-c",
+            _SLOW_MANIFEST,
+            "3",
+            "run",
+            str(config_path),
+            "models.mlp.epochs=3",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env,
+    )
     deadline = time.monotonic() + TIMEOUT
     while not (out / ".lock").exists():
         assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()
         time.sleep(0.01)
-    other = subprocess.run(qunlearn("run", config_path, "models.mlp.epochs=2", "--out", out,
-                                    "--quiet"), capture_output=True, text=True, timeout=TIMEOUT,
-                           env=env)
+    other = subprocess.run(
+        qunlearn("run", config_path, "models.mlp.epochs=2", "--out", out, "--quiet"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
     assert other.returncode == 2, other.stderr
     assert "is in use by another qunlearn run (pid" in other.stderr
     assert f"pid {slow.pid} on" in other.stderr and "Traceback" not in other.stderr
@@ -358,8 +412,13 @@ def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
     out = tmp_path / "out"
     first = start(qunlearn("run", config_path, "--out", out, "--quiet"), env)
     wait_for_first_cell(first, out / "cells")
-    second = subprocess.run(qunlearn("run", config_path, "--out", out, "--quiet"),
-                            capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    second = subprocess.run(
+        qunlearn("run", config_path, "--out", out, "--quiet"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
     assert second.returncode == 2 and "is in use by another qunlearn run" in second.stderr
     _, stderr = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 0, stderr
@@ -370,25 +429,35 @@ def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
 def test_a_stale_lock_is_taken_over(reference, config_path, tmp_path, env):
     out = tmp_path / "out"
     out.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import socket
 
-    (out / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "started": 0,
-                                           "host": socket.gethostname()}))
+    (out / ".lock").write_text(
+        json.dumps({"pid": int(dead.stdout), "started": 0, "host": socket.gethostname()})
+    )
     done = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
     assert "took over the stale lock" in done.stderr
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
     assert not list(out.glob(".lock*"))
 
 
-def test_a_cell_of_another_config_is_set_aside_and_recomputed(reference, config_path, tmp_path,
-                                                              env):
+def test_a_cell_of_another_config_is_set_aside_and_recomputed(
+    reference, config_path, tmp_path, env
+):
     """Every cell carries the config hash it was computed for: a valid cell copied in from a
     directory of another config is never merged, however valid its checksum."""
     other = tmp_path / "other"
-    finish(qunlearn("run", config_path, "models.mlp.epochs=3", "alphas=[0.0]", "--out", other,
-                    "--quiet"), env)
+    finish(
+        qunlearn(
+            "run", config_path, "models.mlp.epochs=3", "alphas=[0.0]", "--out", other, "--quiet"
+        ),
+        env,
+    )
     out = tmp_path / "out"
     finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
     foreign = other / "cells" / f"{CELLS[0]}.json"
@@ -399,8 +468,9 @@ def test_a_cell_of_another_config_is_set_aside_and_recomputed(reference, config_
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
 
 
-def test_sigterm_keeps_finished_cells_and_prints_the_resume_command(reference, config_path,
-                                                                    tmp_path, env):
+def test_sigterm_keeps_finished_cells_and_prints_the_resume_command(
+    reference, config_path, tmp_path, env
+):
     out = tmp_path / "out"
     proc = start(qunlearn("run", config_path, "--out", out, "--quiet"), env)
     wait_for_first_cell(proc, out / "cells")
@@ -429,7 +499,8 @@ def test_compare_and_plot_read_only_verified_cells(reference, tmp_path, capsys):
     table = (out / "results.csv").read_text()
     edited = "\n".join(
         ",".join([*line.split(",")[:-1], "0.999"]) if ",val_acc," in line else line
-        for line in table.splitlines())
+        for line in table.splitlines()
+    )
     (out / "results.csv").write_text(edited)
     honest = compare_results_dir(reference, tmp_path / "honest")
     result = compare_results_dir(out, tmp_path / "cmp")
@@ -443,6 +514,7 @@ def test_compare_and_plot_read_only_verified_cells(reference, tmp_path, capsys):
     cell.write_text(json.dumps(payload))
     result = compare_results_dir(out, tmp_path / "cmp2")
     assert f"cell {CELLS[0]} does not verify (checksum mismatch); left out" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     assert len(result["table"]) == len(honest["table"]) - 2  # its two metrics at alpha 0
     assert cell.exists()  # read-only: nothing moved

@@ -29,8 +29,9 @@ def test_program_trace_is_exact_or_a_calibrated_hutchinson_estimate():
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     args = (keys, *(jnp.stack([a, a]) for a in (x_tr, y_tr, x_h, y_h)))
     exact = roughening_program(model, epochs=5, batch_size=8, lr=0.05, n_train=24, top_k=2)(*args)
-    probes = roughening_program(model, epochs=5, batch_size=8, lr=0.05, n_train=24, top_k=2,
-                                trace_probes=400)(*args)
+    probes = roughening_program(
+        model, epochs=5, batch_size=8, lr=0.05, n_train=24, top_k=2, trace_probes=400
+    )(*args)
     # the same training (same keys) reaches the same params, so the same spectrum ...
     np.testing.assert_allclose(probes["top_eigenvalues"], exact["top_eigenvalues"], rtol=1e-9)
     np.testing.assert_array_equal(exact["trace_stderr"], 0.0)
@@ -40,8 +41,9 @@ def test_program_trace_is_exact_or_a_calibrated_hutchinson_estimate():
 
     # the exact trace is the sum of the dense spectrum at the trained params
     init_key, shuffle_key, _ = jax.random.split(keys[0], 3)
-    train = make_train(supervised_objective(model), optax.adam(0.05), epochs=5,
-                       plan=shuffled_plan(24, 8))
+    train = make_train(
+        supervised_objective(model), optax.adam(0.05), epochs=5, plan=shuffled_plan(24, 8)
+    )
     params, _ = train(shuffle_key, model.init(init_key), {"x": x_tr, "y": y_tr}, None)
     spectrum = dense_spectrum(lambda p: jnp.mean(bce(predict(model, p, x_h), y_h)), params)
     np.testing.assert_allclose(exact["trace"][0], jnp.sum(spectrum), rtol=1e-8)
@@ -89,11 +91,19 @@ def test_small_roughening_run_writes_every_seed_and_metric(tmp_path, capsys):
     config, rows = read_results(out)
     assert config["experiment"] == "roughening" and config["trace_probes"] == 8
     seen = {(r["model"], float(r["noise_ratio"]), int(r["seed"]), r["metric"]) for r in rows}
-    expected = {(m, ratio, s, metric) for m in ("mlp", "qnn") for ratio in (0.0, 0.3)
-                for s in (0, 42) for metric in METRICS}
+    expected = {
+        (m, ratio, s, metric)
+        for m in ("mlp", "qnn")
+        for ratio in (0.0, 0.3)
+        for s in (0, 42)
+        for metric in METRICS
+    }
     assert expected <= seen
-    flipped = {float(r["noise_ratio"]): float(r["value"]) for r in rows
-               if r["metric"] == "n_flipped" and r["model"] == "mlp"}
+    flipped = {
+        float(r["noise_ratio"]): float(r["value"])
+        for r in rows
+        if r["metric"] == "n_flipped" and r["model"] == "mlp"
+    }
     assert flipped == {0.0: 0.0, 0.3: 105.0}  # int(350 * r) labels flipped
     assert main(["compare", str(out)]) == 0
     assert "noise_ratio" in (out / "compare.csv").read_text().splitlines()[0]
@@ -102,6 +112,18 @@ def test_small_roughening_run_writes_every_seed_and_metric(tmp_path, capsys):
 @pytest.mark.slow
 def test_shipped_config_tiny_run(tmp_path):
     out = tmp_path / "rough"
-    assert main(["run", "configs/roughening_mnist.toml", "trace_probes=8", "--tiny", "--quiet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "configs/roughening_mnist.toml",
+                "trace_probes=8",
+                "--tiny",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert read_results(out)[0]["name"] == "roughening_mnist"

@@ -2,9 +2,9 @@
 
 * The source tree never unpickles (``pickle.load``/``loads``, ``allow_pickle=True``, an ``np.load``
   without ``allow_pickle=False``, other pickle-based loaders); the one exception is the MNIST
-  conversion in ``data/mnist.py``, which checks the file's SHA-256 first and unpickles only through
-  ``RestrictedUnpickler`` (NumPy arrays only). ``tests/test_data_mnist.py`` covers those two
-  guards, so they are not repeated here.
+  reader in ``data/mnist_sources.py``, which checks the file's SHA-256 first and unpickles only
+  through ``RestrictedUnpickler`` (NumPy arrays only). ``tests/test_data_mnist.py`` covers those
+  two guards, so they are not repeated here.
 * A malicious pickle planted where a cache or a result is expected is rejected (and the cache
   regenerated) without running: its payload would create a marker file, which must not exist.
 """
@@ -26,7 +26,7 @@ from qunlearn.errors import QunlearnError
 from qunlearn.experiments.store import ResultStore
 
 SRC = Path(qunlearn.__file__).parent
-VETTED = Path("data/mnist.py")  # the one unpickler: SHA-256 first, then NumPy arrays only
+VETTED = Path("data/mnist_sources.py")  # the one unpickler: SHA-256 first, then NumPy arrays only
 PICKLERS = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 NUMPY_LOADS = {"np.load", "numpy.load", "jnp.load", "jax.numpy.load"}
 
@@ -51,32 +51,44 @@ def unpickling_problems(source: str, path: Path) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         where = f"{path}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Import | ast.ImportFrom):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [
-                node.module or ""]
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
             if any(m.split(".")[0] in PICKLERS for m in modules) and path != VETTED:
                 problems.append(f"{where}: imports {modules}")
         if isinstance(node, ast.ClassDef) and path == VETTED:
             bases = [_dotted(b) for b in node.bases]
             if "pickle.Unpickler" in bases and not (
                 node.name == "RestrictedUnpickler"
-                and any(isinstance(f, ast.FunctionDef) and f.name == "find_class"
-                        for f in node.body)):
+                and any(
+                    isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in node.body
+                )
+            ):
                 problems.append(f"{where}: unpickler {node.name} without a find_class guard")
         if not isinstance(node, ast.Call):
             continue
         name = _dotted(node.func)
         if name.split(".")[0] in PICKLERS and name.rsplit(".", 1)[-1] in (
-                "load", "loads", "Unpickler", "open"):
+            "load",
+            "loads",
+            "Unpickler",
+            "open",
+        ):
             problems.append(f"{where}: {name}(...)")
-        if (isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-                and isinstance(node.func.value, ast.Call)
-                and _dotted(node.func.value.func).endswith("Unpickler")
-                and _dotted(node.func.value.func) != "RestrictedUnpickler"):
+        if (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr == "load"
+            and isinstance(node.func.value, ast.Call)
+            and _dotted(node.func.value.func).endswith("Unpickler")
+            and _dotted(node.func.value.func) != "RestrictedUnpickler"
+        ):
             problems.append(f"{where}: {_dotted(node.func.value.func)}(...).load()")
         flags = {kw.arg: kw.value for kw in node.keywords}
         if "allow_pickle" in flags and not (
-                isinstance(flags["allow_pickle"], ast.Constant)
-                and flags["allow_pickle"].value is False):
+            isinstance(flags["allow_pickle"], ast.Constant) and flags["allow_pickle"].value is False
+        ):
             problems.append(f"{where}: allow_pickle is not literally False")
         if name in NUMPY_LOADS and "allow_pickle" not in flags:
             problems.append(f"{where}: {name} without allow_pickle=False")
@@ -90,15 +102,18 @@ def test_source_tree_never_unpickles():
     assert problems == []
 
 
-@pytest.mark.parametrize("snippet", [
-    "import pickle\npickle.loads(b'')",
-    "from pickle import loads",
-    "import numpy as np\nnp.load('a.npy', allow_pickle=True)",
-    "import numpy as np\nnp.load('a.npz')",
-    "import numpy as np\nflag = True\nnp.load('a.npz', allow_pickle=flag)",
-    "import joblib\njoblib.load('x')",
-    "import pickle\npickle.Unpickler(f).load()",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import pickle\npickle.loads(b'')",
+        "from pickle import loads",
+        "import numpy as np\nnp.load('a.npy', allow_pickle=True)",
+        "import numpy as np\nnp.load('a.npz')",
+        "import numpy as np\nflag = True\nnp.load('a.npz', allow_pickle=flag)",
+        "import joblib\njoblib.load('x')",
+        "import pickle\npickle.Unpickler(f).load()",
+    ],
+)
 def test_the_scan_finds_unpickling(snippet):
     assert unpickling_problems(snippet, Path("experiments/x.py"))
 
@@ -156,8 +171,13 @@ def _keras_source(path: Path) -> Path:
     """A tiny Keras-style mnist.npz: 1s and 9s (and a 3) with random pixels."""
     rng = np.random.default_rng(0)
     y_train, y_test = np.array([1, 9, 1, 3, 9]), np.array([9, 1])
-    np.savez(path, x_train=rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), y_train=y_train,
-             x_test=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), y_test=y_test)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        y_train=y_train,
+        x_test=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+        y_test=y_test,
+    )
     return path
 
 

@@ -49,8 +49,11 @@ def test_padded_batch_equals_unpadded_gradient():
     params = model.init(jax.random.PRNGKey(1))
     objective = supervised_objective(model)
     batch = {"x": x[:3], "y": y[:3], "w": jnp.ones(3)}
-    padded = {"x": jnp.concatenate([x[:3], x[:2]]), "y": jnp.concatenate([y[:3], y[:2]]),
-              "w": jnp.array([1.0, 1, 1, 0, 0])}
+    padded = {
+        "x": jnp.concatenate([x[:3], x[:2]]),
+        "y": jnp.concatenate([y[:3], y[:2]]),
+        "w": jnp.array([1.0, 1, 1, 0, 0]),
+    }
     g1 = jax.grad(objective)(params, batch, None)
     g2 = jax.grad(objective)(params, padded, None)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-14), g1, g2)
@@ -59,10 +62,15 @@ def test_padded_batch_equals_unpadded_gradient():
 def test_training_learns_and_is_deterministic():
     model = make_model("mlp", 8, False, hidden=(8,))
     x, y = _toy()
-    train = jax.jit(make_train(supervised_objective(model), optax.adam(0.05), epochs=30,
-                               plan=shuffled_plan(len(x), 16),
-                               evaluate=lambda p, d, e: {"acc": accuracy(model, p, d["x"],
-                                                                         d["y"])}))
+    train = jax.jit(
+        make_train(
+            supervised_objective(model),
+            optax.adam(0.05),
+            epochs=30,
+            plan=shuffled_plan(len(x), 16),
+            evaluate=lambda p, d, e: {"acc": accuracy(model, p, d["x"], d["y"])},
+        )
+    )
     params0 = model.init(jax.random.PRNGKey(2))
     p1, log1 = train(jax.random.PRNGKey(3), params0, {"x": x, "y": y}, None)
     p2, log2 = train(jax.random.PRNGKey(3), params0, {"x": x, "y": y}, None)
@@ -81,8 +89,9 @@ def test_sweep_program_compiles_once_across_runs_alphas_and_noises():
     for noise in ("label_flip", "feature_randomization"):
         for alpha in (0.0, 0.3, 0.6):
             keys = noise_sweep.run_keys(noise_sweep.stable_key(root, noise, alpha), 3)
-            results[noise, alpha], _ = noise_sweep.run_cell(program, keys, x, y, x, y,
-                                                            noise=noise, alpha=alpha)
+            results[noise, alpha], _ = noise_sweep.run_cell(
+                program, keys, x, y, x, y, noise=noise, alpha=alpha
+            )
     assert len(program.traces) == 1
     assert results["label_flip", 0.3]["n_poisoned"] == [6, 6, 6]
     assert results["feature_randomization", 0.0]["n_poisoned"] == [0, 0, 0]
@@ -94,8 +103,10 @@ def test_vmapped_runs_equal_single_runs():
     program = noise_sweep.sweep_program(model, epochs=3, batch_size=8, lr=0.01, n_train=20)
     keys = noise_sweep.run_keys(jax.random.PRNGKey(5), 3)
     together, _ = noise_sweep.run_cell(program, keys, x, y, x, y, noise="label_flip", alpha=0.3)
-    alone = [noise_sweep.run_cell(program, keys[i:i + 1], x, y, x, y, noise="label_flip",
-                                  alpha=0.3)[0] for i in range(3)]
+    alone = [
+        noise_sweep.run_cell(program, keys[i : i + 1], x, y, x, y, noise="label_flip", alpha=0.3)[0]
+        for i in range(3)
+    ]
     for metric in ("val_acc", "final_loss"):
         np.testing.assert_allclose(together[metric], [a[metric][0] for a in alone], rtol=1e-12)
 
@@ -109,10 +120,18 @@ def test_chunked_runs_equal_vmapped_runs(run_chunk):
     cell = {}
     for chunk in (0, run_chunk):
         ticks = []
-        program = noise_sweep.sweep_program(model, epochs=3, batch_size=8, lr=0.01, n_train=20,
-                                            run_chunk=chunk, on_epoch=ticks.append)
-        cell[chunk], _ = noise_sweep.run_cell(program, keys, x, y, x, y, noise="label_flip",
-                                              alpha=0.3)
+        program = noise_sweep.sweep_program(
+            model,
+            epochs=3,
+            batch_size=8,
+            lr=0.01,
+            n_train=20,
+            run_chunk=chunk,
+            on_epoch=ticks.append,
+        )
+        cell[chunk], _ = noise_sweep.run_cell(
+            program, keys, x, y, x, y, noise="label_flip", alpha=0.3
+        )
         assert len(ticks) == 3 * sequential_chunks(3, chunk)
     for metric in ("val_acc", "train_acc_noisy_labels", "final_loss"):
         np.testing.assert_allclose(cell[run_chunk][metric], cell[0][metric], rtol=1e-12)
@@ -135,7 +154,9 @@ def test_stream_plan_emulates_a_repeat_shuffle_batch_stream():
     idx, w = jax.jit(stream_plan(n, bs, epochs, buffer, preshuffle=False))(jax.random.PRNGKey(0))
     assert idx.shape == (math.ceil(epochs * n / bs), bs)  # batches cross epoch boundaries
     order = np.asarray(idx).reshape(-1)[: epochs * n]
-    assert np.asarray(w).sum() == epochs * n and np.all(np.asarray(w).reshape(-1)[epochs * n:] == 0)
+    assert np.asarray(w).sum() == epochs * n and np.all(
+        np.asarray(w).reshape(-1)[epochs * n :] == 0
+    )
     np.testing.assert_array_equal(np.bincount(order, minlength=n), np.full(n, epochs))
     # the t-th emitted element entered the buffer at stream position <= t + buffer - 1
     stream_pos = np.empty(epochs * n, int)
@@ -147,13 +168,15 @@ def test_stream_plan_emulates_a_repeat_shuffle_batch_stream():
     assert not np.array_equal(order, np.arange(epochs * n) % n)  # it does shuffle
     # a buffer of one is no shuffle at all; one larger than the stream is a full permutation
     one, _ = stream_plan(n, bs, epochs, 1, preshuffle=False)(jax.random.PRNGKey(1))
-    np.testing.assert_array_equal(np.asarray(one).reshape(-1)[: epochs * n],
-                                  np.arange(epochs * n) % n)
+    np.testing.assert_array_equal(
+        np.asarray(one).reshape(-1)[: epochs * n], np.arange(epochs * n) % n
+    )
     # the reference pre-shuffles once: a buffer of one then repeats ONE random order every epoch
     pre, _ = stream_plan(n, bs, epochs, 1)(jax.random.PRNGKey(1))
     pre = np.asarray(pre).reshape(-1)[: epochs * n].reshape(epochs, n)
     assert sorted(pre[0]) == list(range(n)) and not np.array_equal(pre[0], np.arange(n))
     assert all(np.array_equal(row, pre[0]) for row in pre)
+
     # the reference's Fig 2c stream: 100 epochs of 500 class-sorted examples in 196 steps. Streamed
     # in stored order, its batches would be class-imbalanced (about 63/37); pre-shuffled as the
     # reference does, they are balanced like a per-epoch permutation's
@@ -174,10 +197,12 @@ def test_stream_batching_trains_through_the_sweep_program():
     keys = noise_sweep.run_keys(jax.random.PRNGKey(0), 2)
     cells = {}
     for batching in ("epoch", "stream"):
-        program = noise_sweep.sweep_program(model, epochs=30, batch_size=8, lr=0.05, n_train=40,
-                                            batching=batching)
-        cells[batching], _ = noise_sweep.run_cell(program, keys, x, y, x, y, noise="label_flip",
-                                                  alpha=0.0)
+        program = noise_sweep.sweep_program(
+            model, epochs=30, batch_size=8, lr=0.05, n_train=40, batching=batching
+        )
+        cells[batching], _ = noise_sweep.run_cell(
+            program, keys, x, y, x, y, noise="label_flip", alpha=0.0
+        )
     assert min(cells["stream"]["val_acc"]) > 0.9  # it learns the toy task
     assert cells["stream"]["final_loss"] != cells["epoch"]["final_loss"]  # other batches
     with pytest.raises(QunlearnError, match="unknown batching 'tf'"):

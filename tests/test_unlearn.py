@@ -49,15 +49,28 @@ def setup():
     x, y = _toy()
     x_val, y_val = _toy(20, seed=1)
     _, y_noisy, mask = flip_labels(jax.random.PRNGKey(0), x, y, ALPHA)
-    shared = {"x_train": jnp.asarray(x), "y_true": jnp.asarray(y), "x_val": jnp.asarray(x_val),
-              "y_val": jnp.asarray(y_val)}
-    split = make_split(shared["x_train"], shared["y_true"], y_noisy, mask, shared["x_val"],
-                       shared["y_val"], n_forget=N_FORGET)
+    shared = {
+        "x_train": jnp.asarray(x),
+        "y_true": jnp.asarray(y),
+        "x_val": jnp.asarray(x_val),
+        "y_val": jnp.asarray(y_val),
+    }
+    split = make_split(
+        shared["x_train"],
+        shared["y_true"],
+        y_noisy,
+        mask,
+        shared["x_val"],
+        shared["y_val"],
+        n_forget=N_FORGET,
+    )
     return {"shared": shared, "y_noisy": y_noisy, "mask": mask, "split": split, "x": x, "y": y}
 
 
-MODELS = {"mlp": make_model("mlp", D, False, hidden=(4,)),
-          "qnn": make_model("qnn", D, False, depth=1)}  # 3 qubits
+MODELS = {
+    "mlp": make_model("mlp", D, False, hidden=(4,)),
+    "qnn": make_model("qnn", D, False, depth=1),
+}  # 3 qubits
 PROGRAMS = {}  # compiled programs shared by the tests (equal forms share one, as in the experiment)
 
 
@@ -66,25 +79,35 @@ def _model(kind):
 
 
 def _method(name, model, **options):
-    return make_method(name, model, n_retain=N - N_FORGET, n_forget=N_FORGET, epochs=EPOCHS,
-                       batch_size=BS, **options)
+    return make_method(
+        name,
+        model,
+        n_retain=N - N_FORGET,
+        n_forget=N_FORGET,
+        epochs=EPOCHS,
+        batch_size=BS,
+        **options,
+    )
 
 
 def _program(model, method):
     key = (model.name, method.form)
     if key not in PROGRAMS:
-        PROGRAMS[key] = exp.unlearning_program(model, method, lr=0.05, epochs=EPOCHS,
-                                               n_forget=N_FORGET, shared_teacher=True)
+        PROGRAMS[key] = exp.unlearning_program(
+            model, method, lr=0.05, epochs=EPOCHS, n_forget=N_FORGET, shared_teacher=True
+        )
     return PROGRAMS[key]
 
 
 def _run(program, method, teacher, setup, runs=2, first_run=0, weights=None):
     keys = jax.vmap(lambda r: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), r)))(
-        jnp.arange(first_run, first_run + runs))
+        jnp.arange(first_run, first_run + runs)
+    )
     starts = jax.vmap(method.start, in_axes=(0, None))(keys[:, 0], teacher)
     w = {k: jnp.full((runs,), v) for k, v in (weights or method.weights).items()}
-    return program(keys[:, 1], starts, teacher, setup["y_noisy"], setup["mask"], w,
-                   setup["shared"]), starts
+    return program(
+        keys[:, 1], starts, teacher, setup["y_noisy"], setup["mask"], w, setup["shared"]
+    ), starts
 
 
 # --- the family contract --------------------------------------------------------------------
@@ -125,14 +148,18 @@ def test_starting_points(kind, setup):
         for r in range(2):
             want = at_teacher
             if name == "retrain":
-                want = unlearning_metrics(model, model.init(
-                    jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), r))[0]),
-                    setup["split"])
-                assert not np.allclose(jax.tree_util.tree_leaves(starts)[-1][r],
-                                       jax.tree_util.tree_leaves(teacher)[-1])
+                want = unlearning_metrics(
+                    model,
+                    model.init(jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), r))[0]),
+                    setup["split"],
+                )
+                assert not np.allclose(
+                    jax.tree_util.tree_leaves(starts)[-1][r], jax.tree_util.tree_leaves(teacher)[-1]
+                )
             for metric in METRICS:
-                assert float(log["start"][metric][r, 0]) == pytest.approx(float(want[metric]),
-                                                                          abs=1e-12), (name, metric)
+                assert float(log["start"][metric][r, 0]) == pytest.approx(
+                    float(want[metric]), abs=1e-12
+                ), (name, metric)
 
 
 def test_split_and_forget_definitions(setup):
@@ -146,15 +173,17 @@ def test_split_and_forget_definitions(setup):
     method = _method("finetune", model)
     log, _ = _run(_program(model, method), method, model.init(jax.random.PRNGKey(1)), setup)
     f_true = np.asarray(log["start"]["forget_acc_true"])
-    np.testing.assert_allclose(np.asarray(log["start"]["forget_frac_poisoned_label"]), 1 - f_true,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        np.asarray(log["start"]["forget_frac_poisoned_label"]), 1 - f_true, atol=1e-15
+    )
     # by hand, at the final params
     params = model.init(jax.random.PRNGKey(3))
     got = unlearning_metrics(model, params, split)
     pred = np.asarray(jax.vmap(model.apply, (None, 0))(params, setup["x"])) > 0.5
     y, y_noisy = setup["y"], np.asarray(setup["y_noisy"])
     assert float(got["forget_frac_poisoned_label"]) == pytest.approx(
-        np.mean(pred[mask] == y_noisy[mask]))
+        np.mean(pred[mask] == y_noisy[mask])
+    )
     assert float(got["retain_acc"]) == pytest.approx(np.mean(pred[~mask] == y[~mask]))
     assert float(got["train_acc_noisy_labels"]) == pytest.approx(np.mean(pred == y_noisy))
     assert got["val_acc"].dtype == jnp.float64
@@ -181,8 +210,11 @@ def test_zero_forget_weight_equals_finetune_exactly(setup):
     program = _program(model, finetune)
     want, _ = _run(program, finetune, teacher, setup)
     traces = len(program.traces)
-    for name, options in (("scrub", {"kl_w": 0.0, "fo_w": 0.0}), ("gradient_ascent", {"fo_w": 0.0}),
-                          ("gradient_ascent", {"fo_w": 0.0, "labels": "true"})):
+    for name, options in (
+        ("scrub", {"kl_w": 0.0, "fo_w": 0.0}),
+        ("gradient_ascent", {"fo_w": 0.0}),
+        ("gradient_ascent", {"fo_w": 0.0, "labels": "true"}),
+    ):
         method = _method(name, model, **options)
         assert method.form == finetune.form
         got, _ = _run(program, method, teacher, setup)
@@ -207,7 +239,9 @@ def test_vmapped_runs_equal_single_runs(setup):
             single, _ = _run(program, method, teacher, setup, runs=1, first_run=r)
             jax.tree_util.tree_map(
                 lambda a, b, r=r: np.testing.assert_allclose(a[r], b[0], rtol=1e-10, atol=1e-12),
-                batched, single)
+                batched,
+                single,
+            )
         assert len(program.traces) - traces <= 2  # one shape with 5 runs, one with 1
 
 
@@ -237,8 +271,15 @@ def test_kurmanji_max_steps_stop_after_max_epochs(setup):
         assert method.steps == max_epochs * 2 + EPOCHS * 4  # ceil(12 / 8) max, ceil(28 / 8) min
         unlearn = jax.jit(make_unlearn(model, method, lr=0.05, epochs=EPOCHS, trajectory=False))
         final[max_epochs] = [
-            unlearn(jax.random.PRNGKey(2), teacher, teacher, setup["split"],
-                    method.weights | {"forget_kl": fo_w})[0] for fo_w in (0.0, 5.0)]
+            unlearn(
+                jax.random.PRNGKey(2),
+                teacher,
+                teacher,
+                setup["split"],
+                method.weights | {"forget_kl": fo_w},
+            )[0]
+            for fo_w in (0.0, 5.0)
+        ]
     jax.tree_util.tree_map(np.testing.assert_array_equal, *final[0])
     assert not np.array_equal(final[EPOCHS][0][0]["w"], final[EPOCHS][1][0]["w"])
 
@@ -284,11 +325,26 @@ def test_bad_input_gives_one_line_errors():
 
 
 def _config(**kw):
-    spec = UnlearnSpec(model="mlp", epochs=3, batch_size=16, lr=0.05, unlearn_epochs=2,
-                       unlearn_batch_size=0, unlearn_lr=0.01, hyper={"hidden": [4]})
-    base = dict(experiment="unlearning", name="tiny", dataset="mnist", models={"mlp": spec},
-                methods=("retrain", "finetune", "scrub"), alpha=ALPHA, runs=2,
-                method_options={"scrub": {"kl_w": 0.0, "fo_w": 0.2}})
+    spec = UnlearnSpec(
+        model="mlp",
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+        unlearn_epochs=2,
+        unlearn_batch_size=0,
+        unlearn_lr=0.01,
+        hyper={"hidden": [4]},
+    )
+    base = dict(
+        experiment="unlearning",
+        name="tiny",
+        dataset="mnist",
+        models={"mlp": spec},
+        methods=("retrain", "finetune", "scrub"),
+        alpha=ALPHA,
+        runs=2,
+        method_options={"scrub": {"kl_w": 0.0, "fo_w": 0.2}},
+    )
     return UnlearningConfig(**(base | kw))
 
 
@@ -304,27 +360,53 @@ def test_experiment_writes_resumes_compares_and_plots(tmp_path, monkeypatch):
     from qunlearn.plotting.results import plot_results_dir
 
     _fake_dataset(monkeypatch)
-    config = _config(sweep={"scrub": {"kl_w": [0.0, 0.5], "fo_w": [0.0, 0.2]},
-                            "gradient_ascent": {"fo_w": [0.0, 0.2]}}, sweep_chunk=3)
+    config = _config(
+        sweep={
+            "scrub": {"kl_w": [0.0, 0.5], "fo_w": [0.0, 0.2]},
+            "gradient_ascent": {"fo_w": [0.0, 0.2]},
+        },
+        sweep_chunk=3,
+    )
     store = run(config, tmp_path, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert list(rows[0]) == ["dataset", "model", "method", "variant", "run", "epoch", "metric",
-                             "value", "seed"]
+    assert list(rows[0]) == [
+        "dataset",
+        "model",
+        "method",
+        "variant",
+        "run",
+        "epoch",
+        "metric",
+        "value",
+        "seed",
+    ]
     # 3 methods x 2 runs x (2 epochs x (5 metrics + loss) + 5 final metrics)
     assert len(rows) == 3 * 2 * (2 * 6 + 5)
     with open(tmp_path / "teacher.csv") as f:
         teacher = {r["metric"]: float(r["value"]) for r in csv.DictReader(f)}
     assert teacher["n_forget"] == N_FORGET
-    start = [r for r in rows if r["method"] == "finetune" and r["epoch"] == "0"
-             and r["metric"] == "val_acc"]
+    start = [
+        r
+        for r in rows
+        if r["method"] == "finetune" and r["epoch"] == "0" and r["metric"] == "val_acc"
+    ]
     assert all(float(r["value"]) == pytest.approx(teacher["val_acc"]) for r in start)
     sweep = list(csv.DictReader(open(tmp_path / "sweep.csv")))
     assert {"kl_w", "fo_w"} <= set(sweep[0]) and len(sweep) == (4 + 2) * 2 * len(METRICS)
     # sweep point (kl 0, fo 0.2) = the scrub trajectory's final state, run by run
-    final = {(r["run"]): float(r["value"]) for r in rows if r["method"] == "scrub"
-             and r["epoch"] == "2" and r["metric"] == "val_acc"}
-    point = {r["run"]: float(r["value"]) for r in sweep if r["metric"] == "val_acc"
-             and r["method"] == "scrub" and float(r["kl_w"]) == 0.0 and float(r["fo_w"]) == 0.2}
+    final = {
+        (r["run"]): float(r["value"])
+        for r in rows
+        if r["method"] == "scrub" and r["epoch"] == "2" and r["metric"] == "val_acc"
+    }
+    point = {
+        r["run"]: float(r["value"])
+        for r in sweep
+        if r["metric"] == "val_acc"
+        and r["method"] == "scrub"
+        and float(r["kl_w"]) == 0.0
+        and float(r["fo_w"]) == 0.2
+    }
     assert point == pytest.approx(final)
     # the teacher file is plain npz
     with np.load(tmp_path / "cells" / "mlp__teacher.npz", allow_pickle=False) as f:
@@ -333,14 +415,22 @@ def test_experiment_writes_resumes_compares_and_plots(tmp_path, monkeypatch):
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
     run(config, tmp_path, progress=False)
     assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
-    assert json.loads((tmp_path / "manifest.json").read_text())["timings"]["mlp__scrub"][
-        "optimizer_steps"] == 2
+    assert (
+        json.loads((tmp_path / "manifest.json").read_text())["timings"]["mlp__scrub"][
+            "optimizer_steps"
+        ]
+        == 2
+    )
     out = compare_results_dir(tmp_path)
     assert {r["method"] for r in out["table"]} == {"retrain", "finetune", "scrub"}
     assert all("final_paper" in r for r in out["table"])  # the paper's MNIST MLP curves
     paths = plot_results_dir(tmp_path)
-    assert {p.name for p in paths} == {"fig3_unlearning.png", "fig3_unlearning.pdf",
-                                       "fig3_sweep.png", "fig3_sweep.pdf"}
+    assert {p.name for p in paths} == {
+        "fig3_unlearning.png",
+        "fig3_unlearning.pdf",
+        "fig3_sweep.png",
+        "fig3_sweep.pdf",
+    }
     assert store.root == tmp_path
 
 
@@ -352,17 +442,32 @@ def test_experiment_redraw_teacher_and_bad_configs(tmp_path, monkeypatch):
     with np.load(tmp_path / "cells" / "mlp__teacher.npz", allow_pickle=False) as f:
         masks = f["mask"]
     assert masks.shape == (2, N) and not np.array_equal(masks[0], masks[1])
-    bad_configs = ((dict(methods=("retrian",)), "did you mean 'retrain'"),
-                   (dict(alpha=0.01), "forget set is empty"),
-                   (dict(noise="feature_randomization"), "label_flip"),
-                   (dict(method_options={"scrbu": {}}), "did you mean 'scrub'"),
-                   (dict(sweep={"scrub": {"n_retain": [1, 2]}}), "sweep.scrub"),
-                   (dict(sweep={"scrub": {"kl_weight": [0.1]}}), "bad options"),
-                   (dict(method_options={"scrub": {"kl_w": "high"}}), "scrub"),
-                   (dict(models={"mlp": UnlearnSpec(model="mlp", epochs=1, batch_size=4, lr=0.1,
-                                                    unlearn_epochs=1, unlearn_batch_size=0,
-                                                    unlearn_lr=0.1, hyper={"width": 3})}),
-                    "models.mlp"))
+    bad_configs = (
+        (dict(methods=("retrian",)), "did you mean 'retrain'"),
+        (dict(alpha=0.01), "forget set is empty"),
+        (dict(noise="feature_randomization"), "label_flip"),
+        (dict(method_options={"scrbu": {}}), "did you mean 'scrub'"),
+        (dict(sweep={"scrub": {"n_retain": [1, 2]}}), "sweep.scrub"),
+        (dict(sweep={"scrub": {"kl_weight": [0.1]}}), "bad options"),
+        (dict(method_options={"scrub": {"kl_w": "high"}}), "scrub"),
+        (
+            dict(
+                models={
+                    "mlp": UnlearnSpec(
+                        model="mlp",
+                        epochs=1,
+                        batch_size=4,
+                        lr=0.1,
+                        unlearn_epochs=1,
+                        unlearn_batch_size=0,
+                        unlearn_lr=0.1,
+                        hyper={"width": 3},
+                    )
+                }
+            ),
+            "models.mlp",
+        ),
+    )
     for i, (bad, match) in enumerate(bad_configs):
         with pytest.raises(QunlearnError, match=match) as err:
             run(_config(**bad), tmp_path / f"bad{i}", progress=False)

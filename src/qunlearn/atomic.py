@@ -35,8 +35,9 @@ def signals_deferred():
         yield
         return
     pending: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
-                for s in DEFERRED_SIGNALS}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in DEFERRED_SIGNALS
+    }
     try:
         yield
     finally:
@@ -100,8 +101,9 @@ def csv_text(rows: Iterable[dict], fieldnames: list[str] | None = None) -> str:
     return buf.getvalue()
 
 
-def write_csv(path: str | os.PathLike, rows: Iterable[dict],
-              fieldnames: list[str] | None = None) -> Path:
+def write_csv(
+    path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str] | None = None
+) -> Path:
     """Write a CSV table atomically; an identical existing file is left untouched."""
     path = Path(path)
     text = csv_text(rows, fieldnames)

@@ -27,11 +27,14 @@ def cmd_data(args) -> None:
     from qunlearn.data import describe, load_dataset
 
     if args.figure is not None and args.name != "xxz":
-        raise QunlearnError(f"--figure draws the XXZ phase diagram; dataset {args.name!r} has no "
-                            "figure: drop --figure")
+        raise QunlearnError(
+            f"--figure draws the XXZ phase diagram; dataset {args.name!r} has no "
+            "figure: drop --figure"
+        )
     if args.figure is not None and Path(args.figure).suffix.lower() not in FIGURE_SUFFIXES:
-        raise QunlearnError(f"--figure {args.figure}: use a file name ending in one of "
-                            f"{', '.join(FIGURE_SUFFIXES)}")
+        raise QunlearnError(
+            f"--figure {args.figure}: use a file name ending in one of {', '.join(FIGURE_SUFFIXES)}"
+        )
     dataset = load_dataset(args.name, cache_dir=args.cache_dir)
     print(describe(dataset))
     if args.name == "xxz":
@@ -60,12 +63,15 @@ def cmd_run(args) -> None:
         config_out = _default_out(config)
     resume = _resume_command(args, config_out)
     try:
-        store = run(config, config_out, cache_dir=args.cache_dir, progress=not args.quiet,
-                    command=resume)
+        store = run(
+            config, config_out, cache_dir=args.cache_dir, progress=not args.quiet, command=resume
+        )
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (engine.Interrupted)
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"\ninterrupted: finished cells are kept in {config_out}; to resume, run: "
-              f"{resume}", file=sys.stderr)
+        print(
+            f"\ninterrupted: finished cells are kept in {config_out}; to resume, run: {resume}",
+            file=sys.stderr,
+        )
         _exit_now(128 + signum)
     print(summary_line(store.manifest["last_run"]))
     print(f"results: {store.root / 'results.csv'}")
@@ -130,7 +136,11 @@ def cmd_demo(args) -> None:
 
     ns = argparse.Namespace(
         config=str(resources.files("qunlearn") / "configs" / "demo.toml"),
-        overrides=[], tiny=False, out=args.out, cache_dir=args.cache_dir, quiet=False,
+        overrides=[],
+        tiny=False,
+        out=args.out,
+        cache_dir=args.cache_dir,
+        quiet=False,
     )
     cmd_run(ns)
     out = Path(args.out)
@@ -144,45 +154,63 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poisoning and unlearning of quantum and classical classifiers "
         "(arXiv 2508.02422).",
     )
-    parser.add_argument("--cache-dir", default=None,
-                        help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     cache = [argparse.ArgumentParser(add_help=False)]  # --cache-dir after the subcommand too
-    cache[0].add_argument("--cache-dir", default=argparse.SUPPRESS,
-                       help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)")
+    cache[0].add_argument(
+        "--cache-dir",
+        default=argparse.SUPPRESS,
+        help="dataset cache (default: $QUNLEARN_CACHE or ~/.cache/qunlearn)",
+    )
 
-    p = sub.add_parser("data", parents=cache,
-                       help="prepare, cache and describe a dataset")
+    p = sub.add_parser("data", parents=cache, help="prepare, cache and describe a dataset")
     p.add_argument("name", help="mnist or xxz")
     p.add_argument("--figure", default=None, help="xxz: where to save the phase-diagram figure")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("run", parents=cache,
-                       help="run an experiment config (resumes a finished part)")
+    p = sub.add_parser(
+        "run", parents=cache, help="run an experiment config (resumes a finished part)"
+    )
     p.add_argument("config", help="TOML file, e.g. configs/fig2c_mnist.toml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="optional dotted overrides, e.g. runs=2 models.qnn.epochs=10")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="optional dotted overrides, e.g. runs=2 models.qnn.epochs=10",
+    )
     p.add_argument("--out", default=None, help="results directory (default results/<name>)")
     p.add_argument("--tiny", action="store_true", help="apply the config's [tiny] smoke settings")
-    p.add_argument("--models", default=None, metavar="NAME[,NAME]",
-                   help="run only these [models.NAME] tables, e.g. --models qnn")
+    p.add_argument(
+        "--models",
+        default=None,
+        metavar="NAME[,NAME]",
+        help="run only these [models.NAME] tables, e.g. --models qnn",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("compare", parents=cache,
-                       help="compare a results directory with the paper's numbers")
+    p = sub.add_parser(
+        "compare", parents=cache, help="compare a results directory with the paper's numbers"
+    )
     p.add_argument("results", help="results directory (holds results.csv and manifest.json)")
-    p.add_argument("--out", default=None,
-                   help="where compare.csv/json go (default: the results directory)")
+    p.add_argument(
+        "--out", default=None, help="where compare.csv/json go (default: the results directory)"
+    )
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("plot", parents=cache,
-                       help="draw the figures of a results directory (PNG and PDF)")
+    p = sub.add_parser(
+        "plot", parents=cache, help="draw the figures of a results directory (PNG and PDF)"
+    )
     p.add_argument("results", help="results directory")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("demo", parents=cache,
-                       help="a small noise sweep (MLP vs QNN, MNIST), compared and plotted")
+    p = sub.add_parser(
+        "demo", parents=cache, help="a small noise sweep (MLP vs QNN, MNIST), compared and plotted"
+    )
     p.add_argument("--out", default="results/demo", help="results directory")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -195,7 +223,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if getattr(args, "func", None) is not cmd_run or any(
-                a.startswith("-") or "=" not in a for a in extra):
+            a.startswith("-") or "=" not in a for a in extra
+        ):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     return args

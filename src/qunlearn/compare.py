@@ -28,9 +28,11 @@ def read_csv(path) -> list[dict]:
         with open(path, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise QunlearnError(f"cannot read table {path} ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else err!r}): rerun the "
-                            "experiment that wrote it") from None
+        raise QunlearnError(
+            f"cannot read table {path} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else err!r}): rerun the "
+            "experiment that wrote it"
+        ) from None
 
 
 def read_results(results_dir: str | Path) -> tuple[dict, list[dict]]:
@@ -48,19 +50,30 @@ def read_verified(results_dir: str | Path):
     verified = VerifiedResults(results_dir)
     verified.warn_problems()
     if not verified.has("results.csv"):
-        raise QunlearnError(f"no verified cell in {results_dir}: run `qunlearn run CONFIG --out "
-                            f"{results_dir}` (again) first")
+        raise QunlearnError(
+            f"no verified cell in {results_dir}: run `qunlearn run CONFIG --out "
+            f"{results_dir}` (again) first"
+        )
     return verified
 
 
 # --- what is comparable with the paper -------------------------------------------------------
 
 PAPER_CONFIGS = {  # (experiment, dataset) -> the shipped config that states the paper's protocol
-    ("noise_sweep", "mnist"): "fig2c_mnist.toml", ("noise_sweep", "xxz"): "fig2d_xxz.toml",
-    ("unlearning", "mnist"): "fig3a_mnist.toml", ("unlearning", "xxz"): "fig3b_xxz.toml",
+    ("noise_sweep", "mnist"): "fig2c_mnist.toml",
+    ("noise_sweep", "xxz"): "fig2d_xxz.toml",
+    ("unlearning", "mnist"): "fig3a_mnist.toml",
+    ("unlearning", "xxz"): "fig3b_xxz.toml",
 }
-PROTOCOL_MODEL_KEYS = ("epochs", "batch_size", "lr", "hyper", "unlearn_epochs",
-                       "unlearn_batch_size", "unlearn_lr")
+PROTOCOL_MODEL_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "hyper",
+    "unlearn_epochs",
+    "unlearn_batch_size",
+    "unlearn_lr",
+)
 PROTOCOL_TOP_KEYS = {"noise_sweep": (), "unlearning": ("alpha", "noise")}
 NUMERICS_ONLY = {"dtype"}  # hyperparameters that change precision, not the experiment
 VARIANTS = {"encoding", "phase"}  # dataset options naming a documented variant (still comparable)
@@ -109,8 +122,7 @@ def protocol_check(config: dict) -> dict:
         if config.get(key, paper.get(key)) != paper.get(key, config.get(key)):
             general.append(f"{key} = {config.get(key)!r} (paper {paper.get(key)!r})")
     ours_options = {k: v for k, v in config.get("dataset_options", {}).items() if k not in VARIANTS}
-    paper_options = {k: v for k, v in paper.get("dataset_options", {}).items()
-                     if k not in VARIANTS}
+    paper_options = {k: v for k, v in paper.get("dataset_options", {}).items() if k not in VARIANTS}
     if ours_options != paper_options:
         general.append(f"dataset_options = {ours_options} (paper {paper_options})")
     paper_models = {spec["model"]: spec for spec in paper.get("models", {}).values()}
@@ -144,9 +156,12 @@ def data_line(config: dict) -> str:
 
 
 def comparability_lines(check: dict) -> list[str]:
-    return [f"not comparable with the paper (no pass marks) for models.{table}: "
-            + "; ".join(d.removeprefix(f"models.{table}.") for d in diffs)
-            for table, diffs in check["differences"].items() if diffs]
+    return [
+        f"not comparable with the paper (no pass marks) for models.{table}: "
+        + "; ".join(d.removeprefix(f"models.{table}.") for d in diffs)
+        for table, diffs in check["differences"].items()
+        if diffs
+    ]
 
 
 def reference_rows(name: str) -> list[dict]:
@@ -167,8 +182,9 @@ def critical_alpha(alphas, accs, threshold: float = 0.5) -> float | None:
     return None
 
 
-def compare_sweep(results: list[dict], model_kinds: dict | None = None,
-                  judged: set | None = None) -> list[dict]:
+def compare_sweep(
+    results: list[dict], model_kinds: dict | None = None, judged: set | None = None
+) -> list[dict]:
     """One row per (dataset, model, noise, alpha, metric) present in ``results``, ours vs paper.
 
     ``model_kinds`` maps our model table names to the paper's model ("mlp"/"qnn"; default: the
@@ -177,8 +193,13 @@ def compare_sweep(results: list[dict], model_kinds: dict | None = None,
     ours = defaultdict(list)
     for row in results:
         if row["metric"] in SWEEP_METRICS:
-            key = (row["dataset"], row["model"], row["noise"], round(float(row["alpha"]), 3),
-                   row["metric"])
+            key = (
+                row["dataset"],
+                row["model"],
+                row["noise"],
+                round(float(row["alpha"]), 3),
+                row["metric"],
+            )
             ours[key].append(float(row["value"]))
     paper = defaultdict(list)
     for dataset in {k[0] for k in ours}:
@@ -186,8 +207,13 @@ def compare_sweep(results: list[dict], model_kinds: dict | None = None,
             continue
         for row in reference_rows(REFERENCE_SWEEPS[dataset]):
             for metric in SWEEP_METRICS:
-                key = (row["dataset"], row["model"], row["noise"], round(float(row["alpha"]), 3),
-                       metric)
+                key = (
+                    row["dataset"],
+                    row["model"],
+                    row["noise"],
+                    round(float(row["alpha"]), 3),
+                    metric,
+                )
                 paper[key].append(float(row[metric]))
     table = []
     for key in sorted(ours):
@@ -198,8 +224,13 @@ def compare_sweep(results: list[dict], model_kinds: dict | None = None,
         if paper_key in paper:
             pmean, pstd, pn = _stats(paper[paper_key])
             tol = max(0.03, 2 * pstd)
-            out |= {"paper_mean": pmean, "paper_std": pstd, "paper_runs": pn,
-                    "diff": mean - pmean, "tolerance": tol}
+            out |= {
+                "paper_mean": pmean,
+                "paper_std": pstd,
+                "paper_runs": pn,
+                "diff": mean - pmean,
+                "tolerance": tol,
+            }
             if judged is None or key[1] in judged:
                 out["pass"] = abs(mean - pmean) <= tol
         table.append(out)
@@ -215,8 +246,12 @@ def critical_alphas(table: list[dict]) -> list[dict]:
     out = []
     for (dataset, model, noise), rows in sorted(groups.items()):
         alphas = [r["alpha"] for r in rows]
-        entry = {"dataset": dataset, "model": model, "noise": noise,
-                 "alpha_c_ours": critical_alpha(alphas, [r["ours_mean"] for r in rows])}
+        entry = {
+            "dataset": dataset,
+            "model": model,
+            "noise": noise,
+            "alpha_c_ours": critical_alpha(alphas, [r["ours_mean"] for r in rows]),
+        }
         if all("paper_mean" in r for r in rows):
             entry["alpha_c_paper"] = critical_alpha(alphas, [r["paper_mean"] for r in rows])
         out.append(entry)
@@ -224,15 +259,19 @@ def critical_alphas(table: list[dict]) -> list[dict]:
 
 
 def format_table(table: list[dict]) -> str:
-    lines = [f"{'dataset':7} {'model':5} {'noise':22} {'alpha':>5} {'metric':23} "
-             f"{'ours':>14} {'paper':>14} {'diff':>7} pass"]
+    lines = [
+        f"{'dataset':7} {'model':5} {'noise':22} {'alpha':>5} {'metric':23} "
+        f"{'ours':>14} {'paper':>14} {'diff':>7} pass"
+    ]
     for r in table:
         ours = f"{r['ours_mean']:.3f}±{r['ours_std']:.3f}"
         paper = f"{r['paper_mean']:.3f}±{r['paper_std']:.3f}" if "paper_mean" in r else "-"
         diff = f"{r['diff']:+.3f}" if "diff" in r else "-"
         ok = ("yes" if r["pass"] else "NO") if "pass" in r else "-"
-        lines.append(f"{r['dataset']:7} {r['model']:5} {r['noise']:22} {r['alpha']:5.2f} "
-                     f"{r['metric']:23} {ours:>14} {paper:>14} {diff:>7} {ok}")
+        lines.append(
+            f"{r['dataset']:7} {r['model']:5} {r['noise']:22} {r['alpha']:5.2f} "
+            f"{r['metric']:23} {ours:>14} {paper:>14} {diff:>7} {ok}"
+        )
     return "\n".join(lines)
 
 
@@ -261,25 +300,45 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -
     judged = {t for t, d in check["differences"].items() if not d}
     table = compare_sweep(results, {t: k for t, k in check["kinds"].items() if k}, judged)
     crit = critical_alphas(table)
-    fields = ["dataset", "model", "noise", "alpha", "metric", "ours_mean", "ours_std", "ours_runs",
-              "paper_mean", "paper_std", "paper_runs", "diff", "tolerance", "pass"]
+    fields = [
+        "dataset",
+        "model",
+        "noise",
+        "alpha",
+        "metric",
+        "ours_mean",
+        "ours_std",
+        "ours_runs",
+        "paper_mean",
+        "paper_std",
+        "paper_runs",
+        "diff",
+        "tolerance",
+        "pass",
+    ]
     _write_compare_csv(results_dir / "compare.csv", table, fields)
     compared = [r for r in table if "pass" in r]
-    summary = {"cells": len(compared), "passed": sum(r["pass"] for r in compared),
-               "critical_alpha": crit}
+    summary = {
+        "cells": len(compared),
+        "passed": sum(r["pass"] for r in compared),
+        "critical_alpha": crit,
+    }
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = format_table(table) + "\n\n" + f"passed {summary['passed']}/{summary['cells']} cells\n"
     text += "\n".join(
         f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours "
-        f"{_fmt(c['alpha_c_ours'])}, paper {_fmt(c.get('alpha_c_paper'))}" for c in crit)
+        f"{_fmt(c['alpha_c_ours'])}, paper {_fmt(c.get('alpha_c_paper'))}"
+        for c in crit
+    )
     return {"table": table, "summary": summary, "text": text}
 
 
 def _write_compare_csv(path: Path, table: list[dict], fields: list[str]) -> None:
     """Through the csv module (quoting), ``\\n``-terminated as compare.csv always was."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(
+        buf, fieldnames=fields, restval="", lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(table)
     atomic_write_text(path, buf.getvalue())
@@ -315,8 +374,9 @@ def _curves(rows, metric: str) -> dict:
     return out
 
 
-def compare_unlearning(results: list[dict], model_kinds: dict[str, str],
-                       judged: set | None = None) -> dict:
+def compare_unlearning(
+    results: list[dict], model_kinds: dict[str, str], judged: set | None = None
+) -> dict:
     """Our Fig 3 rows (tidy) against the paper's, per (dataset, model, method).
 
     ``model_kinds`` maps our model names to "mlp" / "qnn" (which reference file). Returns
@@ -353,8 +413,11 @@ def compare_unlearning(results: list[dict], model_kinds: dict[str, str],
         out["forget_final_ours"] = float(np.mean(forget[final_epoch]))
         out["epochs"] = len(epochs)
         out["final_epoch"] = final_epoch
-        comparable = (key[2] in PAPER_METHODS and variants[key] == "reference"
-                      and (judged is None or key[1] in judged))
+        comparable = (
+            key[2] in PAPER_METHODS
+            and variants[key] == "reference"
+            and (judged is None or key[1] in judged)
+        )
         if comparable and key in paper["val_acc"]:
             pval = paper["val_acc"][key]
             out |= _pair("final", pval[FINAL_EPOCH], "paper")
@@ -367,8 +430,9 @@ def compare_unlearning(results: list[dict], model_kinds: dict[str, str],
             # retrain starts from a fresh initialisation: its start is a draw, not a checkpoint
             out["start_pass"] = None if key[2] == "retrain" else abs(out["start_diff"]) <= START_TOL
             common = [e for e in epochs if e in pval]
-            out["curve_mad"] = float(np.mean([abs(np.mean(val[e]) - np.mean(pval[e]))
-                                              for e in common]))
+            out["curve_mad"] = float(
+                np.mean([abs(np.mean(val[e]) - np.mean(pval[e])) for e in common])
+            )
         table.append(out)
     return {"table": table, "ordering": _orderings(table)}
 
@@ -394,27 +458,40 @@ def _orderings(table: list[dict]) -> list[dict]:
     out = []
     for (dataset, model), rows in sorted(groups.items()):
         by = {r["method"]: r for r in rows}
-        flips = [f"{a}>{b}" for a in by for b in by
-                 if by[a]["final_paper"] - by[b]["final_paper"] > ORDER_GAP
-                 and by[a]["final_ours"] <= by[b]["final_ours"]]
-        out.append({
-            "dataset": dataset, "model": model,
-            "ours": [m for m in sorted(by, key=lambda m: -by[m]["final_ours"])],
-            "paper": [m for m in sorted(by, key=lambda m: -by[m]["final_paper"])],
-            "same": not flips, "violated_paper_pairs": flips,
-        })
+        flips = [
+            f"{a}>{b}"
+            for a in by
+            for b in by
+            if by[a]["final_paper"] - by[b]["final_paper"] > ORDER_GAP
+            and by[a]["final_ours"] <= by[b]["final_ours"]
+        ]
+        out.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "ours": [m for m in sorted(by, key=lambda m: -by[m]["final_ours"])],
+                "paper": [m for m in sorted(by, key=lambda m: -by[m]["final_paper"])],
+                "same": not flips,
+                "violated_paper_pairs": flips,
+            }
+        )
     return out
 
 
 def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
-    head = (f"{'dataset':7} {'model':6} {'method':16} {'variant':9} {'final ours':>12} "
-            f"{'paper':>12} {'diff':>7} pass  {'start ours':>10} {'paper':>6} pass  "
-            f"{'curve|d|':>8} {'forget o/p':>11}")
+    head = (
+        f"{'dataset':7} {'model':6} {'method':16} {'variant':9} {'final ours':>12} "
+        f"{'paper':>12} {'diff':>7} pass  {'start ours':>10} {'paper':>6} pass  "
+        f"{'curve|d|':>8} {'forget o/p':>11}"
+    )
     finals = sorted({r.get("final_epoch", FINAL_EPOCH) for r in table}) or [FINAL_EPOCH]
-    lines = [f"val acc at epoch {'/'.join(map(str, finals))} (final, |diff| <= {FINAL_TOL}) and "
-             f"epoch 0 (start, "
-             f"|diff| <= {START_TOL}); curve|d| = mean over epochs of |mean ours - mean paper|; "
-             "forget = fraction of D_f still predicted with its poisoned label", head]
+    lines = [
+        f"val acc at epoch {'/'.join(map(str, finals))} (final, |diff| <= {FINAL_TOL}) and "
+        f"epoch 0 (start, "
+        f"|diff| <= {START_TOL}); curve|d| = mean over epochs of |mean ours - mean paper|; "
+        "forget = fraction of D_f still predicted with its poisoned label",
+        head,
+    ]
     yn = {True: "yes", False: "NO", None: "-"}
     for r in table:
         has = "final_paper" in r
@@ -424,16 +501,19 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
         pstart = f"{r['start_paper']:.3f}" if has else "-"
         mad = f"{r['curve_mad']:.3f}" if has else "-"
         forget = f"{r['forget_final_ours']:.2f}/" + (
-            f"{r['forget_final_paper']:.2f}" if has else "-")
+            f"{r['forget_final_paper']:.2f}" if has else "-"
+        )
         lines.append(
             f"{r['dataset']:7} {r['model']:6} {r['method']:16} {r['variant']:9} {final:>12} "
             f"{pfinal:>12} {diff:>7} {yn[r.get('final_pass')]:4}  {r['start_ours']:>10.3f} "
-            f"{pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} {forget:>11}")
+            f"{pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} {forget:>11}"
+        )
     for o in ordering:
-        lines.append(f"ordering {o['dataset']} {o['model']}: ours {' > '.join(o['ours'])}; paper "
-                     f"{' > '.join(o['paper'])}: "
-                     + ("consistent" if o["same"] else
-                        f"DIFFERS on {', '.join(o['violated_paper_pairs'])}"))
+        lines.append(
+            f"ordering {o['dataset']} {o['model']}: ours {' > '.join(o['ours'])}; paper "
+            f"{' > '.join(o['paper'])}: "
+            + ("consistent" if o["same"] else f"DIFFERS on {', '.join(o['violated_paper_pairs'])}")
+        )
     return "\n".join(lines)
 
 
@@ -446,17 +526,25 @@ def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: di
     _write_compare_csv(results_dir / "compare.csv", table, fields)
     compared = [r for r in table if "final_pass" in r]
     starts = [r for r in compared if r["start_pass"] is not None]
-    summary = {"cells": len(compared), "final_passed": sum(r["final_pass"] for r in compared),
-               "start_checked": len(starts), "start_passed": sum(r["start_pass"] for r in starts),
-               "ordering": out["ordering"]}
+    summary = {
+        "cells": len(compared),
+        "final_passed": sum(r["final_pass"] for r in compared),
+        "start_checked": len(starts),
+        "start_passed": sum(r["start_pass"] for r in starts),
+        "ordering": out["ordering"],
+    }
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = format_unlearning(table, out["ordering"])
-    text += (f"\n\nfinal val acc: passed {summary['final_passed']}/{summary['cells']}; "
-             f"start: passed {summary['start_passed']}/{summary['start_checked']}")
+    text += (
+        f"\n\nfinal val acc: passed {summary['final_passed']}/{summary['cells']}; "
+        f"start: passed {summary['start_passed']}/{summary['start_checked']}"
+    )
     timings = manifest.get("timings", {})
     if timings:
-        text += ("\nwall time (s; all runs of a cell in one vmap; * = includes compilation) and "
-                 "optimizer steps per run:")
+        text += (
+            "\nwall time (s; all runs of a cell in one vmap; * = includes compilation) and "
+            "optimizer steps per run:"
+        )
         for cell, t in sorted(timings.items()):
             mark = "*" if t.get("includes_compile") else " "
             text += f"\n  {cell:34} {t['seconds']:9.1f}{mark} {t.get('optimizer_steps', '-'):>6}"
@@ -473,8 +561,12 @@ COMPARATORS["unlearning"] = _compare_unlearning_dir
 # Published values of the reference notebook (protocol §5): ratio = noisy trace / mean clean trace,
 # mean ± std over 5 seeds.
 ROUGHENING_REFERENCE = {
-    ("qnn", 0.2): (0.961, 0.075), ("qnn", 0.3): (0.737, 0.057), ("qnn", 0.4): (0.508, 0.045),
-    ("mlp", 0.2): (88.5, 61.2), ("mlp", 0.3): (94.7, 44.1), ("mlp", 0.4): (179.4, 63.7),
+    ("qnn", 0.2): (0.961, 0.075),
+    ("qnn", 0.3): (0.737, 0.057),
+    ("qnn", 0.4): (0.508, 0.045),
+    ("mlp", 0.2): (88.5, 61.2),
+    ("mlp", 0.3): (94.7, 44.1),
+    ("mlp", 0.4): (179.4, 63.7),
 }
 ROUGHENING_CLEAN_MEAN = {"qnn": 6.19, "mlp": 0.194}
 
@@ -499,17 +591,26 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
                 continue
             vals = np.array([by_seed[s] for s in sorted(by_seed)]) / clean_mean
             flags = np.array([collapsed[(m, ratio)].get(s, False) for s in sorted(by_seed)])
-            row = {"model": model, "noise_ratio": ratio, "clean_trace_mean": clean_mean,
-                   "ratio_mean": float(vals.mean()), "ratio_std": float(vals.std()),
-                   "runs": len(vals), "collapsed": int(flags.sum())}
+            row = {
+                "model": model,
+                "noise_ratio": ratio,
+                "clean_trace_mean": clean_mean,
+                "ratio_mean": float(vals.mean()),
+                "ratio_std": float(vals.std()),
+                "runs": len(vals),
+                "collapsed": int(flags.sum()),
+            }
             if (~flags).any():
                 row["ratio_mean_excl_collapsed"] = float(vals[~flags].mean())
             row["paper_clean_trace_mean"] = ROUGHENING_CLEAN_MEAN[kind]
             if (kind, ratio) in ROUGHENING_REFERENCE:
                 pm, ps = ROUGHENING_REFERENCE[(kind, ratio)]
-                row |= {"paper_ratio_mean": pm, "paper_ratio_std": ps,
-                        "same_direction": (row["ratio_mean"] - 1) * (pm - 1) > 0,
-                        "same_order_of_magnitude": abs(np.log10(row["ratio_mean"] / pm)) < 1}
+                row |= {
+                    "paper_ratio_mean": pm,
+                    "paper_ratio_std": ps,
+                    "same_direction": (row["ratio_mean"] - 1) * (pm - 1) > 0,
+                    "same_order_of_magnitude": abs(np.log10(row["ratio_mean"] / pm)) < 1,
+                }
             table.append(row)
     return table
 
@@ -517,21 +618,39 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
 def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
     kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     table = compare_roughening(results, kinds)
-    fields = ["model", "noise_ratio", "ratio_mean", "ratio_std", "runs", "collapsed",
-              "ratio_mean_excl_collapsed", "clean_trace_mean", "paper_ratio_mean",
-              "paper_ratio_std", "paper_clean_trace_mean", "same_direction",
-              "same_order_of_magnitude"]
+    fields = [
+        "model",
+        "noise_ratio",
+        "ratio_mean",
+        "ratio_std",
+        "runs",
+        "collapsed",
+        "ratio_mean_excl_collapsed",
+        "clean_trace_mean",
+        "paper_ratio_mean",
+        "paper_ratio_std",
+        "paper_clean_trace_mean",
+        "same_direction",
+        "same_order_of_magnitude",
+    ]
     _write_compare_csv(results_dir / "compare.csv", table, fields)
-    text = [f"{'model':6} {'r':>4} {'ratio (ours)':>16} {'ratio (paper)':>16} {'collapsed':>9} "
-            f"{'clean trace ours/paper':>24} direction"]
+    text = [
+        f"{'model':6} {'r':>4} {'ratio (ours)':>16} {'ratio (paper)':>16} {'collapsed':>9} "
+        f"{'clean trace ours/paper':>24} direction"
+    ]
     for r in table:
-        paper = (f"{r['paper_ratio_mean']:.3f}±{r['paper_ratio_std']:.3f}"
-                 if "paper_ratio_mean" in r else "-")
+        paper = (
+            f"{r['paper_ratio_mean']:.3f}±{r['paper_ratio_std']:.3f}"
+            if "paper_ratio_mean" in r
+            else "-"
+        )
         clean = f"{r['clean_trace_mean']:.3f}/{r.get('paper_clean_trace_mean', float('nan')):.3f}"
         same = {True: "same", False: "OPPOSITE"}.get(r.get("same_direction"), "-")
-        text.append(f"{r['model']:6} {r['noise_ratio']:4.2f} "
-                    f"{r['ratio_mean']:9.3f}±{r['ratio_std']:<6.3f} {paper:>16} "
-                    f"{r['collapsed']:>5}/{r['runs']:<3} {clean:>24} {same}")
+        text.append(
+            f"{r['model']:6} {r['noise_ratio']:4.2f} "
+            f"{r['ratio_mean']:9.3f}±{r['ratio_std']:<6.3f} {paper:>16} "
+            f"{r['collapsed']:>5}/{r['runs']:<3} {clean:>24} {same}"
+        )
     return {"table": table, "text": "\n".join(text)}
 
 

@@ -81,8 +81,9 @@ def _padded_batches(order, pad: int, steps: int, batch_size: int):
     return idx, w
 
 
-def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int = 128,
-                preshuffle: bool = True) -> Callable:
+def stream_plan(
+    n_examples: int, batch_size: int, epochs: int, buffer_size: int = 128, preshuffle: bool = True
+) -> Callable:
     """The reference code's batching as ONE plan for all of training (``make_train(epochs=1)``).
 
     The reference shuffles its training set once (``shuffle_zip``), then streams it through
@@ -94,8 +95,9 @@ def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int 
     as TensorFlow's, not its random numbers. Without the pre-shuffle, a buffer much smaller than n
     makes each batch a window of the class-sorted stream: mostly one class.
     """
-    check_positive(batch_size=batch_size, n_examples=n_examples, epochs=epochs,
-                   buffer_size=buffer_size)
+    check_positive(
+        batch_size=batch_size, n_examples=n_examples, epochs=epochs, buffer_size=buffer_size
+    )
     total = epochs * n_examples
     batch_size = min(batch_size, total)
     steps = math.ceil(total / batch_size)
@@ -104,8 +106,9 @@ def stream_plan(n_examples: int, batch_size: int, epochs: int, buffer_size: int 
 
     def plan(key):
         order_key, key = jax.random.split(key)
-        examples = (jax.random.permutation(order_key, n_examples) if preshuffle
-                    else jnp.arange(n_examples))
+        examples = (
+            jax.random.permutation(order_key, n_examples) if preshuffle else jnp.arange(n_examples)
+        )
 
         def emit(buffer, t_key):
             t, k = t_key
@@ -186,7 +189,8 @@ def make_train(
             if snapshot_every:  # slot e // k holds the params at the start of epoch k * (e // k)
                 slot, take = epoch_index // snapshot_every, epoch_index % snapshot_every == 0
                 snaps = jax.tree_util.tree_map(
-                    lambda s, p: s.at[slot].set(jnp.where(take, p, s[slot])), snaps, state[0])
+                    lambda s, p: s.at[slot].set(jnp.where(take, p, s[slot])), snaps, state[0]
+                )
             state, losses = jax.lax.scan(step, state, plan(jax.random.fold_in(key, epoch_index)))
             if on_epoch is not None:
                 jax.debug.callback(on_epoch, epoch_index)
@@ -195,7 +199,8 @@ def make_train(
         snaps = None
         if snapshot_every:
             snaps = jax.tree_util.tree_map(
-                lambda p: jnp.zeros((n_snapshots, *jnp.shape(p)), jnp.result_type(p)), params)
+                lambda p: jnp.zeros((n_snapshots, *jnp.shape(p)), jnp.result_type(p)), params
+            )
         ((params, _), snaps), (start, losses) = jax.lax.scan(
             epoch, ((params, optimizer.init(params)), snaps), jnp.arange(epochs)
         )
@@ -207,13 +212,26 @@ def make_train(
     return train
 
 
-def make_supervised_train(model, *, lr: float, epochs: int, batch_size: int, n_train: int,
-                          batching: str = "epoch", on_epoch: Callable | None = None) -> Callable:
+def make_supervised_train(
+    model,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    n_train: int,
+    batching: str = "epoch",
+    on_epoch: Callable | None = None,
+) -> Callable:
     """:func:`make_train` for plain supervised training (Adam, :func:`supervised_objective`) with
     a :func:`batching_plan`: ``train(key, params, {"x", "y"}, None) -> (params, log)``."""
     scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
-    return make_train(supervised_objective(model), optax.adam(lr), epochs=scan_epochs, plan=plan,
-                      on_epoch=on_epoch)
+    return make_train(
+        supervised_objective(model),
+        optax.adam(lr),
+        epochs=scan_epochs,
+        plan=plan,
+        on_epoch=on_epoch,
+    )
 
 
 def snapshot_epochs(epochs: int, every: int) -> list[int]:
@@ -232,8 +250,9 @@ def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
     (``bench/bench_qnn_kernel.py --runs 5 [--runs-map]``).
     """
     if not isinstance(run_chunk, int) or isinstance(run_chunk, bool) or run_chunk < 0:
-        raise QunlearnError(f"run_chunk must be an integer >= 0 (0 = all runs at once), got "
-                            f"{run_chunk!r}")
+        raise QunlearnError(
+            f"run_chunk must be an integer >= 0 (0 = all runs at once), got {run_chunk!r}"
+        )
     mapped = [i for i, axis in enumerate(in_axes) if axis == 0]
     if any(axis not in (0, None) for axis in in_axes):
         raise ValueError("over_runs maps axis 0 or nothing")

@@ -79,11 +79,17 @@ def make_split(x_train, y_true, y_noisy, mask, x_val, y_val, *, n_forget: int) -
     dtype = jnp.finfo(jnp.asarray(x_train).real.dtype).dtype
     y_true, y_noisy = jnp.asarray(y_true, dtype), jnp.asarray(y_noisy, dtype)
     return {
-        "x_retain": x_train[retain_idx], "y_retain": y_true[retain_idx],
-        "x_forget": x_train[forget_idx], "y_forget_true": y_true[forget_idx],
+        "x_retain": x_train[retain_idx],
+        "y_retain": y_true[retain_idx],
+        "x_forget": x_train[forget_idx],
+        "y_forget_true": y_true[forget_idx],
         "y_forget_poisoned": y_noisy[forget_idx],
-        "x_train": x_train, "y_train_noisy": y_noisy, "y_train_true": y_true,
-        "forget_mask": jnp.asarray(mask, dtype), "x_val": x_val, "y_val": jnp.asarray(y_val, dtype),
+        "x_train": x_train,
+        "y_train_noisy": y_noisy,
+        "y_train_true": y_true,
+        "forget_mask": jnp.asarray(mask, dtype),
+        "x_val": x_val,
+        "y_val": jnp.asarray(y_val, dtype),
     }
 
 
@@ -145,20 +151,24 @@ def _full_batch(batch_size: int, n_retain: int) -> int:
 
 def _check_sizes(n_retain, n_forget, epochs, batch_size):
     if n_forget <= 0:
-        raise QunlearnError("the forget set is empty (no label was flipped): raise alpha so that "
-                            "label flipping poisons at least two samples")
+        raise QunlearnError(
+            "the forget set is empty (no label was flipped): raise alpha so that "
+            "label flipping poisons at least two samples"
+        )
     check_positive(n_retain=n_retain, epochs=epochs)
     if not isinstance(batch_size, int) or batch_size < 0:
-        raise QunlearnError(f"batch_size must be a non-negative integer (0 = whole retain set), "
-                            f"got {batch_size!r}")
+        raise QunlearnError(
+            f"batch_size must be a non-negative integer (0 = whole retain set), got {batch_size!r}"
+        )
 
 
 def _check_weights(**weights) -> None:
     for name, value in weights.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not (number and math.isfinite(value)):
-            raise QunlearnError(f"loss weight {name} must be a finite number, got {value!r}: "
-                                f"e.g. {name} = 0.2")
+            raise QunlearnError(
+                f"loss weight {name} must be a finite number, got {value!r}: e.g. {name} = 0.2"
+            )
 
 
 def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, start, variant):
@@ -170,70 +180,117 @@ def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, s
     plan = shuffled_plan(n_retain, bs)
 
     def inputs(teacher, split):
-        data = {"x": split["x_retain"], "y": split["y_retain"],
-                "p_teacher": predict(model, teacher, split["x_retain"])}
-        extra = {"x_forget": split["x_forget"],
-                 "p_teacher_forget": predict(model, teacher, split["x_forget"]),
-                 "y_forget_poisoned": split["y_forget_poisoned"],
-                 "y_forget_true": split["y_forget_true"]}
+        data = {
+            "x": split["x_retain"],
+            "y": split["y_retain"],
+            "p_teacher": predict(model, teacher, split["x_retain"]),
+        }
+        extra = {
+            "x_forget": split["x_forget"],
+            "p_teacher_forget": predict(model, teacher, split["x_forget"]),
+            "y_forget_poisoned": split["y_forget_poisoned"],
+            "y_forget_true": split["y_forget_true"],
+        }
         return data, extra
 
     def objective(params, batch, extra):
         wt = extra["weights"]
         p = predict(model, params, batch["x"])
         q = predict(model, params, extra["x_forget"])
-        retain = (wt["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"])
-                  + wt["kl"] * weighted_mean(kl_one_term(batch["p_teacher"], p), batch["w"]))
-        forget = (wt["forget_kl"] * jnp.mean(kl_one_term(extra["p_teacher_forget"], q))
-                  + wt["forget_ce_poisoned"] * jnp.mean(bce(q, extra["y_forget_poisoned"]))
-                  + wt["forget_ce_true"] * jnp.mean(bce(q, extra["y_forget_true"])))
+        retain = wt["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"]) + wt[
+            "kl"
+        ] * weighted_mean(kl_one_term(batch["p_teacher"], p), batch["w"])
+        forget = (
+            wt["forget_kl"] * jnp.mean(kl_one_term(extra["p_teacher_forget"], q))
+            + wt["forget_ce_poisoned"] * jnp.mean(bce(q, extra["y_forget_poisoned"]))
+            + wt["forget_ce_true"] * jnp.mean(bce(q, extra["y_forget_true"]))
+        )
         return retain - forget
 
-    full = {"ce": 1.0, "kl": 0.0, "forget_kl": 0.0, "forget_ce_poisoned": 0.0,
-            "forget_ce_true": 0.0} | weights
-    return Method(objective, plan, inputs, start, {k: float(v) for k, v in full.items()},
-                  ("reference", n_retain, n_forget, bs, epochs), variant,
-                  epochs * math.ceil(n_retain / bs))
+    full = {
+        "ce": 1.0,
+        "kl": 0.0,
+        "forget_kl": 0.0,
+        "forget_ce_poisoned": 0.0,
+        "forget_ce_true": 0.0,
+    } | weights
+    return Method(
+        objective,
+        plan,
+        inputs,
+        start,
+        {k: float(v) for k, v in full.items()},
+        ("reference", n_retain, n_forget, bs, epochs),
+        variant,
+        epochs * math.ceil(n_retain / bs),
+    )
 
 
 def retrain(model, *, n_retain, n_forget, epochs, batch_size, ce_w=1.0):
     """From a fresh initialisation (the run key), CE on D_r."""
     _check_weights(ce_w=ce_w)
-    return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
-                           batch_size=batch_size, weights={"ce": ce_w},
-                           start=lambda key, teacher: model.init(key), variant="reference")
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": ce_w},
+        start=lambda key, teacher: model.init(key),
+        variant="reference",
+    )
 
 
 def finetune(model, *, n_retain, n_forget, epochs, batch_size, ce_w=1.0):
     """From the teacher, CE on D_r ("catastrophic forgetting")."""
     _check_weights(ce_w=ce_w)
-    return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
-                           batch_size=batch_size, weights={"ce": ce_w}, start=_from_teacher,
-                           variant="reference")
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": ce_w},
+        start=_from_teacher,
+        variant="reference",
+    )
 
 
 def scrub(model, *, n_retain, n_forget, epochs, batch_size, kl_w=0.0, fo_w=0.2, ce_w=1.0):
     """The reference's SCRUB, from the teacher: ce·CE(D_r batch) + kl_w·KL1(teacher‖student on
     the batch) − fo_w·KL1(teacher‖student on all of D_f), one min-step per batch."""
     _check_weights(kl_w=kl_w, fo_w=fo_w, ce_w=ce_w)
-    return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
-                           batch_size=batch_size,
-                           weights={"ce": ce_w, "kl": kl_w, "forget_kl": fo_w},
-                           start=_from_teacher, variant="reference")
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": ce_w, "kl": kl_w, "forget_kl": fo_w},
+        start=_from_teacher,
+        variant="reference",
+    )
 
 
-def gradient_ascent(model, *, n_retain, n_forget, epochs, batch_size, fo_w=0.2,
-                    labels="poisoned", ce_w=1.0):
+def gradient_ascent(
+    model, *, n_retain, n_forget, epochs, batch_size, fo_w=0.2, labels="poisoned", ce_w=1.0
+):
     """From the teacher: ce·CE(D_r batch) − fo_w·CE(all of D_f). ``labels="poisoned"`` (the
     reference) ascends on the labels the teacher memorised; ``"true"`` ascends on the clean labels,
     which pushes D_f TOWARDS its poisoned labels (a contrast, not a fix)."""
     _check_weights(fo_w=fo_w, ce_w=ce_w)
     if labels not in LABELS:
         raise QunlearnError(f"gradient_ascent labels must be one of {list(LABELS)}, got {labels!r}")
-    return _reference_form(model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
-                           batch_size=batch_size,
-                           weights={"ce": ce_w, f"forget_ce_{labels}": fo_w},
-                           start=_from_teacher, variant="reference")
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": ce_w, f"forget_ce_{labels}": fo_w},
+        start=_from_teacher,
+        variant="reference",
+    )
 
 
 # --- corrected variants: D_r and D_f rows in one data array, a role column tells them apart
@@ -280,14 +337,17 @@ def _joined(model, teacher, split, forget_labels: str) -> dict:
     the teacher's class-1 probability."""
     x = jnp.concatenate([split["x_retain"], split["x_forget"]])
     n_r, n_f = split["x_retain"].shape[0], split["x_forget"].shape[0]
-    return {"x": x,
-            "y": jnp.concatenate([split["y_retain"], split[f"y_forget_{forget_labels}"]]),
-            "role": jnp.concatenate([jnp.ones(n_r), -jnp.ones(n_f)]),
-            "p_teacher": predict(model, teacher, x)}
+    return {
+        "x": x,
+        "y": jnp.concatenate([split["y_retain"], split[f"y_forget_{forget_labels}"]]),
+        "role": jnp.concatenate([jnp.ones(n_r), -jnp.ones(n_f)]),
+        "p_teacher": predict(model, teacher, x),
+    }
 
 
-def scrub_kurmanji(model, *, n_retain, n_forget, epochs, batch_size, kl_w=1.0, ce_w=1.0,
-                   fo_w=1.0, max_epochs=5):
+def scrub_kurmanji(
+    model, *, n_retain, n_forget, epochs, batch_size, kl_w=1.0, ce_w=1.0, fo_w=1.0, max_epochs=5
+):
     """SCRUB of Kurmanji et al. 2023, from the teacher, with the Bernoulli KL. Each epoch: max-steps
     over D_f batches, loss −fo_w·KL(teacher‖student) (only in the first ``max_epochs`` epochs),
     then min-steps over D_r batches, loss kl_w·KL(teacher‖student) + ce_w·CE."""
@@ -308,9 +368,11 @@ def scrub_kurmanji(model, *, n_retain, n_forget, epochs, batch_size, kl_w=1.0, c
         kl = kl_bernoulli(batch["p_teacher"], p)
         w_min = batch["w"] * (batch["role"] > 0)
         w_max = batch["w"] * (batch["role"] < 0)
-        return (wt["kl"] * weighted_mean(kl, w_min)
-                + wt["ce"] * weighted_mean(bce(p, batch["y"]), w_min)
-                - wt["forget_kl"] * weighted_mean(kl, w_max))
+        return (
+            wt["kl"] * weighted_mean(kl, w_min)
+            + wt["ce"] * weighted_mean(bce(p, batch["y"]), w_min)
+            - wt["forget_kl"] * weighted_mean(kl, w_max)
+        )
 
     def optimizer(lr):
         # Max-steps after `max_epochs` leave params and Adam state untouched (as if not run).
@@ -319,10 +381,17 @@ def scrub_kurmanji(model, *, n_retain, n_forget, epochs, batch_size, kl_w=1.0, c
 
         return optax.transforms.conditionally_mask(optax.adam(lr), applied)
 
-    return Method(objective, alternating_plan(n_retain, n_forget, width), inputs, _from_teacher,
-                  {"ce": float(ce_w), "kl": float(kl_w), "forget_kl": float(fo_w)},
-                  ("scrub_kurmanji", n_retain, n_forget, width, epochs, max_epochs), "corrected",
-                  max_epochs * s_f + epochs * s_r, optimizer)
+    return Method(
+        objective,
+        alternating_plan(n_retain, n_forget, width),
+        inputs,
+        _from_teacher,
+        {"ce": float(ce_w), "kl": float(kl_w), "forget_kl": float(fo_w)},
+        ("scrub_kurmanji", n_retain, n_forget, width, epochs, max_epochs),
+        "corrected",
+        max_epochs * s_f + epochs * s_r,
+        optimizer,
+    )
 
 
 def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
@@ -340,13 +409,20 @@ def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
     def objective(params, batch, extra):
         wt = extra["weights"]
         ce = bce(predict(model, params, batch["x"]), batch["y"])
-        return (wt["ce"] * weighted_mean(ce, batch["w"] * (batch["role"] > 0))
-                - wt["forget_ce_poisoned"] * weighted_mean(ce, batch["w"] * (batch["role"] < 0)))
+        return wt["ce"] * weighted_mean(ce, batch["w"] * (batch["role"] > 0)) - wt[
+            "forget_ce_poisoned"
+        ] * weighted_mean(ce, batch["w"] * (batch["role"] < 0))
 
-    return Method(objective, joint_plan(n_retain, n_forget, bs), inputs, _from_teacher,
-                  {"ce": float(beta), "forget_ce_poisoned": float(1 - beta)},
-                  ("neggrad_plus", n_retain, n_forget, bs, epochs), "corrected",
-                  epochs * math.ceil(n_retain / bs))
+    return Method(
+        objective,
+        joint_plan(n_retain, n_forget, bs),
+        inputs,
+        _from_teacher,
+        {"ce": float(beta), "forget_ce_poisoned": float(1 - beta)},
+        ("neggrad_plus", n_retain, n_forget, bs, epochs),
+        "corrected",
+        epochs * math.ceil(n_retain / bs),
+    )
 
 
 METHODS: dict[str, Callable[..., Method]] = {
@@ -359,25 +435,41 @@ METHODS: dict[str, Callable[..., Method]] = {
 }
 
 
-def make_method(name: str, model, *, n_retain: int, n_forget: int, epochs: int, batch_size: int,
-                **options) -> Method:
+def make_method(
+    name: str, model, *, n_retain: int, n_forget: int, epochs: int, batch_size: int, **options
+) -> Method:
     """``METHODS[name](...)`` with one-line errors for unknown names and options."""
     if name not in METHODS:
         hint = difflib.get_close_matches(name, METHODS, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise QunlearnError(f"unknown unlearning method {name!r}{did}: choose one of "
-                            f"{sorted(METHODS)}")
+        raise QunlearnError(
+            f"unknown unlearning method {name!r}{did}: choose one of {sorted(METHODS)}"
+        )
     try:
-        return METHODS[name](model, n_retain=n_retain, n_forget=n_forget, epochs=epochs,
-                             batch_size=batch_size, **options)
+        return METHODS[name](
+            model,
+            n_retain=n_retain,
+            n_forget=n_forget,
+            epochs=epochs,
+            batch_size=batch_size,
+            **options,
+        )
     except TypeError as err:  # unexpected option name
         raise QunlearnError(f"bad options for unlearning method {name!r}: {err}") from None
     except QunlearnError as err:
         raise QunlearnError(f"unlearning method {name!r}: {err}") from None
 
 
-def make_unlearn(model, method: Method, *, lr: float, epochs: int, trajectory: bool = True,
-                 on_epoch: Callable | None = None, snapshot_every: int = 0) -> Callable:
+def make_unlearn(
+    model,
+    method: Method,
+    *,
+    lr: float,
+    epochs: int,
+    trajectory: bool = True,
+    on_epoch: Callable | None = None,
+    snapshot_every: int = 0,
+) -> Callable:
     """``unlearn(key, params, teacher_params, split, weights) -> (params, log)`` on the engine.
 
     ``log["start"][metric]``: (epochs,) :data:`METRICS` at the START of every epoch (index 0 = the
@@ -387,11 +479,19 @@ def make_unlearn(model, method: Method, *, lr: float, epochs: int, trajectory: b
     """
     evaluate = None
     if trajectory:
+
         def evaluate(params, data, extra):
             return unlearning_metrics(model, params, extra["split"])
 
-    train = make_train(method.objective, method.optimizer(lr), epochs=epochs, plan=method.plan,
-                       evaluate=evaluate, on_epoch=on_epoch, snapshot_every=snapshot_every)
+    train = make_train(
+        method.objective,
+        method.optimizer(lr),
+        epochs=epochs,
+        plan=method.plan,
+        evaluate=evaluate,
+        on_epoch=on_epoch,
+        snapshot_every=snapshot_every,
+    )
 
     def unlearn(key, params, teacher, split, weights):
         data, extra = method.inputs(teacher, split)

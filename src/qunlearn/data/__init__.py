@@ -59,8 +59,12 @@ def _check_option_type(dataset: str, key: str, value, default) -> None:
     typo such as ``n_per_class = "x"`` is named here, not deep inside a loader."""
     if default is None or default is inspect.Parameter.empty or value is None:
         return
-    kinds = {bool: (bool,), int: (int, np.integer), float: (int, float, np.integer, np.floating),
-             str: (str,)}
+    kinds = {
+        bool: (bool,),
+        int: (int, np.integer),
+        float: (int, float, np.integer, np.floating),
+        str: (str,),
+    }
     expected = kinds.get(type(default))
     if expected is None:
         return

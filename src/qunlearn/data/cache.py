@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -59,9 +60,14 @@ def _not_writable(path: Path, err: OSError) -> QunlearnError:
     )
 
 
+def cache_dir_path(cache_dir: str | os.PathLike | None) -> Path:
+    """The cache directory to use (``default_cache_dir()`` when None), not created."""
+    return default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+
+
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     """The cache directory to use (``default_cache_dir()`` when None), created if missing."""
-    path = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    path = cache_dir_path(cache_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -69,6 +75,16 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     if not path.is_dir():
         raise _not_writable(path, NotADirectoryError(20, "not a directory"))
     return path
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a cache directory in which no file can be created (before a long computation whose
+    result could not be kept): a temporary file is created and removed."""
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise _not_writable(path, err) from err
 
 
 def sha256_bytes(data: bytes) -> str:

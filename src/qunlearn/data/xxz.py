@@ -10,21 +10,43 @@ Default split (the reference's indices on the 293-point grid over [-1, 2]): trai
 For any grid the same split follows from one rule (``split_indices``): the grid points inside the
 reference's Δ windows [Δ_106, Δ_188] (label 0) and [Δ_199, Δ_281] (label 1), alternating val,
 train, val, … within each window. Explicit indices override the rule.
+
+Size guard: before a grid is generated, :func:`check_size` estimates the memory (the states,
+``n_delta`` x 2**n complex128, held up to ``GRID_COPIES`` times while they are generated and
+cached; the sparse Hamiltonian and the Lanczos vectors; the interpreter) and the time (ground
+states timed here at ``min(n_spins, CALIBRATION_SPINS)`` spins, times ``SPIN_TIME_FACTOR`` per
+further spin) and refuses, in one line, a grid that would not fit this machine's physical memory
+or would take longer than ``QUNLEARN_XXZ_MAX_HOURS`` (default ``DEFAULT_MAX_HOURS``). Generation
+longer than ``PROGRESS_AFTER_S`` shows progress on stderr: a tqdm bar on a terminal, otherwise a
+plain line every 10% (no carriage returns in logs).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
+from tqdm.auto import tqdm
 
-from qunlearn.data.cache import Dataset, read_npz, resolve_cache_dir, sha256_bytes, write_npz
+from qunlearn.data.cache import (
+    Dataset,
+    cache_dir_path,
+    check_writable,
+    read_npz,
+    resolve_cache_dir,
+    sha256_bytes,
+    write_npz,
+)
+from qunlearn.data.options import check_choice, check_int, check_real
 from qunlearn.errors import QunlearnError
 
 BOUNDARIES = ("periodic", "open")
@@ -37,6 +59,23 @@ WINDOWS = (
     (float(_REF_GRID[199]), float(_REF_GRID[281])),
 )
 _WINDOW_TOL = 1e-9
+PHASES = ("fixed", "random")
+MAX_SPINS = 20
+MAX_N_DELTA = 1_000_000
+
+# Size guard (see the module docstring). Measured on a 2-core x86 machine: one ground state takes
+# ~0.04 s at 12 spins, ~0.35 s at 14, ~4 s at 16 and ~9 s at 17 (2.2-2.9x per spin; the Lanczos
+# vectors leave the CPU caches from ~16 spins on), so 3x per spin extrapolates conservatively.
+CALIBRATION_SPINS = 12
+SPIN_TIME_FACTOR = 3.0
+CALIBRATION_MARGIN = 1.5  # the timed points vary by ~2x over the grid and with the machine's load
+MAX_HOURS_ENV = "QUNLEARN_XXZ_MAX_HOURS"
+DEFAULT_MAX_HOURS = 2.0
+GRID_COPIES = 3  # states: the generated array, np.savez's in-memory buffer and its bytes copy
+SOLVER_BYTES_PER_NNZ = 64  # COO rows/cols lists and arrays, CSR, the diagonal added to it
+LANCZOS_VECTORS = 24  # ARPACK's ncv = 20 basis vectors + its work vectors, float64
+BASE_BYTES = 512 * 2**20  # the interpreter, NumPy, SciPy and JAX themselves
+PROGRESS_AFTER_S = 3.0  # generation shorter than this shows no progress
 
 
 def xxz_grid(delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293) -> np.ndarray:
@@ -127,36 +166,191 @@ def generate_xxz_grid(
     deltas, n_spins: int = 12, boundary: str = "periodic"
 ) -> dict[str, np.ndarray]:
     """Ground states on a grid: deltas (G,), energies (G,), states (G, 2**n) complex128,
-    zz_nn (G,), s_pi (G,)."""
+    zz_nn (G,), s_pi (G,). Shows progress on stderr when it takes longer than a few seconds."""
     deltas = np.asarray(deltas, dtype=np.float64)
-    energies, states, zz_nn, s_pi = [], [], [], []
-    for delta in deltas:
-        energy, psi = ground_state(delta, n_spins, boundary)
-        energies.append(energy)
-        states.append(psi)
-        corr, structure = zz_observables(psi, n_spins, boundary)
-        zz_nn.append(corr)
-        s_pi.append(structure)
-    return {
-        "deltas": deltas,
-        "energies": np.array(energies),
-        "states": np.array(states, dtype=np.complex128).reshape(len(deltas), 1 << n_spins),
-        "zz_nn": np.array(zz_nn),
-        "s_pi": np.array(s_pi),
-    }
+    energies, zz_nn, s_pi = (np.empty(len(deltas)) for _ in range(3))
+    states = np.empty((len(deltas), 1 << n_spins), dtype=np.complex128)  # one copy, filled in place
+    progress = _GridProgress(len(deltas), f"xxz n_spins={n_spins}")
+    try:
+        for k, delta in enumerate(deltas):
+            energies[k], states[k] = ground_state(delta, n_spins, boundary)
+            zz_nn[k], s_pi[k] = zz_observables(states[k], n_spins, boundary)
+            progress.update()
+    finally:
+        progress.close()
+    return {"deltas": deltas, "energies": energies, "states": states, "zz_nn": zz_nn, "s_pi": s_pi}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _GridProgress:
+    """Progress over the grid points on ``stream`` (stderr): a tqdm bar on a terminal that
+    appears after ``PROGRESS_AFTER_S``; elsewhere (a log, a pipe) one plain line per 10% once
+    ``PROGRESS_AFTER_S`` have passed, never a carriage return."""
+
+    def __init__(self, total: int, desc: str, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.desc, self.done, self.decile = total, desc, 0, 0
+        self.after_s = PROGRESS_AFTER_S
+        self.start = time.perf_counter()
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = (
+            tqdm(
+                total=total,
+                desc=desc,
+                unit="state",
+                file=self.stream,
+                leave=False,
+                delay=self.after_s,
+            )
+            if tty
+            else None
+        )
+
+    def update(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        elapsed = time.perf_counter() - self.start
+        decile = self.done * 10 // self.total
+        if decile > self.decile and elapsed >= self.after_s:
+            self.decile = decile
+            left = elapsed / self.done * (self.total - self.done)
+            print(
+                f"{self.desc}: {self.done}/{self.total} ground states "
+                f"({100 * self.done // self.total}%), {_duration(elapsed)} elapsed, "
+                f"~{_duration(left)} left",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Size guard
+
+
+def memory_limit_bytes() -> int:
+    """Physical memory of this machine (``os.sysconf``), or a smaller cgroup v2 limit."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        cgroup = "max"
+    return min(limit, int(cgroup)) if cgroup.isdigit() else limit
+
+
+def max_seconds() -> float:
+    """The longest generation allowed: ``$QUNLEARN_XXZ_MAX_HOURS`` (default 2) hours."""
+    raw = os.environ.get(MAX_HOURS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_HOURS * 3600
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = math.nan
+    if not hours > 0 or not math.isfinite(hours):
+        raise QunlearnError(
+            f"{MAX_HOURS_ENV}={raw!r} is not a positive number of hours: "
+            f"set it to e.g. {DEFAULT_MAX_HOURS:g} or unset it"
+        )
+    return hours * 3600
+
+
+def estimate_bytes(n_spins: int, n_delta: int) -> tuple[int, int]:
+    """(bytes of one copy of the states, peak bytes of generating and caching the grid)."""
+    dim = 1 << n_spins
+    grid = 16 * dim * n_delta
+    nnz = dim * (n_spins + 1)  # diagonal + at most one hop per bond and basis state
+    solver = SOLVER_BYTES_PER_NNZ * nnz + 8 * dim * (LANCZOS_VECTORS + 3 * n_spins)  # + _spins
+    return grid, BASE_BYTES + GRID_COPIES * grid + solver
+
+
+def seconds_per_state(n_spins: int, boundary: str, delta_min: float, delta_max: float) -> float:
+    """Seconds per grid point here: five Δ across the grid (ground state and observables) timed
+    at ``min(n_spins, CALIBRATION_SPINS)`` spins, times ``CALIBRATION_MARGIN``, times
+    ``SPIN_TIME_FACTOR`` per further spin."""
+    n_cal = min(n_spins, CALIBRATION_SPINS)
+    probes = delta_min + (delta_max - delta_min) * np.array([0.02, 0.25, 0.5, 0.75, 0.98])
+    start = time.perf_counter()
+    for delta in probes:
+        zz_observables(ground_state(delta, n_cal, boundary)[1], n_cal, boundary)
+    per_state = (time.perf_counter() - start) / len(probes) * CALIBRATION_MARGIN
+    return per_state * SPIN_TIME_FACTOR ** (n_spins - n_cal)
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_size(
+    n_spins: int, boundary: str, delta_min: float, delta_max: float, n_delta: int
+) -> float:
+    """Refuse a grid whose generation would not fit this machine's memory or would take longer
+    than :func:`max_seconds` (one-line ``QunlearnError`` with the estimates and the fix). Returns
+    the estimated seconds."""
+    grid, need = estimate_bytes(n_spins, n_delta)
+    have = memory_limit_bytes()
+    per_state = seconds_per_state(n_spins, boundary, delta_min, delta_max)
+    seconds, limit = per_state * n_delta, max_seconds()
+    if need <= have and seconds <= limit:
+        return seconds
+
+    def fits(n, g):
+        return (
+            estimate_bytes(n, g)[1] <= have
+            and per_state * SPIN_TIME_FACTOR ** (n - n_spins) * g <= limit
+        )
+
+    fixes = []
+    spins = [n for n in range(n_spins - 1, 1, -1) if fits(n, n_delta)]
+    if spins:
+        fixes.append(f"use n_spins <= {spins[0]}")
+    per_point = GRID_COPIES * 16 * (1 << n_spins)  # memory and time are linear in n_delta
+    points = min(
+        n_delta - 1,
+        (have - (need - GRID_COPIES * grid)) // per_point,
+        math.floor(limit / per_state),
+    )
+    if points >= 2:
+        fixes.append(f"n_delta <= {points}")
+    if need <= have:
+        fixes.append(f"set {MAX_HOURS_ENV}={math.ceil(seconds / 3600)} to wait that long")
+    raise QunlearnError(
+        f"xxz with n_spins = {n_spins} needs ~{_size(need)} for {n_delta} ground states "
+        f"({_size(grid)} of states, held up to {GRID_COPIES} times while generated and cached; "
+        f"this machine has {_size(have)}) and ~{_duration(seconds)} of exact diagonalisation here "
+        f"(limit {_duration(limit)}, {MAX_HOURS_ENV}): "
+        + (", or ".join(fixes) if fixes else "use a machine with more memory")
+    )
 
 
 def _grid_params(n_spins, boundary, delta_min, delta_max, n_delta) -> dict:
-    _check_chain(n_spins, boundary)
-    xxz_grid(delta_min, delta_max, n_delta)  # validates
-    return {
-        "n_spins": int(n_spins),
-        "boundary": boundary,
-        "delta_min": float(delta_min),
-        "delta_max": float(delta_max),
-        "n_delta": int(n_delta),
+    """The grid options, type- and range-checked (one line naming ``dataset_options.<key>``)."""
+    params = {
+        "n_spins": check_int("n_spins", n_spins, 2, MAX_SPINS),
+        "boundary": check_choice("boundary", boundary, BOUNDARIES),
+        "delta_min": check_real("delta_min", delta_min),
+        "delta_max": check_real("delta_max", delta_max),
+        "n_delta": check_int("n_delta", n_delta, 2, MAX_N_DELTA),
         "format": CACHE_FORMAT,
     }
+    if not params["delta_min"] < params["delta_max"]:
+        raise QunlearnError(
+            f"dataset_options.delta_min must be below dataset_options.delta_max, got "
+            f"{delta_min} and {delta_max}: the grid runs from delta_min to delta_max"
+        )
+    return params
 
 
 def cache_name(params: dict) -> str:
@@ -177,11 +371,23 @@ def load_xxz_grid(
     """All ground states of a grid (see ``generate_xxz_grid``) and the cache metadata, read from
     the cache or generated and cached (missing or checksum mismatch -> regenerate)."""
     params = _grid_params(n_spins, boundary, delta_min, delta_max, n_delta)
-    path = resolve_cache_dir(cache_dir) / cache_name(params)
+    n_spins, boundary, n_delta = params["n_spins"], params["boundary"], params["n_delta"]
+    delta_min, delta_max = params["delta_min"], params["delta_max"]
+    path = cache_dir_path(cache_dir) / cache_name(params)
     cached = read_npz(path)
     if cached is not None and cached[1].get("parameters") == params:
         arrays, meta = cached
     else:
+        # Refused before anything is created or written, and before any long computation.
+        seconds = check_size(n_spins, boundary, delta_min, delta_max, n_delta)
+        check_writable(resolve_cache_dir(cache_dir))
+        if seconds > PROGRESS_AFTER_S:
+            print(
+                f"xxz: exact diagonalisation of {n_delta} ground states of {n_spins} spins "
+                f"({boundary}), ~{_duration(seconds)} here; cached in {path.parent}",
+                file=sys.stderr,
+                flush=True,
+            )
         start = time.perf_counter()
         arrays = generate_xxz_grid(xxz_grid(delta_min, delta_max, n_delta), n_spins, boundary)
         meta = {
@@ -213,7 +419,7 @@ def split_indices(deltas, train_idx=None, val_idx=None) -> dict[str, tuple[np.nd
             if idx.size == 0:
                 raise QunlearnError(
                     f"{split} label {label} has no grid points: widen the grid or pass "
-                    f"{split}_idx=(indices label 0, indices label 1)"
+                    f"dataset_options.{split}_idx = (indices label 0, indices label 1)"
                 )
             d = deltas[idx]
             ok = np.all((d > -1) & (d < 1)) if label == 0 else np.all(d > 1)
@@ -221,26 +427,38 @@ def split_indices(deltas, train_idx=None, val_idx=None) -> dict[str, tuple[np.nd
                 phase = "-1 < Δ < 1" if label == 0 else "Δ > 1"
                 raise QunlearnError(
                     f"{split} label {label} indices must lie in {phase}, got Δ in "
-                    f"[{d.min():.4g}, {d.max():.4g}]: fix {split}_idx"
+                    f"[{d.min():.4g}, {d.max():.4g}]: fix dataset_options.{split}_idx"
                 )
         out[split] = tuple(pair)
     if np.intersect1d(np.concatenate(out["train"]), np.concatenate(out["val"])).size:
-        raise QunlearnError("train and val indices overlap: pass disjoint train_idx and val_idx")
+        raise QunlearnError(
+            "train and val indices overlap: pass disjoint "
+            "dataset_options.train_idx and dataset_options.val_idx"
+        )
     return out
 
 
 def _as_pair(given, split: str, n_delta: int) -> tuple[np.ndarray, np.ndarray]:
     try:
-        pair = tuple(np.asarray(idx, dtype=np.int64).reshape(-1) for idx in given)
+        pair = tuple(np.asarray(idx).reshape(-1) for idx in given)
     except (TypeError, ValueError):
         pair = ()
-    if len(pair) != 2:
-        raise QunlearnError(f"{split}_idx must be a pair (indices label 0, indices label 1)")
+    if len(pair) != 2 or any(i.size and not np.issubdtype(i.dtype, np.integer) for i in pair):
+        raise QunlearnError(
+            f"dataset_options.{split}_idx must be a pair of integer index lists "
+            f"(indices label 0, indices label 1), got {given!r}"
+        )
+    pair = tuple(i.astype(np.int64) for i in pair)
     for idx in pair:
         if idx.size and (idx.min() < 0 or idx.max() >= n_delta):
-            raise QunlearnError(f"{split}_idx has indices outside [0, {n_delta}): fix {split}_idx")
+            raise QunlearnError(
+                f"dataset_options.{split}_idx has indices outside [0, {n_delta}): "
+                f"fix dataset_options.{split}_idx"
+            )
         if np.unique(idx).size != idx.size:
-            raise QunlearnError(f"{split}_idx repeats an index: pass each grid index once")
+            raise QunlearnError(
+                f"dataset_options.{split}_idx repeats an index: pass each grid index once"
+            )
     return pair
 
 
@@ -269,9 +487,13 @@ def load_xxz(
     fixed phases neighbouring ground states are nearly the same vector (overlap > 0.999), which an
     MLP cannot fit with flipped labels; random phases spread them apart.
     """
-    if phase not in ("fixed", "random"):
-        raise QunlearnError(f"phase must be 'fixed' or 'random', got {phase!r}: fix "
-                            "dataset_options.phase")
+    # Every option is checked before anything is generated (which can take long).
+    grid = _grid_params(n_spins, boundary, delta_min, delta_max, n_delta)
+    check_choice("phase", phase, PHASES)
+    phase_seed = check_int("phase_seed", phase_seed, -(2**63), 2**63 - 1)
+    split = split_indices(
+        xxz_grid(grid["delta_min"], grid["delta_max"], grid["n_delta"]), train_idx, val_idx
+    )
     arrays, meta = load_xxz_grid(
         cache_dir=cache_dir,
         n_spins=n_spins,
@@ -280,7 +502,6 @@ def load_xxz(
         delta_max=delta_max,
         n_delta=n_delta,
     )
-    split = split_indices(arrays["deltas"], train_idx, val_idx)
 
     def take(name):
         idx = np.concatenate(split[name])
@@ -291,8 +512,11 @@ def load_xxz(
 
     (x_train, y_train), (x_val, y_val) = take("train"), take("val")
     if phase == "random":
-        phis = np.asarray(jax.random.uniform(jax.random.PRNGKey(phase_seed),
-                                             (len(arrays["states"]),), maxval=2 * np.pi))
+        phis = np.asarray(
+            jax.random.uniform(
+                jax.random.PRNGKey(phase_seed), (len(arrays["states"]),), maxval=2 * np.pi
+            )
+        )
         rotate = np.exp(1j * phis)
         x_train = x_train * rotate[np.concatenate(split["train"])][:, None]
         x_val = x_val * rotate[np.concatenate(split["val"])][:, None]

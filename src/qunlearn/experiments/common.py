@@ -50,20 +50,24 @@ def deviations(config: dict | None = None) -> list[str]:
             out["stream batching"] = (
                 "batching: models with batching = 'stream' emulate the reference's "
                 "one-time shuffle, then repeat(epochs).shuffle(128).batch(bs) stream (same "
-                "distribution as tf.data, not its random numbers)")
+                "distribution as tf.data, not its random numbers)"
+            )
         if any(spec.get("hyper", {}).get("readout") == "linear" for spec in models):
             out["qnn readout"] = (
                 "qnn readout: models with readout = 'linear' output (1 + <Z>)/2, the reference "
                 "code's earlier readout; protocol §3 (and the reference's final code) use "
-                "sigmoid(5<Z>)")
+                "sigmoid(5<Z>)"
+            )
         if config.get("dataset") == "mnist":
             out["mnist encoding"] = MNIST_ENCODING_NOTES[
-                config.get("dataset_options", {}).get("encoding", "unit")]
+                config.get("dataset_options", {}).get("encoding", "unit")
+            ]
         if config.get("dataset_options", {}).get("phase") == "random":
             out["xxz data"] = (
                 "xxz data: generated in-house by sparse exact diagonalisation, each state times "
                 "a seeded random global phase (dataset option phase = 'random'), as the "
-                "reference's eigensolver left them; protocol §1 asks for a fixed phase")
+                "reference's eigensolver left them; protocol §1 asks for a fixed phase"
+            )
     return list(out.values())
 
 
@@ -74,10 +78,16 @@ def environment(config: dict | None = None) -> dict:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None
+        rev = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         rev = None
     return {
@@ -106,8 +116,9 @@ def model_input(dataset, representation: str = "native"):
         x_train = np.concatenate([x_train.real, x_train.imag], axis=1)
         x_val = np.concatenate([x_val.real, x_val.imag], axis=1)
     elif representation not in ("native", "realified"):
-        raise QunlearnError(f"unknown input representation {representation!r}: "
-                            "use 'native' or 'realified'")
+        raise QunlearnError(
+            f"unknown input representation {representation!r}: use 'native' or 'realified'"
+        )
     return x_train, x_val, x_train.shape[1], bool(np.iscomplexobj(x_train))
 
 
@@ -134,6 +145,7 @@ def rectangular_rows(rows: list[dict]) -> list[dict]:
     values empty. (Cell files store rows with sorted keys.)"""
     keys = set().union(*rows)
     middle = sorted(keys - set(COLUMNS_FIRST) - set(COLUMNS_LAST))
-    order = ([k for k in COLUMNS_FIRST if k in keys] + middle
-             + [k for k in COLUMNS_LAST if k in keys])
+    order = (
+        [k for k in COLUMNS_FIRST if k in keys] + middle + [k for k in COLUMNS_LAST if k in keys]
+    )
     return [{k: row.get(k, "") for k in order} for row in rows]

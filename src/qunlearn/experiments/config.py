@@ -161,8 +161,7 @@ def _at_least(low: int, high: int = MAX_INT, why: str = ""):
             what = "a positive integer" if low == 1 else f"an integer >= {low}"
             return f"{where} = {value} must be {what}: set it to {low} or more"
         if value > high:
-            return (f"{where} = {value} is more than {high:,}{why}: set it to at most "
-                    f"{high:,}")
+            return f"{where} = {value} is more than {high:,}{why}: set it to at most {high:,}"
         return None
 
     return check
@@ -174,8 +173,10 @@ MAX_NAME = 64  # table and method names become cell file names (<= 255 bytes wit
 def _family(family: dict, what: str):
     def check(where, value):
         if value not in family:
-            return (f"{where} = {value!r}{did_you_mean(value, family)} is not a known {what}: "
-                    f"choose one of {sorted(family)}")
+            return (
+                f"{where} = {value!r}{did_you_mean(value, family)} is not a known {what}: "
+                f"choose one of {sorted(family)}"
+            )
         return None
 
     return check
@@ -213,8 +214,10 @@ def _alphas(where, value):
     seen = {}
     for alpha in value:  # cells are named by alpha to 3 decimals
         if f"{alpha:.3f}" in seen:
-            return (f"{where} has {seen[f'{alpha:.3f}']} and {alpha}, the same to 3 decimals: "
-                    "list each noise ratio once")
+            return (
+                f"{where} has {seen[f'{alpha:.3f}']} and {alpha}, the same to 3 decimals: "
+                "list each noise ratio once"
+            )
         seen[f"{alpha:.3f}"] = alpha
     return None
 
@@ -227,8 +230,10 @@ def _trace_probes(where, value):
 
 def _forget_alpha(where, value):
     if not 0.0 < value < 1.0:
-        return (f"{where} = {value} must be in (0, 1): alpha = 0 leaves an empty forget set, "
-                "so set e.g. alpha = 0.3")
+        return (
+            f"{where} = {value} must be in (0, 1): alpha = 0 leaves an empty forget set, "
+            "so set e.g. alpha = 0.3"
+        )
     return None
 
 
@@ -242,14 +247,20 @@ def _names(what: str, *, allow_empty: bool = False, family: dict | None = None):
             return f"{where} lists {duplicated[0]!r} twice: list each {what} once"
         for i, name in enumerate(names):
             if family is not None and name not in family:
-                return (f"{where}[{i}] = {name!r}{did_you_mean(name, family)} is not a known "
-                        f"{what}: choose one of {sorted(family)}")
+                return (
+                    f"{where}[{i}] = {name!r}{did_you_mean(name, family)} is not a known "
+                    f"{what}: choose one of {sorted(family)}"
+                )
             if not _SAFE_NAME.fullmatch(name):
-                return (f"{where}: {what} name {name!r} cannot name a file: use letters, digits, "
-                        "'_', '-' and '.'")
+                return (
+                    f"{where}: {what} name {name!r} cannot name a file: use letters, digits, "
+                    "'_', '-' and '.'"
+                )
             if len(name) > MAX_NAME:
-                return (f"{where}: {what} name {name[:20]!r}... has {len(name)} characters: use "
-                        f"at most {MAX_NAME}")
+                return (
+                    f"{where}: {what} name {name[:20]!r}... has {len(name)} characters: use "
+                    f"at most {MAX_NAME}"
+                )
         return None
 
     return check
@@ -257,8 +268,10 @@ def _names(what: str, *, allow_empty: bool = False, family: dict | None = None):
 
 def _safe_name(where, value):
     if not _SAFE_NAME.fullmatch(value):
-        return (f"{where} = {value!r} cannot name a results directory: use letters, digits, '_', "
-                "'-' and '.'")
+        return (
+            f"{where} = {value!r} cannot name a results directory: use letters, digits, '_', "
+            "'-' and '.'"
+        )
     if len(value) > 100:
         return f"{where} has {len(value)} characters: use at most 100"
     return None
@@ -417,36 +430,51 @@ def _check_unlearning(config) -> None:
     """Whole-config checks of the Fig 3 set-up (unlearning and curvature configs)."""
     noise = getattr(config, "noise", "label_flip")
     if noise != "label_flip":
-        raise QunlearnError(f"unlearning needs noise = 'label_flip' (the forget set is the flipped "
-                            f"samples), got {noise!r}")
+        raise QunlearnError(
+            f"unlearning needs noise = 'label_flip' (the forget set is the flipped "
+            f"samples), got {noise!r}"
+        )
     sweep = getattr(config, "sweep", {})
     if not config.methods and not hasattr(config, "sweep"):
-        raise QunlearnError("methods is empty: list at least one unlearning method, e.g. "
-                            "methods = [\"finetune\"]")
+        raise QunlearnError(
+            'methods is empty: list at least one unlearning method, e.g. methods = ["finetune"]'
+        )
     if not config.methods and not sweep:
         raise QunlearnError("nothing to run: list `methods` or add a [sweep] table")
     known = set(config.methods) | set(sweep) | set(METHODS)  # unused options are fine
     for name in config.method_options:
         if name not in known:
-            raise QunlearnError(f"method_options.{name}{did_you_mean(name, known)} names no "
-                                f"method in `methods`, [sweep] or {sorted(METHODS)}")
+            raise QunlearnError(
+                f"method_options.{name}{did_you_mean(name, known)} names no "
+                f"method in `methods`, [sweep] or {sorted(METHODS)}"
+            )
     for name, axes in sweep.items():
-        if not isinstance(axes, dict) or not axes or not all(
-                isinstance(v, list) and v for v in axes.values()):
-            raise QunlearnError(f"sweep.{name} must map option names to non-empty lists, e.g. "
-                                "fo_w = [0.0, 0.1]")
+        if (
+            not isinstance(axes, dict)
+            or not axes
+            or not all(isinstance(v, list) and v for v in axes.values())
+        ):
+            raise QunlearnError(
+                f"sweep.{name} must map option names to non-empty lists, e.g. fo_w = [0.0, 0.1]"
+            )
         if RESERVED_OPTIONS & set(axes):
-            raise QunlearnError(f"sweep.{name} cannot sweep {sorted(RESERVED_OPTIONS & set(axes))}:"
-                                " sweep the method's loss weights (e.g. kl_w, fo_w)")
+            raise QunlearnError(
+                f"sweep.{name} cannot sweep {sorted(RESERVED_OPTIONS & set(axes))}:"
+                " sweep the method's loss weights (e.g. kl_w, fo_w)"
+            )
     for name in (*config.methods, *sweep):
         base, options = resolve_method(config.method_options, name)
         if base not in METHODS:
-            raise QunlearnError(f"unknown unlearning method {base!r}{did_you_mean(base, METHODS)}"
-                                f": choose one of {sorted(METHODS)}")
+            raise QunlearnError(
+                f"unknown unlearning method {base!r}{did_you_mean(base, METHODS)}"
+                f": choose one of {sorted(METHODS)}"
+            )
         if RESERVED_OPTIONS & set(options):
-            raise QunlearnError(f"method_options.{name} cannot set "
-                                f"{sorted(RESERVED_OPTIONS & set(options))}: they come from the "
-                                "model's unlearn_* settings")
+            raise QunlearnError(
+                f"method_options.{name} cannot set "
+                f"{sorted(RESERVED_OPTIONS & set(options))}: they come from the "
+                "model's unlearn_* settings"
+            )
 
 
 VALIDATE = {UnlearningConfig: _check_unlearning, CurvatureConfig: _check_unlearning}
@@ -497,7 +525,8 @@ def select_models(data: dict, names) -> None:
     if unknown:
         raise QunlearnError(
             f"--models: no table [models.{unknown[0]}] in the config"
-            f"{_did_you_mean(unknown[0], tables)}; its model tables are {', '.join(tables)}")
+            f"{_did_you_mean(unknown[0], tables)}; its model tables are {', '.join(tables)}"
+        )
     if not names:
         raise QunlearnError("--models: name at least one model table, e.g. --models qnn")
     for name in list(tables):
@@ -524,7 +553,7 @@ def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=No
         raise QunlearnError(f"config {path} has no [tiny] table: add one or drop --tiny")
     if not isinstance(tiny_table, dict):
         raise QunlearnError(f"config {path}: tiny must be a table of dotted overrides")
-    for dotted, value in (tiny_table.items() if tiny else ()):
+    for dotted, value in tiny_table.items() if tiny else ():
         apply_override(data, dotted, value)
     for text in overrides:
         apply_override(data, *parse_override(text))
@@ -560,9 +589,12 @@ ADDED_WITH_DEFAULT = {"batching": "epoch", "trace_probes": 0}
 
 def _hashed_part(value):
     if isinstance(value, dict):
-        return {k: _hashed_part(v) for k, v in value.items()
-                if k not in EXECUTION_ONLY
-                and not (k in ADDED_WITH_DEFAULT and v == ADDED_WITH_DEFAULT[k])}
+        return {
+            k: _hashed_part(v)
+            for k, v in value.items()
+            if k not in EXECUTION_ONLY
+            and not (k in ADDED_WITH_DEFAULT and v == ADDED_WITH_DEFAULT[k])
+        }
     return value
 
 
@@ -570,4 +602,3 @@ def config_hash(config) -> str:
     """Hash of everything in the config that can change a result."""
     resolved = _hashed_part(to_dict(config))
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
-

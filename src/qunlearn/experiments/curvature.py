@@ -73,30 +73,41 @@ from qunlearn.unlearn import make_split
 LOSSES = ("retain", "forget", "validation")
 TEACHERS = ("clean_teacher", "poisoned_teacher")
 # metric name in the table -> key of the curvature program's output
-SCALARS = {"loss": "loss", "acc": "acc", "eig_min": "min", "trace": "trace",
-           "trace_stderr": "trace_stderr", "trace_ci_low": "trace_ci_low",
-           "trace_ci_high": "trace_ci_high"}
+SCALARS = {
+    "loss": "loss",
+    "acc": "acc",
+    "eig_min": "min",
+    "trace": "trace",
+    "trace_stderr": "trace_stderr",
+    "trace_ci_low": "trace_ci_low",
+    "trace_ci_high": "trace_ci_high",
+}
 
 
 def loss_sets(split: dict, x_val, y_val) -> dict:
     """The three losses' data as one padded stack: ``x (3, N, D)``, ``y (3, N)``, ``w (3, N)``
     in :data:`LOSSES` order, N the largest set; padding repeats row 0 with weight 0."""
-    sets = ((split["x_retain"], split["y_retain"]),
-            (split["x_forget"], split["y_forget_poisoned"]),  # the labels memorised
-            (x_val, y_val))
+    sets = (
+        (split["x_retain"], split["y_retain"]),
+        (split["x_forget"], split["y_forget_poisoned"]),  # the labels memorised
+        (x_val, y_val),
+    )
     n = max(x.shape[0] for x, _ in sets)
 
     def pad(a, fill):
         return jnp.concatenate([a, jnp.broadcast_to(fill, (n - a.shape[0], *a.shape[1:]))])
 
     dtype = split["y_retain"].dtype
-    return {"x": jnp.stack([pad(x, x[0]) for x, _ in sets]),
-            "y": jnp.stack([pad(jnp.asarray(y, dtype), y[0]) for _, y in sets]),
-            "w": jnp.stack([pad(jnp.ones(x.shape[0], dtype), 0.0) for x, _ in sets])}
+    return {
+        "x": jnp.stack([pad(x, x[0]) for x, _ in sets]),
+        "y": jnp.stack([pad(jnp.asarray(y, dtype), y[0]) for _, y in sets]),
+        "w": jnp.stack([pad(jnp.ones(x.shape[0], dtype), 0.0) for x, _ in sets]),
+    }
 
 
-def curvature_program(model, *, method: str, top_k: int, lanczos_steps: int, slq_probes: int,
-                      hvp_batch: int):
+def curvature_program(
+    model, *, method: str, top_k: int, lanczos_steps: int, slq_probes: int, hvp_batch: int
+):
     """``fn(params (C, ...), sets, keys (L, 2)) -> {name: (C, L, ...)}``, jitted: the
     :func:`~qunlearn.hessian.spectrum_arrays` of every loss in ``sets`` (:func:`loss_sets`) plus
     its value ``loss`` and accuracy ``acc``, for C snapshots (``vmap``); ``method`` "dense" or
@@ -107,8 +118,16 @@ def curvature_program(model, *, method: str, top_k: int, lanczos_steps: int, slq
         def loss_fn(p):
             return weighted_mean(bce(predict(model, p, x), y), w)
 
-        out = spectrum_arrays(loss_fn, params, key, k=top_k, method=method,
-                              num_steps=lanczos_steps, num_probes=slq_probes, batch_size=hvp_batch)
+        out = spectrum_arrays(
+            loss_fn,
+            params,
+            key,
+            k=top_k,
+            method=method,
+            num_steps=lanczos_steps,
+            num_probes=slq_probes,
+            batch_size=hvp_batch,
+        )
         hit = (predict(model, params, x) > 0.5) == (y > 0.5)
         return out | {"loss": loss_fn(params), "acc": weighted_mean(hit.astype(w.dtype), w)}
 
@@ -128,8 +147,9 @@ def curvature_of(program, params, sets, keys, *, chunk: int, bar=None) -> dict:
     total = jax.tree_util.tree_leaves(params)[0].shape[0]
     parts = defaultdict(list)
     for sel, n_real in padded_chunks(total, chunk):
-        out = jax.block_until_ready(program(jax.tree_util.tree_map(lambda a, s=sel: a[s], params),
-                                            sets, keys))
+        out = jax.block_until_ready(
+            program(jax.tree_util.tree_map(lambda a, s=sel: a[s], params), sets, keys)
+        )
         for name, value in out.items():
             parts[name].append(np.asarray(value)[:n_real])
         if bar is not None:
@@ -146,12 +166,21 @@ def curvature_rows(out: dict, labels: list[tuple], base: dict) -> tuple[list[dic
         for li, loss in enumerate(LOSSES):
             values = {m: out[k][b, li] for m, k in SCALARS.items()}
             values |= {f"eig_{j + 1}": v for j, v in enumerate(out["top"][b, li])}
-            rows += [where | {"loss": loss, "metric": m, "value": float(v)}
-                     for m, v in values.items()]
+            rows += [
+                where | {"loss": loss, "metric": m, "value": float(v)} for m, v in values.items()
+            ]
             nodes, weights = out["nodes"][b, li], out["weights"][b, li]
-            spectrum += [where | {"loss": loss, "probe": q, "node": float(nodes[q, j]),
-                                  "weight": float(weights[q, j])}
-                         for q in range(nodes.shape[0]) for j in range(nodes.shape[1])]
+            spectrum += [
+                where
+                | {
+                    "loss": loss,
+                    "probe": q,
+                    "node": float(nodes[q, j]),
+                    "weight": float(weights[q, j]),
+                }
+                for q in range(nodes.shape[0])
+                for j in range(nodes.shape[1])
+            ]
     return rows, spectrum
 
 
@@ -182,23 +211,37 @@ def density_rows(spectrum: list[dict], *, points: int, sigma: float) -> list[dic
     rows = []
     for grid_key, keys in by_grid.items():
         grid, s = grids[grid_key]
-        quad = [np.array([[float(r["node"]), float(r["weight"])] for r in groups[key]])
-                for key in keys]
+        quad = [
+            np.array([[float(r["node"]), float(r["weight"])] for r in groups[key]]) for key in keys
+        ]
         shape = (1 + max(int(r["probe"]) for r in groups[keys[0]]), -1)
         nodes = jnp.stack([q[:, 0].reshape(shape) for q in quad])
         weights = jnp.stack([q[:, 1].reshape(shape) for q in quad])
-        density = np.asarray(jax.vmap(lambda n, w, g=grid, s=s: density_on_grid(n, w, g, s))(
-            nodes, weights))
+        density = np.asarray(
+            jax.vmap(lambda n, w, g=grid, s=s: density_on_grid(n, w, g, s))(nodes, weights)
+        )
         for key, values in zip(keys, density, strict=True):
             base = dict(zip(DENSITY_KEYS, key, strict=True))
-            rows += [base | {"eigenvalue": float(t), "density": float(d)}
-                     for t, d in zip(grid, values, strict=True)]
+            rows += [
+                base | {"eigenvalue": float(t), "density": float(d)}
+                for t, d in zip(grid, values, strict=True)
+            ]
     return rows
 
 
 TABLES = {"results": "results.csv", "spectrum": "spectrum.csv", "density": "density.csv"}
-COLUMNS = ("dataset", "model", "method", "variant", "run", "epoch", "loss", "metric", "value",
-           "seed")
+COLUMNS = (
+    "dataset",
+    "model",
+    "method",
+    "variant",
+    "run",
+    "epoch",
+    "loss",
+    "metric",
+    "value",
+    "seed",
+)
 
 
 def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool = True) -> None:
@@ -213,8 +256,10 @@ def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool =
     if spectrum:
         store.write_table(rectangular_rows(spectrum), TABLES["spectrum"])
     if spectrum and density:
-        store.write_table(density_rows(spectrum, points=config.density_points,
-                                       sigma=config.density_sigma), TABLES["density"])
+        store.write_table(
+            density_rows(spectrum, points=config.density_points, sigma=config.density_sigma),
+            TABLES["density"],
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,16 +267,20 @@ def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool =
 
 
 def _hessian_method(config: CurvatureConfig, name: str, size: int) -> str:
-    """"dense" or "slq" for a model of ``size`` parameters; bad sizes fail with one line."""
+    """ "dense" or "slq" for a model of ``size`` parameters; bad sizes fail with one line."""
     if size <= config.dense_max_params:
         if config.top_k > size:
-            raise QunlearnError(f"top_k = {config.top_k} exceeds the {size} parameters of "
-                                f"models.{name}: lower top_k")
+            raise QunlearnError(
+                f"top_k = {config.top_k} exceeds the {size} parameters of "
+                f"models.{name}: lower top_k"
+            )
         return "dense"
     if not config.top_k <= config.lanczos_steps <= size:
-        raise QunlearnError(f"lanczos_steps = {config.lanczos_steps} must lie in [top_k = "
-                            f"{config.top_k}, {size}] for models.{name} ({size} parameters): fix "
-                            "lanczos_steps or top_k")
+        raise QunlearnError(
+            f"lanczos_steps = {config.lanczos_steps} must lie in [top_k = "
+            f"{config.top_k}, {size}] for models.{name} ({size} parameters): fix "
+            "lanczos_steps or top_k"
+        )
     return "slq"
 
 
@@ -242,8 +291,10 @@ def plan(config: CurvatureConfig, *, cache_dir=None, progress: Progress) -> Plan
     n_train, n_val_all = len(dataset.y_train), len(dataset.y_val)
     n_forget = forget_set_size(n_train, config.alpha)
     if config.n_val > n_val_all:
-        raise QunlearnError(f"n_val = {config.n_val} exceeds the {n_val_all} validation examples "
-                            "of the data set: lower it (0 = all)")
+        raise QunlearnError(
+            f"n_val = {config.n_val} exceeds the {n_val_all} validation examples "
+            "of the data set: lower it (0 = all)"
+        )
     root = jax.random.PRNGKey(config.seed)
     # the validation subset: one seeded draw, the same for every model and snapshot
     if 0 < config.n_val < n_val_all:
@@ -257,21 +308,32 @@ def plan(config: CurvatureConfig, *, cache_dir=None, progress: Progress) -> Plan
         size = n_params(jax.eval_shape(mp.model.init, jax.random.PRNGKey(0)))
         method = _hessian_method(config, name, size)
         cells |= _ModelCells(config, name, mp, method, dataset, root, val_idx, n_forget).cells()
-    return Plan(cells, lambda store, final: write_tables(store, config, density=final),
-                dataset.info)
+    return Plan(
+        cells, lambda store, final: write_tables(store, config, density=final), dataset.info
+    )
 
 
 class _ModelCells:
     """The cells of one model: both teachers, then every method's unlearning snapshots."""
 
-    def __init__(self, config: CurvatureConfig, name: str, mp, method: str, dataset, root,
-                 val_idx, n_forget: int):
+    def __init__(
+        self,
+        config: CurvatureConfig,
+        name: str,
+        mp,
+        method: str,
+        dataset,
+        root,
+        val_idx,
+        n_forget: int,
+    ):
         self.config, self.name, self.mp, self.method = config, name, mp, method
         self.dataset, self.root, self.n_forget = dataset, root, n_forget
         self.teachers_id = f"{name}__teachers"
         self.x_val, self.y_val = mp.shared["x_val"][val_idx], mp.shared["y_val"][val_idx]
-        self.keys = jnp.stack([stable_key(root, config.dataset, name, "curvature", loss)
-                               for loss in LOSSES])
+        self.keys = jnp.stack(
+            [stable_key(root, config.dataset, name, "curvature", loss) for loss in LOSSES]
+        )
         self._program = None
         self._teachers = None
         self._programs = {}
@@ -279,52 +341,69 @@ class _ModelCells:
     def cells(self) -> dict:
         out = {self.teachers_id: Cell(self.teachers_cell)}
         for m in self.mp.methods:
-            out[f"{self.name}__{m}"] = Cell(lambda store, m=m: self.method_cell(store, m),
-                                            after=(self.teachers_id,))
+            out[f"{self.name}__{m}"] = Cell(
+                lambda store, m=m: self.method_cell(store, m), after=(self.teachers_id,)
+            )
         return out
 
     def program(self):
         if self._program is None:
             c = self.config
-            self._program = curvature_program(self.mp.model, method=self.method, top_k=c.top_k,
-                                              lanczos_steps=c.lanczos_steps,
-                                              slq_probes=c.slq_probes, hvp_batch=c.hvp_batch)
+            self._program = curvature_program(
+                self.mp.model,
+                method=self.method,
+                top_k=c.top_k,
+                lanczos_steps=c.lanczos_steps,
+                slq_probes=c.slq_probes,
+                hvp_batch=c.hvp_batch,
+            )
         return self._program
 
     def base(self) -> dict:
         return {"dataset": self.config.dataset, "model": self.name, "seed": self.config.seed}
 
     def curvature(self, params, sets) -> dict:
-        chunk = min(self.config.snapshot_chunk, self.mp.spec.run_chunk or
-                    self.config.snapshot_chunk)
+        chunk = min(
+            self.config.snapshot_chunk, self.mp.spec.run_chunk or self.config.snapshot_chunk
+        )
         return curvature_of(self.program(), params, sets, self.keys, chunk=chunk)
 
     def sets(self, y_noisy, mask) -> dict:
-        return loss_sets(_split(self.mp.shared, y_noisy, mask, self.n_forget), self.x_val,
-                         self.y_val)
+        return loss_sets(
+            _split(self.mp.shared, y_noisy, mask, self.n_forget), self.x_val, self.y_val
+        )
 
     def train_teachers(self):
         """The clean and the poisoned teacher, trained in one call: (params (2, ...), y_noisy,
         mask). Same init and batch keys: a paired comparison where only the poisoning differs."""
         config, spec, shared = self.config, self.mp.spec, self.mp.shared
         poison = poison_keys(self.root, config.dataset, config.alpha, 1)[0]
-        _, y_noisy, mask = flip_labels(poison, shared["x_train"], self.dataset.y_train,
-                                       config.alpha)
+        _, y_noisy, mask = flip_labels(
+            poison, shared["x_train"], self.dataset.y_train, config.alpha
+        )
         teacher_key = teacher_keys(self.root, config.dataset, self.name, 1)[0]
-        train = teacher_program(self.mp.model, epochs=spec.epochs, batch_size=spec.batch_size,
-                                lr=spec.lr, n_train=len(self.dataset.y_train),
-                                run_chunk=spec.run_chunk)
+        train = teacher_program(
+            self.mp.model,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            n_train=len(self.dataset.y_train),
+            run_chunk=spec.run_chunk,
+        )
         both = jnp.stack([teacher_key, teacher_key])
-        params = jax.block_until_ready(train(both[:, 0], both[:, 1], shared["x_train"],
-                                             jnp.stack([shared["y_true"], y_noisy])))
+        params = jax.block_until_ready(
+            train(both[:, 0], both[:, 1], shared["x_train"], jnp.stack([shared["y_true"], y_noisy]))
+        )
         return params, y_noisy, mask
 
     def teachers(self, store: ResultStore):
         if self._teachers is None:
             cell = store.load_cell(self.teachers_id)
-            self._teachers = (load_teacher_npz(store.companion_path(f"{self.teachers_id}.npz"),
-                                               self.mp.model)
-                              if cell is not None else self.train_teachers())
+            self._teachers = (
+                load_teacher_npz(store.companion_path(f"{self.teachers_id}.npz"), self.mp.model)
+                if cell is not None
+                else self.train_teachers()
+            )
         return self._teachers
 
     def teachers_cell(self, store: ResultStore) -> CellResult:
@@ -334,15 +413,18 @@ class _ModelCells:
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         out = self.curvature(params, self.sets(y_noisy, mask))
-        rows, spectrum = curvature_rows(out, [(t, "teacher", 0, 0) for t in TEACHERS],
-                                        self.base())
+        rows, spectrum = curvature_rows(out, [(t, "teacher", 0, 0) for t in TEACHERS], self.base())
         return CellResult(
-            rows, tables={"spectrum": spectrum},
+            rows,
+            tables={"spectrum": spectrum},
             files={f"{self.teachers_id}.npz": teacher_npz(params, y_noisy, mask)},
             info={"kind": "teachers", "hessian": self.method, "n_forget": int(mask.sum())},
-            timing={"train_seconds": round(train_seconds, 3),
-                    "curvature_seconds": round(time.perf_counter() - start, 3)},
-            compiled=True)
+            timing={
+                "train_seconds": round(train_seconds, 3),
+                "curvature_seconds": round(time.perf_counter() - start, 3),
+            },
+            compiled=True,
+        )
 
     def method_cell(self, store: ResultStore, name: str) -> CellResult:
         config, spec = self.config, self.mp.spec
@@ -352,24 +434,36 @@ class _ModelCells:
         run_keys = unlearning_keys(self.root, config.dataset, self.name, config.runs)
         if unlearner.form not in self._programs:
             self._programs[unlearner.form] = unlearning_program(
-                self.mp.model, unlearner, lr=spec.unlearn_lr, epochs=spec.unlearn_epochs,
-                n_forget=self.n_forget, shared_teacher=True, trajectory=False,
-                run_chunk=spec.run_chunk, snapshot_every=config.every)
+                self.mp.model,
+                unlearner,
+                lr=spec.unlearn_lr,
+                epochs=spec.unlearn_epochs,
+                n_forget=self.n_forget,
+                shared_teacher=True,
+                trajectory=False,
+                run_chunk=spec.run_chunk,
+                snapshot_every=config.every,
+            )
         start = time.perf_counter()
         starts = jax.vmap(unlearner.start, in_axes=(0, None))(run_keys[:, 0], poisoned)
         weights = {k: jnp.full((config.runs,), v) for k, v in unlearner.weights.items()}
-        log = jax.block_until_ready(self._programs[unlearner.form](
-            run_keys[:, 1], starts, poisoned, y_noisy, mask, weights, self.mp.shared))
+        log = jax.block_until_ready(
+            self._programs[unlearner.form](
+                run_keys[:, 1], starts, poisoned, y_noisy, mask, weights, self.mp.shared
+            )
+        )
         unlearn_seconds = time.perf_counter() - start
         epochs = snapshot_epochs(spec.unlearn_epochs, config.every)
         # A method that starts from the teacher has the teacher as its epoch-0 snapshot in
         # every run: copy the teacher's numbers instead of measuring it again.
         copied = _equal(starts, poisoned)
         first = 1 if copied else 0
-        snaps = jax.tree_util.tree_map(lambda a, f=first: a[:, f:].reshape(-1, *a.shape[2:]),
-                                       log["snapshots"])
-        labels = [(name, unlearner.variant, r, e) for r in range(config.runs)
-                  for e in epochs[first:]]
+        snaps = jax.tree_util.tree_map(
+            lambda a, f=first: a[:, f:].reshape(-1, *a.shape[2:]), log["snapshots"]
+        )
+        labels = [
+            (name, unlearner.variant, r, e) for r in range(config.runs) for e in epochs[first:]
+        ]
         start = time.perf_counter()
         out = self.curvature(snaps, self.sets(y_noisy, mask))
         rows, spectrum = curvature_rows(out, labels, self.base())
@@ -378,28 +472,56 @@ class _ModelCells:
             if teacher_cell is None:  # pragma: no cover - the engine keeps the order
                 raise RuntimeError(f"{self.teachers_id} is not finished")
             rows, spectrum = (
-                [r | {"method": name, "variant": unlearner.variant, "run": run}
-                 for run in range(config.runs) for r in old
-                 if r["method"] == "poisoned_teacher"] + new
-                for old, new in ((teacher_cell["rows"], rows),
-                                 (teacher_cell["tables"]["spectrum"], spectrum)))
+                [
+                    r | {"method": name, "variant": unlearner.variant, "run": run}
+                    for run in range(config.runs)
+                    for r in old
+                    if r["method"] == "poisoned_teacher"
+                ]
+                + new
+                for old, new in (
+                    (teacher_cell["rows"], rows),
+                    (teacher_cell["tables"]["spectrum"], spectrum),
+                )
+            )
         return CellResult(
-            rows, tables={"spectrum": spectrum},
-            info={"kind": "trajectory", "method": base, "variant": unlearner.variant,
-                  "options": options, "weights": unlearner.weights, "hessian": self.method,
-                  "snapshot_epochs": epochs, "epoch0_copied_from_teacher": copied},
-            timing={"unlearn_seconds": round(unlearn_seconds, 3),
-                    "curvature_seconds": round(time.perf_counter() - start, 3)},
-            compiled=True)
+            rows,
+            tables={"spectrum": spectrum},
+            info={
+                "kind": "trajectory",
+                "method": base,
+                "variant": unlearner.variant,
+                "options": options,
+                "weights": unlearner.weights,
+                "hessian": self.method,
+                "snapshot_epochs": epochs,
+                "epoch0_copied_from_teacher": copied,
+            },
+            timing={
+                "unlearn_seconds": round(unlearn_seconds, 3),
+                "curvature_seconds": round(time.perf_counter() - start, 3),
+            },
+            compiled=True,
+        )
 
 
 def _equal(starts, params) -> bool:
     """Whether every run's starting params (leading run axis) equal ``params`` exactly."""
-    return all(np.array_equal(np.asarray(a), np.broadcast_to(np.asarray(b), a.shape))
-               for a, b in zip(jax.tree_util.tree_leaves(starts),
-                               jax.tree_util.tree_leaves(params), strict=True))
+    return all(
+        np.array_equal(np.asarray(a), np.broadcast_to(np.asarray(b), a.shape))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(starts), jax.tree_util.tree_leaves(params), strict=True
+        )
+    )
 
 
 def _split(shared: dict, y_noisy, mask, n_forget: int) -> dict:
-    return make_split(shared["x_train"], shared["y_true"], y_noisy, mask, shared["x_val"],
-                      shared["y_val"], n_forget=n_forget)
+    return make_split(
+        shared["x_train"],
+        shared["y_true"],
+        y_noisy,
+        mask,
+        shared["x_val"],
+        shared["y_val"],
+        n_forget=n_forget,
+    )

@@ -86,8 +86,9 @@ class Progress:
     @contextlib.contextmanager
     def cell(self, cell_id: str, ticks: int):
         if self.bars and ticks:
-            self._epoch_bar = tqdm(total=ticks, desc=f"  {cell_id}", unit="epoch", leave=False,
-                                   file=self.stream)
+            self._epoch_bar = tqdm(
+                total=ticks, desc=f"  {cell_id}", unit="epoch", leave=False, file=self.stream
+            )
         try:
             yield
         finally:
@@ -106,8 +107,9 @@ class Progress:
 class InProcess:
     """Compute cells one by one in this process, in the given order."""
 
-    def map(self, store: ResultStore, items: Iterable[tuple[str, Cell]]
-            ) -> Iterator[tuple[str, CellResult]]:
+    def map(
+        self, store: ResultStore, items: Iterable[tuple[str, Cell]]
+    ) -> Iterator[tuple[str, CellResult]]:
         for cell_id, cell in items:
             yield cell_id, cell.compute(store)
 
@@ -142,9 +144,15 @@ def nonfinite_runs(rows: list[dict]) -> list:
     return sorted(bad, key=str)
 
 
-def run_cells(store: ResultStore, cells: Mapping[str, Cell], *,
-              tables: Callable[[ResultStore, bool], None], name: str,
-              progress: Progress | None = None, executor=None) -> dict:
+def run_cells(
+    store: ResultStore,
+    cells: Mapping[str, Cell],
+    *,
+    tables: Callable[[ResultStore, bool], None],
+    name: str,
+    progress: Progress | None = None,
+    executor=None,
+) -> dict:
     """Reuse every finished cell of ``cells``, compute the others, keep the store and its tables
     current after each one. Returns ``last_run`` ({reused, computed, seconds}); also in the
     manifest. ``tables(store, final)`` rebuilds the tables from the finished cells (``final`` at
@@ -168,34 +176,55 @@ def run_cells(store: ResultStore, cells: Mapping[str, Cell], *,
 
     def computations():
         for cell_id, cell, began in traced(todo):
-            (_, result), = executor.map(store, [(cell_id, cell)])
+            ((_, result),) = executor.map(store, [(cell_id, cell)])
             yield cell_id, result, time.perf_counter() - began
 
     def last_run(interrupted: bool) -> dict:
-        return {"reused": reused, "computed": computed, "interrupted": interrupted,
-                "seconds": round(time.perf_counter() - start, 3)}
+        return {
+            "reused": reused,
+            "computed": computed,
+            "interrupted": interrupted,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
 
     try:
         with sigterm_as_interrupt():
-            for cell_id, result, seconds in (computations() if isinstance(executor, InProcess)
-                                             else _unordered(executor, store, todo)):
+            for cell_id, result, seconds in (
+                computations()
+                if isinstance(executor, InProcess)
+                else _unordered(executor, store, todo)
+            ):
                 bad = nonfinite_runs(result.rows)
-                store.write_cell(cell_id, result.rows, tables=result.tables, files=result.files,
-                                 seconds=round(seconds, 3), includes_compile=result.compiled,
-                                 nonfinite_runs=bad, **result.info)
-                timings[cell_id] = {"seconds": round(seconds, 3),
-                                    "includes_compile": result.compiled, **result.timing}
+                store.write_cell(
+                    cell_id,
+                    result.rows,
+                    tables=result.tables,
+                    files=result.files,
+                    seconds=round(seconds, 3),
+                    includes_compile=result.compiled,
+                    nonfinite_runs=bad,
+                    **result.info,
+                )
+                timings[cell_id] = {
+                    "seconds": round(seconds, 3),
+                    "includes_compile": result.compiled,
+                    **result.timing,
+                }
                 if bad:
                     nonfinite[cell_id] = bad
-                    warn(f"{cell_id}: the loss is NaN or infinite in runs {bad}; their metrics "
-                         f"are recorded as NaN and the other cells go on: "
-                         f"{cells[cell_id].nonfinite_hint}")
+                    warn(
+                        f"{cell_id}: the loss is NaN or infinite in runs {bad}; their metrics "
+                        f"are recorded as NaN and the other cells go on: "
+                        f"{cells[cell_id].nonfinite_hint}"
+                    )
                 computed.append(cell_id)
                 store.update_manifest(timings=timings, nonfinite=nonfinite)
                 tables(store, False)
                 bar.update(1)
-                progress.line(f"{name}: [{len(reused) + len(computed)}/{len(cells)}] {cell_id} "
-                              f"{seconds:.1f} s")
+                progress.line(
+                    f"{name}: [{len(reused) + len(computed)}/{len(cells)}] {cell_id} "
+                    f"{seconds:.1f} s"
+                )
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the tables match the finished cells
         bar.close()
         tables(store, True)
@@ -204,8 +233,10 @@ def run_cells(store: ResultStore, cells: Mapping[str, Cell], *,
     bar.close()
     tables(store, True)
     if nonfinite:
-        warn(f"{len(nonfinite)} cell(s) have runs with a NaN or infinite loss, recorded as NaN: "
-             f"{sorted(nonfinite)}")
+        warn(
+            f"{len(nonfinite)} cell(s) have runs with a NaN or infinite loss, recorded as NaN: "
+            f"{sorted(nonfinite)}"
+        )
     store.update_manifest(nonfinite=nonfinite, last_run=last_run(False))
     return store.manifest["last_run"]
 
@@ -229,6 +260,7 @@ class Plan:
     the finished cells (``tables(store, final)``), and the data set's description for the
     manifest. Built after every check passed, before ``--out`` is touched."""
 
-    def __init__(self, cells: Mapping[str, Cell], tables: Callable[[ResultStore, bool], None],
-                 data: dict):
+    def __init__(
+        self, cells: Mapping[str, Cell], tables: Callable[[ResultStore, bool], None], data: dict
+    ):
         self.cells, self.tables, self.data = dict(cells), tables, data

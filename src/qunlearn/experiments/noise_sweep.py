@@ -27,9 +27,17 @@ from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
 
 
-def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                  on_epoch: Callable | None = None, run_chunk: int = 0,
-                  batching: str = "epoch"):
+def sweep_program(
+    model: Model,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    n_train: int,
+    on_epoch: Callable | None = None,
+    run_chunk: int = 0,
+    batching: str = "epoch",
+):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
     ``x, y`` are (runs, N, ...) poisoned training sets; validation is shared. Jitted once; the
@@ -37,8 +45,15 @@ def sweep_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_tr
     ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
     :func:`qunlearn.train.batching_plan`.
     """
-    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
-                                  n_train=n_train, batching=batching, on_epoch=on_epoch)
+    train = make_supervised_train(
+        model,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        n_train=n_train,
+        batching=batching,
+        on_epoch=on_epoch,
+    )
     traces = []
 
     def run_one(init_key, shuffle_key, x, y, x_val, y_val):
@@ -63,13 +78,15 @@ def poison_runs(noise: str, poison_keys, x, y, alpha: float, *, raw_dim: int | N
     return jax.vmap(lambda k: fn(k, x, y, alpha))(poison_keys)
 
 
-def run_cell(program, keys, x, y, x_val, y_val, *, noise: str, alpha: float,
-             raw_dim: int | None = None) -> tuple[dict, float]:
+def run_cell(
+    program, keys, x, y, x_val, y_val, *, noise: str, alpha: float, raw_dim: int | None = None
+) -> tuple[dict, float]:
     """Train all runs of one (noise, alpha) cell; returns per-run metrics and wall seconds."""
     start = time.perf_counter()
     xp, yp, mask = poison_runs(noise, keys[:, 0], x, y, alpha, raw_dim=raw_dim)
-    out = jax.block_until_ready(program(keys[:, 1], keys[:, 2], xp, yp.astype(x_val.real.dtype),
-                                        x_val, y_val))
+    out = jax.block_until_ready(
+        program(keys[:, 1], keys[:, 2], xp, yp.astype(x_val.real.dtype), x_val, y_val)
+    )
     metrics = {k: [float(v) for v in out[k]] for k in METRICS}
     metrics["n_poisoned"] = [int(m) for m in jnp.sum(mask, axis=1)]
     return metrics, time.perf_counter() - start
@@ -88,31 +105,60 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     cells = {}
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex)
-        program = sweep_program(model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                                n_train=len(x_train), on_epoch=progress.on_epoch,
-                                run_chunk=spec.run_chunk, batching=spec.batching)
+        program = sweep_program(
+            model,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            n_train=len(x_train),
+            on_epoch=progress.on_epoch,
+            run_chunk=spec.run_chunk,
+            batching=spec.batching,
+        )
         ticks = progress_ticks(spec.epochs, config.runs, spec.run_chunk, spec.batching)
         for noise in config.noises:
             for alpha in config.alphas:
-                def compute(store, model_name=model_name, program=program, noise=noise,
-                            alpha=alpha):
-                    keys = run_keys(stable_key(root, config.dataset, model_name, noise,
-                                               f"{alpha:.6f}"), config.runs)
+
+                def compute(
+                    store, model_name=model_name, program=program, noise=noise, alpha=alpha
+                ):
+                    keys = run_keys(
+                        stable_key(root, config.dataset, model_name, noise, f"{alpha:.6f}"),
+                        config.runs,
+                    )
                     traces = len(program.traces)
-                    metrics, _ = run_cell(program, keys, x_train, dataset.y_train, x_val,
-                                          dataset.y_val, noise=noise, alpha=alpha,
-                                          raw_dim=dataset.info.get("raw_dim"))
+                    metrics, _ = run_cell(
+                        program,
+                        keys,
+                        x_train,
+                        dataset.y_train,
+                        x_val,
+                        dataset.y_val,
+                        noise=noise,
+                        alpha=alpha,
+                        raw_dim=dataset.info.get("raw_dim"),
+                    )
                     for run in range(config.runs):  # NaN params: their "accuracy" would mislead
                         if not all(math.isfinite(metrics[m][run]) for m in METRICS):
                             for m in METRICS:
                                 metrics[m][run] = math.nan
-                    rows = [{"dataset": config.dataset, "model": model_name, "noise": noise,
-                             "alpha": alpha, "run": run, "seed": config.seed, "metric": metric,
-                             "value": metrics[metric][run]}
-                            for run in range(config.runs)
-                            for metric in (*METRICS, "n_poisoned")]
+                    rows = [
+                        {
+                            "dataset": config.dataset,
+                            "model": model_name,
+                            "noise": noise,
+                            "alpha": alpha,
+                            "run": run,
+                            "seed": config.seed,
+                            "metric": metric,
+                            "value": metrics[metric][run],
+                        }
+                        for run in range(config.runs)
+                        for metric in (*METRICS, "n_poisoned")
+                    ]
                     return CellResult(rows, compiled=len(program.traces) > traces)
 
                 cells[cell_id(model_name, noise, alpha)] = Cell(
-                    compute, ticks=ticks, nonfinite_hint=f"lower models.{model_name}.lr")
+                    compute, ticks=ticks, nonfinite_hint=f"lower models.{model_name}.lr"
+                )
     return Plan(cells, lambda store, final: write_table(store), dataset.info)

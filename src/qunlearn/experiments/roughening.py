@@ -33,7 +33,7 @@ def stratified_split(key, y, n_train_per_class: int, n_hessian_per_class: int):
         members = jnp.nonzero(y == label, size=int(jnp.sum(y == label)))[0]
         perm = jax.random.permutation(k, members)
         train.append(perm[:n_train_per_class])
-        hess.append(perm[n_train_per_class:n_train_per_class + n_hessian_per_class])
+        hess.append(perm[n_train_per_class : n_train_per_class + n_hessian_per_class])
     return jnp.concatenate(train), jnp.concatenate(hess)
 
 
@@ -45,16 +45,26 @@ def flip_uniform(key, y, ratio: float):
     return y.at[idx].set(1 - y[idx]), n
 
 
-def roughening_program(model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                       top_k: int = 5, run_chunk: int = 0, trace_probes: int = 0):
+def roughening_program(
+    model,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    n_train: int,
+    top_k: int = 5,
+    run_chunk: int = 0,
+    trace_probes: int = 0,
+):
     """``fn(keys, x_train, y_noisy, x_hess, y_hess) -> metrics`` over a leading run axis (seeds):
     training and the Hessian measurements in one compiled program, shared by every noise ratio.
 
     ``trace_probes = 0``: the exact trace (P Hessian-vector products: small models). ``n > 0``:
     Hutchinson with n Rademacher probes, reported with its standard error ``trace_stderr`` (the
     66k-parameter Fig 2 MLP: exact would be 66k HVPs per run)."""
-    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
-                                  n_train=n_train)
+    train = make_supervised_train(
+        model, lr=lr, epochs=epochs, batch_size=batch_size, n_train=n_train
+    )
 
     def run_one(key, x_tr, y_noisy, x_h, y_h):
         k_init, k_shuffle, k_lanczos = jax.random.split(key, 3)
@@ -67,8 +77,9 @@ def roughening_program(model, *, epochs: int, batch_size: int, lr: float, n_trai
         top = top_eigenvalues(heldout_loss, params, top_k, k_lanczos)
         if trace_probes:
             matvec, dim, _ = flat_hvp(heldout_loss, params)
-            estimate = hutchinson_trace_fixed(matvec, dim, jax.random.fold_in(k_lanczos, 1),
-                                              trace_probes)
+            estimate = hutchinson_trace_fixed(
+                matvec, dim, jax.random.fold_in(k_lanczos, 1), trace_probes
+            )
             trace, trace_stderr = estimate.mean, estimate.stderr
         else:
             trace, trace_stderr = trace_exact(heldout_loss, params), jnp.zeros(())
@@ -86,8 +97,16 @@ def roughening_program(model, *, epochs: int, batch_size: int, lr: float, n_trai
     return jax.jit(over_runs(run_one, (0, 0, 0, 0, 0), run_chunk))
 
 
-def roughening_cell(program, seeds, x, y, *, noise_ratio: float, n_train_per_class: int = 175,
-                    n_hessian_per_class: int = 50) -> list[dict]:
+def roughening_cell(
+    program,
+    seeds,
+    x,
+    y,
+    *,
+    noise_ratio: float,
+    n_train_per_class: int = 175,
+    n_hessian_per_class: int = 50,
+) -> list[dict]:
     """All seeds of one noise ratio: split and poison per seed, then one vmapped program call.
     Returns one metrics dict per seed (plain floats)."""
     keys = [jax.random.split(jax.random.PRNGKey(seed), 3) for seed in seeds]
@@ -97,8 +116,13 @@ def roughening_cell(program, seeds, x, y, *, noise_ratio: float, n_train_per_cla
         y_noisy, n_flipped = flip_uniform(k_flip, y[train_idx], noise_ratio)
         parts.append((x[train_idx], y_noisy, x[hess_idx], y[hess_idx], n_flipped))
     stack = [jnp.stack([p[i] for p in parts]) for i in range(4)]
-    out = program(jnp.stack([k[2] for k in keys]), stack[0], stack[1].astype(jnp.float64),
-                  stack[2], stack[3].astype(jnp.float64))
+    out = program(
+        jnp.stack([k[2] for k in keys]),
+        stack[0],
+        stack[1].astype(jnp.float64),
+        stack[2],
+        stack[3].astype(jnp.float64),
+    )
     rows = []
     for i, seed in enumerate(seeds):
         row = {"seed": seed, "n_flipped": parts[i][4]}
@@ -113,8 +137,17 @@ def roughening_cell(program, seeds, x, y, *, noise_ratio: float, n_train_per_cla
     return rows
 
 
-METRICS = ("trace", "trace_stderr", "heldout_loss", "heldout_acc", "train_acc_noisy_labels",
-           "output_spread", "collapsed", "final_loss", "n_flipped")
+METRICS = (
+    "trace",
+    "trace_stderr",
+    "heldout_loss",
+    "heldout_acc",
+    "train_acc_noisy_labels",
+    "output_spread",
+    "collapsed",
+    "final_loss",
+    "n_flipped",
+)
 
 
 def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
@@ -125,20 +158,43 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     cells = {}
     for name, spec in config.models.items():
         model = build_model(name, spec, dim, is_complex)
-        program = roughening_program(model, epochs=spec.epochs, batch_size=spec.batch_size,
-                                     lr=spec.lr, n_train=2 * config.n_train_per_class,
-                                     top_k=config.top_k, run_chunk=spec.run_chunk,
-                                     trace_probes=config.trace_probes)
+        program = roughening_program(
+            model,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            n_train=2 * config.n_train_per_class,
+            top_k=config.top_k,
+            run_chunk=spec.run_chunk,
+            trace_probes=config.trace_probes,
+        )
         for ratio in config.noise_ratios:
+
             def compute(store, name=name, program=program, ratio=ratio):
-                per_seed = roughening_cell(program, config.seeds, x, dataset.y_train,
-                                           noise_ratio=ratio,
-                                           n_train_per_class=config.n_train_per_class,
-                                           n_hessian_per_class=config.n_hessian_per_class)
+                per_seed = roughening_cell(
+                    program,
+                    config.seeds,
+                    x,
+                    dataset.y_train,
+                    noise_ratio=ratio,
+                    n_train_per_class=config.n_train_per_class,
+                    n_hessian_per_class=config.n_hessian_per_class,
+                )
                 metrics = (*METRICS, *(f"eig_{j + 1}" for j in range(config.top_k)))
-                return CellResult([{"dataset": config.dataset, "model": name,
-                                    "noise_ratio": ratio, "seed": r["seed"], "metric": metric,
-                                    "value": r[metric]} for r in per_seed for metric in metrics])
+                return CellResult(
+                    [
+                        {
+                            "dataset": config.dataset,
+                            "model": name,
+                            "noise_ratio": ratio,
+                            "seed": r["seed"],
+                            "metric": metric,
+                            "value": r[metric],
+                        }
+                        for r in per_seed
+                        for metric in metrics
+                    ]
+                )
 
             cells[f"{name}__r{ratio:.3f}"] = Cell(compute)
     return Plan(cells, lambda store, final: write_table(store), dataset.info)

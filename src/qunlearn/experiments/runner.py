@@ -31,8 +31,15 @@ TABLES = {
 """experiment kind -> ``write(store, config)``: every table, rebuilt from the verified cells."""
 
 
-def run(config, out: str | Path, *, cache_dir=None, progress: bool | Progress = True,
-        executor=None, command: str = "") -> ResultStore:
+def run(
+    config,
+    out: str | Path,
+    *,
+    cache_dir=None,
+    progress: bool | Progress = True,
+    executor=None,
+    command: str = "",
+) -> ResultStore:
     """Check and plan ``config``, then compute its unfinished cells into ``out``. Nothing under
     ``out`` is touched before every check passed; ``out`` is locked while the run writes it."""
     check(config)
@@ -40,10 +47,20 @@ def run(config, out: str | Path, *, cache_dir=None, progress: bool | Progress = 
     plan = EXPERIMENTS[config.experiment](config, cache_dir=cache_dir, progress=progress)
     resolved = to_dict(config)
     with locked(out, command=command):
-        store = ResultStore(out, config=resolved, config_hash=config_hash(config),
-                            meta={**environment(resolved), "data": plan.data})
-        run_cells(store, plan.cells, tables=plan.tables, name=config.name, progress=progress,
-                  executor=executor)
+        store = ResultStore(
+            out,
+            config=resolved,
+            config_hash=config_hash(config),
+            meta={**environment(resolved), "data": plan.data},
+        )
+        run_cells(
+            store,
+            plan.cells,
+            tables=plan.tables,
+            name=config.name,
+            progress=progress,
+            executor=executor,
+        )
     return store
 
 
@@ -62,14 +79,20 @@ class VerifiedResults:
         try:
             typed = build(CONFIG_TYPES[kind], self.config)
         except QunlearnError as err:
-            raise QunlearnError(f"{store.manifest_path} holds a config this qunlearn cannot "
-                                f"read ({err}): rerun the experiment") from None
+            raise QunlearnError(
+                f"{store.manifest_path} holds a config this qunlearn cannot "
+                f"read ({err}): rerun the experiment"
+            ) from None
         TABLES[kind](store, typed)
         self.rejected = dict(store.rejected)
         self.texts = dict(store.tables)
-        self.stale = sorted(name for name, text in self.texts.items()
-                            if not ((self.root / name).is_file()
-                                    and (self.root / name).read_bytes() == text.encode()))
+        self.stale = sorted(
+            name
+            for name, text in self.texts.items()
+            if not (
+                (self.root / name).is_file() and (self.root / name).read_bytes() == text.encode()
+            )
+        )
 
     def table(self, name: str = "results.csv") -> list[dict]:
         """Rows of a table (strings, as ``csv.DictReader`` reads the file); [] if it has none."""
@@ -84,5 +107,7 @@ class VerifiedResults:
         for cell_id, why in sorted(self.rejected.items()):
             warn(f"{self.root}: cell {cell_id} does not verify ({why}); left out")
         for name in self.stale:
-            warn(f"{self.root / name} does not match the verified cells (edited, or an older "
-                 "run's); using the verified cells")
+            warn(
+                f"{self.root / name} does not match the verified cells (edited, or an older "
+                "run's); using the verified cells"
+            )

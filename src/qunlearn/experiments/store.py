@@ -43,13 +43,20 @@ def _digest(payload) -> str:
 
 
 def _signed(cell_id: str, config_hash: str, rows, tables, files) -> dict:
-    return {"cell": cell_id, "config_hash": config_hash, "format_version": FORMAT_VERSION,
-            "rows": rows, "tables": tables, "files": files}
+    return {
+        "cell": cell_id,
+        "config_hash": config_hash,
+        "format_version": FORMAT_VERSION,
+        "rows": rows,
+        "tables": tables,
+        "files": files,
+    }
 
 
 def _cannot_write(path: Path, err: OSError) -> QunlearnError:
-    return QunlearnError(f"cannot write {path}: {err.strerror or err}; free space or choose "
-                         "another --out")
+    return QunlearnError(
+        f"cannot write {path}: {err.strerror or err}; free space or choose another --out"
+    )
 
 
 def _one_line(err: Exception) -> str:
@@ -83,8 +90,9 @@ def config_differences(old, new: dict) -> str:
     keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
     if not keys:
         return "same keys, different hash"
-    shown = [f"{k} = {a.get(k, '<absent>')!r} there, {b.get(k, '<absent>')!r} here"
-             for k in keys[:4]]
+    shown = [
+        f"{k} = {a.get(k, '<absent>')!r} there, {b.get(k, '<absent>')!r} here" for k in keys[:4]
+    ]
     more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
     return "it differs in " + "; ".join(shown) + more
 
@@ -126,32 +134,42 @@ def locked(root: str | Path, *, command: str = ""):
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise QunlearnError(f"cannot create results directory {root}: {err.strerror or err}; "
-                            "choose another --out") from None
+        raise QunlearnError(
+            f"cannot create results directory {root}: {err.strerror or err}; choose another --out"
+        ) from None
     lock = root / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-          "command": command}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+        "command": command,
+    }
     for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _read_lock(lock)
-            stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
+            stale = (
+                holder.get("host") == me["host"]
+                and isinstance(holder.get("pid"), int)
                 and not _pid_alive(holder["pid"])
+            )
             if not stale:
-                since = time.strftime("%Y-%m-%d %H:%M:%S",
-                                      time.localtime(holder.get("started", 0)))
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
                 raise QunlearnError(
                     f"{root} is in use by another qunlearn run (pid {holder.get('pid', '?')} on "
                     f"{holder.get('host', '?')}, since {since}): wait for it to finish or choose "
-                    f"another --out; if that run is gone, delete {lock}") from None
+                    f"another --out; if that run is gone, delete {lock}"
+                ) from None
             with contextlib.suppress(FileNotFoundError):  # one of two racing takers wins
                 os.replace(lock, _free_name(root / f"{LOCK_NAME}.stale"))
             warn(f"{root}: took over the stale lock of pid {holder['pid']} (no longer running)")
             continue
         except OSError as err:
-            raise QunlearnError(f"results directory {root} is not writable "
-                                f"({err.strerror or err}): choose another --out") from None
+            raise QunlearnError(
+                f"results directory {root} is not writable "
+                f"({err.strerror or err}): choose another --out"
+            ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break
@@ -185,8 +203,15 @@ class ResultStore:
     opens an existing directory read-only (compare, plot): nothing is moved or written.
     """
 
-    def __init__(self, root: str | Path, *, config: dict, config_hash: str, meta: dict,
-                 _readonly_manifest: dict | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        config: dict,
+        config_hash: str,
+        meta: dict,
+        _readonly_manifest: dict | None = None,
+    ):
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
         self.manifest_path = self.root / "manifest.json"
@@ -204,13 +229,17 @@ class ResultStore:
             manifest = self._read_manifest()
             problem = None
             if manifest.get("format_version") != FORMAT_VERSION:
-                problem = (f"{self.root} was written by result format "
-                           f"{manifest.get('format_version')!r}, this qunlearn writes "
-                           f"{FORMAT_VERSION}: use a new --out directory")
+                problem = (
+                    f"{self.root} was written by result format "
+                    f"{manifest.get('format_version')!r}, this qunlearn writes "
+                    f"{FORMAT_VERSION}: use a new --out directory"
+                )
             elif manifest.get("config_hash") != config_hash:
-                problem = (f"{self.root} holds results of a different config "
-                           f"({config_differences(manifest.get('config'), config)}): use a new "
-                           "--out directory, or the config that wrote it")
+                problem = (
+                    f"{self.root} holds results of a different config "
+                    f"({config_differences(manifest.get('config'), config)}): use a new "
+                    "--out directory, or the config that wrote it"
+                )
             if problem and self._has_finished_cells():
                 raise QunlearnError(problem)
             if problem:  # its run failed before any cell finished: nothing to lose, start anew
@@ -245,12 +274,15 @@ class ResultStore:
         """Open an existing results directory read-only, or fail with one line saying why."""
         root = Path(root)
         if not root.is_dir():
-            raise QunlearnError(f"results directory {root} not found: pass the --out of a "
-                                "`qunlearn run`")
+            raise QunlearnError(
+                f"results directory {root} not found: pass the --out of a `qunlearn run`"
+            )
         path = root / "manifest.json"
         if not path.is_file():
-            raise QunlearnError(f"no manifest.json in {root}: it is no qunlearn results "
-                                "directory (or was copied without it); rerun the experiment")
+            raise QunlearnError(
+                f"no manifest.json in {root}: it is no qunlearn results "
+                "directory (or was copied without it); rerun the experiment"
+            )
         store = cls.__new__(cls)
         store.root, store.manifest_path = root, path
         manifest = store._read_manifest()
@@ -258,9 +290,11 @@ class ResultStore:
         if not (isinstance(config, dict) and "experiment" in config and "name" in config):
             raise QunlearnError(f"{path} holds no config: rerun the experiment")
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise QunlearnError(f"{root} was written by result format "
-                                f"{manifest.get('format_version')!r}; this qunlearn reads "
-                                f"{FORMAT_VERSION}: rerun the experiment into a new --out")
+            raise QunlearnError(
+                f"{root} was written by result format "
+                f"{manifest.get('format_version')!r}; this qunlearn reads "
+                f"{FORMAT_VERSION}: rerun the experiment into a new --out"
+            )
         return cls(root, config=config, config_hash="", meta={}, _readonly_manifest=manifest)
 
     def _has_finished_cells(self) -> bool:
@@ -276,9 +310,14 @@ class ResultStore:
                 f"--out {self.root} is a file, not a directory: choose another --out"
             )
         for entry in self.root.iterdir():
-            ours = entry.name.endswith(".tmp") or entry.name.startswith(LOCK_NAME) or (
-                entry == self.cells_dir and entry.is_dir()
-                and all(p.name.endswith(".tmp") for p in entry.iterdir())
+            ours = (
+                entry.name.endswith(".tmp")
+                or entry.name.startswith(LOCK_NAME)
+                or (
+                    entry == self.cells_dir
+                    and entry.is_dir()
+                    and all(p.name.endswith(".tmp") for p in entry.iterdir())
+                )
             )
             if not ours:
                 raise QunlearnError(
@@ -300,9 +339,11 @@ class ResultStore:
         return manifest
 
     def _write_manifest(self) -> None:
-        atomic_write_bytes(self.manifest_path,
-                           json.dumps(self.manifest, indent=2, sort_keys=True).encode(),
-                           error=_cannot_write)
+        atomic_write_bytes(
+            self.manifest_path,
+            json.dumps(self.manifest, indent=2, sort_keys=True).encode(),
+            error=_cannot_write,
+        )
 
     def update_manifest(self, **fields) -> None:
         self.manifest.update(fields)
@@ -326,8 +367,9 @@ class ResultStore:
         if payload.get("config_hash") != self.config_hash:
             return f"computed for config {payload.get('config_hash')!r}, not this one"
         files = payload.get("files", {})
-        signed = _signed(cell_id, payload["config_hash"], payload["rows"],
-                         payload.get("tables", {}), files)
+        signed = _signed(
+            cell_id, payload["config_hash"], payload["rows"], payload.get("tables", {}), files
+        )
         if payload.get("sha256") != _digest(signed):
             return "checksum mismatch"
         for name, digest in files.items():
@@ -353,15 +395,25 @@ class ResultStore:
         if self.readonly:
             self.rejected[cell_id] = problem
             return None
-        suffix = ".foreign" if problem.startswith(("computed for config", "result format")) \
+        suffix = (
+            ".foreign"
+            if problem.startswith(("computed for config", "result format"))
             else ".corrupt"
+        )
         aside = _free_name(path.with_suffix(suffix))
         os.replace(path, aside)
         warn(f"cell file {path} does not verify ({problem}); moved to {aside} and recomputing")
         return None
 
-    def write_cell(self, cell_id: str, rows: list[dict], *, tables: dict | None = None,
-                   files: dict[str, bytes] | None = None, **info) -> dict:
+    def write_cell(
+        self,
+        cell_id: str,
+        rows: list[dict],
+        *,
+        tables: dict | None = None,
+        files: dict[str, bytes] | None = None,
+        **info,
+    ) -> dict:
         """Write companion ``files`` (name -> bytes), then the cell that signs them; returns it."""
         digests = {}
         for name, data in (files or {}).items():
@@ -369,8 +421,11 @@ class ResultStore:
             digests[name] = hashlib.sha256(data).hexdigest()
         signed = _signed(cell_id, self.config_hash, rows, tables or {}, digests)
         payload = {**info, **signed, "sha256": _digest(signed)}
-        atomic_write_bytes(self._cell_path(cell_id), json.dumps(payload, sort_keys=True).encode(),
-                           error=_cannot_write)
+        atomic_write_bytes(
+            self._cell_path(cell_id),
+            json.dumps(payload, sort_keys=True).encode(),
+            error=_cannot_write,
+        )
         return payload
 
     def finished_cells(self) -> list[dict]:
@@ -380,8 +435,9 @@ class ResultStore:
         payloads = (self.load_cell(p.stem) for p in sorted(self.cells_dir.glob("*.json")))
         return [p for p in payloads if p is not None]
 
-    def write_table(self, rows: list[dict], name: str = "results.csv",
-                    fieldnames: list[str] | None = None) -> Path:
+    def write_table(
+        self, rows: list[dict], name: str = "results.csv", fieldnames: list[str] | None = None
+    ) -> Path:
         """Write the tidy table atomically (an identical existing file is left untouched); no rows
         and ``fieldnames``: the header alone. In read-only mode the table is kept in
         :attr:`tables` (name -> CSV text) instead, for compare and plot."""

@@ -51,8 +51,10 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
     n_train = len(dataset.y_train)
     n_forget = forget_set_size(n_train, config.alpha)
-    plans = {name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
-             for name, spec in config.models.items()}
+    plans = {
+        name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
+        for name, spec in config.models.items()
+    }
     root = jax.random.PRNGKey(config.seed)
     n_teachers = config.runs if config.redraw_teacher else 1
     # one poisoning draw per teacher index, shared by all models (as in the reference script)
@@ -67,8 +69,17 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
 class _ModelCells:
     """The cells of one model: its teacher, then every method's trajectories and sweeps."""
 
-    def __init__(self, config, name: str, mp: ModelPlan, dataset, root, poisons, n_forget: int,
-                 progress: Progress):
+    def __init__(
+        self,
+        config,
+        name: str,
+        mp: ModelPlan,
+        dataset,
+        root,
+        poisons,
+        n_forget: int,
+        progress: Progress,
+    ):
         self.config, self.name, self.mp, self.dataset = config, name, mp, dataset
         self.root, self.poisons, self.n_forget, self.progress = root, poisons, n_forget, progress
         self.n_teachers = len(poisons)
@@ -79,20 +90,27 @@ class _ModelCells:
 
     def cells(self) -> dict:
         spec, runs = self.mp.spec, self.config.runs
-        out = {self.teacher_id: Cell(self.teacher_cell, ticks=progress_ticks(
-            spec.epochs, self.n_teachers, spec.run_chunk, spec.batching))}
+        out = {
+            self.teacher_id: Cell(
+                self.teacher_cell,
+                ticks=progress_ticks(spec.epochs, self.n_teachers, spec.run_chunk, spec.batching),
+            )
+        }
         after = (self.teacher_id,)
         for method in self.mp.methods:
             out[f"{self.name}__{method}"] = Cell(
                 lambda store, m=method: self.trajectories(store, m),
-                ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk), after=after)
+                ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk),
+                after=after,
+            )
         for method, (grid, _) in self.mp.sweeps.items():
             chunk = min(self.config.sweep_chunk, len(grid) * runs)
             calls = math.ceil(len(grid) * runs / chunk)
             out[f"{self.name}__sweep__{method}"] = Cell(
                 lambda store, m=method: self.sweep(store, m),
                 ticks=calls * progress_ticks(spec.unlearn_epochs, chunk, spec.run_chunk),
-                after=after)
+                after=after,
+            )
         return out
 
     def program(self, method, trajectory: bool):
@@ -100,21 +118,35 @@ class _ModelCells:
         if key not in self._programs:
             spec = self.mp.spec
             self._programs[key] = unlearning_program(
-                self.mp.model, method, lr=spec.unlearn_lr, epochs=spec.unlearn_epochs,
-                n_forget=self.n_forget, shared_teacher=not self.config.redraw_teacher,
-                trajectory=trajectory, on_epoch=self.progress.on_epoch, run_chunk=spec.run_chunk)
+                self.mp.model,
+                method,
+                lr=spec.unlearn_lr,
+                epochs=spec.unlearn_epochs,
+                n_forget=self.n_forget,
+                shared_teacher=not self.config.redraw_teacher,
+                trajectory=trajectory,
+                on_epoch=self.progress.on_epoch,
+                run_chunk=spec.run_chunk,
+            )
         return self._programs[key]
 
     def train_teachers(self):
         """(params, y_noisy, mask) with a leading teacher axis."""
         config, spec, shared = self.config, self.mp.spec, self.mp.shared
-        _, y_noisy, mask = jax.vmap(lambda k: flip_labels(
-            k, shared["x_train"], self.dataset.y_train, config.alpha))(self.poisons)
+        _, y_noisy, mask = jax.vmap(
+            lambda k: flip_labels(k, shared["x_train"], self.dataset.y_train, config.alpha)
+        )(self.poisons)
         keys = teacher_keys(self.root, config.dataset, self.name, self.n_teachers)
-        program = teacher_program(self.mp.model, epochs=spec.epochs, batch_size=spec.batch_size,
-                                  lr=spec.lr, n_train=len(self.dataset.y_train),
-                                  on_epoch=self.progress.on_epoch, run_chunk=spec.run_chunk,
-                                  batching=spec.batching)
+        program = teacher_program(
+            self.mp.model,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            n_train=len(self.dataset.y_train),
+            on_epoch=self.progress.on_epoch,
+            run_chunk=spec.run_chunk,
+            batching=spec.batching,
+        )
         params = jax.block_until_ready(program(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
         return params, y_noisy, mask
 
@@ -123,31 +155,58 @@ class _ModelCells:
         params, y_noisy, mask = self._teacher = self.train_teachers()
 
         def metrics_of(p, yn, m):
-            return unlearning_metrics(self.mp.model, p, make_split(
-                shared["x_train"], shared["y_true"], yn, m, shared["x_val"], shared["y_val"],
-                n_forget=self.n_forget))
+            return unlearning_metrics(
+                self.mp.model,
+                p,
+                make_split(
+                    shared["x_train"],
+                    shared["y_true"],
+                    yn,
+                    m,
+                    shared["x_val"],
+                    shared["y_val"],
+                    n_forget=self.n_forget,
+                ),
+            )
 
         metrics = jax.jit(jax.vmap(metrics_of))(params, y_noisy, mask)
         base = {"dataset": config.dataset, "model": self.name}
-        rows = [base | {"teacher": t, "metric": metric, "value": float(metrics[metric][t]),
-                        "seed": config.seed}
-                for t in range(self.n_teachers) for metric in METRICS]
-        rows += [base | {"teacher": t, "metric": "n_forget", "value": int(mask[t].sum()),
-                         "seed": config.seed} for t in range(self.n_teachers)]
+        rows = [
+            base
+            | {
+                "teacher": t,
+                "metric": metric,
+                "value": float(metrics[metric][t]),
+                "seed": config.seed,
+            }
+            for t in range(self.n_teachers)
+            for metric in METRICS
+        ]
+        rows += [
+            base
+            | {"teacher": t, "metric": "n_forget", "value": int(mask[t].sum()), "seed": config.seed}
+            for t in range(self.n_teachers)
+        ]
         n_train = len(self.dataset.y_train)
         steps = spec.epochs * math.ceil(n_train / min(spec.batch_size, n_train))
-        return CellResult(rows, info={"kind": "teacher", "optimizer_steps": steps},
-                          files={f"{self.teacher_id}.npz": teacher_npz(params, y_noisy, mask)},
-                          timing={"optimizer_steps": steps}, compiled=True)
+        return CellResult(
+            rows,
+            info={"kind": "teacher", "optimizer_steps": steps},
+            files={f"{self.teacher_id}.npz": teacher_npz(params, y_noisy, mask)},
+            timing={"optimizer_steps": steps},
+            compiled=True,
+        )
 
     def teacher(self, store: ResultStore):
         """The teacher(s): as just trained, or from the verified teacher cell's ``.npz``; without
         a leading teacher axis unless ``redraw_teacher``."""
         if self._teacher is None:
             cell = store.load_cell(self.teacher_id)
-            self._teacher = (load_teacher_npz(store.companion_path(f"{self.teacher_id}.npz"),
-                                              self.mp.model)
-                             if cell is not None else self.train_teachers())
+            self._teacher = (
+                load_teacher_npz(store.companion_path(f"{self.teacher_id}.npz"), self.mp.model)
+                if cell is not None
+                else self.train_teachers()
+            )
         if self.config.redraw_teacher:
             return self._teacher
         return jax.tree_util.tree_map(lambda a: a[0], self._teacher)
@@ -163,13 +222,30 @@ class _ModelCells:
         starts = jax.vmap(method.start, in_axes=(0, t_axis))(self.run_keys[:, 0], teacher[0])
         weights = {k: jnp.full((config.runs,), v) for k, v in method.weights.items()}
         log = jax.block_until_ready(
-            program(self.run_keys[:, 1], starts, *teacher, weights, self.mp.shared))
-        rows = trajectory_rows(log, dataset=config.dataset, model=self.name, method=name,
-                               variant=method.variant, seed=config.seed)
-        info = {"kind": "trajectory", "method": base, "variant": method.variant,
-                "options": options, "weights": method.weights, "optimizer_steps": method.steps}
-        return CellResult(rows, info=info, timing={"optimizer_steps": method.steps},
-                          compiled=len(program.traces) > traces)
+            program(self.run_keys[:, 1], starts, *teacher, weights, self.mp.shared)
+        )
+        rows = trajectory_rows(
+            log,
+            dataset=config.dataset,
+            model=self.name,
+            method=name,
+            variant=method.variant,
+            seed=config.seed,
+        )
+        info = {
+            "kind": "trajectory",
+            "method": base,
+            "variant": method.variant,
+            "options": options,
+            "weights": method.weights,
+            "optimizer_steps": method.steps,
+        }
+        return CellResult(
+            rows,
+            info=info,
+            timing={"optimizer_steps": method.steps},
+            compiled=len(program.traces) > traces,
+        )
 
     def sweep(self, store: ResultStore, name: str) -> CellResult:
         """Final metrics at every grid point; (point, run) pairs vmapped in chunks."""
@@ -178,17 +254,38 @@ class _ModelCells:
         teacher = self.teacher(store)
         program = self.program(methods[0], False)
         traces = len(program.traces)
-        finals = sweep_finals(program, methods, self.run_keys, teacher, self.mp.shared,
-                              per_run_teacher=config.redraw_teacher, chunk=config.sweep_chunk)
-        rows = [{"dataset": config.dataset, "model": self.name, "method": name,
-                 "variant": methods[g].variant, **point, "run": r,
-                 "epoch": self.mp.spec.unlearn_epochs, "metric": metric,
-                 "value": float(finals[metric][g, r]), "seed": config.seed}
-                for g, point in enumerate(grid) for r in range(config.runs) for metric in METRICS]
-        return CellResult(rows, info={"kind": "sweep", "axes": config.sweep[name],
-                                      "optimizer_steps": methods[0].steps},
-                          timing={"optimizer_steps": methods[0].steps},
-                          compiled=len(program.traces) > traces)
+        finals = sweep_finals(
+            program,
+            methods,
+            self.run_keys,
+            teacher,
+            self.mp.shared,
+            per_run_teacher=config.redraw_teacher,
+            chunk=config.sweep_chunk,
+        )
+        rows = [
+            {
+                "dataset": config.dataset,
+                "model": self.name,
+                "method": name,
+                "variant": methods[g].variant,
+                **point,
+                "run": r,
+                "epoch": self.mp.spec.unlearn_epochs,
+                "metric": metric,
+                "value": float(finals[metric][g, r]),
+                "seed": config.seed,
+            }
+            for g, point in enumerate(grid)
+            for r in range(config.runs)
+            for metric in METRICS
+        ]
+        return CellResult(
+            rows,
+            info={"kind": "sweep", "axes": config.sweep[name], "optimizer_steps": methods[0].steps},
+            timing={"optimizer_steps": methods[0].steps},
+            compiled=len(program.traces) > traces,
+        )
 
 
 def trajectory_rows(log, *, dataset, model, method, variant, seed) -> list[dict]:
@@ -197,17 +294,23 @@ def trajectory_rows(log, *, dataset, model, method, variant, seed) -> list[dict]
     start = {m: np.asarray(log["start"][m]) for m in METRICS} | {"loss": np.asarray(log["loss"])}
     final = {m: np.asarray(log["final"][m]) for m in METRICS}
     base = {"dataset": dataset, "model": model, "method": method, "variant": variant}
-    rows = [base | {"run": r, "epoch": e, "metric": m, "value": float(start[m][r, e]),
-                    "seed": seed}
-            for r in range(runs) for e in range(epochs) for m in TRAJECTORY_METRICS]
-    rows += [base | {"run": r, "epoch": epochs, "metric": m, "value": float(final[m][r]),
-                     "seed": seed}
-             for r in range(runs) for m in METRICS]
+    rows = [
+        base | {"run": r, "epoch": e, "metric": m, "value": float(start[m][r, e]), "seed": seed}
+        for r in range(runs)
+        for e in range(epochs)
+        for m in TRAJECTORY_METRICS
+    ]
+    rows += [
+        base | {"run": r, "epoch": epochs, "metric": m, "value": float(final[m][r]), "seed": seed}
+        for r in range(runs)
+        for m in METRICS
+    ]
     return rows
 
 
-def sweep_finals(program, methods, run_keys, teacher, shared, *, per_run_teacher: bool,
-                 chunk: int) -> dict:
+def sweep_finals(
+    program, methods, run_keys, teacher, shared, *, per_run_teacher: bool, chunk: int
+) -> dict:
     """{metric: (G, R)} final metrics for grid methods G x runs R, ``chunk`` elements per call
     (the last chunk padded by repeating its first element, so one compiled shape serves all).
     ``teacher`` = (params, y_noisy, mask), per run if ``per_run_teacher``."""
@@ -232,8 +335,17 @@ def sweep_finals(program, methods, run_keys, teacher, shared, *, per_run_teacher
 TABLES = {"trajectory": "results.csv", "teacher": "teacher.csv", "sweep": "sweep.csv"}
 
 
-TRAJECTORY_COLUMNS = ("dataset", "model", "method", "variant", "run", "epoch", "metric", "value",
-                      "seed")
+TRAJECTORY_COLUMNS = (
+    "dataset",
+    "model",
+    "method",
+    "variant",
+    "run",
+    "epoch",
+    "metric",
+    "value",
+    "seed",
+)
 
 
 def write_tables(store: ResultStore) -> None:

@@ -27,27 +27,56 @@ def forget_set_size(n_train: int, alpha: float) -> int:
     """|D_f|: the labels flipped at ``alpha``; an empty forget set fails with one line."""
     n_forget = n_poisoned(n_train, alpha, "label_flip")
     if n_forget == 0:
-        raise QunlearnError(f"alpha = {alpha} flips no label of {n_train} samples, so the "
-                            "forget set is empty: raise `alpha`")
+        raise QunlearnError(
+            f"alpha = {alpha} flips no label of {n_train} samples, so the "
+            "forget set is empty: raise `alpha`"
+        )
     return n_forget
 
 
-def teacher_program(model: Model, *, epochs: int, batch_size: int, lr: float, n_train: int,
-                    on_epoch=None, run_chunk: int = 0, batching: str = "epoch"):
+def teacher_program(
+    model: Model,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    n_train: int,
+    on_epoch=None,
+    run_chunk: int = 0,
+    batching: str = "epoch",
+):
     """``fn(init_keys, shuffle_keys, x, y_noisy) -> params`` over a leading teacher axis."""
-    train = make_supervised_train(model, lr=lr, epochs=epochs, batch_size=batch_size,
-                                  n_train=n_train, batching=batching, on_epoch=on_epoch)
+    train = make_supervised_train(
+        model,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        n_train=n_train,
+        batching=batching,
+        on_epoch=on_epoch,
+    )
 
     def one(init_key, shuffle_key, x, y):
-        return train(shuffle_key, model.init(init_key), {"x": x, "y": y.astype(x.real.dtype)},
-                     None)[0]
+        return train(
+            shuffle_key, model.init(init_key), {"x": x, "y": y.astype(x.real.dtype)}, None
+        )[0]
 
     return jax.jit(over_runs(one, (0, 0, None, 0), run_chunk))
 
 
-def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, n_forget: int,
-                       shared_teacher: bool, trajectory: bool = True, on_epoch=None,
-                       run_chunk: int = 0, snapshot_every: int = 0):
+def unlearning_program(
+    model: Model,
+    method: Method,
+    *,
+    lr: float,
+    epochs: int,
+    n_forget: int,
+    shared_teacher: bool,
+    trajectory: bool = True,
+    on_epoch=None,
+    run_chunk: int = 0,
+    snapshot_every: int = 0,
+):
     """``fn(keys, start, teacher, y_noisy, mask, weights, shared) -> log`` over a leading run axis.
 
     ``keys`` (R,) batch-order keys, ``start`` (R, ...) starting params, ``weights`` {name: (R,)};
@@ -55,14 +84,28 @@ def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, 
     {x_train, y_true, x_val, y_val}. Jitted once; ``.traces`` counts its tracings.
     ``snapshot_every = k > 0`` adds ``log["snapshots"]`` (R, S, ...): params every k epochs.
     """
-    unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=trajectory,
-                           on_epoch=on_epoch, snapshot_every=snapshot_every)
+    unlearn = make_unlearn(
+        model,
+        method,
+        lr=lr,
+        epochs=epochs,
+        trajectory=trajectory,
+        on_epoch=on_epoch,
+        snapshot_every=snapshot_every,
+    )
     traces = []
 
     def run_one(key, start, teacher, y_noisy, mask, weights, shared):
         traces.append(1)
-        split = make_split(shared["x_train"], shared["y_true"], y_noisy, mask, shared["x_val"],
-                           shared["y_val"], n_forget=n_forget)
+        split = make_split(
+            shared["x_train"],
+            shared["y_true"],
+            y_noisy,
+            mask,
+            shared["x_val"],
+            shared["y_val"],
+            n_forget=n_forget,
+        )
         return unlearn(key, start, teacher, split, weights)[1]
 
     t = None if shared_teacher else 0
@@ -74,8 +117,10 @@ def unlearning_program(model: Model, method: Method, *, lr: float, epochs: int, 
 def teacher_npz(params, y_noisy, mask) -> bytes:
     """The ``.npz`` bytes (no pickle) that :func:`load_teacher_npz` reads back: params with a
     leading teacher axis, the poisoned labels and the poisoning mask."""
-    arrays = {f"param_{i:03d}": np.asarray(leaf)
-              for i, leaf in enumerate(jax.tree_util.tree_leaves(params))}
+    arrays = {
+        f"param_{i:03d}": np.asarray(leaf)
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(params))
+    }
     buf = io.BytesIO()
     np.savez(buf, **arrays, y_noisy=np.asarray(y_noisy, np.int32), mask=np.asarray(mask, bool))
     return buf.getvalue()
@@ -87,8 +132,11 @@ def load_teacher_npz(path: Path, model: Model):
         arrays = {k: f[k] for k in f.files}
     treedef = jax.tree_util.tree_structure(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
     leaves = [jnp.asarray(arrays[f"param_{i:03d}"]) for i in range(treedef.num_leaves)]
-    return (jax.tree_util.tree_unflatten(treedef, leaves), jnp.asarray(arrays["y_noisy"]),
-            jnp.asarray(arrays["mask"]))
+    return (
+        jax.tree_util.tree_unflatten(treedef, leaves),
+        jnp.asarray(arrays["y_noisy"]),
+        jnp.asarray(arrays["mask"]),
+    )
 
 
 class ModelPlan(NamedTuple):
@@ -113,23 +161,40 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
     def method_for(method: str, **override) -> tuple[str, dict, Method]:
         base, options = resolve_method(config.method_options, method)
         options |= override
-        return base, options, make_method(
-            base, model, n_retain=n_retain, n_forget=n_forget, epochs=spec.unlearn_epochs,
-            batch_size=spec.unlearn_batch_size, **options)
+        return (
+            base,
+            options,
+            make_method(
+                base,
+                model,
+                n_retain=n_retain,
+                n_forget=n_forget,
+                epochs=spec.unlearn_epochs,
+                batch_size=spec.unlearn_batch_size,
+                **options,
+            ),
+        )
 
     methods = {method: method_for(method) for method in config.methods}
     sweeps = {}
     for method, axes in getattr(config, "sweep", {}).items():
-        grid = [dict(zip(axes, values, strict=True))
-                for values in itertools.product(*axes.values())]
+        grid = [
+            dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
+        ]
         try:
             members = [method_for(method, **point)[2] for point in grid]
         except QunlearnError as err:
             raise QunlearnError(f"sweep.{method}: {err}") from None
         if len({m.form for m in members}) > 1:
-            raise QunlearnError(f"sweep.{method}: only loss weights can be swept (options "
-                                f"{sorted(axes)} change the method's shape)")
+            raise QunlearnError(
+                f"sweep.{method}: only loss weights can be swept (options "
+                f"{sorted(axes)} change the method's shape)"
+            )
         sweeps[method] = (grid, members)
-    shared = {"x_train": jnp.asarray(x_train), "y_true": jnp.asarray(dataset.y_train),
-              "x_val": jnp.asarray(x_val), "y_val": jnp.asarray(dataset.y_val)}
+    shared = {
+        "x_train": jnp.asarray(x_train),
+        "y_true": jnp.asarray(dataset.y_train),
+        "x_val": jnp.asarray(x_val),
+        "y_val": jnp.asarray(dataset.y_val),
+    }
     return ModelPlan(model, spec, shared, methods, sweeps)

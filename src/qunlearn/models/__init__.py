@@ -45,8 +45,9 @@ def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model
         if key not in valid:
             hint = difflib.get_close_matches(key, valid, n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise QunlearnError(f"unknown hyperparameter {key!r}{did} for model {name!r}: "
-                                f"valid ones are {valid}")
+            raise QunlearnError(
+                f"unknown hyperparameter {key!r}{did} for model {name!r}: valid ones are {valid}"
+            )
     init, apply = MODELS[name](input_dim, complex_input, **hyper)
     return Model(init, apply, name, dict(hyper))
 

@@ -205,16 +205,22 @@ def _covers(qubits, n, max_size):
     if len(qubits) == n:
         return [(s, n) for s in range(n)] if n <= max_size else []
     a = _first_qubit(qubits, n)
-    return [((a - p1) % n, len(qubits) + p1 + p2)
-            for p1 in range(_PAD_MAX + 1) for p2 in range(_PAD_MAX + 1)
-            if len(qubits) + p1 + p2 <= min(n, max_size)]
+    return [
+        ((a - p1) % n, len(qubits) + p1 + p2)
+        for p1 in range(_PAD_MAX + 1)
+        for p2 in range(_PAD_MAX + 1)
+        if len(qubits) + p1 + p2 <= min(n, max_size)
+    ]
 
 
 def _compositions(total, k, cap):
     if k == 1:
         return [(total,)] if 1 <= total <= cap else []
-    return [(first, *rest) for first in range(1, min(cap, total - k + 1) + 1)
-            for rest in _compositions(total - first, k - 1, cap)]
+    return [
+        (first, *rest)
+        for first in range(1, min(cap, total - k + 1) + 1)
+        for rest in _compositions(total - first, k - 1, cap)
+    ]
 
 
 def _piece_plans(qubits, n):
@@ -224,9 +230,12 @@ def _piece_plans(qubits, n):
         covers = [(s, n) for s in range(n)]
     else:
         a = _first_qubit(qubits, n)
-        covers = [((a - p1) % n, len(qubits) + p1 + p2)
-                  for p1 in range(_PAD_MAX + 1) for p2 in range(_PAD_MAX + 1)
-                  if len(qubits) + p1 + p2 < n]
+        covers = [
+            ((a - p1) % n, len(qubits) + p1 + p2)
+            for p1 in range(_PAD_MAX + 1)
+            for p2 in range(_PAD_MAX + 1)
+            if len(qubits) + p1 + p2 < n
+        ]
     plans = set()
     for start, size in covers:
         kmin = max(-(-size // GEMM_MAX), 2 if full else 1)
@@ -274,8 +283,9 @@ def _hea_plan(n, depth, readout, store_cost=0.0, beam=32):
     def tails(layer, e, deferred, rot_cost):
         qubits = cones[layer][0]
         dq = frozenset().union(*[_edge(j, n) for _, j in deferred])
-        for seg in sorted(set(_covers(qubits | dq, n, TAIL_MAX)) | set(_covers(qubits, n,
-                                                                            TAIL_MAX))):
+        for seg in sorted(
+            set(_covers(qubits | dq, n, TAIL_MAX)) | set(_covers(qubits, n, TAIL_MAX))
+        ):
             seg_set = frozenset(_segment(*seg, n))
             folded = tuple(sorted(d for d in deferred if _edge(d[1], n) <= seg_set))
             left = tuple(sorted(set(deferred) - set(folded)))
@@ -347,7 +357,7 @@ def _orders(ops, n):
     for op in ops:
         out.append(order)
         if op[0] == "rot":
-            order = order[op[1]:] + order[:op[1]]
+            order = order[op[1] :] + order[: op[1]]
     return out
 
 
@@ -382,8 +392,9 @@ def _factor_spec(n, depth, layer, seg, qubits, edges, deferred):
     ``depth * n`` is the identity; phase edges are (flat θ index, position a, position b)."""
     pos = {q: i for i, q in enumerate(seg)}
     rot = tuple(layer * n + q if q in qubits else depth * n for q in seg)
-    row = tuple((layer * n + j, pos[j], pos[(j + 1) % n])
-                for j in sorted(edges) if _edge(j, n) <= set(seg))
+    row = tuple(
+        (layer * n + j, pos[j], pos[(j + 1) % n]) for j in sorted(edges) if _edge(j, n) <= set(seg)
+    )
     col = tuple((lay * n + j, pos[j], pos[(j + 1) % n]) for lay, j in deferred)
     return rot, row, col
 
@@ -400,7 +411,8 @@ def _factor_matrices(specs, u, theta_zz, cdtype):
         mat = g[:, 0]
         for k in range(1, w):  # Kronecker product, most significant qubit first
             mat = (mat[:, :, None, :, None] * g[:, k, None, :, None, :]).reshape(
-                len(ids), 2 ** (k + 1), 2 ** (k + 1))
+                len(ids), 2 ** (k + 1), 2 ** (k + 1)
+            )
         for side in (1, 2):  # row phases (this layer's RZZs), column phases (deferred RZZs)
             n_e = max(len(specs[i][side]) for i in ids)
             if not n_e:
@@ -511,8 +523,9 @@ def qnn(
             _, layer0, seg, deferred = op
             uses.append(list(range(len(specs), len(specs) + depth - layer0)))
             for lay in range(layer0, depth):  # deferred RZZs go first, into the first factor
-                specs.append(_factor_spec(n, depth, lay, seg, *cones[lay],
-                                          deferred if lay == layer0 else ()))
+                specs.append(
+                    _factor_spec(n, depth, lay, seg, *cones[lay], deferred if lay == layer0 else ())
+                )
         else:
             uses.append(None)
 
@@ -530,12 +543,16 @@ def qnn(
             elif kind == "phase":
                 onehot, signs = consts[i]
                 items = op[1]
-                ang = -0.5 * jnp.asarray(signs, rdtype) @ theta[
-                    np.array([lay for lay, _ in items]), np.array([j for _, j in items]), 3]
+                ang = (
+                    -0.5
+                    * jnp.asarray(signs, rdtype)
+                    @ theta[np.array([lay for lay, _ in items]), np.array([j for _, j in items]), 3]
+                )
                 # expand the 2**m distinct phases with a GEMM: XLA materialises them once
                 # instead of fusing (and recomputing) cos/sin into every example's loop
-                mats.append(jnp.asarray(onehot, rdtype)
-                            @ jnp.stack([jnp.cos(ang), jnp.sin(ang)], -1))
+                mats.append(
+                    jnp.asarray(onehot, rdtype) @ jnp.stack([jnp.cos(ang), jnp.sin(ang)], -1)
+                )
             elif kind == "tail":
                 mat = factors[use[0]]
                 for f in use[1:]:

@@ -50,8 +50,10 @@ def circuit_model(
 
     def apply(params, x):
         with _jax_runtime(dtype) as tc:
-            c = tc.Circuit(n_qubits, inputs=x.astype(jnp.complex128 if dtype == "complex128"
-                                                      else jnp.complex64))
+            c = tc.Circuit(
+                n_qubits,
+                inputs=x.astype(jnp.complex128 if dtype == "complex128" else jnp.complex64),
+            )
             build(c, params)
             ez = c.expectation_ps(z=[readout])
         return jax.nn.sigmoid(scale * jnp.real(ez))

@@ -16,14 +16,24 @@ from matplotlib.figure import Figure
 from qunlearn.compare import compare_roughening, read_csv
 from qunlearn.plotting.unlearning import COLORS, _mean_std, _save
 
-STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 6.5, "axes.grid": True,
-         "grid.alpha": 0.3, "lines.linewidth": 1.4}
-LOSS_TITLES = {"retain": "retain loss (D_r, true labels)",
-               "forget": "forget loss (D_f, poisoned labels)",
-               "validation": "validation loss (clean)"}
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "legend.fontsize": 6.5,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.4,
+}
+LOSS_TITLES = {
+    "retain": "retain loss (D_r, true labels)",
+    "forget": "forget loss (D_f, poisoned labels)",
+    "validation": "validation loss (clean)",
+}
 METRIC_TITLES = {"eig_1": "top Hessian eigenvalue", "trace": "Hessian trace"}
-TEACHER_STYLE = {"clean_teacher": ("before poisoning", "k", "--"),
-                 "poisoned_teacher": ("after poisoning", "0.45", ":")}
+TEACHER_STYLE = {
+    "clean_teacher": ("before poisoning", "k", "--"),
+    "poisoned_teacher": ("after poisoning", "0.45", ":"),
+}
 MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
 
 
@@ -35,12 +45,14 @@ def _figure(n_rows: int, n_cols: int, width: float, height: float):
 
 def _ordered(names) -> list[str]:
     order = list(COLORS)
-    return sorted(dict.fromkeys(names), key=lambda m: (order.index(m) if m in order else len(order),
-                                                        m))
+    return sorted(
+        dict.fromkeys(names), key=lambda m: (order.index(m) if m in order else len(order), m)
+    )
 
 
-def plot_curvature_vs_epoch(rows: list[dict], out_dir: str | Path, *, metric: str,
-                            title: str = "") -> list[Path]:
+def plot_curvature_vs_epoch(
+    rows: list[dict], out_dir: str | Path, *, metric: str, title: str = ""
+) -> list[Path]:
     """``metric`` (e.g. "eig_1", "trace") vs unlearning epoch: rows = models, columns = losses,
     one line per method (mean ± std band over runs); the clean and the poisoned teacher's levels
     as horizontal lines. Saves curvature_<metric>.png/.pdf."""
@@ -65,8 +77,9 @@ def plot_curvature_vs_epoch(rows: list[dict], out_dir: str | Path, *, metric: st
                     ax.fill_between(e, m - s, m + s, color=color, alpha=0.18, lw=0)
                 for teacher, (label, color, style) in TEACHER_STYLE.items():
                     if (model, teacher) in series:
-                        ax.axhline(series[(model, teacher)][1][0], color=color, ls=style, lw=1,
-                                   label=label)
+                        ax.axhline(
+                            series[(model, teacher)][1][0], color=color, ls=style, lw=1, label=label
+                        )
                 ax.set_title(f"{model.upper()}: {LOSS_TITLES[loss]}")
                 ax.set_xlabel("unlearning epoch")
                 ax.set_ylabel(METRIC_TITLES.get(metric, metric))
@@ -116,8 +129,14 @@ def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") ->
                     key = (model, loss, method, last.get((model, method), -1))
                     if key in curves:
                         grid, d = curves[key]
-                        ax.plot(grid, d, color=COLORS.get(method), lw=1.0, alpha=0.85,
-                                label=f"{method}, epoch {key[3]}")
+                        ax.plot(
+                            grid,
+                            d,
+                            color=COLORS.get(method),
+                            lw=1.0,
+                            alpha=0.85,
+                            label=f"{method}, epoch {key[3]}",
+                        )
                         peak = max(peak, float(d.max()))
                 ax.set_yscale("log")
                 if peak > 0:
@@ -140,13 +159,15 @@ def plot_curvature_dir(results_dir: str | Path, rows: list[dict], config: dict) 
         paths += plot_curvature_vs_epoch(rows, results_dir, metric=metric, title=config["name"])
     density = results_dir / "density.csv"
     if density.is_file():
-        paths += plot_densities(read_csv(density), results_dir,
-                                title=f"{config['name']}: Hessian spectral densities")
+        paths += plot_densities(
+            read_csv(density), results_dir, title=f"{config['name']}: Hessian spectral densities"
+        )
     return paths
 
 
-def plot_roughening(rows: list[dict], out_dir: str | Path, *, models: dict[str, str],
-                    title: str = "") -> list[Path]:
+def plot_roughening(
+    rows: list[dict], out_dir: str | Path, *, models: dict[str, str], title: str = ""
+) -> list[Path]:
     """Trace ratio (noisy trace / mean clean trace) per noise ratio, one panel per model
     (``models``: our name -> model kind), mean ± std over seeds, the paper's values as hatched
     bars beside ours; collapsed runs are counted above the bars. Saves
@@ -160,25 +181,45 @@ def plot_roughening(rows: list[dict], out_dir: str | Path, *, models: dict[str, 
             mine = [r for r in table if r["model"] == name]
             x = np.arange(len(mine))
             color = MODEL_COLORS.get("qnn" if models.get(name, name).startswith("qnn") else "mlp")
-            ours = ax.bar(x - 0.2, [r["ratio_mean"] for r in mine], 0.38,
-                          yerr=[r["ratio_std"] for r in mine], color=color, capsize=2,
-                          label="ours")
+            ours = ax.bar(
+                x - 0.2,
+                [r["ratio_mean"] for r in mine],
+                0.38,
+                yerr=[r["ratio_std"] for r in mine],
+                color=color,
+                capsize=2,
+                label="ours",
+            )
             paper = [(i, r) for i, r in enumerate(mine) if "paper_ratio_mean" in r]
             if paper:
-                ax.bar([i + 0.2 for i, _ in paper], [r["paper_ratio_mean"] for _, r in paper],
-                       0.38, yerr=[r["paper_ratio_std"] for _, r in paper], color="white",
-                       edgecolor=color, hatch="///", capsize=2, label="paper")
+                ax.bar(
+                    [i + 0.2 for i, _ in paper],
+                    [r["paper_ratio_mean"] for _, r in paper],
+                    0.38,
+                    yerr=[r["paper_ratio_std"] for _, r in paper],
+                    color="white",
+                    edgecolor=color,
+                    hatch="///",
+                    capsize=2,
+                    label="paper",
+                )
             for bar, r in zip(ours, mine, strict=True):
                 if r["collapsed"]:
-                    ax.annotate(f"{r['collapsed']}/{r['runs']} collapsed",
-                                (bar.get_x() + bar.get_width() / 2,
-                                 r["ratio_mean"] + r["ratio_std"]),
-                                xytext=(0, 6), textcoords="offset points", ha="center",
-                                fontsize=6)
+                    ax.annotate(
+                        f"{r['collapsed']}/{r['runs']} collapsed",
+                        (bar.get_x() + bar.get_width() / 2, r["ratio_mean"] + r["ratio_std"]),
+                        xytext=(0, 6),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=6,
+                    )
             ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
             ax.set_xticks(x, [f"{r['noise_ratio']:.1f}" for r in mine])
-            ax.set(xlabel="noise ratio r", ylabel="trace ratio (noisy / clean mean)",
-                   title=f"{name.upper()} ({len(mine) and mine[0]['runs']} seeds)")
+            ax.set(
+                xlabel="noise ratio r",
+                ylabel="trace ratio (noisy / clean mean)",
+                title=f"{name.upper()} ({len(mine) and mine[0]['runs']} seeds)",
+            )
             ax.legend(loc="upper left")
         if title:
             fig.suptitle(title)

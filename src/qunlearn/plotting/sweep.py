@@ -29,8 +29,9 @@ def _series(rows, metric):
     return out
 
 
-def plot_noise_sweep(rows: list[dict], out_dir: str | Path, *, reference: list[dict] | None = None,
-                     title: str = "") -> list[Path]:
+def plot_noise_sweep(
+    rows: list[dict], out_dir: str | Path, *, reference: list[dict] | None = None, title: str = ""
+) -> list[Path]:
     """One panel per noise type; solid = clean validation, dashed = noisy-label training accuracy.
     ``reference`` (paper rows, our tidy format) is drawn as hollow markers. Saves PNG and PDF."""
     out_dir = Path(out_dir)
@@ -47,14 +48,27 @@ def plot_noise_sweep(rows: list[dict], out_dir: str | Path, *, reference: list[d
             ax.fill_between(a, m - s, m + s, color=color, alpha=0.2)
             if (model, nz) in train:
                 ta, tm, _ = train[(model, nz)]
-                ax.plot(ta, tm, "--", color=color, alpha=0.7,
-                        label=f"{model.upper()} train (noisy)")
+                ax.plot(
+                    ta, tm, "--", color=color, alpha=0.7, label=f"{model.upper()} train (noisy)"
+                )
             if (model, nz) in ref:
                 ra, rm, rs = ref[(model, nz)]
-                ax.errorbar(ra, rm, rs, fmt="s", mfc="none", color=color, alpha=0.6,
-                            label=f"{model.upper()} paper")
-        ax.set(xlabel=r"noise ratio $\alpha$", ylabel="accuracy", ylim=(-0.02, 1.02),
-               title=NOISE_TITLES.get(noise, noise))
+                ax.errorbar(
+                    ra,
+                    rm,
+                    rs,
+                    fmt="s",
+                    mfc="none",
+                    color=color,
+                    alpha=0.6,
+                    label=f"{model.upper()} paper",
+                )
+        ax.set(
+            xlabel=r"noise ratio $\alpha$",
+            ylabel="accuracy",
+            ylim=(-0.02, 1.02),
+            title=NOISE_TITLES.get(noise, noise),
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:
@@ -72,6 +86,13 @@ def reference_as_rows(reference: list[dict]) -> list[dict]:
     out = []
     for r in reference:
         for metric in ("val_acc", "train_acc_noisy_labels"):
-            out.append({"model": r["model"], "noise": r["noise"], "alpha": r["alpha"],
-                        "metric": metric, "value": r[metric]})
+            out.append(
+                {
+                    "model": r["model"],
+                    "noise": r["noise"],
+                    "alpha": r["alpha"],
+                    "metric": metric,
+                    "value": r[metric],
+                }
+            )
     return out

@@ -15,11 +15,17 @@ from matplotlib.figure import Figure
 from qunlearn.compare import REFERENCE_UNLEARNING, read_csv, reference_rows
 
 COLORS = {
-    "retrain": "tab:green", "finetune": "tab:blue", "scrub": "tab:orange",
-    "gradient_ascent": "tab:red", "scrub_kurmanji": "tab:purple", "neggrad_plus": "tab:brown",
+    "retrain": "tab:green",
+    "finetune": "tab:blue",
+    "scrub": "tab:orange",
+    "gradient_ascent": "tab:red",
+    "scrub_kurmanji": "tab:purple",
+    "neggrad_plus": "tab:brown",
 }
-PANELS = (("val_acc", "validation accuracy"),
-          ("forget_frac_poisoned_label", "forget set: poisoned label kept"))
+PANELS = (
+    ("val_acc", "validation accuracy"),
+    ("forget_frac_poisoned_label", "forget set: poisoned label kept"),
+)
 
 
 def _mean_std(rows, metric: str) -> dict:
@@ -44,15 +50,24 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def plot_unlearning(rows: list[dict], out_dir: str | Path, *, models: dict[str, str],
-                    dataset: str, title: str = "", reference: bool = True) -> list[Path]:
+def plot_unlearning(
+    rows: list[dict],
+    out_dir: str | Path,
+    *,
+    models: dict[str, str],
+    dataset: str,
+    title: str = "",
+    reference: bool = True,
+) -> list[Path]:
     """Fig 3 panels: rows = (validation accuracy, forgetting), columns = ``models`` (our name ->
     kind "mlp"/"qnn", used to find the paper's curves). Saves fig3_unlearning.png/.pdf."""
     out_dir = Path(out_dir)
     names = [m for m in models if any(r["model"] == m for r in rows)]
     order = list(COLORS)
-    methods = sorted(dict.fromkeys(r["method"] for r in rows),
-                     key=lambda m: (order.index(m) if m in order else len(order), m))
+    methods = sorted(
+        dict.fromkeys(r["method"] for r in rows),
+        key=lambda m: (order.index(m) if m in order else len(order), m),
+    )
     variant = {r["method"]: r["variant"] for r in rows}
     fig = Figure(figsize=(4.6 * max(len(names), 1), 6.4), layout="constrained")
     FigureCanvasAgg(fig)
@@ -90,8 +105,9 @@ def plot_unlearning(rows: list[dict], out_dir: str | Path, *, models: dict[str, 
     return _save(fig, out_dir, "fig3_unlearning")
 
 
-def plot_sweeps(rows: list[dict], out_dir: str | Path, *, axes: dict | None = None,
-                title: str = "") -> list[Path]:
+def plot_sweeps(
+    rows: list[dict], out_dir: str | Path, *, axes: dict | None = None, title: str = ""
+) -> list[Path]:
     """Mean final validation accuracy over runs at every sweep point: rows = models, columns =
     swept methods; two weights -> heatmap (first weight on the y axis), one weight -> curve ± std.
     ``axes``: {method: [weight names]}, e.g. the config's sweep table (else from the table).
@@ -101,8 +117,17 @@ def plot_sweeps(rows: list[dict], out_dir: str | Path, *, axes: dict | None = No
     present = set(r["method"] for r in rows)
     methods = [m for m in (axes or {}) if m in present] + sorted(present - set(axes or {}))
     skip = {"dataset", "model", "method", "variant", "run", "epoch", "metric", "value", "seed"}
-    axes_of = {m: list((axes or {}).get(m) or [k for k in rows[0] if k not in skip and any(
-        r["method"] == m and r[k] != "" for r in rows)]) for m in methods}
+    axes_of = {
+        m: list(
+            (axes or {}).get(m)
+            or [
+                k
+                for k in rows[0]
+                if k not in skip and any(r["method"] == m and r[k] != "" for r in rows)
+            ]
+        )
+        for m in methods
+    }
     fig = Figure(figsize=(4.4 * len(methods), 3.8 * len(models)), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.subplots(len(models), len(methods), squeeze=False)
@@ -119,14 +144,27 @@ def plot_sweeps(rows: list[dict], out_dir: str | Path, *, axes: dict | None = No
                 z = np.full((len(ys), len(xs)), np.nan)
                 for (a, b), v in vals.items():
                     z[ys.index(a), xs.index(b)] = np.mean(v)
-                im = ax.imshow(z, origin="lower", cmap="viridis", vmin=0.5, vmax=1.0,
-                               extent=(xs[0] - 0.05, xs[-1] + 0.05, ys[0] - 0.05, ys[-1] + 0.05),
-                               aspect="auto")
+                im = ax.imshow(
+                    z,
+                    origin="lower",
+                    cmap="viridis",
+                    vmin=0.5,
+                    vmax=1.0,
+                    extent=(xs[0] - 0.05, xs[-1] + 0.05, ys[0] - 0.05, ys[-1] + 0.05),
+                    aspect="auto",
+                )
                 for a in ys:
                     for b in xs:
                         if not np.isnan(z[ys.index(a), xs.index(b)]):
-                            ax.text(b, a, f"{z[ys.index(a), xs.index(b)]:.2f}", ha="center",
-                                    va="center", fontsize=5, color="w")
+                            ax.text(
+                                b,
+                                a,
+                                f"{z[ys.index(a), xs.index(b)]:.2f}",
+                                ha="center",
+                                va="center",
+                                fontsize=5,
+                                color="w",
+                            )
                 ax.set(xlabel=names[1], ylabel=names[0])
                 fig.colorbar(im, ax=ax, label="final val acc (mean over runs)")
             elif len(names) == 1:
@@ -140,8 +178,13 @@ def plot_sweeps(rows: list[dict], out_dir: str | Path, *, axes: dict | None = No
                 ax.set(xlabel=names[0], ylabel="final val acc", ylim=(-0.02, 1.02))
                 ax.grid(alpha=0.3)
             else:
-                ax.text(0.5, 0.5, f"{len(names)}-weight sweep: see sweep.csv", ha="center",
-                        transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{len(names)}-weight sweep: see sweep.csv",
+                    ha="center",
+                    transform=ax.transAxes,
+                )
             ax.set_title(f"{model.upper()} {method}", fontsize=9)
     if title:
         fig.suptitle(title)
@@ -154,10 +197,15 @@ def plot_unlearning_dir(results_dir: str | Path, rows: list[dict], config: dict)
     models = {name: spec["model"] for name, spec in config["models"].items()}
     paths = []
     if rows:
-        paths += plot_unlearning(rows, results_dir, models=models, dataset=config["dataset"],
-                                 title=config["name"])
+        paths += plot_unlearning(
+            rows, results_dir, models=models, dataset=config["dataset"], title=config["name"]
+        )
     sweep = results_dir / "sweep.csv"
     if sweep.is_file():
-        paths += plot_sweeps(read_csv(sweep), results_dir, axes=config.get("sweep"),
-                             title=f"{config['name']}: weight sweeps")
+        paths += plot_sweeps(
+            read_csv(sweep),
+            results_dir,
+            axes=config.get("sweep"),
+            title=f"{config['name']}: weight sweeps",
+        )
     return paths
