@@ -269,8 +269,32 @@ def test_missing_source_message(tmp_path, monkeypatch):
 
 
 def test_n_per_class_out_of_range(tmp_path):
-    with pytest.raises(QunlearnError, match="n_per_class"):
+    with pytest.raises(QunlearnError, match=r"dataset_options.n_per_class must be in \[1, 6\]"):
         load_mnist(cache_dir=tmp_path, source=_write_keras(tmp_path / "mnist.npz"), n_per_class=7)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"n_per_class": True},
+            r"dataset_options.n_per_class must be an integer >= 1, got True \(b",
+        ),
+        ({"n_per_class": 2.0}, r"dataset_options.n_per_class must be an integer >= 1, got 2.0 \(f"),
+        ({"n_per_class": "2"}, r"dataset_options.n_per_class .*got '2' \(str\)"),
+        ({"n_per_class": 0}, r"dataset_options.n_per_class must be an integer >= 1, got 0$"),
+        ({"encoding": 3}, r"dataset_options.encoding must be a string, got 3 \(int\)"),
+        ({"encoding": ["unit"]}, r"dataset_options.encoding must be a string"),
+        ({"source": 3}, r"dataset_options.source must be a path"),
+    ],
+)
+def test_bad_option_is_named_before_any_file_is_read(tmp_path, monkeypatch, options, message):
+    monkeypatch.setattr(mnist_mod, "_find_source", lambda *_: pytest.fail("must not look"))
+    cache = tmp_path / "c"
+    with pytest.raises(QunlearnError, match=message) as err:
+        load_mnist(cache_dir=cache, **options)
+    assert "\n" not in str(err.value)
+    assert not cache.exists()
 
 
 def test_preprocess_helpers():
@@ -315,17 +339,16 @@ def test_cache_dir_under_a_file_is_not_writable(tmp_path):
         load_mnist(cache_dir=blocker)
 
 
-def test_read_only_cache_dir_is_not_writable(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as root: permissions do not stop writes")
-        with pytest.raises(QunlearnError, match=f"cache directory {folder}.* is not writable"):
-            load_dataset("xxz", cache_dir=folder, n_spins=4, n_delta=300)
-    finally:
-        folder.chmod(0o700)
+def test_unwritable_cache_dir_is_not_writable(tmp_path):
+    """A directory nobody can create files in, root included (CI runs as root, and permission
+    bits do not stop root): /proc/self."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc")
+    folder = Path("/proc/self")
+    with pytest.raises(QunlearnError, match=f"cache directory {folder}.* is not writable"):
+        load_dataset("xxz", cache_dir=folder, n_spins=4, n_delta=300)
+    with pytest.raises(QunlearnError, match=f"cache directory {folder}.* is not writable"):
+        load_mnist(cache_dir=folder, source=_write_keras(tmp_path / "mnist.npz"), n_per_class=2)
 
 
 # ---------------------------------------------------------------------------------------------

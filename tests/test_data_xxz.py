@@ -1,7 +1,10 @@
-"""XXZ ground states: Hamiltonian convention, exact diagonalisation, phase, split, cache, figure."""
+"""XXZ ground states: Hamiltonian convention, exact diagonalisation, phase, split, cache, figure;
+option checks, the size guard and progress output."""
 
+import io
 import json
 from functools import reduce
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -208,6 +211,147 @@ def test_figure(tmp_path):
     assert dict(matplotlib.rcParams) == before
     with pytest.raises(QunlearnError, match="unknown option"):
         xxz_figure(tmp_path, tmp_path / "x.png", n_qubits=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options are checked up front, each error naming dataset_options.<key>
+
+BAD_OPTIONS = [
+    ({"n_spins": True}, r"dataset_options.n_spins must be an integer in \[2, 20\], got True \(b"),
+    ({"n_spins": 4.0}, r"dataset_options.n_spins must be an integer .*got 4.0 \(float\)"),
+    ({"n_spins": 1}, r"dataset_options.n_spins must be an integer in \[2, 20\], got 1$"),
+    ({"n_spins": "4"}, r"dataset_options.n_spins .*got '4' \(str\)"),
+    ({"n_delta": False}, r"dataset_options.n_delta must be an integer .*\(bool\)"),
+    ({"n_delta": 40.5}, r"dataset_options.n_delta .*\(float\)"),
+    ({"n_delta": 1}, r"dataset_options.n_delta must be an integer in \[2, "),
+    ({"delta_min": True}, r"dataset_options.delta_min must be a finite number, got True"),
+    ({"delta_min": "-1"}, r"dataset_options.delta_min must be a finite number"),
+    ({"delta_max": float("inf")}, r"dataset_options.delta_max must be a finite number"),
+    ({"delta_min": 2.0}, r"dataset_options.delta_min must be below dataset_options.delta_max"),
+    ({"boundary": "twisted"}, r"dataset_options.boundary must be 'periodic' or 'open'"),
+    ({"phase": "arbitrary"}, r"dataset_options.phase must be 'fixed' or 'random'"),
+    ({"phase": None}, r"dataset_options.phase must be 'fixed' or 'random', got None"),
+    ({"phase_seed": 1.5}, r"dataset_options.phase_seed must be an integer"),
+    ({"phase_seed": True}, r"dataset_options.phase_seed .*\(bool\)"),
+    ({"train_idx": ([107.5], [200])}, r"dataset_options.train_idx must be a pair of integer"),
+    ({"val_idx": ([300], [200])}, r"dataset_options.val_idx has indices outside \[0, 293\)"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS)
+def test_bad_option_is_named_before_anything_is_generated(tmp_path, options, message):
+    cache = tmp_path / "c"
+    with pytest.raises(QunlearnError, match=message) as err:
+        load_xxz(cache_dir=cache, **{"n_spins": 4, **options})
+    assert "\n" not in str(err.value)
+    assert not cache.exists()  # refused before the cache directory was even created
+
+
+def test_bad_range_through_load_dataset(tmp_path):
+    with pytest.raises(QunlearnError, match=r"dataset_options.n_spins must be an integer in"):
+        load_dataset("xxz", cache_dir=tmp_path / "c", n_spins=21)
+    with pytest.raises(QunlearnError, match=r"dataset_options.boundary .*did you mean 'open'"):
+        load_xxz_grid(cache_dir=tmp_path / "c", n_spins=4, boundary="opne")
+    assert not (tmp_path / "c").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Size guard
+
+
+def test_size_guard_refuses_what_does_not_fit_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(xxz_mod, "BASE_BYTES", 0)
+    monkeypatch.setattr(xxz_mod, "memory_limit_bytes", lambda: 100_000)  # fits 5 spins, not 6
+    monkeypatch.setattr(xxz_mod, "generate_xxz_grid", lambda *a: pytest.fail("must not generate"))
+    cache = tmp_path / "c"
+    with pytest.raises(QunlearnError) as err:
+        load_dataset("xxz", cache_dir=cache, n_spins=6, n_delta=40)
+    message = str(err.value)
+    # states 40 x 2**6 x 16 B = 40 KiB, 3 copies, + Hamiltonian and Lanczos vectors 49 KiB
+    assert message.startswith("xxz with n_spins = 6 needs ~169 KiB for 40 ground states (40 KiB")
+    assert "this machine has 98 KiB" in message and "of exact diagonalisation here" in message
+    assert message.endswith("use n_spins <= 5, or n_delta <= 16") and "\n" not in message
+    assert "QUNLEARN_XXZ_MAX_HOURS=" not in message  # waiting longer does not make it fit
+    assert not cache.exists()
+
+
+def test_size_guard_refuses_what_takes_too_long(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUNLEARN_XXZ_MAX_HOURS", "1e-9")
+    cache = tmp_path / "c"
+    with pytest.raises(QunlearnError) as err:
+        load_xxz_grid(cache_dir=cache, n_spins=6, n_delta=40)
+    message = str(err.value)
+    assert message.startswith("xxz with n_spins = 6 needs ~") and "\n" not in message
+    assert "limit 0 s, QUNLEARN_XXZ_MAX_HOURS" in message
+    assert message.endswith("set QUNLEARN_XXZ_MAX_HOURS=1 to wait that long")
+    assert not cache.exists()
+    monkeypatch.setenv("QUNLEARN_XXZ_MAX_HOURS", "soon")
+    with pytest.raises(QunlearnError, match="QUNLEARN_XXZ_MAX_HOURS='soon' is not a positive"):
+        load_xxz_grid(cache_dir=cache, n_spins=6, n_delta=40)
+
+
+def test_size_guard_default_bound_refuses_20_spins(monkeypatch):
+    """The issue's case: 20 spins on the default grid is refused at once, not run for hours (the
+    time is extrapolated from a measured 12-spin ground state, so this stays fast)."""
+    monkeypatch.setattr(xxz_mod, "memory_limit_bytes", lambda: 2**50)  # only time can refuse
+    with pytest.raises(QunlearnError, match=r"n_spins = 20 needs .* h of exact diagonalisation"):
+        xxz_mod.check_size(20, "periodic", -1.0, 2.0, 293)
+    grid, need = xxz_mod.estimate_bytes(20, 293)
+    assert grid == 293 * 16 * 2**20 and need > 3 * grid  # ~4.6 GiB of states, held 3 times
+
+
+def test_cached_grid_loads_without_the_guard(tmp_path, monkeypatch):
+    first, _ = load_xxz_grid(cache_dir=tmp_path, n_spins=4, n_delta=12)
+    monkeypatch.setattr(xxz_mod, "memory_limit_bytes", lambda: 0)
+    again, _ = load_xxz_grid(cache_dir=tmp_path, n_spins=4, n_delta=12)
+    np.testing.assert_array_equal(again["states"], first["states"])
+
+
+def test_unwritable_cache_dir_is_refused_before_generating(monkeypatch):
+    """Also as root (CI): nobody can create files in /proc/self."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc")
+    monkeypatch.setattr(xxz_mod, "generate_xxz_grid", lambda *a: pytest.fail("must not generate"))
+    with pytest.raises(QunlearnError, match="cache directory /proc/self is not writable"):
+        load_dataset("xxz", cache_dir="/proc/self", n_spins=4, n_delta=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(xxz_mod, "PROGRESS_AFTER_S", 0.0)
+    load_xxz_grid(cache_dir=tmp_path, n_spins=4, n_delta=20)
+    err = capsys.readouterr().err  # captured stderr is not a terminal
+    lines = err.splitlines()
+    assert lines[0].startswith("xxz: exact diagonalisation of 20 ground states of 4 spins")
+    ticks = [line for line in lines if "ground states (" in line]
+    assert len(ticks) == 10  # one per 10%
+    assert ticks[0].startswith("xxz n_spins=4: 2/20 ground states (10%), ")
+    assert ticks[-1].startswith("xxz n_spins=4: 20/20 ground states (100%), ")
+    assert "\r" not in err and "\x1b" not in err
+    load_xxz_grid(cache_dir=tmp_path, n_spins=4, n_delta=20)  # cached: silent
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_quiet_when_quick(tmp_path, capsys):
+    load_xxz_grid(cache_dir=tmp_path, n_spins=4, n_delta=20)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_on_a_terminal_is_a_bar(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(xxz_mod, "PROGRESS_AFTER_S", 0.0)
+    stream = Terminal()
+    progress = xxz_mod._GridProgress(5, "xxz n_spins=4", stream=stream)
+    for _ in range(5):
+        progress.update()
+    progress.close()
+    assert "\r" in stream.getvalue() and "xxz n_spins=4:" in stream.getvalue()  # tqdm's bar
 
 
 @pytest.mark.slow

@@ -410,7 +410,22 @@ def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
 
 def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
     out = tmp_path / "out"
-    first = start(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    # each manifest write (at the start and after every cell) slowed: the first run holds the
+    # directory for 20 s or more, whatever the machine's load
+    first = start(
+        [
+            sys.executable,
+            "-c",
+            _SLOW_MANIFEST,
+            "3",
+            "run",
+            str(config_path),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env,
+    )
     wait_for_first_cell(first, out / "cells")
     second = subprocess.run(
         qunlearn("run", config_path, "--out", out, "--quiet"),

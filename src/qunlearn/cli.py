@@ -237,11 +237,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.showwarning = _one_line_warning
     _setup_jax()
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         args.func(args)
     except QunlearnError as err:
         print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
+    finally:
+        warnings.showwarning = shown
     return 0

@@ -112,7 +112,7 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict
         if value.dtype == object:
             raise ValueError(f"array {key!r} has dtype object; it would need pickle")
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # stubs: a key could be allow_pickle
     _write(path, buf.getvalue())
     digest = sha256_file(path)
     sidecar = json.dumps({**meta, "sha256": digest}, indent=2, sort_keys=True) + "\n"

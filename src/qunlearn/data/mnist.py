@@ -199,7 +199,10 @@ def load_mnist(
         and cached[1].get("format") == CACHE_FORMAT
         and (wanted is None or cached[1]["source"]["sha256"] == wanted.sha256)
     )
-    arrays, meta = cached if fresh else _convert(wanted or _find_source(root), cache_path)
+    if fresh and cached is not None:
+        arrays, meta = cached
+    else:
+        arrays, meta = _convert(wanted or _find_source(root), cache_path)
 
     available = [int(np.sum(arrays["y_train"] == label)) for label in (0, 1)]
     if n_per_class > min(available):

@@ -34,7 +34,7 @@ from qunlearn.errors import QunlearnError
 try:  # NumPy >= 1.26 has numpy._core; importing numpy.core warns on NumPy 2
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 RAW_DIM = 784  # 28 x 28 pixels
 

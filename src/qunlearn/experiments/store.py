@@ -283,10 +283,13 @@ class ResultStore:
                 f"no manifest.json in {root}: it is no qunlearn results "
                 "directory (or was copied without it); rerun the experiment"
             )
-        store = cls.__new__(cls)
-        store.root, store.manifest_path = root, path
-        manifest = store._read_manifest()
-        config = manifest.get("config")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+            raise QunlearnError(
+                f"{path} is unreadable or holds no config ({_one_line(err)}): rerun the experiment"
+            ) from None
+        config = manifest.get("config") if isinstance(manifest, dict) else None
         if not (isinstance(config, dict) and "experiment" in config and "name" in config):
             raise QunlearnError(f"{path} holds no config: rerun the experiment")
         if manifest.get("format_version") != FORMAT_VERSION:
