@@ -533,3 +533,13 @@ def test_compare_and_plot_read_only_verified_cells(reference, tmp_path, capsys):
     )
     assert len(result["table"]) == len(honest["table"]) - 2  # its two metrics at alpha 0
     assert cell.exists()  # read-only: nothing moved
+
+
+def test_compare_and_plot_write_only_into_out(reference, tmp_path, capsys):
+    """For a results directory shared read-only: with --out, nothing in it is written."""
+    before = file_ids(p for p in reference.rglob("*") if p.is_file())
+    assert main(["compare", str(reference), "--out", str(tmp_path / "c")]) == 0
+    assert main(["plot", str(reference), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "c" / "compare.csv").is_file()
+    assert {p.suffix for p in (tmp_path / "p").iterdir()} == {".png", ".pdf"}
+    assert file_ids(p for p in reference.rglob("*") if p.is_file()) == before

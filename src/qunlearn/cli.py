@@ -127,7 +127,8 @@ def _out_dir(text: str) -> Path:
 def cmd_plot(args) -> None:
     from qunlearn.plotting.results import plot_results_dir
 
-    for path in plot_results_dir(args.results):
+    out = _out_dir(args.out) if getattr(args, "out", None) is not None else None
+    for path in plot_results_dir(args.results, out):
         print(f"figure: {path}")
 
 
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         "plot", parents=cache, help="draw the figures of a results directory (PNG and PDF)"
     )
     p.add_argument("results", help="results directory")
+    p.add_argument(
+        "--out", default=None, help="where the figures go (default: the results directory)"
+    )
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(

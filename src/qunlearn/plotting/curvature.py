@@ -151,16 +151,21 @@ def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") ->
         return _save(fig, out_dir, "curvature_density")
 
 
-def plot_curvature_dir(results_dir: str | Path, rows: list[dict], config: dict) -> list[Path]:
-    """Every figure of a curvature results directory (``rows`` = its results.csv)."""
+def plot_curvature_dir(
+    results_dir: str | Path, rows: list[dict], config: dict, density_rows: list[dict] | None = None
+) -> list[Path]:
+    """Every figure of a curvature results directory, written into ``results_dir``; ``rows`` =
+    its results table, ``density_rows`` its density table (read from ``density.csv`` when None)."""
     results_dir = Path(results_dir)
     paths = []
     for metric in METRIC_TITLES:
         paths += plot_curvature_vs_epoch(rows, results_dir, metric=metric, title=config["name"])
     density = results_dir / "density.csv"
-    if density.is_file():
+    if density_rows is None and density.is_file():
+        density_rows = read_csv(density)
+    if density_rows:
         paths += plot_densities(
-            read_csv(density), results_dir, title=f"{config['name']}: Hessian spectral densities"
+            density_rows, results_dir, title=f"{config['name']}: Hessian spectral densities"
         )
     return paths
 

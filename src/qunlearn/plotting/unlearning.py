@@ -191,8 +191,11 @@ def plot_sweeps(
     return _save(fig, out_dir, "fig3_sweep")
 
 
-def plot_unlearning_dir(results_dir: str | Path, rows: list[dict], config: dict) -> list[Path]:
-    """Every figure of an unlearning results directory (``rows`` = its results.csv)."""
+def plot_unlearning_dir(
+    results_dir: str | Path, rows: list[dict], config: dict, sweep_rows: list[dict] | None = None
+) -> list[Path]:
+    """Every figure of an unlearning results directory, written into ``results_dir``; ``rows`` =
+    its results table, ``sweep_rows`` its sweep table (read from ``sweep.csv`` when None)."""
     results_dir = Path(results_dir)
     models = {name: spec["model"] for name, spec in config["models"].items()}
     paths = []
@@ -201,9 +204,11 @@ def plot_unlearning_dir(results_dir: str | Path, rows: list[dict], config: dict)
             rows, results_dir, models=models, dataset=config["dataset"], title=config["name"]
         )
     sweep = results_dir / "sweep.csv"
-    if sweep.is_file():
+    if sweep_rows is None and sweep.is_file():
+        sweep_rows = read_csv(sweep)
+    if sweep_rows:
         paths += plot_sweeps(
-            read_csv(sweep),
+            sweep_rows,
             results_dir,
             axes=config.get("sweep"),
             title=f"{config['name']}: weight sweeps",
