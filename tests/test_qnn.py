@@ -1,18 +1,14 @@
 """The fused QNN simulator equals a plain tensorcircuit-ng build of the same circuit."""
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from qunlearn.errors import QunlearnError
-from qunlearn.models import make_model
+from qunlearn.models import make_model, qnn_plan  # the planner's constants are patched below
 from qunlearn.models.qnn import cnot_ring_permutation
 from qunlearn.models.qnn_tc import circuit_model, cnot_build, hea_build
-
-qnn_module = importlib.import_module("qunlearn.models.qnn")  # the package re-exports `qnn`
 
 
 def _random_states(key, n, dim, complex_input):
@@ -107,7 +103,7 @@ def test_gates_outside_the_light_cone_get_zero_gradient():
     n, depth = 8, 4
     g_fast, g_ref = _compare_with_tc("qnn", n, depth, -1, False)
     outside = np.ones(g_fast.shape, bool)
-    for layer, (qubits, edges) in enumerate(qnn_module._light_cone(n, depth, n - 1)):
+    for layer, (qubits, edges) in enumerate(qnn_plan._light_cone(n, depth, n - 1)):
         outside[layer, sorted(qubits), :3] = False
         outside[layer, sorted(edges), 3] = False
     assert outside.sum() > 20 and (~outside).sum() > 20
@@ -121,18 +117,21 @@ def test_gates_outside_the_light_cone_get_zero_gradient():
 def test_many_gemm_plans_match_tensorcircuit(monkeypatch, n, depth, readout, complex_input):
     """complex128 plans for small rings fold most layers into the tail; the complex64 cost model
     (no stored-state cost) keeps more GEMM layers, with deferred RZZs folded into their columns."""
-    monkeypatch.setattr(qnn_module, "_STORE_COST", {"complex128": 0.0, "complex64": 0.0})
-    ops = qnn_module._hea_plan(n, depth, readout % n)
+    monkeypatch.setattr(qnn_plan, "_STORE_COST", {"complex128": 0.0, "complex64": 0.0})
+    ops = qnn_plan._hea_plan(n, depth, readout % n)
     assert sum(op[0] == "gemm" for op in ops) >= 2
     assert any(op[0] in ("gemm", "tail") and op[3] for op in ops)  # deferred RZZs folded
+    planned, hea_plan = [], qnn_plan._hea_plan
+    monkeypatch.setattr(qnn_plan, "_hea_plan", lambda *a: planned.append(a) or hea_plan(*a))
     _compare_with_tc("qnn", n, depth, readout, complex_input)
+    assert planned == [(n, depth, readout % n, 0.0)]  # the patched cost reached the factory
 
 
 def test_elementwise_rzz_pass_matches_tensorcircuit(monkeypatch):
     """The planner folds every split RZZ into a later GEMM at the sizes in use; force the
     elementwise fallback to keep it proven."""
-    monkeypatch.setattr(qnn_module, "_PHASE_COST", -100.0)
-    assert any(op[0] == "phase" for op in qnn_module._hea_plan(6, 4, 0))
+    monkeypatch.setattr(qnn_plan, "_PHASE_COST", -100.0)
+    assert any(op[0] == "phase" for op in qnn_plan._hea_plan(6, 4, 0))
     _compare_with_tc("qnn", 6, 4, 0, True)
 
 
@@ -165,10 +164,10 @@ def test_vmapped_runs_and_real_inputs(name):
 @pytest.mark.parametrize("dtype", ["complex128", "complex64"])
 def test_wide_ring_plans_stay_cheap_and_fold_all_rzz(dtype):
     for n, depth in [(10, 6), (12, 4), (14, 8), (16, 12)]:
-        ops = qnn_module._hea_plan(n, depth, n - 1, qnn_module._STORE_COST[dtype])
+        ops = qnn_plan._hea_plan(n, depth, n - 1, qnn_plan._STORE_COST[dtype])
         assert ops[-1][0] == "tail"
         assert all(op[0] != "phase" for op in ops)
-        assert max(len(op[2]) for op in ops if op[0] in ("gemm", "tail")) <= qnn_module.TAIL_MAX
+        assert max(len(op[2]) for op in ops if op[0] in ("gemm", "tail")) <= qnn_plan.TAIL_MAX
 
 
 @pytest.mark.parametrize("name", ["qnn", "qnn_cnot"])
@@ -194,7 +193,7 @@ def test_linear_readout_is_the_expectation_mapped_to_a_probability(name):
     np.testing.assert_allclose(
         jax.vmap(linear.apply, (None, 0))(params, xs), (1 + z) / 2, atol=1e-12
     )
-    with pytest.raises(QunlearnError, match="unknown QNN readout 'softmax'"):
+    with pytest.raises(QunlearnError, match="hyper.readout = 'softmax' is not a QNN readout"):
         make_model(name, 2**4, True, readout="softmax")
 
 
@@ -213,3 +212,33 @@ def test_unnormalised_inputs_are_used_as_given(name):
     tc_z = jax.vmap(lambda x: jax.scipy.special.logit(tc_apply(params, x)))
     np.testing.assert_allclose(z(3.0 * xs), tc_z(3.0 * xs), atol=1e-9)
     np.testing.assert_allclose(z(xs), tc_z(xs), atol=1e-10)  # unit inputs: unchanged
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "complex_input"),
+    [("qnn", 4, False), ("qnn", 5, True), ("qnn_cnot", 4, True), ("qnn_cnot", 5, False)],
+)
+def test_gradient_matches_central_differences(name, n, complex_input):
+    """jax.grad of the fused simulator's loss against float64 central differences, independent of
+    tensorcircuit: every angle, and one random direction through all of them."""
+    model = make_model(name, 2**n, complex_input, depth=2)
+    key = jax.random.PRNGKey(7 * n + complex_input)
+    params = jax.random.normal(key, model.init(key).shape)  # O(1) angles: gradients are O(0.1)
+    xs = _random_states(jax.random.fold_in(key, 1), 4, 2**n, complex_input)
+    labels = jnp.array([0.0, 1.0, 1.0, 0.0])
+
+    @jax.jit
+    def loss(p):
+        probs = jax.vmap(model.apply, (None, 0))(p, xs)
+        return -jnp.mean(labels * jnp.log(probs) + (1 - labels) * jnp.log1p(-probs))
+
+    assert params.dtype == jnp.float64 and loss(params).dtype == jnp.float64
+    grad = np.asarray(jax.jit(jax.grad(loss))(params))
+    eps = 1e-5
+    basis = np.eye(params.size).reshape(params.size, *params.shape)
+    fd = np.array([(loss(params + eps * e) - loss(params - eps * e)) / (2 * eps) for e in basis])
+    np.testing.assert_allclose(grad.reshape(-1), fd, rtol=1e-6, atol=1e-9)
+    v = jax.random.normal(jax.random.fold_in(key, 2), params.shape)
+    fd_v = (loss(params + eps * v) - loss(params - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(np.vdot(grad, v), fd_v, rtol=1e-6)
+    assert np.max(np.abs(grad)) > 1e-2  # not vacuous

@@ -20,7 +20,7 @@ def _setup_jax() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-FIGURE_SUFFIXES = (".png", ".pdf")  # what plotting.data.xxz_figure writes
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what plotting.data.xxz_figure writes
 
 
 def cmd_data(args) -> None:

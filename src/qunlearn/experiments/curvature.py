@@ -60,6 +60,7 @@ from qunlearn.experiments.unlearning_setup import (
     forget_set_size,
     load_teacher_npz,
     plan_model,
+    shared_split,
     teacher_npz,
     teacher_program,
     unlearning_program,
@@ -68,7 +69,6 @@ from qunlearn.hessian import density_on_grid, spectrum_arrays
 from qunlearn.models import n_params
 from qunlearn.noise import flip_labels
 from qunlearn.train import bce, predict, snapshot_epochs, weighted_mean
-from qunlearn.unlearn import make_split
 
 LOSSES = ("retain", "forget", "validation")
 TEACHERS = ("clean_teacher", "poisoned_teacher")
@@ -370,7 +370,7 @@ class _ModelCells:
 
     def sets(self, y_noisy, mask) -> dict:
         return loss_sets(
-            _split(self.mp.shared, y_noisy, mask, self.n_forget), self.x_val, self.y_val
+            shared_split(self.mp.shared, y_noisy, mask, self.n_forget), self.x_val, self.y_val
         )
 
     def train_teachers(self):
@@ -512,16 +512,4 @@ def _equal(starts, params) -> bool:
         for a, b in zip(
             jax.tree_util.tree_leaves(starts), jax.tree_util.tree_leaves(params), strict=True
         )
-    )
-
-
-def _split(shared: dict, y_noisy, mask, n_forget: int) -> dict:
-    return make_split(
-        shared["x_train"],
-        shared["y_true"],
-        y_noisy,
-        mask,
-        shared["x_val"],
-        shared["y_val"],
-        n_forget=n_forget,
     )

@@ -33,13 +33,14 @@ from qunlearn.experiments.unlearning_setup import (
     forget_set_size,
     load_teacher_npz,
     plan_model,
+    shared_split,
     teacher_npz,
     teacher_program,
     unlearning_program,
 )
 from qunlearn.noise import flip_labels
 from qunlearn.train import progress_ticks
-from qunlearn.unlearn import METRICS, make_split, unlearning_metrics
+from qunlearn.unlearn import METRICS, unlearning_metrics
 
 TRAJECTORY_METRICS = (*METRICS, "loss")
 
@@ -158,15 +159,7 @@ class _ModelCells:
             return unlearning_metrics(
                 self.mp.model,
                 p,
-                make_split(
-                    shared["x_train"],
-                    shared["y_true"],
-                    yn,
-                    m,
-                    shared["x_val"],
-                    shared["y_val"],
-                    n_forget=self.n_forget,
-                ),
+                shared_split(shared, yn, m, self.n_forget),
             )
 
         metrics = jax.jit(jax.vmap(metrics_of))(params, y_noisy, mask)

@@ -34,6 +34,20 @@ def forget_set_size(n_train: int, alpha: float) -> int:
     return n_forget
 
 
+def shared_split(shared: dict, y_noisy, mask, n_forget: int) -> dict:
+    """:func:`qunlearn.unlearn.make_split` of a plan's ``shared`` arrays (x_train, y_true, x_val,
+    y_val) under one poisoning (``y_noisy``, ``mask``)."""
+    return make_split(
+        shared["x_train"],
+        shared["y_true"],
+        y_noisy,
+        mask,
+        shared["x_val"],
+        shared["y_val"],
+        n_forget=n_forget,
+    )
+
+
 def teacher_program(
     model: Model,
     *,
@@ -97,15 +111,7 @@ def unlearning_program(
 
     def run_one(key, start, teacher, y_noisy, mask, weights, shared):
         traces.append(1)
-        split = make_split(
-            shared["x_train"],
-            shared["y_true"],
-            y_noisy,
-            mask,
-            shared["x_val"],
-            shared["y_val"],
-            n_forget=n_forget,
-        )
+        split = shared_split(shared, y_noisy, mask, n_forget)
         return unlearn(key, start, teacher, split, weights)[1]
 
     t = None if shared_teacher else 0

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
 
 from qunlearn.errors import QunlearnError
 
+DEFAULT_HIDDEN = (64, 16)
 
-def mlp(input_dim: int, complex_input: bool, hidden=(64, 16)):
+
+def mlp(input_dim: int, complex_input: bool, hidden=DEFAULT_HIDDEN):
     """Dense(h1, relu) -> ... -> Dense(1, sigmoid). Complex inputs enter as [Re; Im] (2·input_dim).
 
     Returns ``(init, apply)``; params are a list of ``{"w": (n_in, n_out), "b": (n_out,)}``.
     """
-    hidden = tuple(int(h) for h in hidden)
+    hidden = tuple(operator.index(h) for h in hidden)  # never rounds: 4.5 raises, not 4
     if any(h <= 0 for h in hidden):
         raise QunlearnError(f"MLP hidden sizes must be positive, got {list(hidden)}")
     n_in = 2 * input_dim if complex_input else input_dim

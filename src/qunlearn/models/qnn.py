@@ -45,6 +45,11 @@ not shrink XLA's temporaries; phase passes written with ``reverse`` or ``stack``
 must not fuse into the batch loop (XLA recomputes them per example), so the 2**m distinct phases
 are expanded by a one-hot GEMM, which XLA materialises once. Everything is plain JAX (no custom
 derivative rules): ``grad``, ``jvp``, ``hessian`` and ``vmap`` over examples and runs all work.
+
+Code layout, imports flowing one way: :mod:`qunlearn.models.gates` (gate matrices, index tables)
+-> :mod:`qunlearn.models.qnn_plan` (the planner: segments, light cone, RZZ folding, bit-order
+rotations, cost model) -> :mod:`qunlearn.models.qnn_exec` (factor matrices and ``_run``, which
+applies a plan to one example) -> this module (the factories :func:`qnn` and :func:`qnn_cnot`).
 """
 
 from __future__ import annotations
@@ -56,41 +61,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from qunlearn.errors import QunlearnError
+from qunlearn.models import qnn_plan as plan
+from qunlearn.models.gates import cnot_ring_permutation, ring_pairs, rx, ry, z_signs
+from qunlearn.models.qnn_exec import _factor_matrices, _realrep, _run
+
+__all__ = [  # the gate helpers are re-exported: callers import them from here
+    "DTYPES",
+    "READOUTS",
+    "cnot_ring_permutation",
+    "qnn",
+    "qnn_cnot",
+    "ring_pairs",
+    "rx",
+    "ry",
+    "z_signs",
+]
 
 DTYPES = {"complex128": (jnp.complex128, jnp.float64), "complex64": (jnp.complex64, jnp.float32)}
-
-
-def rx(t):
-    """(..., 2, 2) matrices exp(-i t X / 2)."""
-    c, s = jnp.cos(t / 2), jnp.sin(t / 2)
-    return jnp.stack([jnp.stack([c + 0j, -1j * s], -1), jnp.stack([-1j * s, c + 0j], -1)], -2)
-
-
-def ry(t):
-    """(..., 2, 2) matrices exp(-i t Y / 2)."""
-    c, s = jnp.cos(t / 2), jnp.sin(t / 2)
-    return jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2).astype(rx(t).dtype)
-
-
-def z_signs(n_qubits: int) -> np.ndarray:
-    """(2**n, n) array of z_q = ±1 for every basis index (qubit 0 = most significant bit)."""
-    bits = (np.arange(2**n_qubits)[:, None] >> (n_qubits - 1 - np.arange(n_qubits))[None, :]) & 1
-    return 1 - 2 * bits
-
-
-def ring_pairs(n_qubits: int) -> list[tuple[int, int]]:
-    return [(i, (i + 1) % n_qubits) for i in range(n_qubits)]
-
-
-def cnot_ring_permutation(n_qubits: int) -> np.ndarray:
-    """Index map ``perm`` with (CNOT_{L-1→0} ... CNOT_{0→1} ψ)[j] = ψ[perm[j]]."""
-    idx = np.arange(2**n_qubits)
-    gates = ring_pairs(n_qubits)
-    perm = idx.copy()
-    for control, target in reversed(gates):  # ψ_k[j] = ψ_{k-1}[g_k(j)], so compose from the end
-        cbit = (perm >> (n_qubits - 1 - control)) & 1
-        perm = perm ^ (cbit << (n_qubits - 1 - target))
-    return perm
 
 
 def _qubits_for(input_dim: int, n_qubits: int | None) -> int:
@@ -116,6 +103,16 @@ def _check(depth: int, dtype: str):
     return DTYPES[dtype]
 
 
+def _readout_index(readout_qubit: int, n: int) -> int:
+    """``readout_qubit`` in [-n, n) as an index in [0, n); anything else is refused, not wrapped."""
+    if not -n <= readout_qubit < n:
+        raise QunlearnError(
+            f"hyper.readout_qubit = {readout_qubit} is not one of the {n} qubits: "
+            f"write an integer in [{-n}, {n - 1}] (-1 is the last qubit)"
+        )
+    return readout_qubit % n
+
+
 READOUTS = ("sigmoid", "linear")
 
 
@@ -128,346 +125,6 @@ def _readout(readout: str, scale: float):
     if readout == "linear":
         return lambda z: 0.5 + 0.5 * z
     raise QunlearnError(f"unknown QNN readout {readout!r}: choose one of {', '.join(READOUTS)}")
-
-
-# ------------------------------------------------------------------------------------------------
-# Planning (numpy / Python, at model build time).
-#
-# A plan is a list of ops on the state of one example, whose bit order is always a rotation of the
-# ring, (e+1, ..., e) with e the least significant qubit:
-#   ("rot", m)                      move the m most significant qubits to the end (e += m);
-#   ("gemm", layer, seg, deferred)  the layer's gates on seg (the trailing qubits, in this order):
-#                                   rotations in the light cone, RZZs inside seg, and the deferred
-#                                   RZZs ((layer, edge) pairs) of earlier layers, applied first;
-#   ("phase", items)                an elementwise RZZ pass for (layer, edge) items;
-#   ("tail", layer, seg, deferred)  fold layers layer..depth-1 into ⟨Z_r⟩ on the trailing seg;
-#   ("perm", layer)                 the CNOT ring (qnn_cnot);
-#   ("parity",)                     ⟨Z_r⟩ after a final CNOT ring, as a ±1-weighted sum (qnn_cnot).
-# Edge j is the ring pair (j, j+1 mod n).
-
-GEMM_MAX = 6  # widest segment applied inside the circuit (a 128x128 real matrix)
-TAIL_MAX = 7  # widest segment the folded last layers may act on
-_PAD_MAX = 2  # identity qubits a segment may extend past the light cone, per side
-# Cost model: fwd+bwd milliseconds per op for a float64 batch of 256 states of 10 qubits, measured
-# on the target 2-core EPYC. Small GEMMs are dominated by their memory passes, hence the offset.
-_GEMM_COST = {1: 2.9, 2: 3.1, 3: 4.2, 4: 5.2, 5: 7.1, 6: 12.0, 7: 22.6}
-_ROT_COST = 0.6
-_INPUT_ROT_COST = 1.5  # a rotated copy of the input is one more stored activation
-_PHASE_COST = 4.4
-# Each GEMM's input is kept for the backward pass. In a whole complex128 training step those
-# states (4 MB each at batch 256) overflow the caches and, past ~32 MB of temporaries, glibc
-# mmaps XLA's temp buffer afresh every step: one stored state measured ~1 ms there, which makes
-# fewer, wider GEMMs pay (25 vs 41 ms/step for 10 qubits, depth 6). In complex64 the step fits
-# in cache and the plain costs win (16 vs 18 ms).
-_STORE_COST = {"complex128": 1.0, "complex64": 0.0}
-
-
-def _tail_cost(w):
-    return _GEMM_COST[w] if w == 1 else 0.5 * (_GEMM_COST[w] + _GEMM_COST[w - 1])
-
-
-def _segment(start, size, n):
-    return tuple((start + i) % n for i in range(size))
-
-
-def _seg_end(seg, n):
-    return (seg[0] + seg[1] - 1) % n
-
-
-def _ring_dist(a, b, n):
-    d = abs(a - b) % n
-    return min(d, n - d)
-
-
-def _edge(j, n):
-    return frozenset({j, (j + 1) % n})
-
-
-def _light_cone(n, depth, readout):
-    """Per layer: (qubits whose rotations can change ⟨Z_r⟩, RZZ edges that can)."""
-    cones = []
-    for layer in range(depth):
-        k = depth - 1 - layer
-        qubits = frozenset(q for q in range(n) if _ring_dist(q, readout, n) <= k)
-        near = {q for q in range(n) if _ring_dist(q, readout, n) <= k - 1}
-        edges = frozenset(j for j in range(n) if _edge(j, n) & near)
-        cones.append((qubits, edges))
-    return cones
-
-
-def _first_qubit(qubits, n):
-    """Start of the ring segment ``qubits`` (a proper subset of the ring)."""
-    return next(q for q in sorted(qubits) if (q - 1) % n not in qubits)
-
-
-def _covers(qubits, n, max_size):
-    """(start, size) segments containing ``qubits`` (a ring segment or the whole ring)."""
-    if len(qubits) == n:
-        return [(s, n) for s in range(n)] if n <= max_size else []
-    a = _first_qubit(qubits, n)
-    return [
-        ((a - p1) % n, len(qubits) + p1 + p2)
-        for p1 in range(_PAD_MAX + 1)
-        for p2 in range(_PAD_MAX + 1)
-        if len(qubits) + p1 + p2 <= min(n, max_size)
-    ]
-
-
-def _compositions(total, k, cap):
-    if k == 1:
-        return [(total,)] if 1 <= total <= cap else []
-    return [
-        (first, *rest)
-        for first in range(1, min(cap, total - k + 1) + 1)
-        for rest in _compositions(total - first, k - 1, cap)
-    ]
-
-
-def _piece_plans(qubits, n):
-    """Ways to cover ``qubits`` with disjoint segments: tuples of (start, size), in apply order."""
-    full = len(qubits) == n
-    if full:
-        covers = [(s, n) for s in range(n)]
-    else:
-        a = _first_qubit(qubits, n)
-        covers = [
-            ((a - p1) % n, len(qubits) + p1 + p2)
-            for p1 in range(_PAD_MAX + 1)
-            for p2 in range(_PAD_MAX + 1)
-            if len(qubits) + p1 + p2 < n
-        ]
-    plans = set()
-    for start, size in covers:
-        kmin = max(-(-size // GEMM_MAX), 2 if full else 1)
-        for k in (1, 2) if kmin == 1 else (kmin,):  # a narrow window: one piece, or two
-            for sizes in _compositions(size, k, GEMM_MAX):
-                if max(sizes) - min(sizes) > (2 if k <= 2 else 1):  # near-balanced splits only
-                    continue
-                pieces, s = [], start
-                for w in sizes:
-                    pieces.append((s % n, w))
-                    s += w
-                for first in range(k):
-                    for last in range(k):
-                        if k > 1 and first == last:
-                            continue
-                        mid = [p for i, p in enumerate(pieces) if i not in (first, last)]
-                        plans.add((pieces[first], *mid, *([pieces[last]] if k > 1 else [])))
-    return sorted(plans)
-
-
-def _hea_plan(n, depth, readout, store_cost=0.0, beam=32):
-    """Cheapest op list (by the cost model) computing ⟨Z_r⟩ of the HEA circuit on its light cone.
-
-    Dynamic programming over layers whose state is (current last qubit e, deferred RZZ edges),
-    keeping the ``beam`` cheapest states per layer: as cheap as an exhaustive search for every
-    ring of ≤ 12 qubits and depth ≤ 10 (checked), and bounded time for wide rings, whose
-    full-ring layers can be cut in many ways (20 qubits, depth 30: ~1 s).
-    """
-    cones = _light_cone(n, depth, readout)
-
-    def rot(e_from, e_to):
-        m = (e_to - e_from) % n
-        return [("rot", m)] if m else []
-
-    def layer_options(layer):
-        qubits, edges = cones[layer]
-        out = []
-        for pieces in _piece_plans(qubits, n):
-            sets = [frozenset(_segment(*p, n)) for p in pieces]
-            split = frozenset(j for j in edges if not any(_edge(j, n) <= s for s in sets))
-            cost = sum(_GEMM_COST[p[1]] + store_cost for p in pieces)
-            out.append((cost + _ROT_COST * (len(pieces) - 1), pieces, sets, split))
-        return out
-
-    def tails(layer, e, deferred, rot_cost):
-        qubits = cones[layer][0]
-        dq = frozenset().union(*[_edge(j, n) for _, j in deferred])
-        for seg in sorted(
-            set(_covers(qubits | dq, n, TAIL_MAX)) | set(_covers(qubits, n, TAIL_MAX))
-        ):
-            seg_set = frozenset(_segment(*seg, n))
-            folded = tuple(sorted(d for d in deferred if _edge(d[1], n) <= seg_set))
-            left = tuple(sorted(set(deferred) - set(folded)))
-            r = rot(e, _seg_end(seg, n))
-            ops = [("phase", left)] if left else []
-            ops += [*r, ("tail", layer, _segment(*seg, n), folded)]
-            cost = _PHASE_COST * bool(left) + rot_cost * len(r) + _tail_cost(seg[1]) + store_cost
-            yield cost, ops
-
-    def steps(layer, e, deferred, rot_cost, options):
-        for cost0, pieces, sets, split in options:
-            folded = [[] for _ in pieces]
-            left, carry = [], []
-            for d in sorted(deferred):
-                ed = _edge(d[1], n)
-                hit = next((i for i, s in enumerate(sets) if s & ed), None)
-                if hit is None:  # no gate of this layer touches it: keep deferring
-                    carry.append(d)
-                elif ed <= sets[hit]:
-                    folded[hit].append(d)
-                else:
-                    left.append(d)
-            ops = [("phase", tuple(left))] if left else []
-            cost, cur = cost0 + _PHASE_COST * bool(left), e
-            for i, p in enumerate(pieces):
-                r = rot(cur, _seg_end(p, n))
-                if i == 0:
-                    cost += rot_cost * len(r)
-                ops += [*r, ("gemm", layer, _segment(*p, n), tuple(folded[i]))]
-                cur = _seg_end(p, n)
-            nxt = frozenset((layer, j) for j in split) | frozenset(carry)
-            yield cost, ops, cur, nxt
-
-    states = {(n - 1, frozenset()): (0.0, [])}
-    finals = []
-    for layer in range(depth):
-        rot_cost = _INPUT_ROT_COST if layer == 0 else _ROT_COST
-        options = layer_options(layer) if layer < depth - 1 else []
-        nxt = {}
-        for (e, deferred), (cost, ops) in states.items():
-            finals += [(cost + c, ops + o) for c, o in tails(layer, e, deferred, rot_cost)]
-            for c, o, e2, d2 in steps(layer, e, deferred, rot_cost, options):
-                if (e2, d2) not in nxt or cost + c < nxt[e2, d2][0]:
-                    nxt[e2, d2] = (cost + c, ops + o)
-        ranked = sorted(nxt.items(), key=lambda kv: (kv[1][0], kv[0][0], sorted(kv[0][1])))
-        states = dict(ranked[:beam])
-    return min(finals, key=lambda f: f[0])[1]
-
-
-def _cnot_plan(n, depth):
-    """Every layer: the ring cut into ceil(n / GEMM_MAX) near-equal segments, the first one ending
-    at the current last qubit, then the CNOT ring (folded into the readout after the last layer)."""
-    k = -(-n // GEMM_MAX)
-    sizes = [n // k + (i < n % k) for i in range(k)]
-    ops, e = [], n - 1
-    for layer in range(depth):
-        for i, w in enumerate(sizes):
-            if i:
-                ops.append(("rot", w))
-                e = (e + w) % n
-            ops.append(("gemm", layer, _segment(e - w + 1, w, n), ()))
-        ops.append(("perm", layer) if layer < depth - 1 else ("parity",))
-    return ops
-
-
-def _orders(ops, n):
-    """The bit order (qubits, most significant first) each op sees."""
-    order, out = tuple(range(n)), []
-    for op in ops:
-        out.append(order)
-        if op[0] == "rot":
-            order = order[op[1] :] + order[: op[1]]
-    return out
-
-
-def _index_map(order):
-    """natural[j]: the natural-order basis index of index j in ``order``."""
-    n = len(order)
-    bits = (np.arange(2**n)[:, None] >> (n - 1 - np.arange(n))[None, :]) & 1
-    return (bits << (n - 1 - np.asarray(order))[None, :]).sum(1)
-
-
-# ------------------------------------------------------------------------------------------------
-# Execution.
-
-
-def _realrep(m, real_in):
-    """Real R with ``v_out = v_in @ R`` for rows of (re, im)-interleaved states, ψ_out = m ψ_in.
-
-    m: (n_out, n_in) complex. ``real_in``: the input rows hold real amplitudes only (n_in wide).
-    """
-    a = jnp.swapaxes(m, -1, -2)
-    ar, ai = a.real, a.imag
-    from_re = jnp.stack([ar, ai], -1)  # [j, i, (re, im) out] from the real part of input j
-    if real_in:
-        return from_re.reshape(a.shape[0], -1)
-    from_im = jnp.stack([-ai, ar], -1)
-    return jnp.stack([from_re, from_im], 1).reshape(2 * a.shape[0], -1)
-
-
-def _factor_spec(n, depth, layer, seg, qubits, edges, deferred):
-    """Static description of one layer's gates restricted to seg, as a 2**w matrix:
-    (rotation table index per position, row-phase edges, column-phase edges). Table index
-    ``depth * n`` is the identity; phase edges are (flat θ index, position a, position b)."""
-    pos = {q: i for i, q in enumerate(seg)}
-    rot = tuple(layer * n + q if q in qubits else depth * n for q in seg)
-    row = tuple(
-        (layer * n + j, pos[j], pos[(j + 1) % n]) for j in sorted(edges) if _edge(j, n) <= set(seg)
-    )
-    col = tuple((lay * n + j, pos[j], pos[(j + 1) % n]) for lay, j in deferred)
-    return rot, row, col
-
-
-def _factor_matrices(specs, u, theta_zz, cdtype):
-    """Complex matrices for factor specs, built batched per width (few ops: fast compiles)."""
-    n_rot = u.shape[0] * u.shape[1]
-    table = jnp.concatenate([u.reshape(n_rot, 2, 2), jnp.eye(2, dtype=cdtype)[None]])
-    zz_flat = jnp.concatenate([theta_zz.reshape(-1), jnp.zeros(1, theta_zz.dtype)])
-    out = [None] * len(specs)
-    for w in sorted({len(sp[0]) for sp in specs}):
-        ids = [i for i, sp in enumerate(specs) if len(sp[0]) == w]
-        g = table[np.array([specs[i][0] for i in ids])]  # (S, w, 2, 2)
-        mat = g[:, 0]
-        for k in range(1, w):  # Kronecker product, most significant qubit first
-            mat = (mat[:, :, None, :, None] * g[:, k, None, :, None, :]).reshape(
-                len(ids), 2 ** (k + 1), 2 ** (k + 1)
-            )
-        for side in (1, 2):  # row phases (this layer's RZZs), column phases (deferred RZZs)
-            n_e = max(len(specs[i][side]) for i in ids)
-            if not n_e:
-                continue
-            z = z_signs(w)
-            signs = np.zeros((len(ids), 2**w, n_e))
-            sel = np.full((len(ids), n_e), zz_flat.shape[0] - 1)
-            for r, i in enumerate(ids):
-                for e, (flat, pa, pb) in enumerate(specs[i][side]):
-                    signs[r, :, e] = z[:, pa] * z[:, pb]
-                    sel[r, e] = flat
-            ang = jnp.einsum("sie,se->si", jnp.asarray(signs, zz_flat.dtype), zz_flat[sel])
-            ph = jnp.exp(-0.5j * ang).astype(cdtype)
-            mat = mat * (ph[:, :, None] if side == 1 else ph[:, None, :])
-        for r, i in enumerate(ids):
-            out[i] = mat[r]
-    return out
-
-
-def _readout_rows(seg, readout):
-    w = len(seg)
-    bit = w - 1 - seg.index(readout)
-    return np.array([i for i in range(2**w) if not (i >> bit) & 1])
-
-
-def _run(ops, mats, x, rdtype, cdtype):
-    """Apply the op list to one example ``x``; ``mats[i]`` is op i's matrix / constant."""
-    real = not jnp.iscomplexobj(x)
-    if real:
-        state = x.astype(rdtype)
-    else:
-        x = x.astype(cdtype)
-        state = jnp.stack([x.real, x.imag], -1).reshape(-1)
-    norm2 = jnp.sum(state * state)
-    for op, mat in zip(ops, mats, strict=True):
-        kind = op[0]
-        if kind == "rot":
-            state = jnp.swapaxes(state.reshape(2 ** op[1], -1, 1 if real else 2), 0, 1)
-            state = state.reshape(-1)
-        elif kind == "gemm":
-            state = (state.reshape(-1, mat.shape[0]) @ mat).reshape(-1)
-            real = False
-        elif kind == "phase":  # mat: (2**n, 2) cos, sin per amplitude
-            v = state.reshape(-1, 2)
-            z = jax.lax.complex(v[:, 0], v[:, 1]) * jax.lax.complex(mat[:, 0], mat[:, 1])
-            state = jnp.stack([z.real, z.imag], -1).reshape(-1)
-        elif kind == "perm":  # mat: index map in the current bit order
-            state = state.reshape(-1, 2)[mat].reshape(-1)
-        elif kind == "parity":  # mat: ±1 per amplitude
-            v = state.reshape(-1, 2)
-            return jnp.sum(mat * (v[:, 0] * v[:, 0] + v[:, 1] * v[:, 1]))
-        else:  # tail: ⟨Z_r⟩ = 2‖Qψ‖² − ‖ψ‖²
-            y = state.reshape(-1, mat.shape[0]) @ mat
-            return 2 * jnp.sum(y * y) - norm2
-    raise AssertionError("a plan ends with a readout op")
 
 
 def qnn(
@@ -496,11 +153,11 @@ def qnn(
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale)
-    readout = readout_qubit % n
-    cones = _light_cone(n, depth, readout)
-    ops = _hea_plan(n, depth, readout, _STORE_COST[dtype])
+    readout = _readout_index(readout_qubit, n)
+    cones = plan._light_cone(n, depth, readout)
+    ops = plan._hea_plan(n, depth, readout, plan._STORE_COST[dtype])
     consts = {}
-    for i, (op, order) in enumerate(zip(ops, _orders(ops, n), strict=True)):
+    for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
         if op[0] == "phase":  # which sign pattern of the edges' z_a z_b each amplitude has
             z = z_signs(n)
             pos = {q: k for k, q in enumerate(order)}
@@ -518,13 +175,15 @@ def qnn(
         if op[0] == "gemm":
             _, layer, seg, deferred = op
             uses.append(len(specs))
-            specs.append(_factor_spec(n, depth, layer, seg, *cones[layer], deferred))
+            specs.append(plan._factor_spec(n, depth, layer, seg, *cones[layer], deferred))
         elif op[0] == "tail":
             _, layer0, seg, deferred = op
             uses.append(list(range(len(specs), len(specs) + depth - layer0)))
             for lay in range(layer0, depth):  # deferred RZZs go first, into the first factor
                 specs.append(
-                    _factor_spec(n, depth, lay, seg, *cones[lay], deferred if lay == layer0 else ())
+                    plan._factor_spec(
+                        n, depth, lay, seg, *cones[lay], deferred if lay == layer0 else ()
+                    )
                 )
         else:
             uses.append(None)
@@ -557,7 +216,7 @@ def qnn(
                 mat = factors[use[0]]
                 for f in use[1:]:
                     mat = factors[f] @ mat
-                mats.append(_realrep(mat[_readout_rows(op[2], readout)], real).astype(rdtype))
+                mats.append(_realrep(mat[plan._readout_rows(op[2], readout)], real).astype(rdtype))
             else:
                 mats.append(None)
         return to_prob(_run(ops, mats, x, rdtype, cdtype))
@@ -583,17 +242,17 @@ def qnn_cnot(
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale)
-    readout = readout_qubit % n
-    ops = _cnot_plan(n, depth)
+    readout = _readout_index(readout_qubit, n)
+    ops = plan._cnot_plan(n, depth)
     perm = cnot_ring_permutation(n)
     consts = {}
-    for i, (op, order) in enumerate(zip(ops, _orders(ops, n), strict=True)):
+    for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
         if op[0] == "perm":  # ψ'[j] = ψ[perm[j]] in natural indices, mapped to this order
-            natural = _index_map(order)
+            natural = plan._index_map(order)
             consts[i] = jnp.asarray(np.argsort(natural)[perm[natural]])
         elif op[0] == "parity":  # ⟨ψ'|Z_r|ψ'⟩ = Σ_i z_r(perm⁻¹[i]) |ψ_i|²
             z_r = z_signs(n)[:, readout]
-            consts[i] = jnp.asarray(z_r[np.argsort(perm)][_index_map(order)], rdtype)
+            consts[i] = jnp.asarray(z_r[np.argsort(perm)][plan._index_map(order)], rdtype)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 2), rdtype)

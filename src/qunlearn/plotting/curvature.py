@@ -1,7 +1,7 @@
 """Curvature figures: curvature vs unlearning epoch and spectral densities (curvature results
 directory), and the trace-ratio bar chart of the roughening study (protocol §5). Figures only
-read tables; every figure is drawn inside a ``matplotlib.rc_context``, so the global rcParams
-are never changed, and uses no pyplot."""
+read tables; every figure is drawn with :mod:`qunlearn.plotting.style` inside a
+``matplotlib.rc_context``, so the global rcParams are never changed, and uses no pyplot."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from qunlearn.compare import compare_roughening, read_csv
-from qunlearn.plotting.unlearning import COLORS, _mean_std, _save
+from qunlearn.plotting.style import (
+    TEACHER_STYLE,
+    mean_std_band,
+    method_color,
+    model_color,
+    new_figure,
+    ordered_methods,
+    save,
+)
+from qunlearn.plotting.unlearning import _mean_std
 
 STYLE = {
     "font.size": 8,
@@ -30,24 +37,11 @@ LOSS_TITLES = {
     "validation": "validation loss (clean)",
 }
 METRIC_TITLES = {"eig_1": "top Hessian eigenvalue", "trace": "Hessian trace"}
-TEACHER_STYLE = {
-    "clean_teacher": ("before poisoning", "k", "--"),
-    "poisoned_teacher": ("after poisoning", "0.45", ":"),
-}
-MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
 
 
 def _figure(n_rows: int, n_cols: int, width: float, height: float):
-    fig = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
-    FigureCanvasAgg(fig)  # Agg on this figure only
+    fig = new_figure(width * n_cols, height * n_rows)
     return fig, fig.subplots(n_rows, n_cols, squeeze=False)
-
-
-def _ordered(names) -> list[str]:
-    order = list(COLORS)
-    return sorted(
-        dict.fromkeys(names), key=lambda m: (order.index(m) if m in order else len(order), m)
-    )
 
 
 def plot_curvature_vs_epoch(
@@ -60,7 +54,7 @@ def plot_curvature_vs_epoch(
     rows = [r for r in rows if r["metric"] == metric]
     models = list(dict.fromkeys(r["model"] for r in rows))
     losses = [loss for loss in LOSS_TITLES if any(r["loss"] == loss for r in rows)]
-    methods = _ordered(r["method"] for r in rows if r["method"] not in TEACHER_STYLE)
+    methods = ordered_methods(r["method"] for r in rows if r["method"] not in TEACHER_STYLE)
     with matplotlib.rc_context(STYLE):
         fig, axes = _figure(max(len(models), 1), max(len(losses), 1), 3.6, 2.8)
         for i, model in enumerate(models):
@@ -72,9 +66,9 @@ def plot_curvature_vs_epoch(
                     if (model, method) not in series:
                         continue
                     e, m, s = series[(model, method)]
-                    color = COLORS.get(method)
-                    ax.plot(e, m, "o-", ms=2.5, color=color, label=method)
-                    ax.fill_between(e, m - s, m + s, color=color, alpha=0.18, lw=0)
+                    mean_std_band(
+                        ax, e, m, s, "o-", ms=2.5, color=method_color(method), label=method
+                    )
                 for teacher, (label, color, style) in TEACHER_STYLE.items():
                     if (model, teacher) in series:
                         ax.axhline(
@@ -87,7 +81,7 @@ def plot_curvature_vs_epoch(
             axes[0, 0].legend(loc="best")
         if title:
             fig.suptitle(title)
-        return _save(fig, out_dir, f"curvature_{metric}")
+        return save(fig, out_dir / f"curvature_{metric}")
 
 
 def _mean_density(rows: list[dict]) -> dict:
@@ -111,7 +105,7 @@ def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") ->
     curves = _mean_density(rows)
     models = list(dict.fromkeys(k[0] for k in curves))
     losses = [loss for loss in LOSS_TITLES if any(k[1] == loss for k in curves)]
-    methods = _ordered(k[2] for k in curves if k[2] not in TEACHER_STYLE)
+    methods = ordered_methods(k[2] for k in curves if k[2] not in TEACHER_STYLE)
     last = {}
     for model, _, method, epoch in curves:
         last[(model, method)] = max(epoch, last.get((model, method), epoch))
@@ -132,7 +126,7 @@ def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") ->
                         ax.plot(
                             grid,
                             d,
-                            color=COLORS.get(method),
+                            color=method_color(method),
                             lw=1.0,
                             alpha=0.85,
                             label=f"{method}, epoch {key[3]}",
@@ -148,7 +142,7 @@ def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") ->
             axes[0, 0].legend(loc="upper right")
         if title:
             fig.suptitle(title)
-        return _save(fig, out_dir, "curvature_density")
+        return save(fig, out_dir / "curvature_density")
 
 
 def plot_curvature_dir(
@@ -185,7 +179,7 @@ def plot_roughening(
         for ax, name in zip(axes[0], names, strict=False):
             mine = [r for r in table if r["model"] == name]
             x = np.arange(len(mine))
-            color = MODEL_COLORS.get("qnn" if models.get(name, name).startswith("qnn") else "mlp")
+            color = model_color(models.get(name, name))
             ours = ax.bar(
                 x - 0.2,
                 [r["ratio_mean"] for r in mine],
@@ -228,4 +222,4 @@ def plot_roughening(
             ax.legend(loc="upper left")
         if title:
             fig.suptitle(title)
-        return _save(fig, out_dir, "roughening_trace_ratio")
+        return save(fig, out_dir / "roughening_trace_ratio")

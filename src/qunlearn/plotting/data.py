@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from qunlearn.data.xxz import load_xxz_grid, split_indices
 from qunlearn.errors import QunlearnError
+from qunlearn.plotting.style import CLASS_COLORS, figure_file, new_figure, save
 
-CLASS_COLOURS = ("tab:blue", "tab:red")  # label 0 (XY), label 1 (Néel)
 _GRID_OPTIONS = ("n_spins", "boundary", "delta_min", "delta_max", "n_delta")
 
 
@@ -30,14 +28,14 @@ def plot_xxz_phase_diagram(
 
     deltas, energies (per site), observable: (G,), deltas increasing. train_deltas / val_deltas:
     (Δ of label 0, Δ of label 1), marked on the curves (colour = class, marker = split).
-    excluded_window: (lo, hi) shaded. Writes ``path`` as PNG (suffix replaced by .png) and, if the
-    suffix is .pdf, also the PDF. Returns the written paths.
+    excluded_window: (lo, hi) shaded. Writes exactly ``path``, whose suffix must be .png, .pdf or
+    .svg (else ``QunlearnError``), creating its directory. Returns ``[path]``.
     """
+    path = figure_file(path)
     deltas, energies, observable = (
         np.asarray(a, dtype=np.float64) for a in (deltas, energies, observable)
     )
-    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)  # Agg on this figure only; no pyplot, no global backend or rcParams
+    fig = new_figure(9.0, 3.6)
     axes = fig.subplots(1, 2, sharex=True)
     panels = (
         (energies, r"ground-state energy per site $E_0/N$"),
@@ -46,7 +44,7 @@ def plot_xxz_phase_diagram(
     for ax, (values, ylabel) in zip(axes, panels, strict=True):
         ax.axvspan(*excluded_window, color="0.88", lw=0, label="excluded")
         ax.plot(deltas, values, color="0.35", lw=1.0, zorder=1)
-        for label, colour in enumerate(CLASS_COLOURS):
+        for label, colour in enumerate(CLASS_COLORS):
             for split, points, marker in (("train", train_deltas, "o"), ("val", val_deltas, "x")):
                 d = np.asarray(points[label], dtype=np.float64)
                 ax.plot(
@@ -64,15 +62,7 @@ def plot_xxz_phase_diagram(
         ax.set_ylabel(ylabel)
     axes[0].legend(fontsize=7, frameon=False)
     fig.suptitle("XXZ chain ground states: data selection", fontsize=10)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = [path.with_suffix(".png")]
-    fig.savefig(written[0], dpi=150)
-    if path.suffix.lower() == ".pdf":
-        fig.savefig(path)
-        written.append(path)
-    return written
+    return save(fig, path)
 
 
 def xxz_figure(
@@ -83,8 +73,11 @@ def xxz_figure(
     val_idx=None,
     **grid_options,
 ) -> list[Path]:
-    """Load (or generate) the XXZ grid and plot it with its train/val selection; see ``load_xxz``
-    for the options. The excluded window spans the gap between the two classes' points."""
+    """Load (or generate) the XXZ grid and plot it with its train/val selection into exactly
+    ``path`` (.png, .pdf or .svg; any other suffix is refused before any data is loaded); see
+    ``load_xxz`` for the options. The excluded window spans the gap between the two classes'
+    points. Returns the written paths."""
+    path = figure_file(path)
     unknown = sorted(set(grid_options) - set(_GRID_OPTIONS))
     if unknown:
         raise QunlearnError(

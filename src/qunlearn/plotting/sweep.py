@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from qunlearn.plotting.style import mean_std_band, model_color, new_figure, save
 
-COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
 NOISE_TITLES = {"label_flip": "label flipping", "feature_randomization": "feature randomisation"}
 
 
@@ -33,19 +30,31 @@ def plot_noise_sweep(
     rows: list[dict], out_dir: str | Path, *, reference: list[dict] | None = None, title: str = ""
 ) -> list[Path]:
     """One panel per noise type; solid = clean validation, dashed = noisy-label training accuracy.
-    ``reference`` (paper rows, our tidy format) is drawn as hollow markers. Saves PNG and PDF."""
+    ``reference`` (paper rows, our tidy format) is drawn as hollow markers. Saves
+    fig2_noise_sweep.png/.pdf."""
     out_dir = Path(out_dir)
     noises = sorted({r["noise"] for r in rows})
-    fig, axes = plt.subplots(1, len(noises), figsize=(5.2 * len(noises), 4), squeeze=False)
+    fig = new_figure(5.2 * len(noises), 4, layout=None)
+    axes = fig.subplots(1, len(noises), squeeze=False)
     val, train = _series(rows, "val_acc"), _series(rows, "train_acc_noisy_labels")
     ref = _series(reference, "val_acc") if reference else {}
     for ax, noise in zip(axes[0], noises, strict=True):
         for (model, nz), (a, m, s) in sorted(val.items()):
             if nz != noise:
                 continue
-            color = COLORS.get(model)
-            ax.plot(a, m, "o-", color=color, label=f"{model.upper()} validation")
-            ax.fill_between(a, m - s, m + s, color=color, alpha=0.2)
+            color = model_color(model)
+            line, _ = mean_std_band(
+                ax,
+                a,
+                m,
+                s,
+                "o-",
+                color=color,
+                band_alpha=0.2,
+                band_lw=None,
+                label=f"{model.upper()} validation",
+            )
+            color = line.get_color()
             if (model, nz) in train:
                 ta, tm, _ = train[(model, nz)]
                 ax.plot(
@@ -74,11 +83,7 @@ def plot_noise_sweep(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    paths = [out_dir / "fig2_noise_sweep.png", out_dir / "fig2_noise_sweep.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save(fig, out_dir / "fig2_noise_sweep")
 
 
 def reference_as_rows(reference: list[dict]) -> list[dict]:

@@ -1,7 +1,8 @@
 """Fig 3 from an unlearning results directory: validation accuracy and forgetting vs epoch per
 method (mean ± std band over runs), one column per model; the paper's means as thin dashed lines.
 Weight sweeps (``sweep.csv``): a heatmap per two-weight sweep, a curve per one-weight sweep.
-Figures only read tables; no pyplot, no global matplotlib state."""
+Figures only read tables; drawn with :mod:`qunlearn.plotting.style` (no pyplot, no global
+state)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from qunlearn.compare import REFERENCE_UNLEARNING, read_csv, reference_rows
+from qunlearn.plotting.style import mean_std_band, method_color, new_figure, ordered_methods, save
 
-COLORS = {
-    "retrain": "tab:green",
-    "finetune": "tab:blue",
-    "scrub": "tab:orange",
-    "gradient_ascent": "tab:red",
-    "scrub_kurmanji": "tab:purple",
-    "neggrad_plus": "tab:brown",
-}
 PANELS = (
     ("val_acc", "validation accuracy"),
     ("forget_frac_poisoned_label", "forget set: poisoned label kept"),
@@ -43,13 +35,6 @@ def _mean_std(rows, metric: str) -> dict:
     return out
 
 
-def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    return paths
-
-
 def plot_unlearning(
     rows: list[dict],
     out_dir: str | Path,
@@ -63,14 +48,9 @@ def plot_unlearning(
     kind "mlp"/"qnn", used to find the paper's curves). Saves fig3_unlearning.png/.pdf."""
     out_dir = Path(out_dir)
     names = [m for m in models if any(r["model"] == m for r in rows)]
-    order = list(COLORS)
-    methods = sorted(
-        dict.fromkeys(r["method"] for r in rows),
-        key=lambda m: (order.index(m) if m in order else len(order), m),
-    )
+    methods = ordered_methods(r["method"] for r in rows)
     variant = {r["method"]: r["variant"] for r in rows}
-    fig = Figure(figsize=(4.6 * max(len(names), 1), 6.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.6 * max(len(names), 1), 6.4)
     axes = fig.subplots(2, max(len(names), 1), squeeze=False, sharex=True)
     for (metric, label), ax_row in zip(PANELS, axes, strict=True):
         ours = _mean_std(rows, metric)
@@ -83,10 +63,18 @@ def plot_unlearning(
                 if (name, method) not in ours:
                     continue
                 e, m, s = ours[(name, method)]
-                color = COLORS.get(method)
                 style = "-" if variant[method] == "reference" else "-."
-                ax.plot(e, m, style, color=color, lw=1.6, label=f"{method} ({variant[method]})")
-                ax.fill_between(e, m - s, m + s, color=color, alpha=0.18, lw=0)
+                line, _ = mean_std_band(
+                    ax,
+                    e,
+                    m,
+                    s,
+                    style,
+                    color=method_color(method),
+                    lw=1.6,
+                    label=f"{method} ({variant[method]})",
+                )
+                color = line.get_color()
                 if (name, method) in paper and variant[method] == "reference":
                     pe, pm, _ = paper[(name, method)]
                     ax.plot(pe, pm, "--", color=color, lw=0.9, alpha=0.8)
@@ -102,7 +90,7 @@ def plot_unlearning(
         axes[0, 0].legend(handles, labels, fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
-    return _save(fig, out_dir, "fig3_unlearning")
+    return save(fig, out_dir / "fig3_unlearning")
 
 
 def plot_sweeps(
@@ -128,8 +116,7 @@ def plot_sweeps(
         )
         for m in methods
     }
-    fig = Figure(figsize=(4.4 * len(methods), 3.8 * len(models)), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.4 * len(methods), 3.8 * len(models))
     grid = fig.subplots(len(models), len(methods), squeeze=False)
     for i, model in enumerate(models):
         for j, method in enumerate(methods):
@@ -172,9 +159,7 @@ def plot_sweeps(
                 x = np.array([k[0] for k in keys])
                 m = np.array([np.mean(vals[k]) for k in keys])
                 s = np.array([np.std(vals[k]) for k in keys])
-                color = COLORS.get(method)
-                ax.plot(x, m, "o-", color=color)
-                ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
+                mean_std_band(ax, x, m, s, "o-", color=method_color(method), band_alpha=0.2)
                 ax.set(xlabel=names[0], ylabel="final val acc", ylim=(-0.02, 1.02))
                 ax.grid(alpha=0.3)
             else:
@@ -188,7 +173,7 @@ def plot_sweeps(
             ax.set_title(f"{model.upper()} {method}", fontsize=9)
     if title:
         fig.suptitle(title)
-    return _save(fig, out_dir, "fig3_sweep")
+    return save(fig, out_dir / "fig3_sweep")
 
 
 def plot_unlearning_dir(

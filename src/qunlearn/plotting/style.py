@@ -1,0 +1,134 @@
+"""The one plotting style: colours per model kind, unlearning method and class label; a new
+figure on the Agg canvas; the mean ± std band; and ``save``. No pyplot and no global backend:
+each figure is a ``matplotlib.figure.Figure`` with its own Agg canvas, so drawing one changes
+no global state (pyplot's figure list, the backend, rcParams)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from qunlearn.errors import QunlearnError
+
+MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
+METHOD_COLORS = {
+    "retrain": "tab:green",
+    "finetune": "tab:blue",
+    "scrub": "tab:orange",
+    "gradient_ascent": "tab:red",
+    "scrub_kurmanji": "tab:purple",
+    "neggrad_plus": "tab:brown",
+}
+CLASS_COLORS = ("tab:blue", "tab:red")  # XXZ label 0 (XY), label 1 (Néel)
+# teacher snapshots (curvature figures): (legend label, colour, line style)
+TEACHER_STYLE = {
+    "clean_teacher": ("before poisoning", "k", "--"),
+    "poisoned_teacher": ("after poisoning", "0.45", ":"),
+}
+BAND_ALPHA = 0.18
+DPI = 150
+SUFFIXES = (".png", ".pdf", ".svg")  # what ``save`` writes when given a file name
+DEFAULT_SUFFIXES = (".png", ".pdf")  # what ``save`` writes when given a stem
+
+
+def model_color(kind: str) -> str | None:
+    """The colour of a model kind ("mlp", "qnn", "qnn_cnot", ...); None (matplotlib's colour
+    cycle) for a kind that is neither an MLP nor a QNN."""
+    for prefix, color in MODEL_COLORS.items():
+        if str(kind).startswith(prefix):
+            return color
+    return None
+
+
+def method_color(method: str) -> str | None:
+    """The colour of an unlearning method; None (matplotlib's colour cycle) for others."""
+    return METHOD_COLORS.get(method)
+
+
+def ordered_methods(names: Iterable[str]) -> list[str]:
+    """Distinct method names, the known ones in ``METHOD_COLORS`` order, then the rest sorted."""
+    order = list(METHOD_COLORS)
+    return sorted(
+        dict.fromkeys(names), key=lambda m: (order.index(m) if m in order else len(order), m)
+    )
+
+
+def new_figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
+    """A figure of ``width`` x ``height`` inches on its own Agg canvas (not known to pyplot)."""
+    fig = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def mean_std_band(
+    ax,
+    x,
+    mean,
+    std,
+    fmt: str = "-",
+    *,
+    band_alpha: float = BAND_ALPHA,
+    band_lw: float | None = 0,
+    **line_kw,
+):
+    """A line of ``mean`` against ``x`` (``fmt`` and ``line_kw`` go to ``ax.plot``) and a band
+    ``mean ± std`` in the line's colour (``band_lw=None``: matplotlib's default edge width).
+    Returns (line, band)."""
+    x, mean, std = (np.asarray(a, dtype=np.float64) for a in (x, mean, std))
+    (line,) = ax.plot(x, mean, fmt, **line_kw)
+    band = ax.fill_between(
+        x, mean - std, mean + std, color=line.get_color(), alpha=band_alpha, lw=band_lw
+    )
+    return line, band
+
+
+def figure_file(path: str | os.PathLike) -> Path:
+    """``path`` as a figure file name: its suffix must be one of ``SUFFIXES`` (any case), else
+    ``QunlearnError`` naming the supported ones."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        got = f"{path.suffix!r} is not a supported figure format" if path.suffix else "no suffix"
+        raise QunlearnError(
+            f"cannot write a figure to {path} ({got}): use a file name ending in one of "
+            f"{', '.join(SUFFIXES)}"
+        )
+    return path
+
+
+def figure_paths(path: str | os.PathLike) -> list[Path]:
+    """The files ``save`` writes for ``path``: a stem (no suffix) -> ``<stem>.png`` and
+    ``<stem>.pdf``; a file name ending in .png, .pdf or .svg -> exactly that file; any other
+    suffix: ``QunlearnError`` (see ``figure_file``)."""
+    path = Path(path)
+    if not path.suffix:
+        return [path.with_suffix(s) for s in DEFAULT_SUFFIXES]
+    return [figure_file(path)]
+
+
+def save(fig: Figure, path: str | os.PathLike, *, dpi: int = DPI) -> list[Path]:
+    """Write ``fig`` (see ``figure_paths``: a stem -> PNG and PDF, a file name -> that file),
+    creating the parent directory, then close the figure. Returns the written paths."""
+    paths = figure_paths(path)
+    try:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            fig.savefig(p, dpi=dpi, format=p.suffix[1:].lower())
+    finally:
+        close(fig)
+    return paths
+
+
+def close(fig: Figure) -> None:
+    """Release ``fig``: a figure pyplot manages is closed there (pyplot is never imported here);
+    a plain ``Figure`` is simply cleared."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
+        pyplot.close(fig)
+    else:
+        fig.clear()

@@ -1,0 +1,325 @@
+"""Figures: every figure function writes its files from a small synthetic table, through the one
+style module (colours, ``save``, ``mean_std_band``); none touches pyplot's figure list, the
+backend or rcParams; the XXZ figure writes exactly the suffix asked for and refuses others."""
+
+import ast
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from qunlearn.errors import QunlearnError
+from qunlearn.plotting import curvature, data, style, sweep, unlearning
+
+PLOTTING = Path(style.__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def no_global_state():
+    """Around every test: pyplot's figure list stays empty, rcParams and the backend unchanged."""
+    plt.close("all")
+    rc, backend = dict(matplotlib.rcParams), matplotlib.get_backend()
+    yield
+    assert plt.get_fignums() == []
+    assert dict(matplotlib.rcParams) == rc
+    assert matplotlib.get_backend() == backend
+
+
+def _written(paths, names):
+    assert sorted(p.name for p in paths) == sorted(names)
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+
+
+def _both(stem):
+    return [f"{stem}.png", f"{stem}.pdf"]
+
+
+# ------------------------------------------------------------------------- synthetic tables
+
+
+def _sweep_rows(rng):
+    return [
+        {"model": m, "noise": n, "alpha": a, "metric": metric, "value": rng.uniform(0.5, 1)}
+        for m in ("mlp", "qnn")
+        for n in ("label_flip", "feature_randomization")
+        for a in (0.0, 0.5)
+        for metric in ("val_acc", "train_acc_noisy_labels")
+        for _ in range(2)
+    ]
+
+
+def _unlearning_rows(rng):
+    methods = {"retrain": "reference", "finetune": "reference", "new_method": "extension"}
+    return [
+        {
+            "model": model,
+            "method": method,
+            "variant": variant,
+            "run": run,
+            "epoch": epoch,
+            "metric": metric,
+            "value": rng.uniform(0, 1),
+        }
+        for model in ("mlp", "qnn")
+        for method, variant in methods.items()
+        for run in range(2)
+        for epoch in range(3)
+        for metric in ("val_acc", "forget_frac_poisoned_label")
+    ]
+
+
+def _weight_sweep_rows(rng):
+    rows = []
+    for run in range(2):
+        for kl in (0.0, 0.5):
+            for fo in (0.0, 0.2):
+                rows.append(
+                    {
+                        "model": "mlp",
+                        "method": "scrub",
+                        "run": run,
+                        "metric": "val_acc",
+                        "value": rng.uniform(0.5, 1),
+                        "kl_w": kl,
+                        "fo_w": fo,
+                    }
+                )
+        for fo in (0.0, 0.2, 0.4):
+            rows.append(
+                {
+                    "model": "mlp",
+                    "method": "gradient_ascent",
+                    "run": run,
+                    "metric": "val_acc",
+                    "value": rng.uniform(0.5, 1),
+                    "kl_w": "",
+                    "fo_w": fo,
+                }
+            )
+    return rows
+
+
+def _curvature_rows(rng):
+    rows = []
+    for model in ("mlp", "qnn"):
+        for loss in ("retain", "forget"):
+            for metric in ("eig_1", "trace"):
+                for teacher in ("clean_teacher", "poisoned_teacher"):
+                    rows.append(
+                        {
+                            "model": model,
+                            "method": teacher,
+                            "loss": loss,
+                            "metric": metric,
+                            "epoch": 0,
+                            "run": 0,
+                            "value": rng.uniform(1, 3),
+                        }
+                    )
+                for method in ("retrain", "finetune"):
+                    for run in range(2):
+                        for epoch in (0, 2):
+                            rows.append(
+                                {
+                                    "model": model,
+                                    "method": method,
+                                    "loss": loss,
+                                    "metric": metric,
+                                    "epoch": epoch,
+                                    "run": run,
+                                    "value": rng.uniform(0, 4),
+                                }
+                            )
+    return rows
+
+
+def _density_rows(rng):
+    grid = np.linspace(-1, 5, 12)
+    rows = []
+    for model in ("mlp",):
+        for loss in ("retain", "forget"):
+            snapshots = (("clean_teacher", 0), ("poisoned_teacher", 0), ("retrain", 2))
+            for method, epoch in snapshots:
+                for run in range(2):
+                    density = np.exp(-((grid - rng.uniform(0, 3)) ** 2)) + 1e-9
+                    rows += [
+                        {
+                            "model": model,
+                            "loss": loss,
+                            "method": method,
+                            "epoch": epoch,
+                            "run": run,
+                            "eigenvalue": g,
+                            "density": d,
+                        }
+                        for g, d in zip(grid, density, strict=True)
+                    ]
+    return rows
+
+
+def _roughening_rows():
+    traces = {("mlp", 0.0): (0.2, 0.3), ("mlp", 0.3): (5.0, 9.0), ("qnn", 0.0): (6.0, 6.4)}
+    return [
+        {
+            "dataset": "mnist",
+            "model": model,
+            "noise_ratio": ratio,
+            "seed": seed,
+            "metric": metric,
+            "value": value,
+        }
+        for (model, ratio), values in traces.items()
+        for seed, trace in enumerate(values)
+        for metric, value in (("trace", trace), ("collapsed", float(seed == 1)))
+    ]
+
+
+XXZ = dict(
+    deltas=np.linspace(-1.0, 2.0, 25),
+    train=([-0.8, -0.5], [1.5, 1.8]),
+    val=([-0.6], [1.7]),
+    window=(0.2, 1.2),
+)
+
+
+def _xxz(path):
+    d = XXZ["deltas"]
+    return data.plot_xxz_phase_diagram(
+        d, -0.4 - 0.1 * d, np.tanh(d), XXZ["train"], XXZ["val"], XXZ["window"], path
+    )
+
+
+# --------------------------------------------------------------------------- every figure
+
+
+def test_noise_sweep_figure(tmp_path):
+    rows = _sweep_rows(np.random.default_rng(0))
+    reference = [r | {"value": 0.9} for r in rows if r["model"] == "mlp"]
+    paths = sweep.plot_noise_sweep(rows, tmp_path, reference=reference, title="sweep")
+    _written(paths, _both("fig2_noise_sweep"))
+
+
+def test_unlearning_figures(tmp_path):
+    rng = np.random.default_rng(1)
+    config = {
+        "name": "u",
+        "dataset": "mnist",
+        "models": {"mlp": {"model": "mlp"}, "qnn": {"model": "qnn"}},
+        "sweep": {"scrub": ["kl_w", "fo_w"]},
+    }
+    paths = unlearning.plot_unlearning_dir(
+        tmp_path, _unlearning_rows(rng), config, _weight_sweep_rows(rng)
+    )
+    _written(paths, _both("fig3_unlearning") + _both("fig3_sweep"))
+
+
+def test_curvature_figures(tmp_path):
+    rng = np.random.default_rng(2)
+    paths = curvature.plot_curvature_dir(
+        tmp_path, _curvature_rows(rng), {"name": "c"}, _density_rows(rng)
+    )
+    names = [n for stem in ("eig_1", "trace", "density") for n in _both(f"curvature_{stem}")]
+    _written(paths, names)
+
+
+def test_roughening_figure(tmp_path):
+    paths = curvature.plot_roughening(
+        _roughening_rows(), tmp_path, models={"mlp": "mlp", "qnn": "qnn_cnot"}, title="r"
+    )
+    _written(paths, _both("roughening_trace_ratio"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg", ".PNG"])
+def test_xxz_figure_writes_exactly_the_suffix_asked_for(tmp_path, suffix):
+    path = tmp_path / "fig" / f"xxz{suffix}"
+    assert _xxz(path) == [path]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [path.name]
+    head = path.read_bytes()[:5]
+    assert head == {".png": b"\x89PNG\r", ".pdf": b"%PDF-", ".svg": b"<?xml"}[suffix.lower()]
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x.jpeg", "x"])
+def test_unsupported_suffix_is_refused_naming_the_supported_ones(tmp_path, name):
+    for draw in (_xxz, lambda p: data.xxz_figure(tmp_path / "cache", p, n_spins=4)):
+        with pytest.raises(QunlearnError, match=r"\.png, \.pdf, \.svg") as err:
+            draw(tmp_path / name)
+        assert "\n" not in str(err.value) and name in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # refused before any data is loaded or file written
+
+
+def test_xxz_figure_from_the_grid(tmp_path):
+    path = tmp_path / "xxz.svg"
+    assert data.xxz_figure(tmp_path, path, n_spins=4) == [path]
+    assert path.stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------ the style
+
+
+def test_save_writes_png_and_pdf_for_a_stem_and_exactly_a_named_file(tmp_path):
+    fig = style.new_figure(2, 2)
+    fig.subplots().plot([0, 1], [0, 1])
+    stem = tmp_path / "sub" / "figure"
+    _written(style.save(fig, stem), _both("figure"))
+    assert fig.axes == []  # closed (cleared)
+    fig = style.new_figure(2, 2)
+    fig.subplots().plot([0, 1], [0, 1])
+    assert style.save(fig, tmp_path / "one.svg") == [tmp_path / "one.svg"]
+    with pytest.raises(QunlearnError, match="'.gif' is not a supported figure format"):
+        style.save(style.new_figure(1, 1), tmp_path / "x.gif")
+    assert not (tmp_path / "x.gif").exists()
+
+
+def test_save_closes_a_pyplot_figure(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    assert plt.get_fignums()
+    style.save(fig, tmp_path / "p.png")
+    assert plt.get_fignums() == []
+
+
+def test_mean_std_band_draws_the_band_in_the_line_colour():
+    ax = style.new_figure(2, 2).subplots()
+    x, mean, std = [0, 1, 2], np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.0, 1.0])
+    for color in ("tab:green", None):
+        line, band = style.mean_std_band(ax, x, mean, std, "o-", color=color, label="m")
+        assert line.get_label() == "m" and line.get_marker() == "o"
+        np.testing.assert_allclose(
+            band.get_facecolor()[0][:3], matplotlib.colors.to_rgb(line.get_color())
+        )
+        assert band.get_alpha() == style.BAND_ALPHA
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert ys.min() == pytest.approx(0.5) and ys.max() == pytest.approx(4.0)
+
+
+def test_colours_live_in_the_style_module_only():
+    assert style.model_color("qnn_cnot") == style.model_color("qnn") == "tab:red"
+    assert style.model_color("mlp") == "tab:blue" and style.model_color("cnn") is None
+    assert style.method_color("retrain") == "tab:green" and style.method_color("x") is None
+    assert style.ordered_methods(["zeta", "scrub", "retrain", "alpha", "scrub"]) == [
+        "retrain",
+        "scrub",
+        "alpha",
+        "zeta",
+    ]
+    for path in PLOTTING.glob("*.py"):
+        if path.name != "style.py":
+            assert "tab:" not in path.read_text(), f"{path.name} defines its own colours"
+
+
+def test_plotting_uses_no_pyplot():
+    """No module of the plotting package imports pyplot or selects a backend."""
+    for path in PLOTTING.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                names = []
+            assert not any("pyplot" in n for n in names), path.name
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                assert node.func.attr != "use", f"{path.name} selects a matplotlib backend"
