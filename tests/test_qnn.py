@@ -57,8 +57,10 @@ CASES = [  # (model name, n_qubits, depth, complex input); the readout is the la
     ("qnn", 4, 2, False),
     ("qnn", 5, 3, True),
     ("qnn", 6, 2, True),
-    ("qnn", 10, 6, False),  # the paper's MNIST circuit
-    ("qnn", 12, 4, True),  # the paper's XXZ circuit
+    # the paper's MNIST and XXZ circuits: the same code paths as the smaller cases (fused GEMMs,
+    # light cone, tail), so slow-marked; `pytest -m slow` runs them
+    pytest.param("qnn", 10, 6, False, marks=pytest.mark.slow),
+    pytest.param("qnn", 12, 4, True, marks=pytest.mark.slow),
     ("qnn_cnot", 4, 3, False),
     ("qnn_cnot", 5, 2, True),
 ]
