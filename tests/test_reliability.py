@@ -543,3 +543,70 @@ def test_compare_and_plot_write_only_into_out(reference, tmp_path, capsys):
     assert (tmp_path / "c" / "compare.csv").is_file()
     assert {p.suffix for p in (tmp_path / "p").iterdir()} == {".png", ".pdf"}
     assert file_ids(p for p in reference.rglob("*") if p.is_file()) == before
+
+
+QNN_CONFIG = """\
+experiment = "noise_sweep"
+name = "compile"
+dataset = "mnist"
+noises = ["label_flip"]
+alphas = [0.0]
+runs = 1
+
+[models.qnn]
+model = "qnn"
+hyper = { depth = 6 }
+epochs = 2
+batch_size = 256
+lr = 0.005
+"""
+
+
+def test_ctrl_c_during_compilation_ends_cleanly(tmp_path, env):
+    """Ctrl-C while XLA compiles the QNN program (the first seconds after the lock is taken) ends
+    with 130 and the resume line, never a crash of the interpreter's teardown (it used to exit
+    139 in 2 of 5 tries)."""
+    config = tmp_path / "qnn.toml"
+    config.write_text(QNN_CONFIG)
+    for attempt in range(2):
+        out = tmp_path / f"out{attempt}"
+        proc = start(
+            [sys.executable, "-c", _WITH_CTRL_C, "run", str(config), "--out", str(out), "--quiet"],
+            {**env, "JAX_COMPILATION_CACHE_DIR": ""},
+        )
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / ".lock").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        time.sleep(0.5 + attempt)  # inside the compilation of the first cell's program
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 130, stderr
+        assert "interrupted: finished cells are kept" in stderr and "Traceback" not in stderr
+        assert not (out / ".lock").exists()
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path):
+    """Not a terminal: one plain line per finished cell, no carriage returns or escapes."""
+    import io
+
+    from qunlearn.experiments.engine import Progress
+
+    stream = io.StringIO()
+    progress = Progress(True, stream)
+    assert not progress.bars and progress.on_epoch is None
+    progress.line("x: [1/2] cell 1.0 s")
+    with progress.overall("x", 2) as bar:
+        bar.update(2)
+    assert stream.getvalue() == "x: [1/2] cell 1.0 s\n"
+
+
+def test_cache_dir_after_the_subcommand_and_help_says_overrides_are_optional(tmp_path, capsys):
+    from qunlearn.cli import parse_args
+
+    args = parse_args(["run", "c.toml", "--cache-dir", str(tmp_path), "runs=2"])
+    assert args.cache_dir == str(tmp_path) and args.overrides == ["runs=2"]
+    assert parse_args(["--cache-dir", "a", "data", "xxz"]).cache_dir == "a"
+    with pytest.raises(SystemExit):
+        parse_args(["run", "--help"])
+    assert "config [KEY=VALUE ...]" in capsys.readouterr().out

@@ -476,3 +476,48 @@ def test_experiment_redraw_teacher_and_bad_configs(tmp_path, monkeypatch):
             run(_config(**bad), tmp_path / f"bad{i}", progress=False)
         _one_line(err)
         assert not (tmp_path / f"bad{i}").exists()  # checked before --out is touched
+
+
+def test_compare_matches_the_paper_by_model_kind_and_protocol():
+    """A table named mlp that holds a QNN is set beside the paper's QNN, not its MLP; a setting
+    off the paper's protocol removes the pass marks and is named."""
+    from qunlearn.compare import compare_sweep, protocol_check
+
+    paper_qnn = {
+        "model": "qnn",
+        "hyper": {"depth": 6},
+        "epochs": 100,
+        "batch_size": 256,
+        "lr": 0.005,
+    }
+    config = {
+        "experiment": "noise_sweep",
+        "dataset": "mnist",
+        "dataset_options": {"encoding": "reference"},
+        "models": {"mlp": paper_qnn},
+    }
+    check = protocol_check(config)
+    assert check["kinds"] == {"mlp": "qnn"} and check["differences"] == {"mlp": []}
+    rows = [
+        {
+            "dataset": "mnist",
+            "model": "mlp",
+            "noise": "label_flip",
+            "alpha": "0.0",
+            "metric": "val_acc",
+            "value": "0.98",
+        }
+    ]
+    (row,) = compare_sweep(rows, {"mlp": "qnn"}, {"mlp"})
+    assert row["paper_mean"] == pytest.approx(0.980, abs=0.005)  # the paper's QNN at alpha 0
+    short = protocol_check(
+        {
+            **config,
+            "models": {
+                "mlp": {**paper_qnn, "epochs": 2, "hyper": {"depth": 6, "dtype": "complex64"}}
+            },
+        }
+    )
+    assert short["differences"] == {"mlp": ["models.mlp.epochs = 2 (paper 100)"]}  # dtype: fine
+    (row,) = compare_sweep(rows, {"mlp": "qnn"}, set())
+    assert "pass" not in row and "paper_mean" in row
