@@ -1,9 +1,8 @@
-"""Tests for qunlearn.hessian: HVP, dense, Lanczos, Hutchinson, SLQ, vmap over runs, bad input.
+"""Tests for qunlearn.hessian: HVP (against jax.hessian and finite differences), Lanczos and SLQ
+(matfree underneath) against dense eigh, breakdown, Hutchinson, vmap over runs, bad input.
 
 float64 comes from tests/conftest.py (``jax_enable_x64``); the tolerances below assume it.
 """
-
-import json
 
 import jax
 import jax.flatten_util
@@ -13,6 +12,8 @@ import pytest
 
 from qunlearn import hessian as hs
 from qunlearn.errors import QunlearnError
+from qunlearn.models import make_model
+from qunlearn.train import bce, predict
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -61,11 +62,27 @@ def random_sym(seed, eigs):
     return jnp.asarray((q * np.asarray(eigs)) @ q.T)
 
 
+def quadratic(A):
+    """``(loss, params)`` with ``loss = 0.5 x^T A x`` on a two-leaf pytree: Hessian exactly A."""
+    n = A.shape[0]
+
+    def loss(p):
+        x = jnp.concatenate([p["u"], p["w"].ravel()])
+        return 0.5 * x @ A @ x
+
+    return loss, {"u": jnp.ones(n - 4), "w": jnp.zeros((2, 2))}
+
+
 def reference_hessian(loss, params):
     """``jax.hessian`` of the flat loss: the ground truth every matrix-free result is checked
     against (independent of the module's own flattening)."""
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     return np.asarray(jax.jit(jax.hessian(lambda x: loss(unravel(x))))(flat))
+
+
+def rademacher(key, shape):
+    """The probe draw of the library (``jax.random.rademacher``, float64)."""
+    return np.asarray(jax.random.rademacher(key, shape, dtype=jnp.float64))
 
 
 @pytest.fixture(scope="module")
@@ -94,27 +111,59 @@ def mid_mlp():
     return loss, params, reference_hessian(loss, params)
 
 
+def small_mlp_model():
+    """``make_model("mlp", 6, False, hidden=(5, 3))`` (relu, 57 params), mean BCE on 16 inputs;
+    also returns the relu pattern ``x -> (pre-activation > 0)`` to check that a finite
+    difference stays on one linear piece."""
+    model = make_model("mlp", 6, False, hidden=(5, 3))
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.standard_normal((16, 6)))
+    y = jnp.asarray((rng.uniform(size=16) > 0.5).astype(np.float64))
+    params = jax.tree_util.tree_map(
+        lambda a: a + 0.3 * jnp.asarray(rng.standard_normal(a.shape)),
+        model.init(jax.random.PRNGKey(2)),
+    )
+
+    def pattern(p):
+        h, signs = x, []
+        for layer in p[:-1]:
+            pre = h @ layer["w"] + layer["b"]
+            signs.append(np.asarray(pre > 0))
+            h = jax.nn.relu(pre)
+        return np.concatenate([s.ravel() for s in signs])
+
+    return (lambda p: jnp.mean(bce(predict(model, p, x), y))), params, pattern
+
+
+def small_qnn_model():
+    """``make_model("qnn", 2**4, False, depth=2)`` (4 qubits, 32 angles), mean BCE on 12
+    unit-norm inputs, at random angles; smooth, so no pattern to check."""
+    model = make_model("qnn", 2**4, False, depth=2)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((12, 16))
+    x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+    y = jnp.asarray(np.repeat([0.0, 1.0], 6))
+    params = jnp.asarray(rng.uniform(-np.pi, np.pi, model.init(jax.random.PRNGKey(0)).shape))
+    return (lambda p: jnp.mean(bce(predict(model, p, x), y))), params, None
+
+
 # --------------------------------------------------------------------------- HVP / dense
 
 
-def test_hvp_matches_dense_hessian_on_mlp(mid_mlp):
+def test_flat_hvp_matches_dense_hessian_on_mlp(mid_mlp):
     loss, params, H = mid_mlp
-    assert n_params(params) == 143
-    rng = np.random.default_rng(5)
-    v = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.standard_normal(p.shape)), params)
-    flat_v, _ = jax.flatten_util.ravel_pytree(v)
-    got, _ = jax.flatten_util.ravel_pytree(jax.jit(lambda p, t: hs.hvp(loss, p, t))(params, v))
-    np.testing.assert_allclose(got, H @ flat_v, rtol=1e-10, atol=1e-12)
-
     matvec, dim, unravel = hs.flat_hvp(loss, params)
-    assert dim == 143
+    assert dim == n_params(params) == 143
+    V = jnp.asarray(np.random.default_rng(5).standard_normal((3, dim)))
+    np.testing.assert_allclose(jax.jit(matvec)(V[0]), H @ V[0], rtol=1e-10, atol=1e-12)
     # Batched products (vmap over vectors) and the unravel round trip.
-    V = jnp.concatenate([flat_v[None], jnp.asarray(rng.standard_normal((2, dim)))])
     np.testing.assert_allclose(jax.jit(jax.vmap(matvec))(V), V @ H.T, rtol=1e-10, atol=1e-12)
-    assert jax.tree_util.tree_structure(unravel(flat_v)) == jax.tree_util.tree_structure(params)
+    back = unravel(V[0])
+    assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
+    np.testing.assert_array_equal(jax.flatten_util.ravel_pytree(back)[0], V[0])
 
 
-def test_hvp_on_pytree_of_two_arrays():
+def test_dense_and_exact_trace_on_pytree_of_two_arrays():
     def f(p):
         a, b = p["a"], p["b"]
         return jnp.sum(jnp.sin(a)) * jnp.sum(b**2) + jnp.sum(a[:, None] * b) ** 2
@@ -123,96 +172,214 @@ def test_hvp_on_pytree_of_two_arrays():
         "a": jnp.array([0.3, -1.2, 0.7]),
         "b": jnp.array([[0.5, -0.1], [1.5, 0.2], [-0.4, 0.9]]),
     }
-    v = {"a": jnp.array([1.0, 2.0, -0.5]), "b": jnp.arange(6.0).reshape(3, 2) / 7}
     flat_p, unravel = jax.flatten_util.ravel_pytree(params)
-    flat_v, _ = jax.flatten_util.ravel_pytree(v)
-    H = jax.jit(jax.hessian(lambda x: f(unravel(x))))(flat_p)
+    flat_v = jnp.arange(9.0) / 7 - 0.5
+    H = np.asarray(jax.jit(jax.hessian(lambda x: f(unravel(x))))(flat_p))
 
     @jax.jit
     def everything(p, t):
         return (
-            hs.hvp(f, p, t),
+            hs.flat_hvp(f, p)[0](t),
             hs.dense_hessian(f, p),
+            hs.dense_hessian(f, p, batch_size=4),
             hs.trace_exact(f, p, batch_size=4),
             hs.dense_spectrum(f, p),
         )
 
-    hv, dense, tr, spec = everything(params, v)
-    np.testing.assert_allclose(jax.flatten_util.ravel_pytree(hv)[0], H @ flat_v, rtol=1e-12)
+    hv, dense, dense_hvps, tr, spec = everything(params, flat_v)
+    np.testing.assert_allclose(hv, H @ flat_v, rtol=1e-12)
     np.testing.assert_allclose(dense, H, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(tr, jnp.trace(H), rtol=1e-12)
+    np.testing.assert_allclose(dense_hvps, H, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(tr, np.trace(H), rtol=1e-12)
     np.testing.assert_allclose(spec, np.linalg.eigvalsh(H), atol=1e-12)
 
 
-# --------------------------------------------------------------------------- Lanczos
+@pytest.mark.parametrize("problem", [small_mlp_model, small_qnn_model], ids=["mlp", "qnn"])
+def test_hvp_matches_central_differences_of_the_gradient(problem):
+    """``H v`` from ``flat_hvp`` against ``(g(x + eps v) - g(x - eps v)) / (2 eps)``.
+
+    The central difference differs from ``H v`` by ``eps^2/6 * D^3 g[v, v]`` plus roundoff
+    ``~1e-16 |g| / eps``: at ``eps = 1e-4`` both are below 1e-7 relative, and the error must fall
+    ~100x from ``eps = 1e-3`` to ``1e-4`` (second order), which only holds when ``H v`` is the
+    limit: a wrong HVP (a dropped term, a factor, a transpose) leaves an ``eps``-independent
+    error of order ``|H v|`` and fails both checks.
+    """
+    loss, params, pattern = problem()
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    assert flat.dtype == jnp.float64
+    grad = jax.jit(jax.grad(lambda x: loss(unravel(x))))
+    matvec, dim, _ = hs.flat_hvp(loss, params)
+    V = np.random.default_rng(10).standard_normal((3, dim))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    hv = np.asarray(jax.jit(jax.vmap(matvec))(jnp.asarray(V)))
+    for v, want in zip(V, hv, strict=True):
+        scale = np.linalg.norm(want)
+        assert scale > 1e-6  # a non-trivial direction
+        err = {}
+        for eps in (1e-3, 1e-4):
+            if pattern is not None:  # relu: both points on the linear piece of x
+                for x in (flat + eps * v, flat - eps * v):
+                    np.testing.assert_array_equal(pattern(unravel(x)), pattern(params))
+            fd = (np.asarray(grad(flat + eps * v)) - np.asarray(grad(flat - eps * v))) / (2 * eps)
+            err[eps] = np.linalg.norm(fd - want) / scale
+        assert err[1e-4] < 1e-7, err
+        assert err[1e-3] / err[1e-4] > 30, err  # second-order convergence towards H v
 
 
-def test_lanczos_full_steps_recovers_all_eigenvalues(small_mlp):
+# --------------------------------------------------------------------------- Lanczos vs eigh
+
+
+def test_top_eigenvalues_full_steps_equal_eigh_with_ritz_vectors(small_mlp):
     loss, params, H = small_mlp
-    P = n_params(params)
+    P = H.shape[0]
     assert P == 47
     exact = np.linalg.eigvalsh(H)
-    run = jax.jit(lambda p, k: hs.lanczos(hs.flat_hvp(loss, p)[0], P, P, k))
-    alphas, betas, V = run(params, jax.random.PRNGKey(0))
-    ritz = np.linalg.eigvalsh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+    run = jax.jit(lambda p, k: hs.top_eigenvalues(loss, p, P, k, num_steps=P, return_vectors=True))
+    vals, vecs = run(params, jax.random.PRNGKey(0))
     scale = np.abs(exact).max()
-    np.testing.assert_allclose(ritz, exact, rtol=0, atol=1e-8 * scale)
-    np.testing.assert_allclose(V @ V.T, np.eye(P), atol=1e-10)  # full re-orthogonalisation
+    np.testing.assert_allclose(vals, exact[::-1], rtol=0, atol=1e-8 * scale)
+    U = np.asarray(jax.vmap(lambda t: jax.flatten_util.ravel_pytree(t)[0])(vecs))  # (P, P)
+    np.testing.assert_allclose(U @ U.T, np.eye(P), atol=1e-8)  # full re-orthogonalisation
+    np.testing.assert_allclose(U @ H @ U.T, np.diag(vals), atol=1e-8 * scale)
 
 
-def test_lanczos_breakdown_repeated_eigenvalues_no_nan():
-    # Only 3 distinct eigenvalues: the Krylov space is invariant after 3 steps; the restart
-    # must still produce every eigenvalue with its multiplicity and no NaN.
-    eigs = np.repeat([-2.0, 1.0, 5.0], [4, 7, 5])
-    A = random_sym(5, eigs)
-    res = jax.jit(lambda k: hs.lanczos(lambda v: A @ v, 16, 16, k))(jax.random.PRNGKey(1))
-    assert np.all(np.isfinite(res.alphas)) and np.all(np.isfinite(res.vectors))
-    assert np.sum(np.asarray(res.betas) == 0.0) >= 2  # breakdowns are marked by exact zeros
-    ritz = np.linalg.eigvalsh(hs._tridiagonal(res.alphas, res.betas))
-    np.testing.assert_allclose(ritz, np.sort(eigs), atol=1e-10)
-    # Zero operator: every step breaks down, still finite.
-    res0 = jax.jit(lambda k: hs.lanczos(lambda v: 0.0 * v, 8, 8, k))(jax.random.PRNGKey(1))
-    assert np.all(np.asarray(res0.alphas) == 0.0) and np.all(np.isfinite(res0.vectors))
-    # One step (no loop at all): alpha = v^T A v for the normalised start vector.
-    v = np.arange(1.0, 17.0)
-    one = jax.jit(lambda v: hs.lanczos(lambda x: A @ x, 16, 1, v0=v))(v)
-    assert one.betas.shape == (0,) and one.vectors.shape == (1, 16)
-    np.testing.assert_allclose(one.alphas, [v @ np.asarray(A) @ v / (v @ v)], rtol=1e-12)
-
-
-def test_lanczos_top_k_with_gap_and_loss_level_api():
+def test_top_k_with_a_gap_converges_in_40_steps():
     rng = np.random.default_rng(0)
     top = np.array([10.0, 9.0, 8.0, 7.0, 6.0])
-    eigs = np.concatenate([top, rng.uniform(-1.0, 1.0, 195)])
-    A = random_sym(6, eigs)
-    run = jax.jit(lambda k: hs.lanczos(lambda v: A @ v, 200, 40, k))
-    alphas, betas, _ = run(jax.random.PRNGKey(2))
-    ritz = np.sort(np.linalg.eigvalsh(hs._tridiagonal(alphas, betas)))[::-1][:5]
-    np.testing.assert_allclose(ritz, top, rtol=1e-6)
-
-    # Same through top_eigenvalues on the quadratic loss 0.5 x^T A x, whose Hessian is A;
-    # split into a two-leaf pytree to exercise unravel of the Ritz vectors.
-    def loss(p):
-        x = jnp.concatenate([p["u"], p["w"].ravel()])
-        return 0.5 * x @ A @ x
-
-    params = {"u": jnp.ones(100), "w": jnp.zeros((10, 10))}
-    top_k = jax.jit(
-        lambda p, k: hs.top_eigenvalues(loss, p, 5, k, num_steps=40, return_vectors=True)
-    )
-    vals, vecs = top_k(params, jax.random.PRNGKey(3))
+    A = random_sym(6, np.concatenate([top, rng.uniform(-1.0, 1.0, 195)]))
+    loss, params = quadratic(A)
+    run = jax.jit(lambda p, k: hs.top_eigenvalues(loss, p, 5, k, num_steps=40, return_vectors=True))
+    vals, vecs = run(params, jax.random.PRNGKey(3))
     np.testing.assert_allclose(vals, top, rtol=1e-6)
-    assert vecs["u"].shape == (5, 100) and vecs["w"].shape == (5, 10, 10)
+    assert vecs["u"].shape == (5, 196) and vecs["w"].shape == (5, 2, 2)
     flat = jax.vmap(lambda t: jax.flatten_util.ravel_pytree(t)[0])(vecs)
     np.testing.assert_allclose(flat @ A @ flat.T, np.diag(top), atol=1e-5)  # Ritz pairs
 
 
+def test_breakdown_is_cut_no_ghosts_no_nan(mid_mlp):
+    # Dead relu unit: zero rows, so zero is a multiple eigenvalue and the Krylov space of a
+    # Rademacher vector is invariant well before P steps. Uncut, matfree's Lanczos normalises a
+    # roundoff residual there and produces ghost Ritz values far outside the spectrum.
+    loss, params, H = mid_mlp
+    P = H.shape[0]
+    assert np.sum(np.all(H == 0.0, axis=1)) >= 8
+    exact = np.linalg.eigvalsh(H)
+    scale = np.abs(exact).max()
+    z = jnp.asarray(rademacher(jax.random.PRNGKey(4), (P,)))
+    alphas, betas, V = jax.jit(lambda p, v: hs._lanczos(hs.flat_hvp(loss, p)[0], v, P))(params, z)
+    assert np.all(np.isfinite(alphas)) and np.all(np.isfinite(V))
+    assert np.sum(np.asarray(betas) == 0.0) >= 1  # cut
+    theta = np.linalg.eigvalsh(hs._tridiagonal(alphas, betas))
+    assert theta[0] >= exact[0] - 1e-8 * scale and theta[-1] <= exact[-1] + 1e-8 * scale
+    np.testing.assert_allclose(theta[::-1][:5], exact[::-1][:5], rtol=1e-8)  # distinct ones
+    np.testing.assert_allclose(theta[0], exact[0], atol=1e-8 * scale)
+    kept = np.any(np.asarray(V) != 0, axis=1)
+    np.testing.assert_allclose(V[kept] @ V[kept].T, np.eye(kept.sum()), atol=1e-10)
+
+    # Repeated eigenvalues: the Ritz values are the distinct eigenvalues (each found), plus
+    # zero-weight copies of v^T A v; every one inside the spectrum.
+    eigs = np.repeat([-2.0, 1.0, 5.0], [4, 7, 5])
+    A = random_sym(5, eigs)
+    v = jnp.asarray(np.arange(1.0, 17.0))
+    a, b, _ = jax.jit(lambda v: hs._lanczos(lambda x: A @ x, v, 16))(v)
+    theta, S = np.linalg.eigh(hs._tridiagonal(a, b))
+    w = S[0] ** 2
+    for lam in (-2.0, 1.0, 5.0):
+        assert np.sum(w[np.abs(theta - lam) < 1e-9]) > 1e-3  # found, with weight
+    assert np.all(theta >= -2.0 - 1e-9) and np.all(theta <= 5.0 + 1e-9)
+    np.testing.assert_allclose(w @ theta, v @ A @ v / (v @ v), rtol=1e-12)
+    np.testing.assert_allclose(w.sum(), 1.0, atol=1e-12)
+
+    # Zero operator (exact breakdown, 0/0 inside matfree): finite zeros.
+    a0, b0, V0 = jax.jit(lambda v: hs._lanczos(lambda x: 0.0 * x, v, 8))(jnp.ones(8))
+    assert np.all(np.asarray(a0) == 0.0) and np.all(np.asarray(b0) == 0.0)
+    assert np.all(np.isfinite(V0))
+    # One step: alpha = v^T A v for the normalised start vector.
+    a1, b1, V1 = jax.jit(lambda v: hs._lanczos(lambda x: A @ x, v, 1))(v)
+    assert b1.shape == (0,) and V1.shape == (1, 16)
+    np.testing.assert_allclose(a1, [v @ A @ v / (v @ v)], rtol=1e-12)
+
+
+def test_nan_loss_stays_nan():
+    loss, params = quadratic(random_sym(1, np.linspace(-1.0, 1.0, 10)))
+    top = jax.jit(lambda p, k: hs.top_eigenvalues(lambda q: loss(q) * jnp.nan, p, 2, k))(
+        params, jax.random.PRNGKey(0)
+    )
+    assert np.all(np.isnan(top))
+
+
+# --------------------------------------------------------------------------- SLQ vs eigh
+
+
+def test_spectrum_arrays_slq_quadrature_moments_density_and_trace(small_mlp):
+    loss, params, H = small_mlp
+    P = H.shape[0]
+    key = jax.random.PRNGKey(0)
+    out = jax.jit(
+        lambda p: hs.spectrum_arrays(
+            loss, p, key, k=3, method="slq", num_steps=12, num_probes=6, batch_size=4
+        )
+    )(params)
+    nodes, weights = np.asarray(out["nodes"]), np.asarray(out["weights"])
+    assert nodes.shape == weights.shape == (6, 12)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-12)
+    eig = np.linalg.eigvalsh(H)
+    assert nodes.min() >= eig[0] - 1e-10 and nodes.max() <= eig[-1] + 1e-10  # Ritz interlacing
+    assert out["top"].shape == (3,) and out["top"][0] <= eig[-1] + 1e-10
+    np.testing.assert_allclose(out["top"][0], eig[-1], rtol=1e-6)  # 12 steps: converged
+    assert out["min"] >= eig[0] - 1e-10
+    # m-point Gauss quadrature is exact for degree <= 2m - 1: moments 1..3 against v^T H^k v,
+    # v the normalised probes rademacher(key, (6, P)) that spectrum_arrays draws.
+    z = rademacher(key, (6, P))
+    v = z / np.sqrt(P)
+    for p in (1, 2, 3):
+        exact = np.einsum("ij,jk,ik->i", v, np.linalg.matrix_power(H, p), v)
+        np.testing.assert_allclose((weights * nodes**p).sum(axis=1), exact, rtol=1e-9, atol=1e-12)
+    # The trace is Hutchinson on those probes, with a Student-t CI.
+    samples = np.einsum("qi,ij,qj->q", z, H, z)
+    np.testing.assert_allclose(out["trace"], samples.mean(), rtol=1e-9)
+    np.testing.assert_allclose(out["trace_stderr"], samples.std(ddof=1) / np.sqrt(6), rtol=1e-9)
+    assert out["trace_ci_low"] < out["trace"] < out["trace_ci_high"]
+    sigma = 0.02 * (eig[-1] - eig[0])
+    grid = jnp.linspace(eig[0] - 8 * sigma, eig[-1] + 8 * sigma, 4001)
+    dens = hs.density_on_grid(out["nodes"], out["weights"], grid, sigma)
+    np.testing.assert_allclose(jnp.trapezoid(dens, grid), 1.0, atol=1e-6)
+
+
+def test_spectrum_arrays_dense_is_eigh_and_full_slq_agrees(small_mlp):
+    loss, params, H = small_mlp
+    P = H.shape[0]
+    eig = np.linalg.eigvalsh(H)
+
+    @jax.jit
+    def both(p):
+        dense = hs.spectrum_arrays(loss, p, None, k=4, method="dense", batch_size=16)
+        slq = hs.spectrum_arrays(
+            loss, p, jax.random.PRNGKey(1), k=4, method="slq", num_steps=P, num_probes=3
+        )
+        return dense, slq
+
+    dense, slq = both(params)
+    np.testing.assert_allclose(dense["top"], eig[::-1][:4], rtol=1e-10)
+    np.testing.assert_allclose(dense["nodes"][0], eig, atol=1e-12)
+    np.testing.assert_allclose(dense["weights"], np.full((1, P), 1.0 / P))
+    np.testing.assert_allclose(dense["trace"], np.trace(H), rtol=1e-10)
+    assert dense["trace_stderr"] == 0.0 and dense["trace_ci_low"] == dense["trace_ci_high"]
+    np.testing.assert_allclose(slq["top"], eig[::-1][:4], rtol=1e-8)
+    np.testing.assert_allclose(slq["min"], eig[0], atol=1e-10)
+
+
+def test_slq_trace_exact_with_basis_probes(mid_mlp):
+    # Probes e_1..e_P: sum_k w_k theta_k = e_i^T H e_i exactly for any num_steps, so the SLQ
+    # trace is exact. The relu layer leaves some rows of H zero -> exact breakdown at step 0.
+    loss, params, H = mid_mlp
+    P = H.shape[0]
+    nodes, weights = jax.jit(lambda p: hs._slq(hs.flat_hvp(loss, p)[0], jnp.eye(P), 5, 64))(params)
+    assert np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights))
+    np.testing.assert_allclose(P * np.mean(np.sum(weights * nodes, axis=1)), np.trace(H), rtol=1e-8)
+
+
 # --------------------------------------------------------------------------- Hutchinson
-
-
-def _explicit(seed, eigs):
-    A = random_sym(seed, eigs)
-    return (lambda v: A @ v), A
 
 
 def _theory_stderr(A, n):
@@ -221,128 +388,57 @@ def _theory_stderr(A, n):
     return np.sqrt(2.0 * (np.sum(A**2) - np.sum(np.diag(A) ** 2)) / n)
 
 
-def test_hutchinson_converges_to_trace_within_ci():
-    eigs = np.linspace(0.5, 3.0, 60)
-    matvec, A = _explicit(7, eigs)
-    est = hs.hutchinson_trace_matvec(
-        matvec, 60, jax.random.PRNGKey(0), rtol=0.01, max_samples=5000, batch=50
-    )
-    tr = float(np.trace(A))
-    assert est.ci_low <= tr <= est.ci_high
-    assert est.n_samples < 5000
-    assert (est.ci_high - est.ci_low) / 2 <= 0.01 * abs(est.mean) + 1e-12
-    assert all(isinstance(x, float) for x in est[:4]) and isinstance(est.n_samples, int)
-    est_g = hs.hutchinson_trace_matvec(
-        matvec, 60, jax.random.PRNGKey(1), rtol=0.01, z="gaussian", max_samples=20_000, batch=50
-    )
-    assert est_g.n_samples < 20_000 and est_g.ci_low <= tr <= est_g.ci_high
-
-
-def test_hutchinson_negative_trace_terminates_by_relative_rule():
-    eigs = np.linspace(-4.0, 0.5, 50)  # trace = -87.5
-    matvec, A = _explicit(8, eigs)
-    est = hs.hutchinson_trace_matvec(
-        matvec, 50, jax.random.PRNGKey(1), rtol=0.05, atol=1e-3, max_samples=10_000
-    )
-    tr = float(np.trace(A))
-    assert tr < 0 and est.mean < 0
-    assert est.n_samples < 10_000
-    assert est.ci_low <= tr <= est.ci_high
-
-
-def test_hutchinson_near_zero_trace_terminates_by_atol():
-    eigs = np.concatenate([np.linspace(-2.0, -0.1, 20), np.linspace(0.1, 2.0, 20)])
-    matvec, A = _explicit(9, eigs)
-    tr = float(np.trace(A))
-    assert abs(tr) < 1e-10
-    est = hs.hutchinson_trace_matvec(
-        matvec, 40, jax.random.PRNGKey(2), rtol=0.05, atol=1.0, max_samples=100_000, batch=20
-    )
-    half = (est.ci_high - est.ci_low) / 2
-    assert est.n_samples < 100_000
-    assert half <= 1.0 and half > 0.05 * abs(est.mean)  # it was atol, not rtol, that stopped it
-    assert est.ci_low <= tr <= est.ci_high
-    # Without atol the relative rule alone cannot stop on a zero trace: it runs to the cap.
-    capped = hs.hutchinson_trace_matvec(
-        matvec, 40, jax.random.PRNGKey(2), rtol=0.05, max_samples=60, batch=20
-    )
-    assert capped.n_samples == 60
-
-
 def test_hutchinson_stderr_shrinks_like_inverse_sqrt_n():
-    matvec, A = _explicit(10, np.linspace(-1.0, 3.0, 30))
+    A = random_sym(10, np.linspace(-1.0, 3.0, 30))
     f = jax.jit(hs.hutchinson_trace_fixed, static_argnums=(0, 1, 3))
+
+    def matvec(v):
+        return A @ v
+
     errs = {}
     for n in (200, 1800):
         est = f(matvec, 30, jax.random.PRNGKey(n), n)
         errs[n] = float(est.stderr)
+        assert est.n_samples == n
         assert abs(float(est.mean) - float(np.trace(A))) <= 4 * errs[n]
         np.testing.assert_allclose(errs[n], _theory_stderr(A, n), rtol=0.2)
     assert 2.4 < errs[200] / errs[1800] < 3.6  # ideal ratio sqrt(9) = 3
 
 
-def test_hutchinson_on_loss(small_mlp):
-    loss, params, H = small_mlp
-    tr = float(np.trace(H))
-    # Per-probe sd ~1.3 against a trace of ~0.77: rtol=0.1 needs ~1000-1300 probes. A 99 % CI
-    # (measured coverage of the adaptive 95 % CI here: 0.93-0.95 over 40 seeds) keeps the
-    # coverage assertion from failing 1 run in 20.
-    est = hs.hutchinson_trace(
-        loss, params, jax.random.PRNGKey(0), rtol=0.1, batch=100, max_samples=5000, confidence=0.99
-    )
-    assert est.n_samples < 5000
-    assert est.ci_low <= tr <= est.ci_high
-
-
-# --------------------------------------------------------------------------- SLQ
-
-
-def test_slq_weights_density_and_gauss_quadrature(small_mlp):
-    loss, params, H = small_mlp
-    P = H.shape[0]
+@pytest.mark.parametrize("z", ["rademacher", "gaussian"])
+def test_hutchinson_negative_trace_of_an_indefinite_hessian(z):
+    # Loss 0.5 x^T A x with an indefinite A of trace -87.5: the estimate is negative, the CI
+    # holds the truth, the error is within 4 standard errors and the CI is two-sided.
+    eigs = np.linspace(-4.0, 0.5, 50)
+    loss, params = quadratic(random_sym(8, eigs))
+    tr = float(eigs.sum())
+    assert tr < 0
 
     @jax.jit
-    def slq(p, k):
-        nodes, weights = hs.slq_density(hs.flat_hvp(loss, p)[0], P, k, num_probes=6, num_steps=12)
-        # The same normalised Rademacher start vectors the function draws internally.
-        return nodes, weights, jax.random.rademacher(k, (6, P), dtype=jnp.float64)
+    def est(p, k):
+        matvec, dim, _ = hs.flat_hvp(loss, p)
+        return hs.hutchinson_trace_fixed(matvec, dim, k, 600, z=z, batch=64, confidence=0.99)
 
-    nodes, weights, z = slq(params, jax.random.PRNGKey(0))
-    assert nodes.shape == weights.shape == (6, 12)
-    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-12)
-    eig = np.linalg.eigvalsh(H)
-    assert nodes.min() >= eig[0] - 1e-10 and nodes.max() <= eig[-1] + 1e-10  # Ritz interlacing
-    sigma = 0.02 * (eig[-1] - eig[0])
-    grid = jnp.linspace(eig[0] - 8 * sigma, eig[-1] + 8 * sigma, 4001)
-    dens = hs.density_on_grid(nodes, weights, grid, sigma)
-    np.testing.assert_allclose(jnp.trapezoid(dens, grid), 1.0, atol=1e-6)
-    # m-point Gauss quadrature is exact for degree <= 2m - 1: check moments 1..3 against v^T H^k v.
-    v = np.asarray(z) / np.sqrt(P)
-    for p in (1, 2, 3):
-        exact = np.einsum("ij,jk,ik->i", v, np.linalg.matrix_power(H, p), v)
-        np.testing.assert_allclose((weights * nodes**p).sum(axis=1), exact, rtol=1e-9, atol=1e-12)
+    e = est(params, jax.random.PRNGKey(1))
+    assert e.mean < 0 and e.ci_low < e.mean < e.ci_high
+    assert e.ci_low <= tr <= e.ci_high
+    assert abs(float(e.mean) - tr) <= 4 * float(e.stderr)
+    assert float(e.stderr) < 0.1 * abs(tr)  # informative, not a CI that spans both signs
+    assert e.ci_high < 0
 
 
-def test_slq_trace_exact_with_basis_probes_and_unbiased_with_random(mid_mlp):
-    loss, params, H = mid_mlp
+def test_hutchinson_on_loss_matches_trace_and_probe_draws(small_mlp):
+    loss, params, H = small_mlp
     P = H.shape[0]
-    tr = float(np.trace(H))
-    # Probes e_1..e_P: sum_k w_k theta_k = e_i^T H e_i exactly for any num_steps, so the SLQ trace
-    # is exact. The relu layer leaves some rows of H zero -> immediate breakdown, no NaN.
-    assert np.sum(np.all(H == 0.0, axis=1)) >= 8
-    slq = jax.jit(
-        lambda p, probes: hs.slq_density(
-            hs.flat_hvp(loss, p)[0], P, None, num_probes=P, num_steps=5, probes=probes
-        )
-    )
-    nodes, weights = slq(params, jnp.eye(P))
-    assert np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights))
-    np.testing.assert_allclose(hs.slq_trace(nodes, weights, P), tr, rtol=1e-8)
-    # P random Rademacher probes through the same executable: unbiased, per-probe sd
-    # sqrt(2 sum_{i!=j} H_ij^2), so 4 standard errors.
-    z = np.random.default_rng(6).choice([-1.0, 1.0], size=(P, P))
-    nodes, weights = slq(params, jnp.asarray(z))
-    assert abs(float(hs.slq_trace(nodes, weights, P)) - tr) <= 4 * _theory_stderr(H, P)
+    key = jax.random.PRNGKey(0)
+    matvec, dim, _ = hs.flat_hvp(loss, params)
+    est = jax.jit(lambda k: hs.hutchinson_trace_fixed(matvec, dim, k, 50, batch=16))(key)
+    # probe i is rademacher(split(key, n)[i], (P,)): the draws the roughening numbers rest on
+    z = np.stack([rademacher(k, (P,)) for k in jax.random.split(key, 50)])
+    samples = np.einsum("qi,ij,qj->q", z, H, z)
+    np.testing.assert_allclose(est.mean, samples.mean(), rtol=1e-10)
+    np.testing.assert_allclose(est.stderr, samples.std(ddof=1) / np.sqrt(50), rtol=1e-10)
+    assert est.ci_low <= np.trace(H) <= est.ci_high
 
 
 # --------------------------------------------------------------------------- vmap over runs
@@ -360,8 +456,8 @@ def test_vmap_over_runs_equals_loop():
         matvec, dim, _ = hs.flat_hvp(loss, p)
         top = hs.top_eigenvalues(loss, p, 3, k1, num_steps=10)
         tr = hs.hutchinson_trace_fixed(matvec, dim, k2, 16, batch=16).mean
-        nodes, weights = hs.slq_density(matvec, dim, k3, num_probes=4, num_steps=6)
-        return top, tr, nodes, weights
+        out = hs.spectrum_arrays(loss, p, k3, k=2, method="slq", num_steps=6, num_probes=4)
+        return top, tr, out["nodes"], out["weights"]
 
     batched = jax.jit(jax.vmap(per_run))(stacked, keys)
     one = jax.jit(per_run)
@@ -370,25 +466,6 @@ def test_vmap_over_runs_equals_loop():
         want = np.stack([np.asarray(out[i]) for out in looped])
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     assert batched[0].shape == (3, 3) and batched[2].shape == (3, 4, 6) and P == 21
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def test_spectrum_summary_dense_and_lanczos_agree(small_mlp):
-    loss, params, _ = small_mlp
-    key = jax.random.PRNGKey(0)
-    dense = hs.spectrum_summary(loss, params, key, k=3)
-    assert dense["method"] == "dense" and dense["num_params"] == 47
-    lz = hs.spectrum_summary(
-        loss, params, key, k=3, method="lanczos", num_steps=47, rtol=0.1, batch=100, confidence=0.99
-    )
-    json.dumps(dense), json.dumps(lz)  # plain floats/ints/strings only
-    np.testing.assert_allclose(lz["top_eigenvalues"], dense["top_eigenvalues"], rtol=1e-8)
-    np.testing.assert_allclose(lz["min_eigenvalue"], dense["min_eigenvalue"], atol=1e-8)
-    assert lz["trace_n_samples"] >= 100 and lz["trace_stderr"] > 0
-    assert abs(lz["trace"] - dense["trace"]) <= 4 * lz["trace_stderr"]
-    assert dense["trace_ci"] == [dense["trace"], dense["trace"]]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -404,25 +481,27 @@ def test_bad_input_raises_clear_errors(small_mlp):
         hs.top_eigenvalues(loss, params, 3, key, num_steps=48)
     with pytest.raises(QunlearnError, match="num_steps=2 must be in"):
         hs.top_eigenvalues(loss, params, 3, key, num_steps=2)
-    with pytest.raises(QunlearnError, match="more steps than the dimension"):
-        hs.lanczos(matvec, P, P + 1, key)
-    with pytest.raises(QunlearnError, match="num_steps"):
-        hs.slq_density(matvec, P, key, num_probes=2, num_steps=P + 1)
-    with pytest.raises(QunlearnError, match="k=48"):
-        hs.spectrum_summary(loss, params, key, k=48)
+    with pytest.raises(QunlearnError, match="num_steps=48"):
+        hs.spectrum_arrays(loss, params, key, k=3, method="slq", num_steps=48, num_probes=2)
+    with pytest.raises(QunlearnError, match="num_probes=1"):
+        hs.spectrum_arrays(loss, params, key, k=3, method="slq", num_steps=5, num_probes=1)
+    with pytest.raises(QunlearnError, match="needs a PRNG key"):
+        hs.spectrum_arrays(loss, params, None, k=3, method="slq", num_steps=5, num_probes=2)
     with pytest.raises(QunlearnError, match="method='eig'"):
-        hs.spectrum_summary(loss, params, key, method="eig")
+        hs.spectrum_arrays(loss, params, key, k=3, method="eig")
+    with pytest.raises(QunlearnError, match="k=48"):
+        hs.spectrum_arrays(loss, params, key, k=48, method="dense")
     with pytest.raises(QunlearnError, match="z='normal'"):
-        hs.hutchinson_trace(loss, params, key, z="normal")
-    with pytest.raises(QunlearnError, match="rtol"):
-        hs.hutchinson_trace(loss, params, key, rtol=-0.1)
-    with pytest.raises(QunlearnError, match="cannot be traced by jit/vmap"):
-        jax.jit(lambda p: hs.hutchinson_trace(loss, p, key).mean)(params)
+        hs.hutchinson_trace_fixed(matvec, P, key, 10, z="normal")
     with pytest.raises(QunlearnError, match="n_probes=1"):
         hs.hutchinson_trace_fixed(matvec, P, key, 1)
+    with pytest.raises(QunlearnError, match="confidence"):
+        hs.hutchinson_trace_fixed(matvec, P, key, 10, confidence=1.5)
+    with pytest.raises(QunlearnError, match="sigma"):
+        hs.density_on_grid(jnp.zeros((1, 2)), jnp.ones((1, 2)), jnp.zeros(3), 0.0)
     with pytest.raises(QunlearnError, match="real scalar"):
         hs.flat_hvp(lambda p: jnp.ones(3) * p[0][0].sum(), params)
     with pytest.raises(QunlearnError, match="must be real"):
         hs.flat_hvp(lambda p: jnp.abs(p).sum(), jnp.ones(3, jnp.complex128))
-    with pytest.raises(QunlearnError, match="shaped like params"):
-        hs.hvp(loss, params, [(w[:1], b) for w, b in params])
+    with pytest.raises(QunlearnError, match="no array leaves"):
+        hs.flat_hvp(lambda p: jnp.zeros(()), [])

@@ -234,22 +234,31 @@ def _lanczos(matvec: MatVec, v0: Array, num_steps: int) -> tuple[Array, Array, A
 
     matfree's Arnoldi with full re-orthogonalisation (classical Gram-Schmidt twice), ``m``
     products. ``alphas = diag(H)``, ``betas = diag(H, -1)`` = the residual norms; the upper
-    entries of ``H`` are roundoff for a symmetric ``A`` and are dropped. A near-breakdown (an
-    almost invariant Krylov space, e.g. repeated eigenvalues) needs nothing: the re-orthogonalised
-    roundoff residual is a fresh direction orthogonal to ``V``, so the run restarts by itself.
-    An *exact* breakdown, residual exactly 0 at step ``j`` (e.g. ``A = 0``, or a start vector
-    inside a zero block of ``A``), makes matfree divide 0 by 0: every later step is NaN. The
-    first ``j + 1`` steps are then an exact invariant subspace, so they are kept and the rest
-    is zeroed: ``T`` gets a zero block whose Ritz values are 0 with zero SLQ weight and zero
-    Ritz vectors. A NaN loss (NaN from the first step, no zero residual) stays NaN.
+    entries of ``H`` are roundoff for a symmetric ``A`` and are dropped.
+
+    Breakdown, which matfree does not handle: once the Krylov space is (numerically) invariant,
+    ``beta_j <= sqrt(eps) max_i ||A v_i||``, matfree normalises a roundoff residual (or divides
+    0 by 0: NaN) and the following vectors lose orthogonality, giving ghost Ritz values far
+    outside the spectrum (e.g. +-7.3 for a spectrum in [-0.14, 0.09] on the 240-angle QNN, whose
+    Hessian has 105 zero rows, after 240 steps). Here the run is cut at the first such ``j``:
+    steps ``0..j`` span an invariant subspace, so their Ritz values and SLQ weights are exact;
+    the later slots get ``beta = 0`` and ``alpha = alpha_0 = v^T A v`` (a Rayleigh quotient,
+    so every Ritz value stays in ``[lambda_min, lambda_max]``), zero SLQ weight and zero Ritz
+    vectors. A NaN loss (NaN from the first step) stays NaN.
     """
     arnoldi = decomp.hessenberg(num_steps, reortho="full", custom_vjp=False)
     V, H, *_ = arnoldi(matvec, v0)
     alphas, betas = jnp.diagonal(H), jnp.diagonal(H, -1)
+    # ||A v_i||^2 = ||H[:, i]||^2 (A v_i = V h_i + beta_i v_{i+1}); running max up to step i
+    anorm = jax.lax.cummax(jnp.sqrt(jnp.sum(H**2, axis=0)))
+    tol = math.sqrt(float(jnp.finfo(H.dtype).eps))
     steps = jnp.arange(num_steps)
-    first_zero = jnp.min(jnp.where(betas == 0.0, steps[:-1], num_steps), initial=num_steps)
-    valid = steps <= first_zero  # steps after an exact breakdown are 0/0
-    alphas = jnp.where(valid, alphas, 0.0)
+    broke = ~(betas > tol * anorm[:-1])  # also catches NaN after a 0/0
+    first = jnp.min(
+        jnp.where(broke & jnp.isfinite(alphas[:-1]), steps[:-1], num_steps), initial=num_steps
+    )
+    valid = steps <= first
+    alphas = jnp.where(valid, alphas, alphas[0])
     betas = jnp.where(valid[1:], betas, 0.0)
     return alphas, betas, jnp.where(valid[:, None], V, 0.0)
 
