@@ -20,7 +20,7 @@ spectrum (16 probes x 40 steps, 16 at a time, as the curvature config) on both m
 fixed Hutchinson trace, our chunked probes (32 at a time) against matfree's
 ``stochtrace.estimator_monte_carlo_mean_and_sem`` (all probes vmapped at once).
 
-Measured 2026-05 on the shared 2-core CPU box (load average 2-3 from a background job, so
+Measured 2026-12-01 on the shared 2-core CPU box (load average 2-3 from a background job, so
 steady times are +-20 %), ``python bench/bench_hessian.py --compare``:
 
 accuracy vs eigh (top-5 max relative error; min / max Ritz value error)::
