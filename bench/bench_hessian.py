@@ -20,26 +20,36 @@ spectrum (16 probes x 40 steps, 16 at a time, as the curvature config) on both m
 fixed Hutchinson trace, our chunked probes (32 at a time) against matfree's
 ``stochtrace.estimator_monte_carlo_mean_and_sem`` (all probes vmapped at once).
 
-Measured 2026-12-01 on the shared 2-core CPU box (load average 2-3 from a background job, so
-steady times are +-20 %), ``python bench/bench_hessian.py --compare``:
+Measured 2026-12-01 on the shared 2-core CPU box, ``python bench/bench_hessian.py --compare``
+(26 min; load average 4-10 from other jobs, so steady wall times are noisy: the process CPU
+times are the steadier numbers).
 
-accuracy vs eigh (top-5 max relative error; min / max Ritz value error)::
+(1) accuracy vs dense eigh, top-5 max relative error (raw: min / max Ritz value error)::
 
-    MLP 8-4-1 relu (41 params, 6 zero rows), 41 steps: hand 2e-15, matfree 2e-15, raw 16
-    QNN 4 qubits depth 2 (32, 18 zero rows), 32 steps: hand 6e-13, matfree 1e-12, raw 23
-    QNN 10 qubits depth 6 (240, 105 zero rows), 40 steps: hand 9e-16, matfree 1e-15, raw 1e-15
-    QNN 240, 240 steps: hand 3e-15, matfree 1e-15, raw 280 (Ritz values +-7.3, spectrum
-    [-0.14, 0.09]); SLQ moments p = 1..3 agree with v^T H^p v to ~1e-13 for hand and matfree
+    MLP 8-4-1 relu, P = 41 (no zero rows), 41 steps:  hand 1e-15  matfree 2e-15  raw 2e-15
+    QNN 4 qubits depth 2, P = 32 (18 zero rows), 16 steps: hand 2e-13  matfree 7e-13  raw 6e-13
+                                                 32 steps: hand 2e-13  matfree 7e-13  raw 72
+    QNN 10 qubits depth 6, P = 240 (105 zero rows), 40 steps: all three 2e-15
+                                                 240 steps: hand 1e-15  matfree 2e-15
+                                                 raw 1.4e3 (min / max off by -36 / +36 for a
+                                                 spectrum in [-0.136, 0.089]: ghosts)
+    SLQ moments p = 1..3 vs v^T H^p v: <= 3e-14 everywhere
 
-time, compile / steady (s)::
+(2) compile / steady wall / steady CPU (s); hand and matfree outputs agree to <= 1e-14::
 
-    top-5, 40 steps    MLP 66,657: hand 3.6 / 0.99   matfree 2.6 / 0.86
-                       QNN 240:    hand 30 / 4.0     matfree 10-18 / 2.6-3.0
-    (see the script's output for SLQ and Hutchinson; matfree's all-at-once Hutchinson is no
-    faster than 32-probe chunks and needs 300 HVPs' memory at once)
+    MLP 66,657  top-5, 40 steps   hand  2.7 / 0.60 / 0.60   matfree  2.1 / 0.40 / 0.74
+    MLP 66,657  SLQ 16 x 40       hand  2.2 / 19.4 / 19.1   matfree  3.4 / 11.1 / 11.1
+    QNN 240     top-5, 40 steps   hand 28.8 / 2.71 / 2.69   matfree 14.9 / 4.70 / 2.90
+    QNN 240     SLQ 16 x 40       hand 41.9 / 68.4 / 47.3   matfree 35.4 / 49.1 / 42.9
 
-Ritz values of hand and matfree agree to ~1e-15 relative wherever Lanczos does not break down;
-the hand-written loop compiles two copies of the HVP (loop body + final alpha), matfree one.
+(3) Hutchinson, 300 probes, MLP 66,657: ours (32 at a time) 1.45 / 0.94 / 1.78, matfree's
+estimator (all 300 at once, its own probe draw) 1.04 / 1.17 / 2.26: no faster, and 300 HVPs'
+memory at once.
+
+So matfree is as accurate as the hand-written Lanczos once the breakdown cut is added (without
+it, it is not, whenever the Krylov space becomes invariant: zero Hessian rows and enough
+steps), and at least as fast (the hand-written loop compiled two copies of the HVP, loop body
+plus a final alpha; matfree one).
 
 Run: ``python bench/bench_hessian.py [--steps 30 40 80] [--compare] [--seed 0]``.
 """

@@ -265,7 +265,7 @@ def test_breakdown_is_cut_no_ghosts_no_nan(mid_mlp):
     assert np.sum(np.all(H == 0.0, axis=1)) >= 8
     exact = np.linalg.eigvalsh(H)
     scale = np.abs(exact).max()
-    z = jnp.asarray(rademacher(jax.random.PRNGKey(4), (P,)))
+    z = jnp.asarray(rademacher(jax.random.PRNGKey(15), (P,)))  # uncut: a ghost at -1.86
     alphas, betas, V = jax.jit(lambda p, v: hs._lanczos(hs.flat_hvp(loss, p)[0], v, P))(params, z)
     assert np.all(np.isfinite(alphas)) and np.all(np.isfinite(V))
     theta = np.linalg.eigvalsh(hs._tridiagonal(alphas, betas))
