@@ -144,9 +144,6 @@ CONFIG_TYPES: dict[str, type] = {
 }
 
 
-_did_you_mean = did_you_mean
-
-
 # Value checks, by field name, wherever the field occurs: ``check(where, value)`` returns the
 # one-line message (problem: fix) or None. Types are checked before, by ``_convert``.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a file-name component, no separators
@@ -280,7 +277,7 @@ def _safe_name(where, value):
 def _one_of(*options):
     def check(where, value):
         if value not in options:
-            hint = _did_you_mean(value, options)
+            hint = did_you_mean(value, options)
             return f"{where} = {value!r}{hint} must be one of {list(options)}"
         return None
 
@@ -397,7 +394,7 @@ def build(cls, data: Mapping, where: str = "config"):
     for key in data:
         if key not in fields:
             raise QunlearnError(
-                f"unknown key {where}.{key}{_did_you_mean(key, fields)}: valid keys are "
+                f"unknown key {where}.{key}{did_you_mean(key, fields)}: valid keys are "
                 f"{sorted(fields)}"
             )
     values = {}
@@ -504,7 +501,7 @@ def apply_override(data: dict, dotted: str, value) -> None:
         if part not in node:
             where = ".".join(parents[: i + 1])
             raise QunlearnError(
-                f"override {dotted!r}: no table {where!r}{_did_you_mean(part, node)}; "
+                f"override {dotted!r}: no table {where!r}{did_you_mean(part, node)}; "
                 f"the keys there are {sorted(node)}"
             )
         node = node[part]
@@ -525,7 +522,7 @@ def select_models(data: dict, names) -> None:
     if unknown:
         raise QunlearnError(
             f"--models: no table [models.{unknown[0]}] in the config"
-            f"{_did_you_mean(unknown[0], tables)}; its model tables are {', '.join(tables)}"
+            f"{did_you_mean(unknown[0], tables)}; its model tables are {', '.join(tables)}"
         )
     if not names:
         raise QunlearnError("--models: name at least one model table, e.g. --models qnn")
@@ -562,7 +559,7 @@ def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=No
     kind = data.get("experiment")
     if kind not in CONFIG_TYPES:
         raise QunlearnError(
-            f"config {path}: experiment = {kind!r}{_did_you_mean(str(kind), CONFIG_TYPES)} is not "
+            f"config {path}: experiment = {kind!r}{did_you_mean(str(kind), CONFIG_TYPES)} is not "
             f"one of {sorted(CONFIG_TYPES)}"
         )
     return build(CONFIG_TYPES[kind], data)

@@ -168,16 +168,14 @@ def run_cells(
     bar = progress.overall(name, len(cells))
     bar.update(len(reused))
 
-    def traced(items):
-        for cell_id, cell in items:
+    def computations():
+        """In process: one cell at a time, each under its own progress bar and timer."""
+        for cell_id, cell in todo:
             with progress.cell(cell_id, cell.ticks):
                 began = time.perf_counter()
-                yield cell_id, cell, began
-
-    def computations():
-        for cell_id, cell, began in traced(todo):
-            ((_, result),) = executor.map(store, [(cell_id, cell)])
-            yield cell_id, result, time.perf_counter() - began
+                ((_, result),) = executor.map(store, [(cell_id, cell)])
+                seconds = time.perf_counter() - began
+            yield cell_id, result, seconds
 
     def last_run(interrupted: bool) -> dict:
         return {
