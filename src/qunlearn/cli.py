@@ -62,6 +62,14 @@ def cmd_run(args) -> None:
     else:
         config_out = _default_out(config)
     resume = _resume_command(args, config_out)
+    if getattr(args, "refine", False):
+        from qunlearn.experiments.runner import refine_config, refine_dir, refine_grid
+
+        grid = refine_grid(args.refine_grid)
+        config, config_out = refine_config(config, config_out, grid), refine_dir(config_out, grid)
+        if config is None:
+            print(f"nothing to refine: every alpha of {args.refine_grid} is in the sweep already")
+            return
     try:
         store = run(
             config, config_out, cache_dir=args.cache_dir, progress=not args.quiet, command=resume
@@ -105,6 +113,8 @@ def _resume_command(args, out: Path) -> str:
         words += ["--models", args.models]
     if args.quiet:
         words.append("--quiet")
+    if getattr(args, "refine", False):
+        words += ["--refine", "--refine-grid", args.refine_grid]
     return shlex.join(words)
 
 
@@ -192,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these [models.NAME] tables, e.g. --models qnn",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="noise sweep: add the alphas of --refine-grid to the finished sweep in --out, as a "
+        "refinement OUT/refine-LO-HI-STEP that compare and plot of OUT read too",
+    )
+    p.add_argument(
+        "--refine-grid",
+        default="0.40:0.60:0.02",
+        metavar="LO:HI:STEP",
+        help="the alphas --refine adds (default 0.40:0.60:0.02; those the sweep has are reused)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

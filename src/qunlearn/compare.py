@@ -57,6 +57,25 @@ def read_verified(results_dir: str | Path):
     return verified
 
 
+def sweep_rows(verified) -> list[dict]:
+    """``results.csv`` rows of a verified results directory; for a noise sweep, plus the rows of
+    its refinements (``qunlearn run CONFIG --refine``) at the alphas it lacks."""
+    rows = verified.table()
+    if verified.config.get("experiment") != "noise_sweep":
+        return rows
+    from qunlearn.experiments.runner import refinements
+
+    def cell(r):
+        return r["model"], r["noise"], round(float(r["alpha"]), 3)
+
+    have = {cell(r) for r in rows}
+    for refined in refinements(verified.root, verified.config):
+        extra = [r for r in refined.table() if cell(r) not in have]
+        have |= {cell(r) for r in extra}
+        rows = rows + extra
+    return rows
+
+
 # --- what is comparable with the paper -------------------------------------------------------
 
 PAPER_CONFIGS = {  # (experiment, dataset) -> the shipped config that states the paper's protocol
@@ -237,8 +256,52 @@ def compare_sweep(
     return table
 
 
-def critical_alphas(table: list[dict]) -> list[dict]:
-    """alpha_c (val accuracy crossing 0.5) per (dataset, model, noise), ours and the paper's."""
+def sweep_runs(rows: list[dict], model_kinds: dict | None = None) -> dict:
+    """{(dataset, model, noise): {alpha: [val acc per run]}} from tidy rows (metric, value) or the
+    paper's wide rows (a ``val_acc`` column); ``model_kinds`` renames models (ours -> paper's)."""
+    model_kinds = model_kinds or {}
+    out = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if "metric" in row and row["metric"] != "val_acc":
+            continue
+        value = row["value"] if "metric" in row else row["val_acc"]
+        key = (row["dataset"], model_kinds.get(row["model"], row["model"]), row["noise"])
+        out[key][round(float(row["alpha"]), 3)].append(float(value))
+    return out
+
+
+def _transition_fields(runs: dict | None, who: str) -> dict:
+    """α_c fitted to the mean curve with bootstrap 95 % intervals (qunlearn.experiments.
+    transition), as ``alpha_c_fit_<who>``, ``..._lo/_hi``, ``width_<who>``, ``..._lo/_hi``."""
+    from qunlearn.experiments.transition import bootstrap_transition
+
+    fit = bootstrap_transition(runs) if runs else None
+    if fit is None:
+        return {}
+    return {
+        f"alpha_c_fit_{who}": fit["alpha_c"],
+        f"alpha_c_fit_{who}_lo": fit["alpha_c_lo"],
+        f"alpha_c_fit_{who}_hi": fit["alpha_c_hi"],
+        f"width_{who}": fit["width"],
+        f"width_{who}_lo": fit["width_lo"],
+        f"width_{who}_hi": fit["width_hi"],
+        f"crossing_fraction_{who}": fit["crossing_fraction"],
+    }
+
+
+def critical_alphas(
+    table: list[dict],
+    runs: dict | None = None,
+    paper_runs: dict | None = None,
+    model_kinds: dict | None = None,
+) -> list[dict]:
+    """alpha_c (val accuracy crossing 0.5) per (dataset, model, noise), ours and the paper's.
+
+    ``alpha_c_ours`` / ``alpha_c_paper`` interpolate the mean curves linearly (the paper's point
+    value). With per-run values (``runs`` ours, ``paper_runs`` the paper's, both from
+    :func:`sweep_runs`; the paper's keyed by its model kind, ``model_kinds`` maps ours to it) each
+    side also gets the logistic fit's α_c and width with bootstrap 95 % intervals."""
+    model_kinds = model_kinds or {}
     groups = defaultdict(list)
     for row in table:
         if row["metric"] == "val_acc":
@@ -252,10 +315,39 @@ def critical_alphas(table: list[dict]) -> list[dict]:
             "noise": noise,
             "alpha_c_ours": critical_alpha(alphas, [r["ours_mean"] for r in rows]),
         }
-        if all("paper_mean" in r for r in rows):
+        paper = (paper_runs or {}).get((dataset, model_kinds.get(model, model), noise))
+        if paper:  # the paper's own grid, whatever extra alphas we ran
+            grid = sorted(paper)
+            entry["alpha_c_paper"] = critical_alpha(grid, [np.mean(paper[a]) for a in grid])
+        elif all("paper_mean" in r for r in rows):
             entry["alpha_c_paper"] = critical_alpha(alphas, [r["paper_mean"] for r in rows])
+        if runs is not None:
+            entry |= _transition_fields(runs.get((dataset, model, noise)), "ours")
+            entry |= _transition_fields(paper, "paper")
         out.append(entry)
     return out
+
+
+def format_critical(crit: list[dict]) -> str:
+    """One line per (dataset, model, noise): interpolated α_c, then the fit with 95 % intervals."""
+
+    def fit(c, who):
+        if f"alpha_c_fit_{who}" not in c:
+            return ""
+        ci = _interval(c, f"alpha_c_fit_{who}")
+        width = _interval(c, f"width_{who}")
+        return f" (fit {_fmt(c[f'alpha_c_fit_{who}'])}{ci}, width {_fmt(c[f'width_{who}'])}{width})"
+
+    return "\n".join(
+        f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours {_fmt(c['alpha_c_ours'])}"
+        f"{fit(c, 'ours')}, paper {_fmt(c.get('alpha_c_paper'))}{fit(c, 'paper')}"
+        for c in crit
+    )
+
+
+def _interval(c: dict, name: str) -> str:
+    lo, hi = c.get(f"{name}_lo"), c.get(f"{name}_hi")
+    return "" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]"
 
 
 def format_table(table: list[dict]) -> str:
@@ -281,7 +373,7 @@ def compare_results_dir(results_dir: str | Path, out: str | Path | None = None) 
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir
     verified = read_verified(results_dir)
-    manifest, rows = verified.manifest, verified.table()
+    manifest, rows = verified.manifest, sweep_rows(verified)
     kind = manifest["config"]["experiment"]
     if kind not in COMPARATORS:
         raise QunlearnError(f"no published numbers to compare a {kind!r} experiment with")
@@ -298,8 +390,12 @@ def compare_results_dir(results_dir: str | Path, out: str | Path | None = None) 
 def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
     check = protocol_check(manifest["config"])
     judged = {t for t, d in check["differences"].items() if not d}
-    table = compare_sweep(results, {t: k for t, k in check["kinds"].items() if k}, judged)
-    crit = critical_alphas(table)
+    kinds = {t: k for t, k in check["kinds"].items() if k}
+    table = compare_sweep(results, kinds, judged)
+    paper_runs = {}
+    for dataset in {r["dataset"] for r in results} & set(REFERENCE_SWEEPS):
+        paper_runs |= sweep_runs(reference_rows(REFERENCE_SWEEPS[dataset]))
+    crit = critical_alphas(table, sweep_runs(results), paper_runs, kinds)
     fields = [
         "dataset",
         "model",
@@ -325,11 +421,12 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -
     }
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = format_table(table) + "\n\n" + f"passed {summary['passed']}/{summary['cells']} cells\n"
-    text += "\n".join(
-        f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours "
-        f"{_fmt(c['alpha_c_ours'])}, paper {_fmt(c.get('alpha_c_paper'))}"
-        for c in crit
+    text += (
+        "alpha_c: mean val acc crossing 0.5, linearly interpolated (the paper's point value); "
+        "fit: the same crossing of a logistic fit, bootstrap 95 % interval over runs per alpha "
+        "[lo, hi]; width: its 90 %..10 % drop\n"
     )
+    text += format_critical(crit)
     return {"table": table, "summary": summary, "text": text}
 
 

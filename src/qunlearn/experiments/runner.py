@@ -4,7 +4,9 @@ check first), then the results directory is locked and the cell engine runs them
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +14,13 @@ from types import SimpleNamespace
 from qunlearn.errors import QunlearnError, warn
 from qunlearn.experiments import curvature, noise_sweep, roughening, unlearning
 from qunlearn.experiments.common import environment, write_table
-from qunlearn.experiments.config import CurvatureConfig, check, config_hash, to_dict
+from qunlearn.experiments.config import (
+    CurvatureConfig,
+    _hashed_part,
+    check,
+    config_hash,
+    to_dict,
+)
 from qunlearn.experiments.engine import Progress, run_cells
 from qunlearn.experiments.store import ResultStore, locked
 
@@ -114,3 +122,82 @@ class VerifiedResults:
                 f"{self.root / name} does not match the verified cells (edited, or an older "
                 "run's); using the verified cells"
             )
+
+
+# --- refining a noise sweep's alpha grid -----------------------------------------------------
+#
+# A results directory is one config (its hash signs every cell), so adding alphas to a finished
+# sweep cannot reuse that directory. But a Fig 2 cell's numbers depend only on (dataset, model,
+# noise, alpha) and the seed (experiments/keys.py), never on which other alphas a config lists.
+# So the extra alphas go into a sibling results directory OUT/refine-LO-HI-STEP/ holding the
+# same config with only the new alphas; compare and plot of OUT read both.
+
+REFINE_PREFIX = "refine-"
+DEFAULT_REFINE = "0.40:0.60:0.02"
+
+
+def refine_grid(text: str) -> tuple[float, ...]:
+    """``"LO:HI:STEP"`` -> the alphas LO, LO + STEP, ..., HI (rounded to 3 decimals, as cells are
+    named), checked: 0 <= LO <= HI < 1 and STEP > 0."""
+    try:
+        lo, hi, step = (float(p) for p in text.split(":"))
+    except ValueError:
+        raise QunlearnError(
+            f"--refine-grid {text!r} must be LO:HI:STEP, e.g. {DEFAULT_REFINE}"
+        ) from None
+    if not (0.0 <= lo <= hi < 1.0 and step > 0):
+        raise QunlearnError(
+            f"--refine-grid {text!r}: need 0 <= LO <= HI < 1 and STEP > 0, e.g. {DEFAULT_REFINE}"
+        )
+    count = int((hi - lo) / step + 1e-9) + 1  # every LO + i * STEP up to HI
+    if count > 1000:
+        raise QunlearnError(f"--refine-grid {text!r} makes {count} alphas: use a larger STEP")
+    return tuple(dict.fromkeys(round(lo + i * step, 3) for i in range(count)))
+
+
+def refine_dir(out: str | Path, grid: tuple[float, ...]) -> Path:
+    step = round(grid[1] - grid[0], 3) if len(grid) > 1 else 0.0
+    return Path(out) / f"{REFINE_PREFIX}{grid[0]:.3f}-{grid[-1]:.3f}-{step:.3f}"
+
+
+def refine_config(config, out: str | Path, grid: tuple[float, ...]):
+    """The config of ``out``'s refinement: ``config`` with only the alphas of ``grid`` that ``out``
+    lacks. ``out`` must hold a finished run of ``config`` itself (the cells to reuse); None when
+    ``out`` has every alpha of ``grid`` already."""
+    if config.experiment != "noise_sweep":
+        raise QunlearnError(
+            f"--refine adds noise ratios to a noise sweep, not a {config.experiment}"
+        )
+    base = ResultStore.read(out)
+    if base.manifest.get("config_hash") != config_hash(config):
+        raise QunlearnError(
+            f"--refine: {out} holds results of another config: run this config there first "
+            "(`qunlearn run CONFIG --out OUT`), then refine it with the same config and overrides"
+        )
+    have = {round(a, 3) for a in config.alphas}
+    new = tuple(a for a in grid if round(a, 3) not in have)
+    if not new:
+        return None
+    return dataclasses.replace(config, alphas=new, name=f"{config.name}.refine")
+
+
+def _comparable_part(config: dict) -> str:
+    """The config as hashed, without the alpha grid and the name (all a refinement changes)."""
+    data = {k: v for k, v in config.items() if k not in ("alphas", "name")}
+    return json.dumps(_hashed_part(data), sort_keys=True)
+
+
+def refinements(results_dir: str | Path, config: dict) -> list[VerifiedResults]:
+    """The refinement directories inside ``results_dir`` (see ``refine_config``) whose config is
+    ``config`` but for its alphas; others are warned about and left out."""
+    found = []
+    for sub in sorted(Path(results_dir).glob(f"{REFINE_PREFIX}*")):
+        if not (sub / "manifest.json").is_file():
+            continue
+        verified = VerifiedResults(sub)
+        if _comparable_part(verified.config) != _comparable_part(config):
+            warn(f"{sub}: a refinement of another config; left out")
+            continue
+        verified.warn_problems()
+        found.append(verified)
+    return found

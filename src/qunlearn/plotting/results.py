@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qunlearn.compare import REFERENCE_SWEEPS, read_verified, reference_rows
+from qunlearn.compare import REFERENCE_SWEEPS, read_verified, reference_rows, sweep_rows
 from qunlearn.errors import QunlearnError
 
 
@@ -14,7 +14,7 @@ def plot_results_dir(results_dir: str | Path, out: str | Path | None = None) -> 
     :func:`qunlearn.compare.read_verified`), into ``out`` (default: the results directory; pass
     another for one shared read-only)."""
     verified = read_verified(results_dir)
-    config, rows = verified.config, verified.table()
+    config, rows = verified.config, sweep_rows(verified)
     results_dir = Path(out) if out is not None else Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(results_dir, os.W_OK):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qunlearn.experiments.transition import bootstrap_transition
 from qunlearn.plotting.style import mean_std_band, model_color, new_figure, save
 
 NOISE_TITLES = {"label_flip": "label flipping", "feature_randomization": "feature randomisation"}
@@ -26,17 +27,43 @@ def _series(rows, metric):
     return out
 
 
+def _runs(rows, metric="val_acc"):
+    """{(model, noise): {alpha: [value per run]}} from tidy rows."""
+    values = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["metric"] == metric:
+            values[(r["model"], r["noise"])][float(r["alpha"])].append(float(r["value"]))
+    return values
+
+
+def mark_critical_alpha(ax, runs_by_alpha, *, color, label: str) -> dict | None:
+    """α_c of the logistic fit (qunlearn.experiments.transition) as a diamond at accuracy 0.5
+    with its bootstrap 95 % interval as a horizontal error bar; nothing without a crossing."""
+    fit = bootstrap_transition(runs_by_alpha)
+    if fit is None or fit["alpha_c"] is None:
+        return None
+    x = fit["alpha_c"]
+    xerr = None
+    if fit["alpha_c_lo"] is not None:
+        xerr = [[x - fit["alpha_c_lo"]], [fit["alpha_c_hi"] - x]]
+    ax.errorbar(
+        [x], [0.5], xerr=xerr, fmt="D", ms=6, color=color, mec="k", capsize=3, zorder=5, label=label
+    )
+    return fit
+
+
 def plot_noise_sweep(
     rows: list[dict], out_dir: str | Path, *, reference: list[dict] | None = None, title: str = ""
 ) -> list[Path]:
-    """One panel per noise type; solid = clean validation, dashed = noisy-label training accuracy.
-    ``reference`` (paper rows, our tidy format) is drawn as hollow markers. Saves
-    fig2_noise_sweep.png/.pdf."""
+    """One panel per noise type; solid = clean validation, dashed = noisy-label training accuracy,
+    diamond = α_c (logistic fit crossing 0.5) with its bootstrap 95 % interval. ``reference``
+    (paper rows, our tidy format) is drawn as hollow markers. Saves fig2_noise_sweep.png/.pdf."""
     out_dir = Path(out_dir)
     noises = sorted({r["noise"] for r in rows})
     fig = new_figure(5.2 * len(noises), 4, layout=None)
     axes = fig.subplots(1, len(noises), squeeze=False)
     val, train = _series(rows, "val_acc"), _series(rows, "train_acc_noisy_labels")
+    val_runs = _runs(rows)
     ref = _series(reference, "val_acc") if reference else {}
     for ax, noise in zip(axes[0], noises, strict=True):
         for (model, nz), (a, m, s) in sorted(val.items()):
@@ -55,6 +82,12 @@ def plot_noise_sweep(
                 label=f"{model.upper()} validation",
             )
             color = line.get_color()
+            mark_critical_alpha(
+                ax,
+                val_runs[(model, nz)],
+                color=color,
+                label=rf"{model.upper()} $\alpha_c$ (fit, 95 % CI)",
+            )
             if (model, nz) in train:
                 ta, tm, _ = train[(model, nz)]
                 ax.plot(

@@ -1,0 +1,160 @@
+"""α_c of a noise sweep: the logistic fit, its bootstrap intervals, and refining the alpha grid."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from qunlearn.cli import main
+from qunlearn.data import Dataset
+from qunlearn.experiments import noise_sweep
+from qunlearn.experiments.transition import (
+    bootstrap_transition,
+    crossing,
+    fit_curve,
+    logistic_drop,
+)
+
+TRUE = {"lo": 0.08, "hi": 0.96, "centre": 0.47, "scale": 0.035}  # asymmetric: α_c != centre
+ALPHAS = np.round(np.arange(0.0, 0.95, 0.05), 3)
+
+
+def _synthetic(runs: int, seed: int, noise: float = 0.04) -> dict:
+    """{alpha: runs draws of the true curve plus Gaussian run-to-run noise}."""
+    rng = np.random.default_rng(seed)
+    mean = logistic_drop(ALPHAS, **TRUE)
+    return {
+        float(a): list(m + noise * rng.normal(size=runs)) for a, m in zip(ALPHAS, mean, strict=True)
+    }
+
+
+def test_crossing_is_where_the_curve_equals_one_half():
+    alpha_c = crossing(**TRUE)
+    assert logistic_drop(alpha_c, **TRUE) == pytest.approx(0.5, abs=1e-12)
+    assert alpha_c != pytest.approx(TRUE["centre"], abs=1e-3)  # asymmetric drop
+    assert crossing(0.6, 0.95, 0.5, 0.05) is None  # never falls through 0.5
+
+
+def test_fit_of_an_exact_curve_recovers_its_parameters():
+    fit = fit_curve(ALPHAS, logistic_drop(ALPHAS, **TRUE))
+    for name, value in TRUE.items():
+        assert fit[name] == pytest.approx(value, abs=1e-4), name
+    assert fit["alpha_c"] == pytest.approx(crossing(**TRUE), abs=1e-4)
+    assert fit["width"] == pytest.approx(2 * np.log(9) * TRUE["scale"], abs=1e-3)
+
+
+def test_bootstrap_interval_covers_the_true_alpha_c():
+    fit = bootstrap_transition(_synthetic(runs=6, seed=3), resamples=200, seed=0)
+    true_c, true_width = crossing(**TRUE), 2 * np.log(9) * TRUE["scale"]
+    assert fit["alpha_c_lo"] <= true_c <= fit["alpha_c_hi"]
+    assert fit["alpha_c_lo"] <= fit["alpha_c"] <= fit["alpha_c_hi"]
+    assert fit["width_lo"] <= true_width <= fit["width_hi"]
+    assert fit["alpha_c_hi"] - fit["alpha_c_lo"] < 0.1
+    assert fit["crossing_fraction"] == 1.0 and fit["runs"] == 6
+
+
+def test_interval_shrinks_with_more_runs():
+    def ci_width(runs):
+        fit = bootstrap_transition(_synthetic(runs=runs, seed=1), resamples=200, seed=0)
+        return fit["alpha_c_hi"] - fit["alpha_c_lo"]
+
+    few, many = ci_width(4), ci_width(64)
+    assert many < 0.5 * few  # ~ 1/sqrt(16) = 0.25 expected
+
+
+def test_bootstrap_is_seeded_and_drops_diverged_runs():
+    data = _synthetic(runs=5, seed=2)
+    with_nan = {a: [*v, float("nan")] for a, v in data.items()}
+    one, two = (bootstrap_transition(with_nan, resamples=50, seed=4) for _ in range(2))
+    assert one == two
+    assert one["runs"] == 5
+
+
+def test_no_transition_inside_the_grid_gives_no_alpha_c():
+    flat = {float(a): [0.98 - 0.01 * a, 0.97] for a in ALPHAS}  # XXZ QNN under feature noise
+    fit = bootstrap_transition(flat, resamples=50)
+    assert fit["alpha_c"] is None and fit["alpha_c_lo"] is None
+
+
+# --- compare and plot show it; refining the grid --------------------------------------------
+
+CONFIG = """\
+experiment = "noise_sweep"
+name = "refined"
+dataset = "mnist"
+noises = ["label_flip"]
+alphas = [0.0, 0.2, 0.4, 0.6, 0.8]
+runs = 2
+
+[models.mlp]
+model = "mlp"
+hyper = { hidden = [4] }
+epochs = 3
+batch_size = 16
+lr = 0.05
+"""
+
+
+@pytest.fixture
+def toy_data(monkeypatch):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20).astype(np.int32)
+    x = rng.normal(size=(40, 16)) + 1.5 * y[:, None]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    data = Dataset("mnist", x, y, x[::2], y[::2], {"source": {"kind": "synthetic"}})
+    monkeypatch.setattr(noise_sweep, "load_dataset", lambda name, cache_dir=None, **kw: data)
+
+
+def _cells(path):
+    return sorted(p.stem for p in (path / "cells").glob("*.json"))
+
+
+def _rows(path):
+    with open(path / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_refine_adds_only_new_alphas_and_compare_reads_them(tmp_path, toy_data, capsys):
+    config, out = tmp_path / "c.toml", tmp_path / "out"
+    config.write_text(CONFIG)
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    args = ["run", str(config), "--out", str(out), "--quiet", "--refine"]
+    assert main([*args, "--refine-grid", "0.3:0.5:0.1"]) == 0
+    (refined,) = out.glob("refine-*")
+    assert refined.name == "refine-0.300-0.500-0.100"
+    assert _cells(refined) == ["mlp__label_flip__alpha0.300", "mlp__label_flip__alpha0.500"]
+    assert len(_cells(out)) == 5  # the sweep itself is untouched
+
+    # a refinement cell is the cell a sweep listing that alpha computes (keys name the cell)
+    direct = tmp_path / "direct"
+    assert main(["run", str(config), "alphas=[0.3]", "--out", str(direct), "--quiet"]) == 0
+    assert [r["value"] for r in _rows(direct)] == [
+        r["value"] for r in _rows(refined) if r["alpha"] == "0.3"
+    ]
+
+    capsys.readouterr()
+    assert main(["compare", str(out)]) == 0
+    text = capsys.readouterr().out
+    alphas = {r["alpha"] for r in _rows_of_compare(out)}
+    assert {"0.3", "0.5", "0.0", "0.8"} <= alphas
+    assert "alpha_c mnist mlp label_flip: ours" in text and "(fit " in text
+    summary = json.loads((out / "compare.json").read_text())
+    (crit,) = summary["critical_alpha"]
+    assert {"alpha_c_fit_ours", "alpha_c_fit_ours_lo", "width_ours", "alpha_c_paper"} <= set(crit)
+
+    assert main(["plot", str(out)]) == 0
+    assert (out / "fig2_noise_sweep.png").stat().st_size > 0
+
+    # every alpha there already: nothing to do; another config: refused before anything is run
+    assert main([*args, "--refine-grid", "0.2:0.4:0.2"]) == 0
+    assert "nothing to refine" in capsys.readouterr().out
+    assert main([*args, "runs=3"]) == 2
+    assert "holds results of another config" in capsys.readouterr().err
+    assert main([*args, "--refine-grid", "0.5:0.3:0.1"]) == 2
+    assert "LO <= HI" in capsys.readouterr().err
+
+
+def _rows_of_compare(out):
+    with open(out / "compare.csv", newline="") as f:
+        return list(csv.DictReader(f))
