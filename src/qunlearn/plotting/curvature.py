@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from qunlearn.compare import compare_roughening, read_csv
 from qunlearn.plotting.style import (
@@ -40,17 +41,22 @@ METRIC_TITLES = {"eig_1": "top Hessian eigenvalue", "trace": "Hessian trace"}
 
 
 def _figure(n_rows: int, n_cols: int, width: float, height: float):
-    fig = new_figure(width * n_cols, height * n_rows)
+    fig = new_figure(width * n_cols, height * n_rows, style=STYLE)
     return fig, fig.subplots(n_rows, n_cols, squeeze=False)
 
 
 def plot_curvature_vs_epoch(
     rows: list[dict], out_dir: str | Path, *, metric: str, title: str = ""
 ) -> list[Path]:
+    """:func:`draw_curvature_vs_epoch`, saved as curvature_<metric>.png/.pdf in ``out_dir``."""
+    fig = draw_curvature_vs_epoch(rows, metric=metric, title=title)
+    return save(fig, Path(out_dir) / f"curvature_{metric}")
+
+
+def draw_curvature_vs_epoch(rows: list[dict], *, metric: str, title: str = "") -> Figure:
     """``metric`` (e.g. "eig_1", "trace") vs unlearning epoch: rows = models, columns = losses,
     one line per method (mean ± std band over runs); the clean and the poisoned teacher's levels
-    as horizontal lines. Saves curvature_<metric>.png/.pdf."""
-    out_dir = Path(out_dir)
+    as horizontal lines."""
     rows = [r for r in rows if r["metric"] == metric]
     models = list(dict.fromkeys(r["model"] for r in rows))
     losses = [loss for loss in LOSS_TITLES if any(r["loss"] == loss for r in rows)]
@@ -81,7 +87,7 @@ def plot_curvature_vs_epoch(
             axes[0, 0].legend(loc="best")
         if title:
             fig.suptitle(title)
-        return save(fig, out_dir / f"curvature_{metric}")
+        return fig
 
 
 def _mean_density(rows: list[dict]) -> dict:
@@ -98,10 +104,14 @@ def _mean_density(rows: list[dict]) -> dict:
 
 
 def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") -> list[Path]:
+    """:func:`draw_densities`, saved as curvature_density.png/.pdf in ``out_dir``."""
+    return save(draw_densities(rows, title=title), Path(out_dir) / "curvature_density")
+
+
+def draw_densities(rows: list[dict], *, title: str = "") -> Figure:
     """Spectral densities (density.csv): rows = models, columns = losses; before poisoning,
     after poisoning, and after unlearning with each method (last epoch, mean over runs), on a log
-    density axis. Saves curvature_density.png/.pdf."""
-    out_dir = Path(out_dir)
+    density axis."""
     curves = _mean_density(rows)
     models = list(dict.fromkeys(k[0] for k in curves))
     losses = [loss for loss in LOSS_TITLES if any(k[1] == loss for k in curves)]
@@ -142,7 +152,21 @@ def plot_densities(rows: list[dict], out_dir: str | Path, *, title: str = "") ->
             axes[0, 0].legend(loc="upper right")
         if title:
             fig.suptitle(title)
-        return save(fig, out_dir / "curvature_density")
+        return fig
+
+
+def curvature_figures(rows: list[dict], config: dict, density_rows: list[dict]) -> dict:
+    """Every figure of a curvature result, {file stem: Figure}: ``rows`` = its results table,
+    ``density_rows`` its density table (may be empty)."""
+    figures = {
+        f"curvature_{metric}": draw_curvature_vs_epoch(rows, metric=metric, title=config["name"])
+        for metric in METRIC_TITLES
+    }
+    if density_rows:
+        figures["curvature_density"] = draw_densities(
+            density_rows, title=f"{config['name']}: Hessian spectral densities"
+        )
+    return figures
 
 
 def plot_curvature_dir(
@@ -151,27 +175,25 @@ def plot_curvature_dir(
     """Every figure of a curvature results directory, written into ``results_dir``; ``rows`` =
     its results table, ``density_rows`` its density table (read from ``density.csv`` when None)."""
     results_dir = Path(results_dir)
-    paths = []
-    for metric in METRIC_TITLES:
-        paths += plot_curvature_vs_epoch(rows, results_dir, metric=metric, title=config["name"])
     density = results_dir / "density.csv"
     if density_rows is None and density.is_file():
         density_rows = read_csv(density)
-    if density_rows:
-        paths += plot_densities(
-            density_rows, results_dir, title=f"{config['name']}: Hessian spectral densities"
-        )
-    return paths
+    figures = curvature_figures(rows, config, density_rows or [])
+    return [p for stem, fig in figures.items() for p in save(fig, results_dir / stem)]
 
 
 def plot_roughening(
     rows: list[dict], out_dir: str | Path, *, models: dict[str, str], title: str = ""
 ) -> list[Path]:
+    """:func:`draw_roughening`, saved as roughening_trace_ratio.png/.pdf in ``out_dir``."""
+    fig = draw_roughening(rows, models=models, title=title)
+    return save(fig, Path(out_dir) / "roughening_trace_ratio")
+
+
+def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = "") -> Figure:
     """Trace ratio (noisy trace / mean clean trace) per noise ratio, one panel per model
     (``models``: our name -> model kind), mean ± std over seeds, the paper's values as hatched
-    bars beside ours; collapsed runs are counted above the bars. Saves
-    roughening_trace_ratio.png/.pdf."""
-    out_dir = Path(out_dir)
+    bars beside ours; collapsed runs are counted above the bars."""
     table = compare_roughening(rows, models)
     names = list(dict.fromkeys(r["model"] for r in table))
     with matplotlib.rc_context(STYLE):
@@ -222,4 +244,4 @@ def plot_roughening(
             ax.legend(loc="upper left")
         if title:
             fig.suptitle(title)
-        return save(fig, out_dir / "roughening_trace_ratio")
+        return fig

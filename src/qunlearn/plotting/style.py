@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -59,9 +60,28 @@ def ordered_methods(names: Iterable[str]) -> list[str]:
     )
 
 
-def new_figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
-    """A figure of ``width`` x ``height`` inches on its own Agg canvas (not known to pyplot)."""
-    fig = Figure(figsize=(width, height), layout=layout)
+class StyledFigure(Figure):
+    """A figure that is drawn under its own rcParams (``style``) whenever it is drawn: saved,
+    shown in a notebook or laid out. Matplotlib reads some rcParams (tick labels, their locators)
+    only at draw time, so a style that held only while the figure was built would be lost when
+    it is saved or shown later; the global rcParams are restored after each draw."""
+
+    def __init__(self, *args, style: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.style = dict(style or {})
+
+    def draw(self, renderer):
+        with matplotlib.rc_context(self.style):
+            super().draw(renderer)
+
+
+def new_figure(
+    width: float, height: float, *, layout: str | None = "constrained", style: dict | None = None
+) -> Figure:
+    """A figure of ``width`` x ``height`` inches on its own Agg canvas (not known to pyplot);
+    ``style``: rcParams it is drawn under (see :class:`StyledFigure`; build it under the same
+    ``matplotlib.rc_context``)."""
+    fig = StyledFigure(figsize=(width, height), layout=layout, style=style)
     FigureCanvasAgg(fig)
     return fig
 

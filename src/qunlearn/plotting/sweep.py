@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from qunlearn.experiments.transition import bootstrap_transition
 from qunlearn.plotting.style import mean_std_band, model_color, new_figure, save
@@ -52,13 +53,22 @@ def mark_critical_alpha(ax, runs_by_alpha, *, color, label: str) -> dict | None:
     return fit
 
 
+FIGURE = "fig2_noise_sweep"  # the file stem
+
+
 def plot_noise_sweep(
     rows: list[dict], out_dir: str | Path, *, reference: list[dict] | None = None, title: str = ""
 ) -> list[Path]:
+    """:func:`draw_noise_sweep`, saved as fig2_noise_sweep.png/.pdf in ``out_dir``."""
+    return save(draw_noise_sweep(rows, reference=reference, title=title), Path(out_dir) / FIGURE)
+
+
+def draw_noise_sweep(
+    rows: list[dict], *, reference: list[dict] | None = None, title: str = ""
+) -> Figure:
     """One panel per noise type; solid = clean validation, dashed = noisy-label training accuracy,
     diamond = α_c (logistic fit crossing 0.5) with its bootstrap 95 % interval. ``reference``
-    (paper rows, our tidy format) is drawn as hollow markers. Saves fig2_noise_sweep.png/.pdf."""
-    out_dir = Path(out_dir)
+    (paper rows, our tidy format) is drawn as hollow markers."""
     noises = sorted({r["noise"] for r in rows})
     fig = new_figure(5.2 * len(noises), 4, layout=None)
     axes = fig.subplots(1, len(noises), squeeze=False)
@@ -116,7 +126,7 @@ def plot_noise_sweep(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save(fig, out_dir / "fig2_noise_sweep")
+    return fig
 
 
 def reference_as_rows(reference: list[dict]) -> list[dict]:

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from qunlearn.compare import REFERENCE_UNLEARNING, read_csv, reference_rows
 from qunlearn.plotting.style import mean_std_band, method_color, new_figure, ordered_methods, save
@@ -35,18 +36,21 @@ def _mean_std(rows, metric: str) -> dict:
     return out
 
 
-def plot_unlearning(
+def plot_unlearning(rows: list[dict], out_dir: str | Path, **options) -> list[Path]:
+    """:func:`draw_unlearning`, saved as fig3_unlearning.png/.pdf in ``out_dir``."""
+    return save(draw_unlearning(rows, **options), Path(out_dir) / "fig3_unlearning")
+
+
+def draw_unlearning(
     rows: list[dict],
-    out_dir: str | Path,
     *,
     models: dict[str, str],
     dataset: str,
     title: str = "",
     reference: bool = True,
-) -> list[Path]:
+) -> Figure:
     """Fig 3 panels: rows = (validation accuracy, forgetting), columns = ``models`` (our name ->
-    kind "mlp"/"qnn", used to find the paper's curves). Saves fig3_unlearning.png/.pdf."""
-    out_dir = Path(out_dir)
+    kind "mlp"/"qnn", used to find the paper's curves)."""
     names = [m for m in models if any(r["model"] == m for r in rows)]
     methods = ordered_methods(r["method"] for r in rows)
     variant = {r["method"]: r["variant"] for r in rows}
@@ -90,17 +94,18 @@ def plot_unlearning(
         axes[0, 0].legend(handles, labels, fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
-    return save(fig, out_dir / "fig3_unlearning")
+    return fig
 
 
-def plot_sweeps(
-    rows: list[dict], out_dir: str | Path, *, axes: dict | None = None, title: str = ""
-) -> list[Path]:
+def plot_sweeps(rows: list[dict], out_dir: str | Path, **options) -> list[Path]:
+    """:func:`draw_sweeps`, saved as fig3_sweep.png/.pdf in ``out_dir``."""
+    return save(draw_sweeps(rows, **options), Path(out_dir) / "fig3_sweep")
+
+
+def draw_sweeps(rows: list[dict], *, axes: dict | None = None, title: str = "") -> Figure:
     """Mean final validation accuracy over runs at every sweep point: rows = models, columns =
     swept methods; two weights -> heatmap (first weight on the y axis), one weight -> curve ± std.
-    ``axes``: {method: [weight names]}, e.g. the config's sweep table (else from the table).
-    fig3_sweep.png/.pdf."""
-    out_dir = Path(out_dir)
+    ``axes``: {method: [weight names]}, e.g. the config's sweep table (else from the table)."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     present = set(r["method"] for r in rows)
     methods = [m for m in (axes or {}) if m in present] + sorted(present - set(axes or {}))
@@ -173,7 +178,23 @@ def plot_sweeps(
             ax.set_title(f"{model.upper()} {method}", fontsize=9)
     if title:
         fig.suptitle(title)
-    return save(fig, out_dir / "fig3_sweep")
+    return fig
+
+
+def unlearning_figures(rows: list[dict], config: dict, sweep_rows: list[dict]) -> dict:
+    """Every figure of an unlearning result, {file stem: Figure}: ``rows`` = its results table,
+    ``sweep_rows`` its sweep table (either may be empty)."""
+    models = {name: spec["model"] for name, spec in config["models"].items()}
+    figures = {}
+    if rows:
+        figures["fig3_unlearning"] = draw_unlearning(
+            rows, models=models, dataset=config["dataset"], title=config["name"]
+        )
+    if sweep_rows:
+        figures["fig3_sweep"] = draw_sweeps(
+            sweep_rows, axes=config.get("sweep"), title=f"{config['name']}: weight sweeps"
+        )
+    return figures
 
 
 def plot_unlearning_dir(
@@ -182,20 +203,8 @@ def plot_unlearning_dir(
     """Every figure of an unlearning results directory, written into ``results_dir``; ``rows`` =
     its results table, ``sweep_rows`` its sweep table (read from ``sweep.csv`` when None)."""
     results_dir = Path(results_dir)
-    models = {name: spec["model"] for name, spec in config["models"].items()}
-    paths = []
-    if rows:
-        paths += plot_unlearning(
-            rows, results_dir, models=models, dataset=config["dataset"], title=config["name"]
-        )
     sweep = results_dir / "sweep.csv"
     if sweep_rows is None and sweep.is_file():
         sweep_rows = read_csv(sweep)
-    if sweep_rows:
-        paths += plot_sweeps(
-            sweep_rows,
-            results_dir,
-            axes=config.get("sweep"),
-            title=f"{config['name']}: weight sweeps",
-        )
-    return paths
+    figures = unlearning_figures(rows, config, sweep_rows or [])
+    return [p for stem, fig in figures.items() for p in save(fig, results_dir / stem)]
