@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
@@ -373,13 +374,31 @@ def compare_results_dir(results_dir: str | Path, out: str | Path | None = None) 
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir
     verified = read_verified(results_dir)
-    manifest, rows = verified.manifest, sweep_rows(verified)
-    kind = manifest["config"]["experiment"]
-    if kind not in COMPARATORS:
-        raise QunlearnError(f"no published numbers to compare a {kind!r} experiment with")
+    _comparator(verified.config["experiment"])  # an unknown kind first
     if not os.access(out if out.exists() else out.parent, os.W_OK):
         raise QunlearnError(f"{out} is not writable: pass --out DIR for the comparison files")
-    result = COMPARATORS[kind](out, rows, manifest)
+    return compare_verified(verified, out)
+
+
+def _comparator(kind: str):
+    if kind not in COMPARATORS:
+        raise QunlearnError(f"no published numbers to compare a {kind!r} experiment with")
+    return COMPARATORS[kind]
+
+
+def compare_verified(verified, out: str | Path | None = None) -> dict:
+    """The comparison of a verified results directory (see :func:`read_verified`):
+    {"table", "text", ...} as the comparator of its kind returns it, the text headed by the data
+    and comparability lines. Writes ``compare.csv``/``compare.json`` into ``out``; ``out=None``
+    writes nothing of it anywhere (the comparators write as they go, so they write into a scratch
+    directory that is removed again)."""
+    comparator = _comparator(verified.config["experiment"])
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="qunlearn-compare-") as scratch:
+            return compare_verified(verified, scratch)
+    manifest = verified.manifest
+    kind = manifest["config"]["experiment"]
+    result = comparator(Path(out), sweep_rows(verified), manifest)
     head = [data_line(manifest["config"])]
     if kind in PROTOCOL_TOP_KEYS:
         head += comparability_lines(protocol_check(manifest["config"]))

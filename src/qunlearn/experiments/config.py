@@ -532,11 +532,12 @@ def select_models(data: dict, names) -> None:
 
 
 def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=None):
-    """Read a TOML config, apply ``[tiny]`` (if ``tiny``) then ``overrides``, keep only the model
-    tables named in ``models`` (all when None), and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise QunlearnError(f"config file {str(path)!r} not found: pass the path of a .toml file")
+    """Read a TOML config (a file, or the name of a shipped one: see ``shipped.find_config``),
+    apply ``[tiny]`` (if ``tiny``) then ``overrides``, keep only the model tables named in
+    ``models`` (all when None), and validate it."""
+    from qunlearn.experiments.shipped import find_config
+
+    path = find_config(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
