@@ -45,6 +45,30 @@ def cmd_data(args) -> None:
             print(f"figure: {written}")
 
 
+def cmd_plot_data(args) -> None:
+    from qunlearn.data import load_dataset
+    from qunlearn.experiments.poisoning_view import check_view_options, poisoned_view
+    from qunlearn.plotting.poisoning import plot_poisoning
+    from qunlearn.plotting.style import figure_file
+
+    check_view_options(args.alpha, args.method, args.run, args.seed)
+    out = args.out or (
+        Path("results") / "data" / f"poisoning_{args.name}_alpha{args.alpha:.2f}_{args.method}.png"
+    )
+    figure_file(out)  # a bad suffix fails before the data are loaded
+    dataset = load_dataset(args.name, cache_dir=args.cache_dir)
+    view = poisoned_view(
+        dataset, args.alpha, method=args.method, seed=args.seed, model=args.model, run=args.run
+    )
+    encoding = dataset.info.get("encoding")
+    title = (
+        f"{args.name}{f' ({encoding} encoding)' if encoding else ''}, alpha = {args.alpha:g}: "
+        f"the poisoning of run {args.run} of the sweep's '{args.model}' cells (seed {args.seed})"
+    )
+    for written in plot_poisoning(view, out, title=title):
+        print(f"figure: {written}")
+
+
 def _default_out(config) -> Path:
     return Path("results") / config.name
 
@@ -182,6 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="mnist or xxz")
     p.add_argument("--figure", default=None, help="xxz: where to save the phase-diagram figure")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "plot-data",
+        parents=cache,
+        help="embed a training set in 2-D, marking clean, label-flipped and randomised samples",
+    )
+    p.add_argument("name", help="mnist or xxz")
+    p.add_argument("--alpha", type=float, default=0.3, help="noise ratio (default 0.3)")
+    p.add_argument("--method", default="pca", help="pca (default, fast) or tsne (perplexity 30)")
+    p.add_argument("--out", default=None, help="figure file, .png/.pdf/.svg")
+    p.add_argument("--seed", type=int, default=0, help="the sweep config's seed (default 0)")
+    p.add_argument(
+        "--model", default="mlp", help="the sweep's model table whose poisoning to show (mlp)"
+    )
+    p.add_argument("--run", type=int, default=0, help="which run of that cell (default 0)")
+    p.set_defaults(func=cmd_plot_data)
 
     p = sub.add_parser(
         "run", parents=cache, help="run an experiment config (resumes a finished part)"
