@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -10,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from qunlearn.errors import QunlearnError
+from qunlearn.errors import QunlearnError, did_you_mean
 
 
 def _setup_jax() -> None:
@@ -94,10 +95,17 @@ def cmd_run(args) -> None:
         if config is None:
             print(f"nothing to refine: every alpha of {args.refine_grid} is in the sweep already")
             return
+    executor = _executor(args, config)  # checked, and a scheduler reached, before --out
     try:
-        store = run(
-            config, config_out, cache_dir=args.cache_dir, progress=not args.quiet, command=resume
-        )
+        with executor as started:  # leaving it stops a local cluster, also on Ctrl-C
+            store = run(
+                config,
+                config_out,
+                cache_dir=args.cache_dir,
+                progress=not args.quiet,
+                command=resume,
+                executor=started,
+            )
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (engine.Interrupted)
         signum = getattr(err, "signum", signal.SIGINT)
         print(
@@ -108,6 +116,35 @@ def cmd_run(args) -> None:
     print(summary_line(store.manifest["last_run"]))
     print(f"results: {store.root / 'results.csv'}")
     print(f"manifest: {store.manifest_path}")
+
+
+DASK_CONNECT_TIMEOUT_S = 10.0  # an unreachable scheduler fails after this long
+
+
+def _executor(args, config):
+    """The executor ``--executor`` names, as a context manager that starts it (None: in
+    process). Flag combinations are checked here, before anything is written."""
+    from qunlearn.experiments.engine import EXECUTORS
+
+    name = getattr(args, "executor", "in_process")
+    scheduler, workers = getattr(args, "scheduler", None), getattr(args, "workers", None)
+    if name not in EXECUTORS:
+        raise QunlearnError(
+            f"--executor {name!r}{did_you_mean(name, EXECUTORS)} is not known: choose one of "
+            f"{', '.join(EXECUTORS)}"
+        )
+    if name != "dask" and (scheduler is not None or workers is not None):
+        flag = "--scheduler" if scheduler is not None else "--workers"
+        raise QunlearnError(f"{flag} needs --executor dask: add --executor dask, or drop {flag}")
+    if name == "in_process":
+        return contextlib.nullcontext()
+    return EXECUTORS[name](
+        config,
+        scheduler=scheduler,
+        workers=workers,
+        cache_dir=args.cache_dir,
+        connect_timeout=DASK_CONNECT_TIMEOUT_S,
+    )
 
 
 def _exit_now(status: int) -> None:
@@ -137,6 +174,11 @@ def _resume_command(args, out: Path) -> str:
         words += ["--models", args.models]
     if args.quiet:
         words.append("--quiet")
+    if getattr(args, "executor", "in_process") != "in_process":
+        words += ["--executor", args.executor]
+    for flag in ("scheduler", "workers"):
+        if getattr(args, flag, None) is not None:
+            words += [f"--{flag}", str(getattr(args, flag))]
     if getattr(args, "refine", False):
         words += ["--refine", "--refine-grid", args.refine_grid]
     return shlex.join(words)
@@ -242,6 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these [models.NAME] tables, e.g. --models qnn",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--executor",
+        default="in_process",
+        metavar="NAME",
+        help="where cells are computed: in_process (default) or dask (needs --scheduler or "
+        "--workers)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="--executor dask: the address of a running Dask scheduler",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--executor dask: start a local cluster of N worker processes (1 thread each)",
+    )
     p.add_argument(
         "--refine",
         action="store_true",

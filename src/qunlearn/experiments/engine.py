@@ -12,7 +12,9 @@ log, nothing when quiet).
 An executor has ``map(store, items) -> iterator of (cell_id, CellResult)`` over ``(cell_id, Cell)``
 pairs, yielding in any order; the engine writes each result as it arrives (the executor never
 writes). :class:`InProcess` (the default) computes them one by one, in order, which is all a
-cell's ``after`` dependencies need. Adding an experiment kind = one module that builds the cells.
+cell's ``after`` dependencies need; ``"dask"`` (:mod:`~qunlearn.experiments.dask_executor`)
+computes them as tasks on a Dask cluster, each cell once its ``after`` cells are finished.
+Adding an experiment kind = one module that builds the cells.
 """
 
 from __future__ import annotations
@@ -114,7 +116,15 @@ class InProcess:
             yield cell_id, cell.compute(store)
 
 
-EXECUTORS: dict[str, Callable[..., object]] = {"in_process": InProcess}
+def _dask(*args, **kwargs):
+    """:class:`~qunlearn.experiments.dask_executor.DaskExecutor`, imported only when asked for
+    (dask is an optional extra)."""
+    from qunlearn.experiments.dask_executor import DaskExecutor
+
+    return DaskExecutor(*args, **kwargs)
+
+
+EXECUTORS: dict[str, Callable[..., object]] = {"in_process": InProcess, "dask": _dask}
 
 
 @contextlib.contextmanager
