@@ -1,6 +1,6 @@
 """Imports flow one way: errors/atomic -> data, models, noise -> train -> unlearn, hessian ->
-experiments -> compare -> plotting -> cli. A module importing from a layer above it fails here
-(function-level imports included: a lazy import is still a dependency)."""
+experiments -> compare -> plotting -> report -> cli, api. A module importing from a layer above it
+fails here (function-level imports included: a lazy import is still a dependency)."""
 
 import ast
 from pathlib import Path
@@ -15,7 +15,8 @@ LAYERS = [
     {"experiments"},
     {"compare"},
     {"plotting"},
-    {"cli", "__main__", "__init__"},
+    {"report"},
+    {"cli", "api", "__main__", "__init__"},
 ]
 ROOT = Path(qunlearn.__file__).parent
 

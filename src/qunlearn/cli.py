@@ -15,10 +15,10 @@ from qunlearn.errors import QunlearnError, did_you_mean
 
 
 def _setup_jax() -> None:
-    # JAX flags are set once, here at the entry point, never in library modules.
-    import jax
+    # JAX flags are set once, at the entry points (here and qunlearn.run), never in the library.
+    from qunlearn.api import enable_x64
 
-    jax.config.update("jax_enable_x64", True)
+    enable_x64()
 
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what plotting.data.xxz_figure writes
@@ -70,22 +70,14 @@ def cmd_plot_data(args) -> None:
         print(f"figure: {written}")
 
 
-def _default_out(config) -> Path:
-    return Path("results") / config.name
-
-
 def cmd_run(args) -> None:
-    from qunlearn.experiments.config import load_config
+    from qunlearn import api
     from qunlearn.experiments.engine import summary_line
-    from qunlearn.experiments.runner import run
 
-    config = load_config(args.config, args.overrides, tiny=args.tiny, models=_model_names(args))
-    if args.out is not None:
-        config_out = _out_dir(args.out)
-    elif args.tiny:
-        config_out = Path("results") / f"{config.name}-tiny"
-    else:
-        config_out = _default_out(config)
+    out = _out_dir(args.out) if args.out is not None else None
+    config, config_out = api.prepare(
+        args.config, out, args.overrides, tiny=args.tiny, models=_model_names(args)
+    )
     resume = _resume_command(args, config_out)
     if getattr(args, "refine", False):
         from qunlearn.experiments.runner import refine_config, refine_dir, refine_grid
@@ -98,7 +90,7 @@ def cmd_run(args) -> None:
     executor = _executor(args, config)  # checked, and a scheduler reached, before --out
     try:
         with executor as started:  # leaving it stops a local cluster, also on Ctrl-C
-            store = run(
+            results = api.run(
                 config,
                 config_out,
                 cache_dir=args.cache_dir,
@@ -113,9 +105,9 @@ def cmd_run(args) -> None:
             file=sys.stderr,
         )
         _exit_now(128 + signum)
-    print(summary_line(store.manifest["last_run"]))
-    print(f"results: {store.root / 'results.csv'}")
-    print(f"manifest: {store.manifest_path}")
+    print(summary_line(results.last_run))
+    print(f"results: {results.root / 'results.csv'}")
+    print(f"manifest: {results.root / 'manifest.json'}")
 
 
 DASK_CONNECT_TIMEOUT_S = 10.0  # an unreachable scheduler fails after this long
@@ -208,6 +200,19 @@ def cmd_plot(args) -> None:
         print(f"figure: {path}")
 
 
+def cmd_configs(args) -> None:
+    from qunlearn.experiments.shipped import describe_configs, format_configs
+
+    print(format_configs(describe_configs()))
+
+
+def cmd_report(args) -> None:
+    from qunlearn.report import build_report
+
+    out = _out_dir(args.out)
+    print(f"report: {build_report(args.results, out)}")
+
+
 def cmd_demo(args) -> None:
     from importlib import resources
 
@@ -268,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", parents=cache, help="run an experiment config (resumes a finished part)"
     )
-    p.add_argument("config", help="TOML file, e.g. configs/fig2c_mnist.toml")
+    p.add_argument(
+        "config", help="TOML file, or a shipped config's name (qunlearn configs), e.g. fig2c_mnist"
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -335,6 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="where the figures go (default: the results directory)"
     )
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "configs", parents=cache, help="list the shipped configs (qunlearn run NAME runs one)"
+    )
+    p.set_defaults(func=cmd_configs)
+
+    p = sub.add_parser(
+        "report",
+        parents=cache,
+        help="one self-contained HTML page of results directories (config, compare, figures)",
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results directories")
+    p.add_argument("--out", default="report.html", help="the HTML file (default report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "demo", parents=cache, help="a small noise sweep (MLP vs QNN, MNIST), compared and plotted"
