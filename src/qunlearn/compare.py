@@ -93,7 +93,10 @@ PROTOCOL_MODEL_KEYS = (
     "unlearn_epochs",
     "unlearn_batch_size",
     "unlearn_lr",
+    "weight_decay",
+    "label_smoothing",
 )
+PROTOCOL_DEFAULTS = {"weight_decay": 0.0, "label_smoothing": 0.0}  # the paper's, where unstated
 PROTOCOL_TOP_KEYS = {"noise_sweep": (), "unlearning": ("alpha", "noise")}
 NUMERICS_ONLY = {"dtype"}  # hyperparameters that change precision, not the experiment
 VARIANTS = {"encoding", "phase"}  # dataset options naming a documented variant (still comparable)
@@ -155,9 +158,10 @@ def protocol_check(config: dict) -> dict:
         kinds[table] = kind
         ref, diffs = paper_models[kind], []
         for key in PROTOCOL_MODEL_KEYS:
-            if key not in ref:
+            if key not in ref and key not in PROTOCOL_DEFAULTS:
                 continue
-            ours, theirs = spec.get(key), ref[key]
+            ours = spec.get(key, PROTOCOL_DEFAULTS.get(key))
+            theirs = ref.get(key, PROTOCOL_DEFAULTS.get(key))
             if key == "hyper":
                 ours, theirs = _full_hyper(kind, ours or {}), _full_hyper(kind, theirs)
             if ours != theirs:
@@ -771,3 +775,123 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
 
 
 COMPARATORS["roughening"] = _compare_roughening_dir
+
+
+# --------------------------------------------------------------------------- evaluation (beyond)
+
+EVALUATION_COLUMNS = (  # (header, split, metric, format)
+    ("KLoM f P50", "forget", "klom_p50", ".3f"),
+    ("f P95", "forget", "klom_p95", ".3f"),
+    ("r P50", "retain", "klom_p50", ".3f"),
+    ("v P50", "val", "klom_p50", ".3f"),
+    ("v P95", "val", "klom_p95", ".3f"),
+    ("resid", "forget", "residual", "+.2f"),
+    ("MIA AUC", "forget", "mia_loss_auc_mean", ".3f"),
+    ("LiRA AUC", "forget", "ulira_auc", ".3f"),
+    ("TPR@1%", "forget", "ulira_tpr_at_1pct_fpr", ".3f"),
+    ("ident", "forget", "ulira_identified_frac", ".2f"),
+    ("val acc", "val", "acc_true_mean", ".3f"),
+    ("±", "val", "acc_true_std", ".3f"),
+    ("flip", "val", "flip_rate", ".3f"),
+    ("seed share", "val", "margin_var_share_training_seed", ".2f"),
+)
+GROUP_ORDER = ("oracle", "oracle_half", "retrain", "teacher")
+
+
+def evaluation_scores(results: list[dict]) -> dict:
+    """{(model, group): {(split, metric): value}} of an evaluation's ``results.csv``, with the
+    ``residual`` of every group: (its forget KLoM P50 − retrain's) / (the teacher's − retrain's),
+    0 = as close to the oracles as fresh oracles are, 1 = as far as no unlearning at all."""
+    scores = defaultdict(dict)
+    for r in results:
+        scores[(r["model"], r["group"])][(r["split"], r["metric"])] = float(r["value"])
+        scores[(r["model"], r["group"])][("", "models")] = int(r["models"])
+        scores[(r["model"], r["group"])][("", "oracles")] = int(r["oracles"])
+    for (model, _group), s in scores.items():
+        ref, teacher = scores.get((model, "retrain")), scores.get((model, "teacher"))
+        key = ("forget", "klom_p50")
+        if ref and teacher and key in s and teacher[key] != ref[key]:
+            s[("forget", "residual")] = (s[key] - ref[key]) / (teacher[key] - ref[key])
+    return dict(scores)
+
+
+def _group_rank(group: str) -> tuple:
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), group)
+
+
+def format_evaluation(scores: dict) -> str:
+    header = f"{'model':6} {'group':16} {'n':>4} " + " ".join(
+        f"{h:>{max(len(h), 6)}}" for h, *_ in EVALUATION_COLUMNS
+    )
+    lines = [header]
+    for model, group in sorted(scores, key=lambda k: (k[0], _group_rank(k[1]))):
+        s = scores[(model, group)]
+        cells = []
+        for h, split, metric, fmt in EVALUATION_COLUMNS:
+            v = s.get((split, metric))
+            cells.append(f"{'-' if v is None else format(v, fmt):>{max(len(h), 6)}}")
+        lines.append(f"{model:6} {group:16} {s[('', 'models')]:>4} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def evaluation_findings(scores: dict) -> list[str]:
+    """Calibration per model, and per method which model ends closer to its oracles."""
+    lines = []
+    models = sorted({m for m, _ in scores})
+    for model in models:
+        get = {g: s for (m, g), s in scores.items() if m == model}
+        d = {g: s.get(("forget", "klom_p50")) for g, s in get.items()}
+        k = next(iter(get.values()))[("", "oracles")]
+        if {"oracle_half", "teacher"} <= set(d):
+            ok = d["oracle_half"] < d["teacher"] and d.get("retrain", 0) < d["teacher"]
+            lines.append(
+                f"calibration {model} (K = {k} oracles): forget KLoM P50 oracle halves "
+                f"{d['oracle_half']:.3f}, retrain {_fmt(d.get('retrain'))}, teacher "
+                f"{d['teacher']:.3f}: {'ok' if ok else 'NOT separated: raise K or the ensembles'}"
+            )
+    methods = sorted({g for _, g in scores} - set(GROUP_ORDER))
+    for method in methods:
+        resid = {
+            m: scores[(m, method)].get(("forget", "residual"))
+            for m in models
+            if (m, method) in scores
+        }
+        auc = {m: scores[(m, method)].get(("forget", "ulira_auc")) for m in resid}
+        if len(resid) > 1 and None not in resid.values():
+            closest = min(resid, key=lambda m: resid[m])
+            lines.append(
+                f"{method}: residual distance "
+                + ", ".join(f"{m} {v:+.2f}" for m, v in resid.items())
+                + "; U-LiRA AUC "
+                + ", ".join(f"{m} {_fmt(v)}" for m, v in auc.items())
+                + f" -> {closest} ends closer to its oracles"
+            )
+    return lines
+
+
+def _compare_evaluation_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
+    scores = evaluation_scores(results)
+    table = [
+        {"model": m, "group": g, "split": split, "metric": metric, "value": v}
+        for (m, g), s in sorted(scores.items())
+        for (split, metric), v in sorted(s.items())
+        if split
+    ]
+    _write_compare_csv(
+        results_dir / "compare.csv", table, ["model", "group", "split", "metric", "value"]
+    )
+    findings = evaluation_findings(scores)
+    atomic_write_text(results_dir / "compare.json", json.dumps({"findings": findings}, indent=2))
+    text = (
+        "evaluation against retrain oracles (beyond the paper: no published numbers). KLoM: "
+        "per-example histogram KL of margins vs the oracles (f/r/v = forget/retain/val); resid: "
+        "(forget P50 - retrain's) / (teacher's - retrain's); MIA: loss attack, forget vs "
+        "non-members with flipped labels; LiRA: per-example likelihood-ratio attack on D_f; "
+        "ident: forget examples still identified at 5 % FPR; flip: pairwise prediction flip "
+        "rate; seed share: share of the margin variance due to the training seed\n"
+    )
+    text += format_evaluation(scores) + "\n\n" + "\n".join(findings) + "\n"
+    return {"table": table, "summary": {"findings": findings}, "text": text}
+
+
+COMPARATORS["evaluation"] = _compare_evaluation_dir

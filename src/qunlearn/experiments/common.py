@@ -95,7 +95,7 @@ def environment(config: dict | None = None) -> dict:
         "git_revision": rev,
         "platform": platform.platform(),
         "jax_backend": jax.default_backend(),
-        "jax_x64": bool(jax.config.jax_enable_x64),
+        "jax_x64": bool(jax.config.read("jax_enable_x64")),
         "deviations_from_reference": deviations(config),
     }
 
@@ -109,16 +109,21 @@ def padded_chunks(total: int, chunk: int):
         yield np.where(sel < total, sel, lo), min(chunk, total - lo)
 
 
-def model_input(dataset, representation: str = "native"):
-    """(x_train, x_val, input_dim, complex_input) for a model; ``realified``: [Re; Im]"""
-    x_train, x_val = dataset.x_train, dataset.x_val
-    if representation == "realified" and np.iscomplexobj(x_train):
-        x_train = np.concatenate([x_train.real, x_train.imag], axis=1)
-        x_val = np.concatenate([x_val.real, x_val.imag], axis=1)
-    elif representation not in ("native", "realified"):
+def features(x, representation: str = "native"):
+    """Examples ``x`` (N, D) as a model reads them: as they are, or ``realified`` ([Re; Im])."""
+    if representation not in ("native", "realified"):
         raise QunlearnError(
             f"unknown input representation {representation!r}: use 'native' or 'realified'"
         )
+    if representation == "realified" and np.iscomplexobj(x):
+        return np.concatenate([x.real, x.imag], axis=1)
+    return x
+
+
+def model_input(dataset, representation: str = "native"):
+    """(x_train, x_val, input_dim, complex_input) for a model; ``realified``: [Re; Im]"""
+    x_train = features(dataset.x_train, representation)
+    x_val = features(dataset.x_val, representation)
     return x_train, x_val, x_train.shape[1], bool(np.iscomplexobj(x_train))
 
 
@@ -149,3 +154,9 @@ def rectangular_rows(rows: list[dict]) -> list[dict]:
         [k for k in COLUMNS_FIRST if k in keys] + middle + [k for k in COLUMNS_LAST if k in keys]
     )
     return [{k: row.get(k, "") for k in order} for row in rows]
+
+
+def run_devices(setting: str) -> list | None:
+    """The devices a model's ``devices`` setting splits its runs over: ``"all"`` = every local
+    device (``jax.devices()``), ``"one"`` = None (the default device)."""
+    return jax.devices() if setting == "all" else None

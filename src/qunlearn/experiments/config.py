@@ -37,6 +37,9 @@ class ModelSpec:
     hyper: dict = field(default_factory=dict)
     run_chunk: int = 0  # runs per vmap, lax.map over chunks; 0 = all at once (see EXECUTION_ONLY)
     batching: str = "epoch"  # or "stream": the reference's repeat.shuffle(128).batch stream
+    weight_decay: float = 0.0  # AdamW's decoupled decay (train.adam_optimizer); 0 = Adam
+    label_smoothing: float = 0.0  # BCE targets y(1 - e) + e/2; 0 = the paper's
+    devices: str = "one"  # "all": the runs split over every local device (see EXECUTION_ONLY)
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,39 @@ class CurvatureConfig:
     density_sigma: float = 0.01  # Gaussian broadening, a fraction of the spectral range
 
 
+@dataclass(frozen=True)
+class EvalSpec(UnlearnSpec):
+    """A model of an evaluation config: its Fig 3 set-up plus the ensemble sizes."""
+
+    oracles: int = 64  # K: retrain oracles (fresh init and batch order each) on D_r
+    teachers: int = 4  # T: teachers, each a new training seed on the same poisoning
+    unlearn_seeds: int = 4  # U: unlearning runs per teacher and method (T x U models per method)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Did unlearning work: ensembles of unlearned models and of retrain oracles, compared per
+    example (distances), attacked (membership inference) and their spread (stability)."""
+
+    experiment: str
+    name: str
+    dataset: str
+    models: dict[str, EvalSpec]
+    methods: tuple[str, ...]
+    alpha: float
+    seed: int = 0
+    noise: str = "label_flip"
+    method_options: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    bins: int = 20  # histogram bins of the per-example distance
+
+
 CONFIG_TYPES: dict[str, type] = {
     "noise_sweep": NoiseSweepConfig,
     "unlearning": UnlearningConfig,
     "roughening": RougheningConfig,
     "curvature": CurvatureConfig,
+    "evaluation": EvaluationConfig,
 }
 
 
@@ -208,7 +239,7 @@ def _alphas(where, value):
     for alpha in value:
         if not 0.0 <= alpha < 1.0:
             return f"{where} has {alpha}, outside [0, 1): use noise ratios 0 <= alpha < 1"
-    seen = {}
+    seen: dict[str, float] = {}
     for alpha in value:  # cells are named by alpha to 3 decimals
         if f"{alpha:.3f}" in seen:
             return (
@@ -216,6 +247,18 @@ def _alphas(where, value):
                 "list each noise ratio once"
             )
         seen[f"{alpha:.3f}"] = alpha
+    return None
+
+
+def _non_negative_finite(where, value):
+    if not (math.isfinite(value) and value >= 0):
+        return f"{where} = {value} must be a finite number >= 0: e.g. 0.0 (off) or 1e-2"
+    return None
+
+
+def _label_smoothing(where, value):
+    if not 0.0 <= value < 1.0:
+        return f"{where} = {value} must be in [0, 1): e.g. 0.0 (off) or 0.1"
     return None
 
 
@@ -319,8 +362,15 @@ CHECKS = {
     "snapshot_chunk": _at_least(1, 100_000),
     "density_points": _at_least(2, 1_000_000),
     "density_sigma": _positive_finite,
+    "oracles": _at_least(4, 100_000, " oracles"),  # two halves of 2+, leave-one-out fits
+    "teachers": _at_least(1, 100_000),
+    "unlearn_seeds": _at_least(1, 100_000),
+    "bins": _at_least(2, 10_000),
+    "weight_decay": _non_negative_finite,
+    "label_smoothing": _label_smoothing,
     "input": _one_of("native", "realified"),
     "batching": _one_of(*BATCHINGS),
+    "devices": _one_of("one", "all"),
 }
 
 
@@ -474,7 +524,27 @@ def _check_unlearning(config) -> None:
             )
 
 
-VALIDATE = {UnlearningConfig: _check_unlearning, CurvatureConfig: _check_unlearning}
+def _check_evaluation(config) -> None:
+    _check_unlearning(config)
+    for name, spec in config.models.items():
+        if spec.teachers * spec.unlearn_seeds < 3:
+            raise QunlearnError(
+                f"models.{name}: teachers x unlearn_seeds = {spec.teachers * spec.unlearn_seeds} "
+                "models per method; the leave-one-out attack needs 3 or more: raise teachers or "
+                "unlearn_seeds"
+            )
+        if spec.teachers < 3:
+            raise QunlearnError(
+                f"models.{name}.teachers = {spec.teachers}: the teachers are an ensemble too "
+                "(no unlearning); use 3 or more"
+            )
+
+
+VALIDATE = {
+    UnlearningConfig: _check_unlearning,
+    CurvatureConfig: _check_unlearning,
+    EvaluationConfig: _check_evaluation,
+}
 """Checks of a whole config, after every field passed its own (:data:`CHECKS`)."""
 
 
@@ -581,8 +651,13 @@ def to_dict(config) -> dict:
 # - fields that choose how a run is scheduled, not what it computes (tests prove the numbers equal);
 # - fields added after results format 1, while at their default (directories written before they
 #   existed hold exactly those results).
-EXECUTION_ONLY = frozenset({"run_chunk"})
-ADDED_WITH_DEFAULT = {"batching": "epoch", "trace_probes": 0}
+EXECUTION_ONLY = frozenset({"run_chunk", "devices"})
+ADDED_WITH_DEFAULT = {
+    "batching": "epoch",
+    "trace_probes": 0,
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+}
 
 
 def _hashed_part(value):

@@ -47,3 +47,8 @@ def teacher_keys(root, dataset: str, model_name: str, n: int):
 def unlearning_keys(root, dataset: str, model_name: str, runs: int):
     """(runs, 2) keys (start, batch order) per unlearning run, the same for every method."""
     return _split_per_index(stable_key(root, dataset, model_name, "unlearn"), runs, 2)
+
+
+def oracle_keys(root, dataset: str, model_name: str, k: int):
+    """(k, 2) keys (initialisation, batch order) of the retrain oracles of one model."""
+    return _split_per_index(stable_key(root, dataset, model_name, "oracle"), k, 2)

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from qunlearn.errors import QunlearnError, warn
-from qunlearn.experiments import curvature, noise_sweep, roughening, unlearning
+from qunlearn.experiments import curvature, evaluation, noise_sweep, roughening, unlearning
 from qunlearn.experiments.common import environment, write_table
 from qunlearn.experiments.config import (
     CurvatureConfig,
@@ -29,6 +29,7 @@ EXPERIMENTS = {
     "unlearning": unlearning.plan,
     "roughening": roughening.plan,
     "curvature": curvature.plan,
+    "evaluation": evaluation.plan,
 }
 """experiment kind -> ``plan(config, *, cache_dir, progress) -> Plan`` (its cells and tables)."""
 
@@ -37,6 +38,7 @@ TABLES = {
     "unlearning": lambda store, config: unlearning.write_tables(store),
     "roughening": lambda store, config: write_table(store),
     "curvature": lambda store, config: curvature.write_tables(store, _density(config)),
+    "evaluation": lambda store, config: evaluation.write_tables(store),
 }
 """experiment kind -> ``write(store, config)``: every table, rebuilt from the verified cells."""
 

@@ -36,7 +36,12 @@ def results_figures(verified) -> dict[str, Figure]:
         ref = None
         if config["dataset"] in REFERENCE_SWEEPS:
             ref = reference_as_rows(reference_rows(REFERENCE_SWEEPS[config["dataset"]]))
-        return {FIGURE: draw_noise_sweep(rows, reference=ref, title=config["name"])}
+        figures = {FIGURE: draw_noise_sweep(rows, reference=ref, title=config["name"])}
+        from qunlearn.plotting import controls
+
+        if len(config["models"]) >= controls.MIN_VARIANTS and "label_flip" in config["noises"]:
+            figures[controls.FIGURE] = controls.draw_control(rows, title=config["name"])
+        return figures
     if config["experiment"] == "unlearning":
         from qunlearn.plotting.unlearning import unlearning_figures
 
@@ -51,4 +56,10 @@ def results_figures(verified) -> dict[str, Figure]:
         models = {name: spec["model"] for name, spec in config["models"].items()}
         fig = draw_roughening(rows, models=models, title=config["name"])
         return {"roughening_trace_ratio": fig}
+    if config["experiment"] == "evaluation":
+        from qunlearn.plotting.evaluation import evaluation_figures
+
+        return evaluation_figures(
+            rows, config, verified.table("per_example.csv"), verified.table("roc.csv")
+        )
     raise QunlearnError(f"no figure for experiment kind {config['experiment']!r}")

@@ -1,0 +1,489 @@
+"""Did unlearning work: ensembles judged per example against retrain oracles (beyond the paper).
+
+The Fig 3 set-up (:mod:`qunlearn.experiments.unlearning_setup`) with ensembles in place of runs.
+Per model, on ONE poisoning draw (the unlearning experiment's, so the forget set D_f is fixed):
+
+* ``<model>__teachers``: T teachers, each its own training seed (init and batch order; teacher 0
+  is Fig 3a's teacher): the "no unlearning" ensemble.
+* ``<model>__oracles``: K retrain oracles, the paper's Retrain (fresh init, D_r only, the model's
+  ``unlearn_*`` settings) with K keys of their own, in one vmapped program.
+* ``<model>__<method>``: T x U unlearned models, unlearning seed u of teacher t (keys
+  ``unlearning_keys`` index t·U + u: teacher 0's runs are Fig 3a's runs). ``retrain`` listed here
+  is a second, independent oracle ensemble: the calibration of every statistic.
+* ``<model>__scores``: from the margins the cells above saved (``.margins.npz``), per group
+  (teacher, each method, and ``oracle_half``: the first half of the oracles against the second)
+  and split (forget, retain, val, non_member):
+  - distances (:mod:`qunlearn.audit`): per-example histogram KL ("klom") and Gaussian KL against
+    the K oracles, P50 / P95 / mean over the split's examples, every group at one size (one model
+    per teacher: the estimators' bias depends on the sample size);
+  - membership: a population loss-threshold attack (forget examples, poisoned labels, against
+    ``non_member`` examples of the same distribution, never trained on, with flipped labels: the
+    same corruption) and the per-example likelihood-ratio attack (U-LiRA style) on D_f;
+  - accuracies (from the margins) and stability: val-accuracy spread, the pairwise prediction
+    flip rate, and the share of the variance due to the training seed (teachers) vs the
+    unlearning seed (nested design).
+
+Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
+model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
+distances) and ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid).
+
+Cost: each ensemble is one program over its runs; on the 2-core CPU the K oracles of the QNN
+dominate (one retrain run of the 10-qubit depth-6 QNN per K). See the README for measured times.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qunlearn import audit
+from qunlearn.data import load_dataset, non_member_pool
+from qunlearn.experiments.common import features, rectangular_rows
+from qunlearn.experiments.config import resolve_method
+from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
+from qunlearn.experiments.keys import oracle_keys, poison_keys, teacher_keys, unlearning_keys
+from qunlearn.experiments.store import ResultStore
+from qunlearn.experiments.unlearning_setup import (
+    ModelPlan,
+    forget_set_size,
+    load_teacher_npz,
+    plan_model,
+    shared_split,
+    teacher_npz,
+    teacher_program,
+)
+from qunlearn.noise import flip_labels
+from qunlearn.train import over_runs, predict, progress_ticks
+from qunlearn.unlearn import METRICS, make_method, make_unlearn, unlearning_metrics
+
+SPLITS = ("forget", "retain", "val", "non_member")
+FPR_GRID = np.logspace(-3, 0, 61)  # the ROC table's false-positive rates
+NON_MEMBER_SOURCES = {  # see qunlearn.data.non_member_pool
+    "mnist": "training-split images after the ones the training set took",
+    "xxz": "validation states, evenly spaced in delta (never trained on)",
+}
+
+
+def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
+    """The cells of an :class:`~qunlearn.experiments.config.EvaluationConfig` (checked by the
+    config layer); data, non-members, models and methods are built before ``--out`` is touched."""
+    dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
+    n_train = len(dataset.y_train)
+    n_forget = forget_set_size(n_train, config.alpha)
+    plans = {
+        name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
+        for name, spec in config.models.items()
+    }
+    root = jax.random.PRNGKey(config.seed)
+    poison = poison_keys(root, config.dataset, config.alpha, 1)[0]
+    _, y_noisy, mask = flip_labels(
+        poison, jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train), config.alpha
+    )
+    x_out, y_out = non_member_pool(
+        dataset, n_forget // 2, cache_dir=cache_dir, **config.dataset_options
+    )
+    poisoning = {
+        "y_noisy": np.asarray(y_noisy),
+        "mask": np.asarray(mask),
+        "y_true": np.asarray(dataset.y_train),
+        "y_val": np.asarray(dataset.y_val),
+        "y_non_member_flipped": 1 - np.asarray(y_out),
+    }
+    cells = {}
+    for name, mp in plans.items():
+        probes = jnp.concatenate(
+            [mp.shared["x_train"], mp.shared["x_val"], jnp.asarray(features(x_out, mp.spec.input))]
+        )
+        cells |= _ModelCells(config, name, mp, root, poisoning, probes, n_forget, progress).cells()
+    data = dataset.info | {
+        "non_members": {
+            "count": len(y_out),
+            "source": NON_MEMBER_SOURCES.get(config.dataset, NON_MEMBER_SOURCES["xxz"]),
+            "labels": "flipped (the forget set's corruption)",
+        }
+    }
+    return Plan(cells, lambda store, final: write_tables(store), data)
+
+
+def split_indices(poisoning: dict) -> dict:
+    """Indices of every split into the probe set (training set, then val, then non-members)."""
+    mask, n_val = poisoning["mask"], len(poisoning["y_val"])
+    n_train = len(mask)
+    return {
+        "forget": np.flatnonzero(mask),
+        "retain": np.flatnonzero(~mask),
+        "val": n_train + np.arange(n_val),
+        "non_member": n_train + n_val + np.arange(len(poisoning["y_non_member_flipped"])),
+    }
+
+
+def ensemble_program(
+    model,
+    method,
+    *,
+    lr: float,
+    epochs: int,
+    n_forget: int,
+    shared_teacher: bool,
+    run_chunk: int = 0,
+    on_epoch=None,
+):
+    """``fn(keys, starts, teacher, weights, y_noisy, mask, shared, probes) -> (final, margins)``
+    over a leading run axis: each run unlearns (or retrains) and returns its final
+    :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``."""
+    unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=False, on_epoch=on_epoch)
+    traces = []
+
+    def one(key, start, teacher, weights, y_noisy, mask, shared, probes):
+        traces.append(1)
+        params, log = unlearn(
+            key, start, teacher, shared_split(shared, y_noisy, mask, n_forget), weights
+        )
+        final = log["final"] | {"loss": log["loss"][-1]}
+        return final, audit.margin(predict(model, params, probes))
+
+    t = None if shared_teacher else 0
+    fn = jax.jit(over_runs(one, (0, 0, t, 0, None, None, None, None), run_chunk))
+    fn.traces = traces  # how often it was traced: a new entry = a compilation
+    return fn
+
+
+def margins_npz(margins) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, margins=np.asarray(margins, np.float64))
+    return buf.getvalue()
+
+
+class _ModelCells:
+    """The cells of one model: teachers, oracles, one ensemble per method, then the scores."""
+
+    def __init__(
+        self, config, name: str, mp: ModelPlan, root, poisoning, probes, n_forget, progress
+    ):
+        self.config, self.name, self.mp, self.root = config, name, mp, root
+        self.poisoning, self.probes, self.n_forget, self.progress = (
+            poisoning,
+            probes,
+            n_forget,
+            progress,
+        )
+        spec = mp.spec
+        self.n_teachers, self.n_seeds, self.n_oracles = (
+            spec.teachers,
+            spec.unlearn_seeds,
+            spec.oracles,
+        )
+        self.teachers_id = f"{name}__teachers"
+        self._teachers = None
+        self._programs = {}
+
+    def cells(self) -> dict:
+        spec = self.mp.spec
+        runs = self.n_teachers * self.n_seeds
+        out = {
+            self.teachers_id: Cell(
+                self.teachers_cell,
+                ticks=progress_ticks(spec.epochs, self.n_teachers, spec.run_chunk, spec.batching),
+            ),
+            f"{self.name}__oracles": Cell(
+                self.oracles_cell,
+                ticks=progress_ticks(spec.unlearn_epochs, self.n_oracles, spec.run_chunk),
+            ),
+        }
+        for method in self.mp.methods:
+            out[f"{self.name}__{method}"] = Cell(
+                lambda store, m=method: self.method_cell(store, m),
+                ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk),
+                after=(self.teachers_id,),
+            )
+        out[f"{self.name}__scores"] = Cell(self.scores_cell, after=tuple(out))
+        return out
+
+    # -- ensembles ---------------------------------------------------------------------------
+
+    def rows(self, group: str, final: dict, teacher_of, seed_of) -> list[dict]:
+        base = {"dataset": self.config.dataset, "model": self.name, "group": group}
+        metrics = (*METRICS, "loss") if "loss" in final else METRICS
+        return [
+            base
+            | {
+                "teacher": teacher_of(r),
+                "unlearn_seed": seed_of(r),
+                "run": r,
+                "metric": metric,
+                "value": float(final[metric][r]),
+                "seed": self.config.seed,
+            }
+            for r in range(len(final[METRICS[0]]))
+            for metric in metrics
+        ]
+
+    def program(self, method, shared_teacher: bool):
+        key = (method.form, shared_teacher)
+        if key not in self._programs:
+            spec = self.mp.spec
+            self._programs[key] = ensemble_program(
+                self.mp.model,
+                method,
+                lr=spec.unlearn_lr,
+                epochs=spec.unlearn_epochs,
+                n_forget=self.n_forget,
+                shared_teacher=shared_teacher,
+                run_chunk=spec.run_chunk,
+                on_epoch=self.progress.on_epoch,
+            )
+        return self._programs[key]
+
+    def teachers_cell(self, store: ResultStore) -> CellResult:
+        spec, shared, model = self.mp.spec, self.mp.shared, self.mp.model
+        keys = teacher_keys(self.root, self.config.dataset, self.name, self.n_teachers)
+        train = teacher_program(
+            model,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            n_train=len(self.poisoning["mask"]),
+            on_epoch=self.progress.on_epoch,
+            run_chunk=spec.run_chunk,
+            batching=spec.batching,
+        )
+        y_noisy = jnp.broadcast_to(
+            self.poisoning["y_noisy"], (self.n_teachers, len(self.poisoning["mask"]))
+        )
+        mask = jnp.broadcast_to(self.poisoning["mask"], y_noisy.shape)
+        params = jax.block_until_ready(train(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
+        self._teachers = (params, y_noisy, mask)
+        split = shared_split(shared, y_noisy[0], mask[0], self.n_forget)
+
+        @jax.jit
+        def evaluate(p):
+            return jax.vmap(lambda q: unlearning_metrics(model, q, split))(p), jax.vmap(
+                lambda q: audit.margin(predict(model, q, self.probes))
+            )(p)
+
+        final, margins = evaluate(params)
+        return CellResult(
+            self.rows("teacher", final, lambda r: r, lambda r: ""),
+            info={"kind": "ensemble", "group": "teacher"},
+            files={
+                f"{self.teachers_id}.npz": teacher_npz(params, y_noisy, mask),
+                f"{self.teachers_id}.margins.npz": margins_npz(margins),
+            },
+            compiled=True,
+        )
+
+    def teachers(self, store: ResultStore):
+        if self._teachers is None:
+            self._teachers = load_teacher_npz(
+                store.companion_path(f"{self.teachers_id}.npz"), self.mp.model
+            )
+        return self._teachers
+
+    def ensemble(self, method, keys, teacher, *, shared_teacher: bool):
+        """(final metrics, margins) of one run per key row (start key, batch-order key)."""
+        program = self.program(method, shared_teacher)
+        runs = keys.shape[0]
+        starts = jax.vmap(method.start, in_axes=(0, None if shared_teacher else 0))(
+            keys[:, 0], teacher
+        )
+        weights = {k: jnp.full((runs,), v) for k, v in method.weights.items()}
+        return jax.block_until_ready(
+            program(
+                keys[:, 1],
+                starts,
+                teacher,
+                weights,
+                jnp.asarray(self.poisoning["y_noisy"]),
+                jnp.asarray(self.poisoning["mask"]),
+                self.mp.shared,
+                self.probes,
+            )
+        )
+
+    def oracles_cell(self, store: ResultStore) -> CellResult:
+        spec, model = self.mp.spec, self.mp.model
+        _, options = resolve_method(self.config.method_options, "retrain")
+        method = make_method(
+            "retrain",
+            model,
+            n_retain=len(self.poisoning["mask"]) - self.n_forget,
+            n_forget=self.n_forget,
+            epochs=spec.unlearn_epochs,
+            batch_size=spec.unlearn_batch_size,
+            **options,
+        )
+        keys = oracle_keys(self.root, self.config.dataset, self.name, self.n_oracles)
+        # Retrain reads no teacher output (its teacher terms have weight 0): any params will do.
+        placeholder = model.init(jax.random.PRNGKey(0))
+        final, margins = self.ensemble(method, keys, placeholder, shared_teacher=True)
+        return CellResult(
+            self.rows("oracle", final, lambda r: "", lambda r: r),
+            info={"kind": "ensemble", "group": "oracle", "options": options},
+            files={f"{self.name}__oracles.margins.npz": margins_npz(margins)},
+            compiled=True,
+        )
+
+    def method_cell(self, store: ResultStore, name: str) -> CellResult:
+        base, options, method = self.mp.methods[name]
+        t, u = self.n_teachers, self.n_seeds
+        params = self.teachers(store)[0]
+        per_run = jax.tree_util.tree_map(lambda a: jnp.repeat(a, u, axis=0), params)
+        keys = unlearning_keys(self.root, self.config.dataset, self.name, t * u)
+        traces = len(self.program(method, False).traces)
+        final, margins = self.ensemble(method, keys, per_run, shared_teacher=False)
+        compiled = len(self.program(method, False).traces) > traces
+        return CellResult(
+            self.rows(name, final, lambda r: r // u, lambda r: r % u),
+            info={
+                "kind": "ensemble",
+                "group": name,
+                "method": base,
+                "variant": method.variant,
+                "options": options,
+            },
+            files={f"{self.name}__{name}.margins.npz": margins_npz(margins)},
+            compiled=compiled,
+        )
+
+    # -- scores ------------------------------------------------------------------------------
+
+    def load_margins(self, store: ResultStore, cell_id: str) -> np.ndarray:
+        with np.load(store.companion_path(f"{cell_id}.margins.npz"), allow_pickle=False) as f:
+            return f["margins"]
+
+    def scores_cell(self, store: ResultStore) -> CellResult:
+        oracles = self.load_margins(store, f"{self.name}__oracles")
+        groups = {"teacher": self.load_margins(store, self.teachers_id)}
+        groups |= {m: self.load_margins(store, f"{self.name}__{m}") for m in self.mp.methods}
+        rows, per_example, roc = score_groups(
+            groups,
+            oracles,
+            self.poisoning,
+            bins=self.config.bins,
+            design=(self.n_teachers, self.n_seeds),
+        )
+        base = {"dataset": self.config.dataset, "model": self.name}
+        return CellResult(
+            [base | row | {"seed": self.config.seed} for row in rows],
+            info={"kind": "scores"},
+            tables={
+                "per_example": [base | row for row in per_example],
+                "roc": [base | row for row in roc],
+            },
+        )
+
+
+def score_groups(groups: dict, oracles, poisoning: dict, *, bins: int, design) -> tuple:
+    """(rows, per-example rows, ROC rows) of every group's margins (models, probes) against the
+    oracles' (K, probes); ``design`` = (teachers, unlearning seeds) of the method ensembles."""
+    idx = split_indices(poisoning)
+    half = oracles.shape[0] // 2
+    labels = {
+        "forget": poisoning["y_noisy"][idx["forget"]],  # members with their poisoned labels
+        "non_member": poisoning["y_non_member_flipped"],  # non-members, same corruption
+    }
+    truth = np.concatenate([poisoning["y_true"], poisoning["y_val"]])
+    rows, per_example, roc = [], [], []
+
+    def add(group, split, metric, value, n_models):
+        rows.append(
+            {
+                "group": group,
+                "split": split,
+                "metric": metric,
+                "value": float(value),
+                "models": n_models,
+                "oracles": oracles.shape[0],
+            }
+        )
+
+    t, u = design
+    # Distances compare every group at one size, one model per teacher (unlearning seed 0): the
+    # estimators' finite-sample bias depends on the size, so teacher, retrain and methods must
+    # match. The oracle halves are the estimator's null at K/2 vs K/2.
+    compared = {g: m[::u] if m.shape[0] == t * u else m for g, m in groups.items()}
+    compared["oracle_half"] = oracles[:half]
+    for group, margins in compared.items():
+        reference = oracles[half : 2 * half] if group == "oracle_half" else oracles
+        n = margins.shape[0]
+        for split in SPLITS:
+            sel = idx[split]
+            distances = {
+                "klom": audit.histogram_kl(margins[:, sel], reference[:, sel], bins),
+                "gauss_kl": audit.gaussian_kl(margins[:, sel], reference[:, sel]),
+            }
+            for name, d in distances.items():
+                add(group, split, f"{name}_p50", np.quantile(d, 0.5), n)
+                add(group, split, f"{name}_p95", np.quantile(d, 0.95), n)
+                add(group, split, f"{name}_mean", d.mean(), n)
+            per_example += [
+                {
+                    "group": group,
+                    "split": split,
+                    "example": int(i),
+                    "klom": float(k),
+                    "gauss_kl": float(g),
+                }
+                for i, k, g in zip(sel, distances["klom"], distances["gauss_kl"], strict=True)
+            ]
+    for group, margins in (dict(groups) | {"oracle": oracles}).items():
+        n = margins.shape[0]
+        hits = margins > 0
+        for split in ("forget", "retain", "val"):
+            sel = idx[split]
+            acc = (hits[:, sel] == (truth[sel] > 0.5)).mean(1)
+            add(group, split, "acc_true_mean", acc.mean(), n)
+            add(group, split, "acc_true_std", acc.std(ddof=1), n)
+            add(group, split, "flip_rate", audit.flip_rate(margins[:, sel]), n)
+        poisoned = (hits[:, idx["forget"]] == (labels["forget"] > 0.5)).mean(1)
+        add(group, "forget", "frac_poisoned_label_mean", poisoned.mean(), n)
+        auc = audit.population_attack(
+            margins[:, idx["forget"]],
+            labels["forget"],
+            margins[:, idx["non_member"]],
+            labels["non_member"],
+        )
+        add(group, "forget", "mia_loss_auc_mean", auc.mean(), n)
+        add(group, "forget", "mia_loss_auc_std", auc.std(ddof=1), n)
+        if group == "oracle":
+            continue
+        positive, negative = audit.ulira(margins[:, idx["forget"]], oracles[:, idx["forget"]])
+        for metric, value in audit.attack_summary(positive, negative).items():
+            add(group, "forget", f"ulira_{metric}", value, n)
+        fpr, tpr = audit.roc_curve(positive, negative)
+        roc += [
+            {"group": group, "fpr": float(f), "tpr": float(tpr[fpr <= f].max())} for f in FPR_GRID
+        ]
+        if u > 1 and n == t * u:
+            val = idx["val"]
+            acc = (hits[:, val] == (truth[val] > 0.5)).mean(1).reshape(t, u)
+            between, within = audit.nested_variance(acc)
+            add(group, "val", "acc_var_training_seed", between, n)
+            add(group, "val", "acc_var_unlearning_seed", within, n)
+            between, within = audit.nested_variance(margins[:, val].reshape(t, u, -1))
+            share = between / (between + within) if between + within > 0 else 0.0
+            add(group, "val", "margin_var_share_training_seed", share, n)
+    return rows, per_example, roc
+
+
+TABLES = {"ensemble": "ensemble.csv", "scores": "results.csv"}
+EXTRA_TABLES = {"per_example": "per_example.csv", "roc": "roc.csv"}
+
+
+def write_tables(store: ResultStore) -> None:
+    """Rebuild every table from the finished cells."""
+    rows, extra = defaultdict(list), defaultdict(list)
+    for cell in store.finished_cells():
+        rows[cell.get("kind", "ensemble")].extend(cell["rows"])
+        for name, table in cell.get("tables", {}).items():
+            extra[name].extend(table)
+    for kind, name in TABLES.items():
+        if rows[kind]:
+            store.write_table(rectangular_rows(rows[kind]), name)
+    for kind, name in EXTRA_TABLES.items():
+        if extra[kind]:
+            store.write_table(rectangular_rows(extra[kind]), name)
