@@ -34,9 +34,10 @@ def signals_deferred():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending: list[int] = []
+    pending: list[signal.Signals] = []
     previous = {
-        s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in DEFERRED_SIGNALS
+        s: signal.signal(s, lambda signum, frame: pending.append(signal.Signals(signum)))
+        for s in DEFERRED_SIGNALS
     }
     try:
         yield

@@ -216,7 +216,7 @@ def _out_dtype(matvec: MatVec, dim: int) -> Any:
     return jax.eval_shape(matvec, probe).dtype
 
 
-def _probe(key: Array, shape: int | tuple[int, ...], z: str, dtype: Any) -> Array:
+def _probe(key: Array, shape: tuple[int, ...], z: str, dtype: Any) -> Array:
     """Probe vector(s) with i.i.d. unit-variance entries, so ``E[z z^T] = I``."""
     if z == "rademacher":
         return jax.random.rademacher(key, shape, dtype=dtype)
@@ -293,7 +293,7 @@ def top_eigenvalues(
         num_steps = min(dim, max(40, 3 * k))
     _check_int("num_steps", num_steps, k, dim, hint=f"; need k={k} <= num_steps <= P={dim}")
     matvec = _flat_matvec(flat_loss, flat)
-    v0 = _probe(key, dim, "rademacher", _out_dtype(matvec, dim))
+    v0 = _probe(key, (dim,), "rademacher", _out_dtype(matvec, dim))
     alphas, betas, V = _lanczos(matvec, v0, num_steps)
     theta, S = jnp.linalg.eigh(_tridiagonal(alphas, betas))
     vals = theta[::-1][:k]
@@ -315,7 +315,7 @@ def _probe_values(matvec: MatVec, dim: int, key: Array, n: int, z: str, batch: i
     dtype = _out_dtype(matvec, dim)
 
     def one(k: Array) -> Array:
-        return _QUADRATIC_FORM(matvec, _probe(k, dim, z, dtype))
+        return _QUADRATIC_FORM(matvec, _probe(k, (dim,), z, dtype))
 
     return _chunked_map(one, jax.random.split(key, n), batch)
 
@@ -462,15 +462,120 @@ def spectrum_arrays(
     matvec = _flat_matvec(flat_loss, flat)
     probes = _probe(key, (num_probes, dim), "rademacher", _out_dtype(matvec, dim))
     nodes, weights = _slq(matvec, probes, num_steps, bs)
-    trace = _sample_estimate(dim * jnp.sum(weights * nodes, axis=-1), confidence)  # z^T H z
+    estimate = _sample_estimate(dim * jnp.sum(weights * nodes, axis=-1), confidence)  # z^T H z
     best = jnp.argmax(nodes[:, -1])
     return {
         "top": nodes[best, ::-1][:k],
         "min": jnp.min(nodes),
-        "trace": trace.mean,
-        "trace_stderr": trace.stderr,
-        "trace_ci_low": trace.ci_low,
-        "trace_ci_high": trace.ci_high,
+        "trace": estimate.mean,
+        "trace_stderr": estimate.stderr,
+        "trace_ci_low": estimate.ci_low,
+        "trace_ci_high": estimate.ci_high,
         "nodes": nodes,
         "weights": weights,
     }
+
+
+# --------------------------------------------------------------------------- grouped, dense
+
+
+def dense_summary(eig: Array, k: int) -> dict[str, Array]:
+    """:func:`spectrum_arrays`'s dense output from ascending eigenvalues ``eig (P,)``: all exact,
+    quadrature = every eigenvalue with weight ``1/P``."""
+    dim = eig.shape[-1]
+    trace, zero = jnp.sum(eig), jnp.zeros((), eig.dtype)
+    return {
+        "top": eig[::-1][:k],
+        "min": eig[0],
+        "trace": trace,
+        "trace_stderr": zero,
+        "trace_ci_low": trace,
+        "trace_ci_high": trace,
+        "nodes": eig[None],
+        "weights": jnp.full((1, dim), 1.0 / dim, eig.dtype),
+    }
+
+
+def live_parameters(
+    fn: Callable[[Params], Array], params: Params, *, batch: int = 64
+) -> np.ndarray:
+    """Flat indices (ascending, numpy) of the parameters ``fn``'s output depends on at all.
+
+    Parameter ``i`` counts as unused when BOTH (a) setting it to NaN leaves every output of
+    ``fn`` finite (NaN propagates through arithmetic, so a finite output means the value never
+    entered it) and (b) the gradient of ``sum(fn)`` w.r.t. it is exactly 0 at ``params``. Meant
+    for structural zeros, such as the QNN's angles outside the readout's light cone, which its
+    kernel never reads: their Hessian rows and columns are exactly zero for every loss of the
+    outputs, at every point. Not run under ``jit`` (the answer sets static shapes)."""
+    flat, unravel = ravel_pytree(params)
+    dim = int(flat.size)
+
+    def finite_when_poisoned(i: Array) -> Array:
+        return jnp.all(jnp.isfinite(fn(unravel(flat.at[i].set(jnp.nan)))))
+
+    finite = jax.jit(lambda f: _chunked_map(finite_when_poisoned, jnp.arange(dim), batch))(flat)
+    grad = jax.jit(jax.grad(lambda f: jnp.sum(fn(unravel(f)))))(flat)
+    return np.flatnonzero(~np.asarray(finite) | (np.asarray(grad) != 0))
+
+
+def grouped_dense_hessians(
+    piece_loss: Callable[[Params, Any], Array],
+    params: Params,
+    pieces: Any,
+    groups: Array,
+    n_groups: int,
+    *,
+    live: np.ndarray | None = None,
+    batch_size: int = 16,
+) -> Array:
+    """Exact Hessians ``(G, L, L)`` of ``G = n_groups`` losses that are sums over pieces,
+    ``L_g(x) = sum_{m: groups[m] = g} piece_loss(x, pieces[m])``, restricted to the parameters
+    ``live`` (flat indices, static; default all ``P``), symmetrised.
+
+    One forward-over-reverse product serves all G losses: column ``H_g e_i`` for every g is
+    ``jvp`` (tangent ``e_i``) of the per-group gradients, each piece's gradient taken in a
+    ``lax.map`` and summed into its group (``segment_sum``). So the losses cost the examples they
+    hold (no padding to a common length), one small piece's states stay in cache while the
+    ``batch_size`` tangents pass through it, and the program holds one copy of the piece's
+    gradient. Only the ``L`` live columns are built: a parameter the losses never read has an
+    exactly zero row and column (:func:`live_parameters`), so the spectrum is ``eig(H[live,
+    live])`` plus ``P - L`` zeros (:func:`grouped_dense_spectra`)."""
+    flat, unravel = ravel_pytree(params)
+    dim = int(flat.size)
+    live = np.arange(dim) if live is None else np.asarray(live)
+    _check_int("batch_size", batch_size, 1)
+
+    def group_grads(x: Array) -> Array:
+        grads = jax.lax.map(lambda d: jax.grad(lambda z: piece_loss(unravel(z), d))(x), pieces)
+        return jax.ops.segment_sum(grads, groups, n_groups)  # (G, P)
+
+    def columns(v: Array) -> Array:  # (G, L): the live entries of H_g v
+        return jax.jvp(group_grads, (flat,), (v,))[1][:, live]
+
+    basis = jnp.eye(dim, dtype=flat.dtype)[live]
+    h = jnp.moveaxis(_chunked_map(columns, basis, batch_size), 1, 0)  # (G, L, L)
+    return 0.5 * (h + jnp.swapaxes(h, 1, 2))
+
+
+def grouped_dense_spectra(
+    piece_loss: Callable[[Params, Any], Array],
+    params: Params,
+    pieces: Any,
+    groups: Array,
+    n_groups: int,
+    *,
+    k: int,
+    live: np.ndarray | None = None,
+    batch_size: int = 16,
+) -> dict[str, Array]:
+    """:func:`spectrum_arrays` (``method="dense"``) of every group's loss at once, each value
+    with a leading axis ``G``: ``eigvalsh`` of :func:`grouped_dense_hessians`'s live blocks,
+    with the ``P - L`` exact zeros of the unused parameters merged in, ascending."""
+    dim = int(ravel_pytree(params)[0].size)
+    _check_int("k", k, 1, dim, hint=f"; the loss has only P={dim} parameters")
+    h = grouped_dense_hessians(
+        piece_loss, params, pieces, groups, n_groups, live=live, batch_size=batch_size
+    )
+    eig = jnp.linalg.eigvalsh(h)
+    eig = jnp.sort(jnp.concatenate([eig, jnp.zeros((n_groups, dim - h.shape[-1]), eig.dtype)], 1))
+    return jax.vmap(lambda e: dense_summary(e, k))(eig)

@@ -42,7 +42,7 @@ def _digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _signed(cell_id: str, config_hash: str, rows, tables, files) -> dict:
+def _signed(cell_id: str, config_hash: str | None, rows, tables, files) -> dict:
     return {
         "cell": cell_id,
         "config_hash": config_hash,
@@ -76,7 +76,7 @@ def _flat(config, prefix: str = "") -> dict:
     """``{"models.mlp.epochs": 2, ...}``: every leaf of a nested config dict by dotted key."""
     if not isinstance(config, dict) or not config:
         return {prefix: config}
-    out = {}
+    out: dict = {}
     for key, value in config.items():
         out |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
     return out
@@ -218,7 +218,9 @@ class ResultStore:
         self.readonly = _readonly_manifest is not None
         self.rejected: dict[str, str] = {}  # cell id -> why it did not verify (read-only mode)
         self.tables: dict[str, str] = {}  # name -> CSV text rebuilt from the cells (read-only)
-        if self.readonly:
+        self.manifest: dict
+        self.config_hash: str | None  # None: a read-only manifest that records none
+        if _readonly_manifest is not None:
             self.manifest = _readonly_manifest
             self.config_hash = _readonly_manifest.get("config_hash")
             return

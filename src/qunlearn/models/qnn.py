@@ -153,9 +153,9 @@ def qnn(
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale)
-    readout = _readout_index(readout_qubit, n)
-    cones = plan._light_cone(n, depth, readout)
-    ops = plan._hea_plan(n, depth, readout, plan._STORE_COST[dtype])
+    readout_index = _readout_index(readout_qubit, n)
+    cones = plan._light_cone(n, depth, readout_index)
+    ops = plan._hea_plan(n, depth, readout_index, plan._STORE_COST[dtype])
     consts = {}
     for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
         if op[0] == "phase":  # which sign pattern of the edges' z_a z_b each amplitude has
@@ -170,12 +170,14 @@ def qnn(
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
 
-    specs, uses = [], []  # factor specs; per op: None, a factor index, or a list (tail)
+    specs: list[tuple] = []  # factor specs
+    uses: list[int | list[int] | None] = []  # per op: None, a factor index, or a list (tail)
     for op in ops:
         if op[0] == "gemm":
             _, layer, seg, deferred = op
+            qubits, edges = cones[layer]
             uses.append(len(specs))
-            specs.append(plan._factor_spec(n, depth, layer, seg, *cones[layer], deferred))
+            specs.append(plan._factor_spec(n, depth, layer, seg, qubits, edges, deferred))
         elif op[0] == "tail":
             _, layer0, seg, deferred = op
             uses.append(list(range(len(specs), len(specs) + depth - layer0)))
@@ -213,10 +215,13 @@ def qnn(
                     jnp.asarray(onehot, rdtype) @ jnp.stack([jnp.cos(ang), jnp.sin(ang)], -1)
                 )
             elif kind == "tail":
+                assert isinstance(use, list)  # a tail folds several factors
                 mat = factors[use[0]]
                 for f in use[1:]:
                     mat = factors[f] @ mat
-                mats.append(_realrep(mat[plan._readout_rows(op[2], readout)], real).astype(rdtype))
+                mats.append(
+                    _realrep(mat[plan._readout_rows(op[2], readout_index)], real).astype(rdtype)
+                )
             else:
                 mats.append(None)
         return to_prob(_run(ops, mats, x, rdtype, cdtype))
@@ -242,7 +247,7 @@ def qnn_cnot(
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale)
-    readout = _readout_index(readout_qubit, n)
+    readout_index = _readout_index(readout_qubit, n)
     ops = plan._cnot_plan(n, depth)
     perm = cnot_ring_permutation(n)
     consts = {}
@@ -251,13 +256,14 @@ def qnn_cnot(
             natural = plan._index_map(order)
             consts[i] = jnp.asarray(np.argsort(natural)[perm[natural]])
         elif op[0] == "parity":  # ⟨ψ'|Z_r|ψ'⟩ = Σ_i z_r(perm⁻¹[i]) |ψ_i|²
-            z_r = z_signs(n)[:, readout]
+            z_r = z_signs(n)[:, readout_index]
             consts[i] = jnp.asarray(z_r[np.argsort(perm)][plan._index_map(order)], rdtype)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 2), rdtype)
 
-    specs, uses = [], []
+    specs: list[tuple] = []
+    uses: list[int | None] = []
     for op in ops:
         uses.append(len(specs) if op[0] == "gemm" else None)
         if op[0] == "gemm":

@@ -31,7 +31,7 @@ def _factor_matrices(specs, u, theta_zz, cdtype):
     n_rot = u.shape[0] * u.shape[1]
     table = jnp.concatenate([u.reshape(n_rot, 2, 2), jnp.eye(2, dtype=cdtype)[None]])
     zz_flat = jnp.concatenate([theta_zz.reshape(-1), jnp.zeros(1, theta_zz.dtype)])
-    out = [None] * len(specs)
+    out: list[jax.Array | None] = [None] * len(specs)
     for w in sorted({len(sp[0]) for sp in specs}):
         ids = [i for i, sp in enumerate(specs) if len(sp[0]) == w]
         g = table[np.array([specs[i][0] for i in ids])]  # (S, w, 2, 2)

@@ -23,6 +23,8 @@ Edge j is the ring pair (j, j+1 mod n).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 GEMM_MAX = 6  # widest segment applied inside the circuit (a 128x128 real matrix)
@@ -41,16 +43,25 @@ _PHASE_COST = 4.4
 # in cache and the plain costs win (16 vs 18 ms).
 _STORE_COST = {"complex128": 1.0, "complex64": 0.0}
 
+# One op of a plan: a tuple whose first item names its kind (see the module docstring).
+Op = tuple[Any, ...]
+Piece = tuple[int, int]  # (start, size): a segment of ring-adjacent qubits
+LayerEdge = tuple[int, int]  # (layer, edge j): one RZZ gate
+# One way to apply a layer: (cost, pieces in apply order, their qubit sets, RZZ edges left over)
+LayerOption = tuple[float, tuple[Piece, ...], list[frozenset[int]], frozenset[int]]
+# Planner states: (last qubit, deferred RZZs) -> (cost, ops) of the cheapest way there
+Frontier = dict[tuple[int, frozenset[LayerEdge]], tuple[float, list[Op]]]
+
 
 def _tail_cost(w):
     return _GEMM_COST[w] if w == 1 else 0.5 * (_GEMM_COST[w] + _GEMM_COST[w - 1])
 
 
-def _segment(start, size, n):
+def _segment(start: int, size: int, n: int) -> tuple[int, ...]:
     return tuple((start + i) % n for i in range(size))
 
 
-def _seg_end(seg, n):
+def _seg_end(seg: Piece, n: int) -> int:
     return (seg[0] + seg[1] - 1) % n
 
 
@@ -63,7 +74,7 @@ def _edge(j, n):
     return frozenset({j, (j + 1) % n})
 
 
-def _light_cone(n, depth, readout):
+def _light_cone(n: int, depth: int, readout: int) -> list[tuple[frozenset[int], frozenset[int]]]:
     """Per layer: (qubits whose rotations can change ⟨Z_r⟩, RZZ edges that can)."""
     cones = []
     for layer in range(depth):
@@ -80,7 +91,7 @@ def _first_qubit(qubits, n):
     return next(q for q in sorted(qubits) if (q - 1) % n not in qubits)
 
 
-def _covers(qubits, n, max_size):
+def _covers(qubits: frozenset[int], n: int, max_size: int) -> list[Piece]:
     """(start, size) segments containing ``qubits`` (a ring segment or the whole ring)."""
     if len(qubits) == n:
         return [(s, n) for s in range(n)] if n <= max_size else []
@@ -103,7 +114,7 @@ def _compositions(total, k, cap):
     ]
 
 
-def _piece_plans(qubits, n):
+def _piece_plans(qubits: frozenset[int], n: int) -> list[tuple[Piece, ...]]:
     """Ways to cover ``qubits`` with disjoint segments: tuples of (start, size), in apply order."""
     full = len(qubits) == n
     if full:
@@ -146,13 +157,13 @@ def _hea_plan(n, depth, readout, store_cost=0.0, beam=32):
     """
     cones = _light_cone(n, depth, readout)
 
-    def rot(e_from, e_to):
+    def rot(e_from: int, e_to: int) -> list[Op]:
         m = (e_to - e_from) % n
         return [("rot", m)] if m else []
 
-    def layer_options(layer):
+    def layer_options(layer: int) -> list[LayerOption]:
         qubits, edges = cones[layer]
-        out = []
+        out: list[LayerOption] = []
         for pieces in _piece_plans(qubits, n):
             sets = [frozenset(_segment(*p, n)) for p in pieces]
             split = frozenset(j for j in edges if not any(_edge(j, n) <= s for s in sets))
@@ -170,15 +181,16 @@ def _hea_plan(n, depth, readout, store_cost=0.0, beam=32):
             folded = tuple(sorted(d for d in deferred if _edge(d[1], n) <= seg_set))
             left = tuple(sorted(set(deferred) - set(folded)))
             r = rot(e, _seg_end(seg, n))
-            ops = [("phase", left)] if left else []
+            ops: list[Op] = [("phase", left)] if left else []
             ops += [*r, ("tail", layer, _segment(*seg, n), folded)]
             cost = _PHASE_COST * bool(left) + rot_cost * len(r) + _tail_cost(seg[1]) + store_cost
             yield cost, ops
 
-    def steps(layer, e, deferred, rot_cost, options):
+    def steps(layer: int, e: int, deferred, rot_cost: float, options: list[LayerOption]):
         for cost0, pieces, sets, split in options:
-            folded = [[] for _ in pieces]
-            left, carry = [], []
+            folded: list[list[LayerEdge]] = [[] for _ in pieces]
+            left: list[LayerEdge] = []
+            carry: list[LayerEdge] = []
             for d in sorted(deferred):
                 ed = _edge(d[1], n)
                 hit = next((i for i, s in enumerate(sets) if s & ed), None)
@@ -188,7 +200,7 @@ def _hea_plan(n, depth, readout, store_cost=0.0, beam=32):
                     folded[hit].append(d)
                 else:
                     left.append(d)
-            ops = [("phase", tuple(left))] if left else []
+            ops: list[Op] = [("phase", tuple(left))] if left else []
             cost, cur = cost0 + _PHASE_COST * bool(left), e
             for i, p in enumerate(pieces):
                 r = rot(cur, _seg_end(p, n))
@@ -199,12 +211,12 @@ def _hea_plan(n, depth, readout, store_cost=0.0, beam=32):
             nxt = frozenset((layer, j) for j in split) | frozenset(carry)
             yield cost, ops, cur, nxt
 
-    states = {(n - 1, frozenset()): (0.0, [])}
-    finals = []
+    states: Frontier = {(n - 1, frozenset()): (0.0, [])}
+    finals: list[tuple[float, list[Op]]] = []
     for layer in range(depth):
         rot_cost = _INPUT_ROT_COST if layer == 0 else _ROT_COST
         options = layer_options(layer) if layer < depth - 1 else []
-        nxt = {}
+        nxt: Frontier = {}
         for (e, deferred), (cost, ops) in states.items():
             finals += [(cost + c, ops + o) for c, o in tails(layer, e, deferred, rot_cost)]
             for c, o, e2, d2 in steps(layer, e, deferred, rot_cost, options):
@@ -220,7 +232,8 @@ def _cnot_plan(n, depth):
     at the current last qubit, then the CNOT ring (folded into the readout after the last layer)."""
     k = -(-n // GEMM_MAX)
     sizes = [n // k + (i < n % k) for i in range(k)]
-    ops, e = [], n - 1
+    ops: list[Op] = []
+    e = n - 1
     for layer in range(depth):
         for i, w in enumerate(sizes):
             if i:

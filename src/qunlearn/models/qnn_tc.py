@@ -21,7 +21,7 @@ from qunlearn.models.qnn import ring_pairs
 def _jax_runtime(dtype: str):
     # tensorcircuit's dtype setter flips JAX's global x64 flag (and resets it to complex64 on exit);
     # restore the caller's setting so building a reference circuit cannot change other results.
-    x64 = jax.config.jax_enable_x64
+    x64 = jax.config.read("jax_enable_x64")
     try:
         import tensorcircuit as tc
 
