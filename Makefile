@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench lint typecheck fig2c fig2d fig3a fig3b roughening clean
+.PHONY: setup demo test bench lint typecheck fig2c fig2d fig3a fig3b roughening report clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ fig3b: setup
 	$(BIN)/qunlearn run configs/fig3b_xxz.toml
 roughening: setup
 	$(BIN)/qunlearn run configs/roughening_mnist.toml
+
+# One HTML page of every results directory under results/ (config, comparison with the paper,
+# figures, times): results/report.html.
+report: setup
+	$(BIN)/qunlearn report $(patsubst %/manifest.json,%,$(wildcard results/*/manifest.json)) --out results/report.html
 
 clean:
 	rm -rf $(VENV) .pytest_cache
