@@ -34,16 +34,18 @@ def build_report(results_dirs, out: str | Path = "report.html") -> Path:
         raise QunlearnError(f"--out {out}: the report is HTML: use a name ending in .html")
     if out.is_dir():
         raise QunlearnError(f"--out {out} is a directory: pass a file name, e.g. {out}/report.html")
-    sections = [section(d, index) for index, d in enumerate(results_dirs)]
+    verified = {str(d): VerifiedResults(d) for d in results_dirs}  # all readable, before work
+    sections = [section(v, i, name) for i, (name, v) in enumerate(verified.items())]
     html = render(sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, html)
     return out
 
 
-def section(results_dir, index: int = 0) -> dict:
-    """Everything the page shows for one results directory, as plain data."""
-    verified = VerifiedResults(results_dir)  # refuses a directory that is no results directory
+def section(verified: VerifiedResults, index: int = 0, name=None) -> dict:
+    """Everything the page shows for one verified results directory, as plain data; ``name``:
+    the directory as the user gave it (default: its path)."""
+    results_dir = verified.root if name is None else name
     verified.warn_problems()
     manifest, config = verified.manifest, verified.config
     out = {
