@@ -47,14 +47,22 @@ def accuracy(model, params, x, y):
     return jnp.mean(((p > 0.5) == (y > 0.5)).astype(p.dtype))
 
 
-def supervised_objective(model) -> Callable:
-    """Weighted BCE of the model on the batch's (x, y)."""
+def supervised_objective(model, label_smoothing: float = 0.0) -> Callable:
+    """Weighted BCE of the model on the batch's (x, y). ``label_smoothing`` ε trains on the
+    targets y·(1 − ε) + ε/2 (Keras' binary convention); accuracies still use the labels."""
 
     def objective(params, batch, extra):
         del extra
-        return weighted_mean(bce(predict(model, params, batch["x"]), batch["y"]), batch["w"])
+        target = batch["y"] * (1 - label_smoothing) + 0.5 * label_smoothing
+        return weighted_mean(bce(predict(model, params, batch["x"]), target), batch["w"])
 
     return objective
+
+
+def adam_optimizer(lr: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """Adam, or with ``weight_decay`` > 0 AdamW: decoupled decay of every parameter by
+    lr · weight_decay per step (optax.adamw), not an L2 term in the loss."""
+    return optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
 
 
 def shuffled_plan(n_examples: int, batch_size: int) -> Callable:
@@ -221,13 +229,16 @@ def make_supervised_train(
     n_train: int,
     batching: str = "epoch",
     on_epoch: Callable | None = None,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> Callable:
-    """:func:`make_train` for plain supervised training (Adam, :func:`supervised_objective`) with
-    a :func:`batching_plan`: ``train(key, params, {"x", "y"}, None) -> (params, log)``."""
+    """:func:`make_train` for plain supervised training (:func:`adam_optimizer`,
+    :func:`supervised_objective`) with a :func:`batching_plan`: ``train(key, params, {"x", "y"},
+    None) -> (params, log)``. The defaults (no decay, no smoothing) are the paper's training."""
     scan_epochs, plan = batching_plan(batching, n_train, batch_size, epochs)
     return make_train(
-        supervised_objective(model),
-        optax.adam(lr),
+        supervised_objective(model, label_smoothing),
+        adam_optimizer(lr, weight_decay),
         epochs=scan_epochs,
         plan=plan,
         on_epoch=on_epoch,

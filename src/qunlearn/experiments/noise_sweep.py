@@ -37,13 +37,16 @@ def sweep_program(
     on_epoch: Callable | None = None,
     run_chunk: int = 0,
     batching: str = "epoch",
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
 ):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
     ``x, y`` are (runs, N, ...) poisoned training sets; validation is shared. Jitted once; the
     returned function carries ``.traces`` (how often it was traced) for the compile-count test.
     ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
-    :func:`qunlearn.train.batching_plan`.
+    :func:`qunlearn.train.batching_plan`; ``weight_decay``, ``label_smoothing``: see
+    :func:`qunlearn.train.make_supervised_train`.
     """
     train = make_supervised_train(
         model,
@@ -53,6 +56,8 @@ def sweep_program(
         n_train=n_train,
         batching=batching,
         on_epoch=on_epoch,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
     )
     traces = []
 
@@ -114,6 +119,8 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             on_epoch=progress.on_epoch,
             run_chunk=spec.run_chunk,
             batching=spec.batching,
+            weight_decay=spec.weight_decay,
+            label_smoothing=spec.label_smoothing,
         )
         ticks = progress_ticks(spec.epochs, config.runs, spec.run_chunk, spec.batching)
         for noise in config.noises:

@@ -55,6 +55,8 @@ def roughening_program(
     top_k: int = 5,
     run_chunk: int = 0,
     trace_probes: int = 0,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
 ):
     """``fn(keys, x_train, y_noisy, x_hess, y_hess) -> metrics`` over a leading run axis (seeds):
     training and the Hessian measurements in one compiled program, shared by every noise ratio.
@@ -63,7 +65,13 @@ def roughening_program(
     Hutchinson with n Rademacher probes, reported with its standard error ``trace_stderr`` (the
     66k-parameter Fig 2 MLP: exact would be 66k HVPs per run)."""
     train = make_supervised_train(
-        model, lr=lr, epochs=epochs, batch_size=batch_size, n_train=n_train
+        model,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        n_train=n_train,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
     )
 
     def run_one(key, x_tr, y_noisy, x_h, y_h):
@@ -167,6 +175,8 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             top_k=config.top_k,
             run_chunk=spec.run_chunk,
             trace_probes=config.trace_probes,
+            weight_decay=spec.weight_decay,
+            label_smoothing=spec.label_smoothing,
         )
         for ratio in config.noise_ratios:
 

@@ -80,6 +80,17 @@ def _number(lo: float, strict: bool, example) -> Check:
     return check
 
 
+def _optional_positive(example) -> Check:
+    def check(key, value):
+        if value is None:
+            return None
+        if not (_is_number(value) and math.isfinite(value) and value > 0):
+            return f"{key} = {value!r} must be a number > 0 or left out: write {key} = {example}"
+        return None
+
+    return check
+
+
 def _one_of(options, what: str) -> Check:
     def check(key, value):
         if not isinstance(value, str) or value not in options:
@@ -115,7 +126,7 @@ def _qnn_checks(depth: int) -> dict[str, Check]:
 
 
 CHECKS: dict[str, dict[str, Check]] = {
-    "mlp": {"hidden": _positive_int_list("[64, 16]")},
+    "mlp": {"hidden": _positive_int_list("[64, 16]"), "bound": _optional_positive(5.0)},
     "qnn": _qnn_checks(6),
     "qnn_cnot": _qnn_checks(5),
 }

@@ -12,8 +12,10 @@ from qunlearn.errors import QunlearnError
 DEFAULT_HIDDEN = (64, 16)
 
 
-def mlp(input_dim: int, complex_input: bool, hidden=DEFAULT_HIDDEN):
+def mlp(input_dim: int, complex_input: bool, hidden=DEFAULT_HIDDEN, bound: float | None = None):
     """Dense(h1, relu) -> ... -> Dense(1, sigmoid). Complex inputs enter as [Re; Im] (2·input_dim).
+    ``hidden = []`` is logistic regression. ``bound = b`` bounds the logit like the QNN's
+    readout sigmoid(5·⟨Z⟩), ⟨Z⟩ ∈ [−1, 1]: p = sigmoid(b · tanh(z)) (a control, not the paper's).
 
     Returns ``(init, apply)``; params are a list of ``{"w": (n_in, n_out), "b": (n_out,)}``.
     """
@@ -35,6 +37,7 @@ def mlp(input_dim: int, complex_input: bool, hidden=DEFAULT_HIDDEN):
         h = jnp.concatenate([x.real, x.imag]) if complex_input else x
         for layer in params[:-1]:
             h = jax.nn.relu(h @ layer["w"] + layer["b"])
-        return jax.nn.sigmoid(h @ params[-1]["w"] + params[-1]["b"])[0]
+        logit = (h @ params[-1]["w"] + params[-1]["b"])[0]
+        return jax.nn.sigmoid(logit if bound is None else bound * jnp.tanh(logit))
 
     return init, apply
