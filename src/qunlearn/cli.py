@@ -78,6 +78,10 @@ def cmd_run(args) -> None:
     config, config_out = api.prepare(
         args.config, out, args.overrides, tiny=args.tiny, models=_model_names(args)
     )
+    if getattr(args, "devices", None) is not None:
+        from qunlearn.experiments.config import with_devices
+
+        config = with_devices(config, args.devices)
     resume = _resume_command(args, config_out)
     if getattr(args, "refine", False):
         from qunlearn.experiments.runner import refine_config, refine_dir, refine_grid
@@ -168,7 +172,7 @@ def _resume_command(args, out: Path) -> str:
         words.append("--quiet")
     if getattr(args, "executor", "in_process") != "in_process":
         words += ["--executor", args.executor]
-    for flag in ("scheduler", "workers"):
+    for flag in ("scheduler", "workers", "devices"):
         if getattr(args, flag, None) is not None:
             words += [f"--{flag}", str(getattr(args, flag))]
     if getattr(args, "refine", False):
@@ -310,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="--executor dask: start a local cluster of N worker processes (1 thread each)",
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="one|all",
+        help="all: split each cell's runs over every local device (jax.devices()); same numbers",
     )
     p.add_argument(
         "--refine",

@@ -251,7 +251,7 @@ def snapshot_epochs(epochs: int, every: int) -> list[int]:
     return [*range(0, epochs, every), epochs]
 
 
-def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
+def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0, devices=None) -> Callable:
     """``fn`` lifted over a leading run axis of the arguments whose ``in_axes`` entry is 0.
 
     ``run_chunk=0`` vmaps every run at once: the right call for small models and on a GPU.
@@ -259,7 +259,12 @@ def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
     memory traffic: on a 2-core CPU one QNN run's states stay in cache, and 5 vmapped runs of the
     10-qubit depth-6 circuit (batch 256) took 244 ms per step against 132 ms one run at a time
     (``bench/bench_qnn_kernel.py --runs 5 [--runs-map]``).
+
+    ``devices``: a list of more than one device (e.g. ``jax.devices()``) splits the run axis
+    over them (:func:`shard_runs`); each device lifts its share as above.
     """
+    if devices is not None and len(devices) > 1:
+        return shard_runs(over_runs(fn, in_axes, run_chunk), in_axes, devices)
     if not isinstance(run_chunk, int) or isinstance(run_chunk, bool) or run_chunk < 0:
         raise QunlearnError(
             f"run_chunk must be an integer >= 0 (0 = all runs at once), got {run_chunk!r}"
@@ -285,10 +290,47 @@ def over_runs(fn: Callable, in_axes: tuple, run_chunk: int = 0) -> Callable:
     return lifted
 
 
-def progress_ticks(epochs: int, runs: int, run_chunk: int = 0, batching: str = "epoch") -> int:
+def shard_runs(lifted: Callable, in_axes: tuple, devices) -> Callable:
+    """``lifted`` (a function over a leading run axis) with that axis split evenly over
+    ``devices``: a 1-D ``Mesh`` named ``"runs"`` and ``jax.shard_map``, the arguments whose
+    ``in_axes`` entry is None replicated. Runs that do not divide evenly are padded with copies of
+    the last run, whose results are dropped. Every run is computed exactly as on one device: no
+    value crosses devices (the runs are independent), so there is no collective to reorder sums.
+    """
+    from jax.sharding import Mesh, PartitionSpec
+
+    n = len(devices)
+    mesh = Mesh(devices, ("runs",))
+    specs = tuple(PartitionSpec("runs") if axis == 0 else PartitionSpec() for axis in in_axes)
+    # check_vma=False: each device's share is a plain, independent program. With the check on,
+    # a value a run creates from constants (e.g. zero biases) counts as replicated over the mesh,
+    # and its gradient is summed over the devices' runs (a wrong gradient, tested).
+    sharded = jax.shard_map(
+        lifted, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("runs"), check_vma=False
+    )
+    mapped = [i for i, axis in enumerate(in_axes) if axis == 0]
+
+    def call(*args):
+        runs = jax.tree_util.tree_leaves(args[mapped[0]])[0].shape[0]
+        pad = -runs % n
+
+        def padded(a):
+            return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+        full = [jax.tree_util.tree_map(padded, a) if i in mapped else a for i, a in enumerate(args)]
+        return jax.tree_util.tree_map(lambda out: out[:runs], sharded(*full))
+
+    return call
+
+
+def progress_ticks(
+    epochs: int, runs: int, run_chunk: int = 0, batching: str = "epoch", devices=None
+) -> int:
     """How often ``make_train``'s ``on_epoch`` fires in one call of a program over ``runs`` runs
-    (:func:`over_runs` with ``run_chunk``): the total of its progress bar."""
-    return scan_epochs(batching, epochs) * sequential_chunks(runs, run_chunk)
+    (:func:`over_runs` with ``run_chunk`` and ``devices``): the total of its progress bar. Split
+    over n devices, each fires for its ceil(runs / n) runs."""
+    n = len(devices) if devices is not None and len(devices) > 1 else 1
+    return scan_epochs(batching, epochs) * n * sequential_chunks(-(-runs // n), run_chunk)
 
 
 def sequential_chunks(runs: int, run_chunk: int) -> int:

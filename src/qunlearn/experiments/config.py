@@ -601,6 +601,27 @@ def select_models(data: dict, names) -> None:
             del tables[name]
 
 
+DEVICE_SETTINGS = ("one", "all")
+
+
+def with_devices(config, devices: str):
+    """``config`` with every model's ``devices`` set to ``devices`` (``--devices``): ``"all"``
+    splits each cell's runs over every local device. Execution only: the hash stays."""
+    if devices not in DEVICE_SETTINGS:
+        raise QunlearnError(
+            f"--devices {devices!r}{did_you_mean(devices, DEVICE_SETTINGS)} must be one of "
+            f"{list(DEVICE_SETTINGS)}: e.g. --devices all"
+        )
+    specs = getattr(config, "models", {})
+    if not all(hasattr(spec, "devices") for spec in specs.values()):
+        raise QunlearnError(
+            f"--devices: {config.experiment} configs run each cell on one device for now (noise "
+            "sweeps and roughening split their runs): drop --devices"
+        )
+    models = {name: dataclasses.replace(spec, devices=devices) for name, spec in specs.items()}
+    return dataclasses.replace(config, models=models)
+
+
 def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=None):
     """Read a TOML config (a file, or the name of a shipped one: see ``shipped.find_config``),
     apply ``[tiny]`` (if ``tiny``) then ``overrides``, keep only the model tables named in

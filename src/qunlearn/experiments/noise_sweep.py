@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from qunlearn.data import load_dataset
-from qunlearn.experiments.common import build_model, model_input, write_table
+from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.models import Model
@@ -39,6 +39,7 @@ def sweep_program(
     batching: str = "epoch",
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
+    devices=None,
 ):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
@@ -46,7 +47,8 @@ def sweep_program(
     returned function carries ``.traces`` (how often it was traced) for the compile-count test.
     ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
     :func:`qunlearn.train.batching_plan`; ``weight_decay``, ``label_smoothing``: see
-    :func:`qunlearn.train.make_supervised_train`.
+    :func:`qunlearn.train.make_supervised_train`; ``devices``: the run axis split over them
+    (:func:`qunlearn.train.shard_runs`).
     """
     train = make_supervised_train(
         model,
@@ -70,7 +72,7 @@ def sweep_program(
             "final_loss": log["loss"][-1],
         }
 
-    fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk))
+    fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk, devices))
     fn.traces = traces
     return fn
 
@@ -121,8 +123,11 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             batching=spec.batching,
             weight_decay=spec.weight_decay,
             label_smoothing=spec.label_smoothing,
+            devices=run_devices(spec.devices),
         )
-        ticks = progress_ticks(spec.epochs, config.runs, spec.run_chunk, spec.batching)
+        ticks = progress_ticks(
+            spec.epochs, config.runs, spec.run_chunk, spec.batching, run_devices(spec.devices)
+        )
         for noise in config.noises:
             for alpha in config.alphas:
 

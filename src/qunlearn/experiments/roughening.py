@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from qunlearn.data import load_dataset
-from qunlearn.experiments.common import build_model, model_input, write_table
+from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.hessian import flat_hvp, hutchinson_trace_fixed, top_eigenvalues, trace_exact
 from qunlearn.train import accuracy, bce, make_supervised_train, over_runs, predict
@@ -57,13 +57,15 @@ def roughening_program(
     trace_probes: int = 0,
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
+    devices=None,
 ):
     """``fn(keys, x_train, y_noisy, x_hess, y_hess) -> metrics`` over a leading run axis (seeds):
     training and the Hessian measurements in one compiled program, shared by every noise ratio.
 
     ``trace_probes = 0``: the exact trace (P Hessian-vector products: small models). ``n > 0``:
     Hutchinson with n Rademacher probes, reported with its standard error ``trace_stderr`` (the
-    66k-parameter Fig 2 MLP: exact would be 66k HVPs per run)."""
+    66k-parameter Fig 2 MLP: exact would be 66k HVPs per run). ``devices``: the seeds split over
+    them (:func:`qunlearn.train.shard_runs`)."""
     train = make_supervised_train(
         model,
         lr=lr,
@@ -102,7 +104,7 @@ def roughening_program(
             "final_loss": log["loss"][-1],
         }
 
-    return jax.jit(over_runs(run_one, (0, 0, 0, 0, 0), run_chunk))
+    return jax.jit(over_runs(run_one, (0, 0, 0, 0, 0), run_chunk, devices))
 
 
 def roughening_cell(
@@ -177,6 +179,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             trace_probes=config.trace_probes,
             weight_decay=spec.weight_decay,
             label_smoothing=spec.label_smoothing,
+            devices=run_devices(spec.devices),
         )
         for ratio in config.noise_ratios:
 
