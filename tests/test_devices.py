@@ -127,3 +127,17 @@ def test_devices_on_a_kind_that_cannot_split_runs_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unlearning configs run each cell on one device" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_run_chunk_is_chosen_by_backend_when_a_table_leaves_it_unset():
+    from qunlearn.experiments.config import default_run_chunk
+
+    assert default_run_chunk("qnn", "cpu") == 1 and default_run_chunk("qnn_cnot", "cpu") == 1
+    assert default_run_chunk("mlp", "cpu") == 0
+    assert default_run_chunk("qnn", "gpu") == 0 and default_run_chunk("qnn", "tpu") == 0
+    config = load_config("fig2c_mnist")  # its QNN table no longer sets run_chunk
+    expected = {"mlp": 0, "qnn": default_run_chunk("qnn")}
+    assert {name: spec.run_chunk for name, spec in config.models.items()} == expected
+    explicit = load_config("fig2c_mnist", ["models.qnn.run_chunk=0"])
+    assert explicit.models["qnn"].run_chunk == 0
+    assert config_hash(explicit) == config_hash(config)

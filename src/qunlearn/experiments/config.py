@@ -36,6 +36,7 @@ class ModelSpec:
     lr: float
     hyper: dict = field(default_factory=dict)
     run_chunk: int = 0  # runs per vmap, lax.map over chunks; 0 = all at once (see EXECUTION_ONLY)
+    # (a TOML table without run_chunk gets default_run_chunk: by model and JAX backend)
     batching: str = "epoch"  # or "stream": the reference's repeat.shuffle(128).batch stream
     weight_decay: float = 0.0  # AdamW's decoupled decay (train.adam_optimizer); 0 = Adam
     label_smoothing: float = 0.0  # BCE targets y(1 - e) + e/2; 0 = the paper's
@@ -457,6 +458,8 @@ def build(cls, data: Mapping, where: str = "config"):
                 raise QunlearnError(problem)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise QunlearnError(f"missing key {where}.{name}: add it to the config")
+    if "run_chunk" in fields and "run_chunk" not in data and "model" in values:
+        values["run_chunk"] = default_run_chunk(values["model"])
     config = cls(**values)
     if cls in VALIDATE:
         VALIDATE[cls](config)
@@ -679,6 +682,21 @@ ADDED_WITH_DEFAULT = {
     "weight_decay": 0.0,
     "label_smoothing": 0.0,
 }
+
+
+QNN_MODELS = frozenset({"qnn", "qnn_cnot"})
+
+
+def default_run_chunk(model: str, backend: str | None = None) -> int:
+    """``run_chunk`` of a model table that does not set it, by JAX backend (default: the one in
+    use). CPU: 1 for a QNN (one run at a time keeps its states in cache: 2x faster steps,
+    bench/bench_qnn_kernel.py), 0 otherwise; GPU and TPU: 0 (every run in one vmap fills the
+    device). Execution only: the numbers and the config hash do not depend on it."""
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    return 1 if backend == "cpu" and model in QNN_MODELS else 0
 
 
 def _hashed_part(value):

@@ -1,0 +1,81 @@
+"""complex64 (``models.<table>.hyper.dtype = "complex64"``, float32 angles and state) against
+complex128 for the paper's MNIST QNN: outputs agree to ~1e-5, and a small training from the same
+keys and the same initial angles ends with the same accuracies, or within one example.
+
+A GPU runs complex64 several times faster than complex128; these tests say what it costs in
+accuracy. (The 6-qubit output check with large angles is tests/test_qnn.py.)"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qunlearn.data import load_dataset
+from qunlearn.experiments.common import model_input
+from qunlearn.experiments.noise_sweep import sweep_program
+from qunlearn.models import make_model
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The Fig 2c inputs (10 qubits, reference encoding): 200 training and 600 validation images."""
+    dataset = load_dataset("mnist", encoding="reference")
+    x_train, x_val, dim, is_complex = model_input(dataset)
+    rng = np.random.default_rng(0)  # both classes in both sets (the files are sorted by class)
+    pick, val = rng.permutation(len(x_train))[:200], rng.permutation(len(x_val))[:600]
+    return {
+        "x": jnp.asarray(x_train[pick]),
+        "y": jnp.asarray(dataset.y_train[pick], jnp.float64),
+        "x_val": jnp.asarray(x_val[val]),
+        "y_val": jnp.asarray(dataset.y_val[val], jnp.float64),
+        "dim": dim,
+        "is_complex": is_complex,
+    }
+
+
+def models(mnist, depth):
+    return {
+        dtype: make_model("qnn", mnist["dim"], mnist["is_complex"], depth=depth, dtype=dtype)
+        for dtype in ("complex128", "complex64")
+    }
+
+
+def test_complex64_outputs_agree_with_complex128_at_the_paper_size(mnist):
+    pair = models(mnist, depth=6)
+    params = 20 * pair["complex128"].init(jax.random.PRNGKey(3))  # angles far from the start
+    out = {
+        dtype: jax.jit(jax.vmap(m.apply, (None, 0)))(params, mnist["x_val"][:64])
+        for dtype, m in pair.items()
+    }
+    assert out["complex64"].dtype == jnp.float32 and out["complex128"].dtype == jnp.float64
+    spread = float(jnp.std(out["complex128"]))
+    assert spread > 0.01  # the outputs vary: agreement is not the agreement of constants
+    np.testing.assert_allclose(out["complex64"], out["complex128"], atol=1e-5)
+
+
+def test_complex64_training_ends_at_the_complex128_accuracies(mnist):
+    keys = jax.random.split(jax.random.PRNGKey(7), 4).reshape(2, 2, -1)  # 2 runs
+    pair = models(mnist, depth=2)
+    # The same start: a float32 normal draw from a key is not the float64 draw rounded, so each
+    # dtype's own init would start another run; here complex64 starts from complex128's angles.
+    wide = pair["complex128"].init
+    pair["complex64"] = pair["complex64"]._replace(init=lambda k: wide(k).astype(jnp.float32))
+    final = {}
+    for dtype, model in pair.items():
+        program = sweep_program(model, epochs=10, batch_size=25, lr=0.05, n_train=200)
+        out = program(
+            keys[:, 0],
+            keys[:, 1],
+            jnp.stack([mnist["x"]] * 2),
+            jnp.stack([mnist["y"]] * 2),
+            mnist["x_val"],
+            mnist["y_val"],
+        )
+        final[dtype] = {k: np.asarray(v, np.float64) for k, v in out.items()}
+    lo, hi = final["complex64"], final["complex128"]
+    assert np.all(hi["val_acc"] > 0.75)  # it learned (chance: 0.53): the accuracies mean something
+    # within one example of 600 (validation) and of 200 (training)
+    assert np.all(np.abs(lo["val_acc"] - hi["val_acc"]) * 600 <= 1 + 1e-6), (lo, hi)
+    assert np.all(np.abs(lo["train_acc_noisy_labels"] - hi["train_acc_noisy_labels"]) * 200 <= 1)
+    # 80 Adam steps in float32 drift the last epoch's mean loss by ~2e-4 (measured)
+    np.testing.assert_allclose(lo["final_loss"], hi["final_loss"], atol=1e-3)
