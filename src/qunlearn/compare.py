@@ -691,9 +691,40 @@ ROUGHENING_REFERENCE = {
 ROUGHENING_CLEAN_MEAN = {"qnn": 6.19, "mlp": 0.194}
 
 
+NOTEBOOK_COLLAPSE = (0.25, 0.01)  # the notebook drops traces with |trace - 0.25| < 0.01
+RATIO_RESAMPLES = 2000
+
+
+def ratio_intervals(noisy, clean, *, same_seeds: bool, resamples: int = RATIO_RESAMPLES, seed=0):
+    """Bootstrap 95 % intervals of the median and mean trace ratio noisy / mean(clean): seeds are
+    resampled with replacement, the clean seeds too (the denominator is an estimate); for the
+    clean row itself (``same_seeds``) one resample serves both. Returns {median_lo, median_hi,
+    mean_lo, mean_hi}; {} with fewer than 2 seeds."""
+    noisy, clean = np.asarray(noisy, float), np.asarray(clean, float)
+    if len(noisy) < 2 or len(clean) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(noisy), (resamples, len(noisy)))
+    picked_clean = clean[pick] if same_seeds else clean[rng.integers(0, len(clean), pick.shape)]
+    ratios = noisy[pick] / picked_clean.mean(axis=1, keepdims=True)
+    out = {}
+    for name, stat in (("median", np.median), ("mean", np.mean)):
+        lo, hi = np.percentile(stat(ratios, axis=1), [2.5, 97.5])
+        out |= {f"{name}_lo": float(lo), f"{name}_hi": float(hi)}
+    return out
+
+
+def _kept_by_notebook_filter(values: np.ndarray) -> np.ndarray:
+    centre, tol = NOTEBOOK_COLLAPSE
+    return ~(np.abs(values - centre) < tol)
+
+
 def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list[dict]:
     """Trace ratios per (model, noise ratio) against the notebook's. Collapsed runs stay in the
-    mean and are counted; ``*_excl_collapsed`` repeats the statistics without them."""
+    mean and are counted; ``*_excl_collapsed`` repeats the statistics without them. Each row has
+    the per-seed ``ratios``, their median, and bootstrap 95 % intervals of median and mean
+    (:func:`ratio_intervals`); ``*_notebook_filter`` repeats mean and median after the notebook's
+    own filter (every trace, clean ones included, with |trace - 0.25| < 0.01 dropped)."""
     traces, collapsed = defaultdict(dict), defaultdict(dict)
     for r in results:
         key = (r["model"], round(float(r["noise_ratio"]), 3))
@@ -722,6 +753,18 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
             }
             if (~flags).any():
                 row["ratio_mean_excl_collapsed"] = float(vals[~flags].mean())
+            raw = np.array([by_seed[s] for s in sorted(by_seed)])
+            row["ratios"] = [float(v) for v in vals]
+            row["ratio_median"] = float(np.median(vals))
+            bounds = ratio_intervals(raw, clean, same_seeds=ratio == 0.0)
+            row |= {f"ratio_{k}": v for k, v in bounds.items()}
+            kept_clean = clean[_kept_by_notebook_filter(clean)]
+            kept = raw[_kept_by_notebook_filter(raw)]
+            row["dropped_notebook_filter"] = int(len(raw) - len(kept))
+            if kept.size and kept_clean.size:
+                filtered = kept / kept_clean.mean()
+                row["ratio_mean_notebook_filter"] = float(filtered.mean())
+                row["ratio_median_notebook_filter"] = float(np.median(filtered))
             row["paper_clean_trace_mean"] = ROUGHENING_CLEAN_MEAN[kind]
             if (kind, ratio) in ROUGHENING_REFERENCE:
                 pm, ps = ROUGHENING_REFERENCE[(kind, ratio)]
@@ -746,6 +789,14 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
         "runs",
         "collapsed",
         "ratio_mean_excl_collapsed",
+        "ratio_median",
+        "ratio_median_lo",
+        "ratio_median_hi",
+        "ratio_mean_lo",
+        "ratio_mean_hi",
+        "dropped_notebook_filter",
+        "ratio_mean_notebook_filter",
+        "ratio_median_notebook_filter",
         "clean_trace_mean",
         "paper_ratio_mean",
         "paper_ratio_std",
@@ -771,7 +822,31 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
             f"{r['ratio_mean']:9.3f}±{r['ratio_std']:<6.3f} {paper:>16} "
             f"{r['collapsed']:>5}/{r['runs']:<3} {clean:>24} {same}"
         )
+    text.append(
+        "\nper-seed spread: median and mean trace ratio with bootstrap 95 % intervals (seeds "
+        "resampled, clean seeds too); notebook filter: traces with |trace - 0.25| < 0.01 dropped "
+        "(clean ones too), as the reference notebook does"
+    )
+    for r in table:
+        paper = f"{r['paper_ratio_mean']:.3f}" if "paper_ratio_mean" in r else "-"
+        filtered = (
+            f"mean {r['ratio_mean_notebook_filter']:.3f}, median "
+            f"{r['ratio_median_notebook_filter']:.3f}"
+            if "ratio_mean_notebook_filter" in r
+            else "nothing left"
+        )
+        text.append(
+            f"{r['model']:6} {r['noise_ratio']:4.2f} median {r['ratio_median']:.3f}"
+            f"{_ci(r, 'ratio_median')}, mean {r['ratio_mean']:.3f}{_ci(r, 'ratio_mean')} "
+            f"(paper mean {paper}, {r['runs']} seeds); notebook filter drops "
+            f"{r['dropped_notebook_filter']}: {filtered}"
+        )
     return {"table": table, "text": "\n".join(text)}
+
+
+def _ci(row: dict, name: str) -> str:
+    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    return "" if lo is None else f" [{lo:.3f}, {hi:.3f}]"
 
 
 COMPARATORS["roughening"] = _compare_roughening_dir

@@ -192,8 +192,9 @@ def plot_roughening(
 
 def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = "") -> Figure:
     """Trace ratio (noisy trace / mean clean trace) per noise ratio, one panel per model
-    (``models``: our name -> model kind), mean ± std over seeds, the paper's values as hatched
-    bars beside ours; collapsed runs are counted above the bars."""
+    (``models``: our name -> model kind), mean ± std over seeds with every seed as a dot and the
+    median with its bootstrap 95 % interval, the paper's values as hatched bars beside ours;
+    collapsed runs are counted above the bars."""
     table = compare_roughening(rows, models)
     names = list(dict.fromkeys(r["model"] for r in table))
     with matplotlib.rc_context(STYLE):
@@ -211,6 +212,32 @@ def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = ""
                 capsize=2,
                 label="ours",
             )
+            for i, r in enumerate(mine):  # every seed, and the median with its 95 % interval
+                ratios = np.asarray(r["ratios"])
+                jitter = np.linspace(-0.12, 0.12, len(ratios)) if len(ratios) > 1 else [0.0]
+                ax.scatter(
+                    i - 0.2 + np.asarray(jitter),
+                    ratios,
+                    s=6,
+                    color="k",
+                    alpha=0.55,
+                    lw=0,
+                    zorder=3,
+                    label="seeds" if i == 0 else None,
+                )
+                if "ratio_median_lo" in r:
+                    med = r["ratio_median"]
+                    ax.errorbar(
+                        [i - 0.2],
+                        [med],
+                        yerr=[[med - r["ratio_median_lo"]], [r["ratio_median_hi"] - med]],
+                        fmt="_",
+                        color="k",
+                        ms=12,
+                        capsize=3,
+                        zorder=4,
+                        label="median, 95 % CI" if i == 0 else None,
+                    )
             paper = [(i, r) for i, r in enumerate(mine) if "paper_ratio_mean" in r]
             if paper:
                 ax.bar(
