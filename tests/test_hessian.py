@@ -505,3 +505,78 @@ def test_bad_input_raises_clear_errors(small_mlp):
         hs.flat_hvp(lambda p: jnp.abs(p).sum(), jnp.ones(3, jnp.complex128))
     with pytest.raises(QunlearnError, match="no array leaves"):
         hs.flat_hvp(lambda p: jnp.zeros(()), [])
+
+
+# --------------------------------------------------------------------------- grouped, dense
+
+
+def test_grouped_dense_spectra_of_a_toy_with_unused_parameters():
+    """Fast case: two losses over pieces of a function that never reads params 1 and 4; the
+    live blocks and spectra equal ``jax.hessian`` of each loss (zeros merged in)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((6, 3)))
+
+    def piece_loss(p, piece):
+        used = p[np.array([0, 2, 3, 5])]
+        return jnp.sum(jnp.sin(piece @ used[:3]) * used[3] ** 2 + (piece @ used[:3]) ** 4)
+
+    pieces, groups = x.reshape(3, 2, 3), jnp.array([0, 1, 1])
+    params = jnp.asarray(rng.standard_normal(6))
+    live = hs.live_parameters(lambda p: jax.vmap(lambda r: piece_loss(p, r[None]))(x), params)
+    np.testing.assert_array_equal(live, [0, 2, 3, 5])
+    spectra = jax.jit(
+        lambda p: hs.grouped_dense_spectra(piece_loss, p, pieces, groups, 2, k=2, live=live)
+    )(params)
+    reference = jax.jit(lambda p: [jax.hessian(piece_loss)(p, r) for r in (x[:2], x[2:])])
+    for g, full in enumerate(map(np.asarray, reference(params))):
+        eig = np.linalg.eigvalsh(0.5 * (full + full.T))
+        np.testing.assert_allclose(spectra["nodes"][g, 0], eig, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(spectra["top"][g], eig[::-1][:2], rtol=0, atol=1e-11)
+
+
+@pytest.mark.slow  # QNN compilation: 82 s on the loaded 2-core CPU; the toy above covers the code
+def test_grouped_dense_hessians_equal_per_column_hvps_and_skip_unused_angles():
+    """Three losses as sums over pieces of 4 examples (sets of 8, 4 and 8: no padding), built
+    with 5-wide batched HVPs over the live angles only, equal each loss's Hessian from one HVP
+    per column (``dense_hessian(batch_size=1)``); the angles left out are exactly the QNN's
+    unused ones (zero rows), and the spectra equal ``eigvalsh`` of the full Hessians."""
+    model = make_model("qnn", 2**4, False, depth=2)  # 32 angles, some outside the light cone
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((20, 16))
+    x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+    y = jnp.asarray((rng.uniform(size=20) > 0.5).astype(np.float64))
+    params = jnp.asarray(rng.uniform(-np.pi, np.pi, (2, 4, 4)))
+    owner = np.repeat([0, 1, 2], [8, 4, 8])
+    w = jnp.asarray(np.eye(3)[owner].T / np.bincount(owner)[:, None])  # (3, 20): set means
+    pieces = {"x": x.reshape(5, 4, 16), "y": y.reshape(5, 4), "w": w.sum(0).reshape(5, 4)}
+    groups = jnp.array([0, 0, 1, 2, 2])
+
+    def piece_loss(p, piece):
+        return jnp.sum(piece["w"] * bce(predict(model, p, piece["x"]), piece["y"]))
+
+    live = hs.live_parameters(lambda p: jax.vmap(model.apply, (None, 0))(p, x[:4]), params)
+    assert 0 < len(live) < 32
+
+    @jax.jit
+    def both(p):
+        spectra = hs.grouped_dense_spectra(
+            piece_loss, p, pieces, groups, 3, k=3, live=live, batch_size=5
+        )
+        full = jax.lax.map(  # one HVP per column, each set's loss over all 20 (weight 0 off it)
+            lambda wg: hs.dense_hessian(
+                lambda q: jnp.sum(wg * bce(predict(model, q, x), y)), p, batch_size=1
+            ),
+            w,
+        )
+        return hs.grouped_dense_hessians(piece_loss, p, pieces, groups, 3, live=live), spectra, full
+
+    blocks, spectra, full = both(params)
+    full = np.asarray(full)
+    dead = np.setdiff1d(np.arange(32), live)
+    assert np.all(full[:, dead] == 0) and np.all(full[:, :, dead] == 0)
+    np.testing.assert_allclose(blocks, full[:, live][:, :, live], rtol=0, atol=1e-13)
+    for g in range(3):
+        eig = np.linalg.eigvalsh(full[g])
+        np.testing.assert_allclose(spectra["nodes"][g, 0], eig, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(spectra["top"][g], eig[::-1][:3], rtol=0, atol=1e-12)
+        assert spectra["trace"][g] == pytest.approx(np.trace(full[g]), abs=1e-12)

@@ -65,7 +65,12 @@ from qunlearn.experiments.unlearning_setup import (
     teacher_program,
     unlearning_program,
 )
-from qunlearn.hessian import density_on_grid, spectrum_arrays
+from qunlearn.hessian import (
+    density_on_grid,
+    grouped_dense_spectra,
+    live_parameters,
+    spectrum_arrays,
+)
 from qunlearn.models import n_params
 from qunlearn.noise import flip_labels
 from qunlearn.train import bce, predict, snapshot_epochs, weighted_mean
@@ -84,56 +89,105 @@ SCALARS = {
 }
 
 
+PIECE_MAX = 64  # examples per piece of the dense path: a piece's tangent states stay in cache
+
+
+def piece_size(sizes, cap: int = PIECE_MAX) -> int:
+    """Examples per piece for sets of ``sizes``: the size <= ``cap`` with the least padding in
+    all (each set padded to a whole number of pieces), the largest such size on ties."""
+    return min(range(1, cap + 1), key=lambda s: (sum(-(-n // s) * s for n in sizes), -s))
+
+
 def loss_sets(split: dict, x_val, y_val) -> dict:
-    """The three losses' data as one padded stack: ``x (3, N, D)``, ``y (3, N)``, ``w (3, N)``
-    in :data:`LOSSES` order, N the largest set; padding repeats row 0 with weight 0."""
+    """The three losses' data in :data:`LOSSES` order, two ways. ``x (3, N, D)``, ``y (3, N)``,
+    ``w (3, N)``: one padded stack, N the largest set, padding repeats row 0 with weight 0 (the
+    SLQ path, loss and accuracy). ``pieces`` (``x (M, S, D)``, ``y``, ``w (M, S)``, ``w`` = 1/n
+    of its set so the pieces of a set sum to its mean) and ``group (M,)``, each set cut into
+    pieces of :func:`piece_size` examples (the dense path: no set pays for another's length)."""
     sets = (
         (split["x_retain"], split["y_retain"]),
         (split["x_forget"], split["y_forget_poisoned"]),  # the labels memorised
         (x_val, y_val),
     )
     n = max(x.shape[0] for x, _ in sets)
+    size = piece_size([x.shape[0] for x, _ in sets])
 
-    def pad(a, fill):
-        return jnp.concatenate([a, jnp.broadcast_to(fill, (n - a.shape[0], *a.shape[1:]))])
+    def pad(a, fill, length):
+        return jnp.concatenate([a, jnp.broadcast_to(fill, (length - a.shape[0], *a.shape[1:]))])
 
     dtype = split["y_retain"].dtype
+    pieces: dict[str, list[jax.Array]] = {"x": [], "y": [], "w": []}
+    group: list[int] = []
+    for g, (x, y) in enumerate(sets):
+        m = -(-x.shape[0] // size)
+        weight = jnp.full(x.shape[0], 1.0 / x.shape[0], dtype)
+        for name, a, fill in (("x", x, x[0]), ("y", jnp.asarray(y, dtype), y[0]), ("w", weight, 0)):
+            pieces[name].append(pad(a, fill, m * size).reshape(m, size, *a.shape[1:]))
+        group += [g] * m
     return {
-        "x": jnp.stack([pad(x, x[0]) for x, _ in sets]),
-        "y": jnp.stack([pad(jnp.asarray(y, dtype), y[0]) for _, y in sets]),
-        "w": jnp.stack([pad(jnp.ones(x.shape[0], dtype), 0.0) for x, _ in sets]),
+        "x": jnp.stack([pad(x, x[0], n) for x, _ in sets]),
+        "y": jnp.stack([pad(jnp.asarray(y, dtype), y[0], n) for _, y in sets]),
+        "w": jnp.stack([pad(jnp.ones(x.shape[0], dtype), 0.0, n) for x, _ in sets]),
+        "pieces": {k: jnp.concatenate(v) for k, v in pieces.items()},
+        "group": jnp.asarray(group, jnp.int32),
     }
 
 
 def curvature_program(
-    model, *, method: str, top_k: int, lanczos_steps: int, slq_probes: int, hvp_batch: int
+    model,
+    *,
+    method: str,
+    top_k: int,
+    lanczos_steps: int,
+    slq_probes: int,
+    hvp_batch: int,
+    live=None,
 ):
     """``fn(params (C, ...), sets, keys (L, 2)) -> {name: (C, L, ...)}``, jitted: the
     :func:`~qunlearn.hessian.spectrum_arrays` of every loss in ``sets`` (:func:`loss_sets`) plus
     its value ``loss`` and accuracy ``acc``, for C snapshots (``vmap``); ``method`` "dense" or
-    "slq". ``.traces`` counts its tracings."""
+    "slq". Dense: all losses from one set of ``hvp_batch``-wide Hessian-vector products over
+    ``sets["pieces"]`` (:func:`~qunlearn.hessian.grouped_dense_spectra`), only the columns of
+    the ``live`` flat parameter indices (default all; the others must be unused by the model,
+    :func:`~qunlearn.hessian.live_parameters`). ``.traces`` counts its tracings."""
     traces = []
 
-    def one_loss(params, x, y, w, key):
-        def loss_fn(p):
-            return weighted_mean(bce(predict(model, p, x), y), w)
+    def value_and_acc(params, x, y, w):
+        p = predict(model, params, x)
+        hit = (p > 0.5) == (y > 0.5)
+        return {"loss": weighted_mean(bce(p, y), w), "acc": weighted_mean(hit.astype(w.dtype), w)}
 
-        out = spectrum_arrays(
-            loss_fn,
+    def slq_loss(params, x, y, w, key):
+        return spectrum_arrays(
+            lambda p: weighted_mean(bce(predict(model, p, x), y), w),
             params,
             key,
             k=top_k,
-            method=method,
+            method="slq",
             num_steps=lanczos_steps,
             num_probes=slq_probes,
             batch_size=hvp_batch,
         )
-        hit = (predict(model, params, x) > 0.5) == (y > 0.5)
-        return out | {"loss": loss_fn(params), "acc": weighted_mean(hit.astype(w.dtype), w)}
+
+    def piece_loss(params, piece):  # this piece's share of its set's mean BCE
+        return jnp.sum(piece["w"] * bce(predict(model, params, piece["x"]), piece["y"]))
 
     def one(params, sets, keys):
         traces.append(1)
-        return jax.lax.map(lambda a: one_loss(params, *a), (sets["x"], sets["y"], sets["w"], keys))
+        stack = (sets["x"], sets["y"], sets["w"])
+        out = jax.lax.map(lambda a: value_and_acc(params, *a), stack)
+        if method == "dense":
+            return out | grouped_dense_spectra(
+                piece_loss,
+                params,
+                sets["pieces"],
+                sets["group"],
+                len(LOSSES),
+                k=top_k,
+                live=live,
+                batch_size=hvp_batch,
+            )
+        return out | jax.lax.map(lambda a: slq_loss(params, *a), (*stack, keys))
 
     fn = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
     fn.traces = traces
@@ -346,6 +400,16 @@ class _ModelCells:
             )
         return out
 
+    def live(self):
+        """Dense only: the flat indices of the params the model reads (the QNN skips the angles
+        outside its readout's light cone: 105 of 240 at depth 6), probed at an init on a few
+        training inputs; None for SLQ."""
+        if self.method != "dense":
+            return None
+        model, x = self.mp.model, self.mp.shared["x_train"][:4]
+        params = model.init(jax.random.PRNGKey(0))
+        return live_parameters(lambda p: jax.vmap(model.apply, (None, 0))(p, x), params)
+
     def program(self):
         if self._program is None:
             c = self.config
@@ -356,6 +420,7 @@ class _ModelCells:
                 lanczos_steps=c.lanczos_steps,
                 slq_probes=c.slq_probes,
                 hvp_batch=c.hvp_batch,
+                live=self.live(),
             )
         return self._program
 
