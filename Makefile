@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench lint typecheck fig2c fig2d fig3a fig3b roughening report clean
+.PHONY: setup demo test bench lint typecheck fig2c fig2d fig3a fig3b roughening report paper clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ roughening: setup
 
 # One HTML page of every results directory under results/ (config, comparison with the paper,
 # figures, times): results/report.html.
+# Every paper figure: run, compare, plot, each figure's wall time and the total (> 1 h on a 2-core
+# CPU; see bench/paper.py for --only, --extras, --tiny).
+paper: setup
+	$(BIN)/python bench/paper.py
+
 report: setup
 	$(BIN)/qunlearn report $(patsubst %/manifest.json,%,$(wildcard results/*/manifest.json)) --out results/report.html
 
