@@ -23,12 +23,14 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_train.py
 
+# ruff (lint rules, formatting) on all code, mypy on the package (its settings: pyproject.toml).
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 typecheck: setup
-	$(BIN)/mypy src/qunlearn
+	$(BIN)/mypy
 
 fig2c: setup
 	$(BIN)/qunlearn run configs/fig2c_mnist.toml

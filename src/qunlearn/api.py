@@ -16,7 +16,6 @@ complex128). It is never turned on by ``import qunlearn`` or by :func:`load`.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from collections.abc import Iterable, Mapping
@@ -52,7 +51,7 @@ def prepare(
     overrides = list(overrides)
     if isinstance(models, str):
         models = [n.strip() for n in models.split(",") if n.strip()]
-    if dataclasses.is_dataclass(config_or_name) and type(config_or_name) in CONFIG_TYPES.values():
+    if type(config_or_name) in CONFIG_TYPES.values():  # a config object (all are dataclasses)
         if overrides or tiny or models is not None:
             raise QunlearnError(
                 "overrides, tiny and models apply to a config file or name: change a config "

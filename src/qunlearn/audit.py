@@ -85,7 +85,7 @@ def null_band(
     95th percentile of that statistic over 20 repetitions)}. A distance within the second value
     is indistinguishable from "the same distribution" at these sample sizes."""
     rng = np.random.default_rng(seed)
-    stats = {"histogram_kl": [], "gaussian_kl": []}
+    stats: dict[str, list[float]] = {"histogram_kl": [], "gaussian_kl": []}
     for _ in range(20):
         a, b = rng.standard_normal((n, examples)), rng.standard_normal((k, examples))
         stats["histogram_kl"].append(np.quantile(histogram_kl(a, b, bins), quantile))

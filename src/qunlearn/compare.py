@@ -14,6 +14,7 @@ import tempfile
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,9 +137,11 @@ def protocol_check(config: dict) -> dict:
     same; dataset options that name a documented variant (encoding, phase) and numerics-only
     hyperparameters (dtype) do not count.
     """
-    experiment, dataset = config.get("experiment"), config.get("dataset")
+    experiment, dataset = config.get("experiment", ""), config.get("dataset", "")
     paper = _paper_config(experiment, dataset)
-    kinds, differences, general = {}, {}, []
+    kinds: dict[str, str | None] = {}
+    differences: dict[str, list[str]] = {}
+    general: list[str] = []
     if paper is None:
         return {"kinds": {}, "differences": {}, "general": ["no published numbers"]}
     for key in PROTOCOL_TOP_KEYS.get(experiment, ()):
@@ -265,6 +268,7 @@ def sweep_runs(rows: list[dict], model_kinds: dict | None = None) -> dict:
     """{(dataset, model, noise): {alpha: [val acc per run]}} from tidy rows (metric, value) or the
     paper's wide rows (a ``val_acc`` column); ``model_kinds`` renames models (ours -> paper's)."""
     model_kinds = model_kinds or {}
+    out: defaultdict[tuple[str, str, str], defaultdict[float, list[float]]]
     out = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if "metric" in row and row["metric"] != "val_acc":
@@ -415,7 +419,7 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -
     judged = {t for t, d in check["differences"].items() if not d}
     kinds = {t: k for t, k in check["kinds"].items() if k}
     table = compare_sweep(results, kinds, judged)
-    paper_runs = {}
+    paper_runs: dict[tuple[str, str, str], dict[float, list[float]]] = {}
     for dataset in {r["dataset"] for r in results} & set(REFERENCE_SWEEPS):
         paper_runs |= sweep_runs(reference_rows(REFERENCE_SWEEPS[dataset]))
     crit = critical_alphas(table, sweep_runs(results), paper_runs, kinds)
@@ -488,6 +492,7 @@ CURVE_METRICS = ("val_acc", "forget_frac_poisoned_label")
 
 def _curves(rows, metric: str) -> dict:
     """{key: {epoch: [values over runs]}} with key = (dataset, model, method)."""
+    out: defaultdict[tuple[str, str, str], defaultdict[int, list[float]]]
     out = defaultdict(lambda: defaultdict(list))
     for r in rows:
         out[(r["dataset"], r["model"], r["method"])][int(r["epoch"])].append(float(r[metric]))
@@ -506,6 +511,7 @@ def compare_unlearning(
     models in ``judged`` (default: all) are set beside the paper; the others report their own
     last logged epoch as "final".
     """
+    ours: dict[str, defaultdict[tuple[str, str, str], defaultdict[int, list[float]]]]
     ours = {m: defaultdict(lambda: defaultdict(list)) for m in CURVE_METRICS}
     variants = {}
     for r in results:
@@ -513,6 +519,7 @@ def compare_unlearning(
             key = (r["dataset"], r["model"], r["method"])
             ours[r["metric"]][key][int(r["epoch"])].append(float(r["value"]))
             variants[key] = r["variant"]
+    paper: dict[str, dict[tuple[str, str, str], defaultdict[int, list[float]]]]
     paper = {m: {} for m in CURVE_METRICS}
     for dataset, model in {(k[0], k[1]) for k in variants}:
         name = REFERENCE_UNLEARNING.get((dataset, model_kinds.get(model, model)))
@@ -707,7 +714,7 @@ def ratio_intervals(noisy, clean, *, same_seeds: bool, resamples: int = RATIO_RE
     pick = rng.integers(0, len(noisy), (resamples, len(noisy)))
     picked_clean = clean[pick] if same_seeds else clean[rng.integers(0, len(clean), pick.shape)]
     ratios = noisy[pick] / picked_clean.mean(axis=1, keepdims=True)
-    out = {}
+    out: dict[str, float] = {}
     for name, stat in (("median", np.median), ("mean", np.mean)):
         lo, hi = np.percentile(stat(ratios, axis=1), [2.5, 97.5])
         out |= {f"{name}_lo": float(lo), f"{name}_hi": float(hi)}
@@ -725,7 +732,8 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
     the per-seed ``ratios``, their median, and bootstrap 95 % intervals of median and mean
     (:func:`ratio_intervals`); ``*_notebook_filter`` repeats mean and median after the notebook's
     own filter (every trace, clean ones included, with |trace - 0.25| < 0.01 dropped)."""
-    traces, collapsed = defaultdict(dict), defaultdict(dict)
+    traces: defaultdict[tuple[str, float], dict[str, float]] = defaultdict(dict)  # by seed
+    collapsed: defaultdict[tuple[str, float], dict[str, bool]] = defaultdict(dict)
     for r in results:
         key = (r["model"], round(float(r["noise_ratio"]), 3))
         if r["metric"] == "trace":
@@ -742,7 +750,7 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
                 continue
             vals = np.array([by_seed[s] for s in sorted(by_seed)]) / clean_mean
             flags = np.array([collapsed[(m, ratio)].get(s, False) for s in sorted(by_seed)])
-            row = {
+            row: dict[str, Any] = {
                 "model": model,
                 "noise_ratio": ratio,
                 "clean_trace_mean": clean_mean,
@@ -816,7 +824,8 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
             else "-"
         )
         clean = f"{r['clean_trace_mean']:.3f}/{r.get('paper_clean_trace_mean', float('nan')):.3f}"
-        same = {True: "same", False: "OPPOSITE"}.get(r.get("same_direction"), "-")
+        direction: dict[bool | None, str] = {True: "same", False: "OPPOSITE"}
+        same = direction.get(r.get("same_direction"), "-")
         text.append(
             f"{r['model']:6} {r['noise_ratio']:4.2f} "
             f"{r['ratio_mean']:9.3f}±{r['ratio_std']:<6.3f} {paper:>16} "
@@ -877,7 +886,7 @@ def evaluation_scores(results: list[dict]) -> dict:
     """{(model, group): {(split, metric): value}} of an evaluation's ``results.csv``, with the
     ``residual`` of every group: (its forget KLoM P50 − retrain's) / (the teacher's − retrain's),
     0 = as close to the oracles as fresh oracles are, 1 = as far as no unlearning at all."""
-    scores = defaultdict(dict)
+    scores: defaultdict[tuple[str, str], dict[tuple[str, str], float]] = defaultdict(dict)
     for r in results:
         scores[(r["model"], r["group"])][(r["split"], r["metric"])] = float(r["value"])
         scores[(r["model"], r["group"])][("", "models")] = int(r["models"])

@@ -9,6 +9,7 @@ over keys, e.g. ``jax.vmap(lambda k: flip_labels(k, x, y, 0.3))(keys)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -135,4 +136,8 @@ def randomize_features(key, x, y, alpha: float, *, raw_dim: int | None = None):
     return x_poisoned, y, mask
 
 
-NOISE = {"label_flip": flip_labels, "feature_randomization": randomize_features}
+# kind -> ``fn(key, x, y, alpha, **options) -> (x', y', mask)``; options differ by kind (raw_dim)
+NOISE: dict[str, Callable[..., tuple[jax.Array, jax.Array, jax.Array]]] = {
+    "label_flip": flip_labels,
+    "feature_randomization": randomize_features,
+}

@@ -11,12 +11,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, did_you_mean
@@ -625,26 +625,26 @@ def with_devices(config, devices: str):
     return dataclasses.replace(config, models=models)
 
 
-def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=None):
+def load_config(path: str | os.PathLike, overrides=(), *, tiny: bool = False, models=None):
     """Read a TOML config (a file, or the name of a shipped one: see ``shipped.find_config``),
     apply ``[tiny]`` (if ``tiny``) then ``overrides``, keep only the model tables named in
     ``models`` (all when None), and validate it."""
     from qunlearn.experiments.shipped import find_config
 
-    path = find_config(path)
+    file = find_config(path)  # the file, or a shipped config's resource
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise QunlearnError(f"config {path} is not valid TOML: {err}; fix the file there") from None
+        raise QunlearnError(f"config {file} is not valid TOML: {err}; fix the file there") from None
     except UnicodeDecodeError:
-        raise QunlearnError(f"config {path} is not UTF-8 text: pass a .toml file") from None
+        raise QunlearnError(f"config {file} is not UTF-8 text: pass a .toml file") from None
     except OSError as err:
-        raise QunlearnError(f"cannot read config {path}: {err.strerror}; check the path") from None
+        raise QunlearnError(f"cannot read config {file}: {err.strerror}; check the path") from None
     tiny_table = data.pop("tiny", {})
     if tiny and not tiny_table:
-        raise QunlearnError(f"config {path} has no [tiny] table: add one or drop --tiny")
+        raise QunlearnError(f"config {file} has no [tiny] table: add one or drop --tiny")
     if not isinstance(tiny_table, dict):
-        raise QunlearnError(f"config {path}: tiny must be a table of dotted overrides")
+        raise QunlearnError(f"config {file}: tiny must be a table of dotted overrides")
     for dotted, value in tiny_table.items() if tiny else ():
         apply_override(data, dotted, value)
     for text in overrides:
@@ -654,7 +654,7 @@ def load_config(path: str | Path, overrides=(), *, tiny: bool = False, models=No
     kind = data.get("experiment")
     if kind not in CONFIG_TYPES:
         raise QunlearnError(
-            f"config {path}: experiment = {kind!r}{did_you_mean(str(kind), CONFIG_TYPES)} is not "
+            f"config {file}: experiment = {kind!r}{did_you_mean(str(kind), CONFIG_TYPES)} is not "
             f"one of {sorted(CONFIG_TYPES)}"
         )
     return build(CONFIG_TYPES[kind], data)

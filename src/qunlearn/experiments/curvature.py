@@ -41,9 +41,11 @@ snapshot of a (model, loss): ``density_points`` points spanning all their nodes,
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import defaultdict
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -190,7 +192,8 @@ def curvature_program(
         return out | jax.lax.map(lambda a: slq_loss(params, *a), (*stack, keys))
 
     fn = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-    fn.traces = traces
+    # jit's wrapper takes attributes; jax's stubs declare none
+    fn.traces = traces  # type: ignore[attr-defined]
     return fn
 
 
@@ -248,7 +251,7 @@ def density_rows(spectrum: list[dict], *, points: int, sigma: float) -> list[dic
     groups = defaultdict(list)
     for r in spectrum:
         groups[tuple(r[k] for k in DENSITY_KEYS)].append(r)
-    span = {}
+    span: dict[tuple[str, str], tuple[float, float]] = {}  # (model, loss) -> node range
     for r in spectrum:
         if float(r["weight"]) > 0 and math.isfinite(float(r["node"])):
             key, v = (r["model"], r["loss"]), float(r["node"])
@@ -298,7 +301,18 @@ COLUMNS = (
 )
 
 
-def write_tables(store: ResultStore, config: CurvatureConfig, *, density: bool = True) -> None:
+class DensitySettings(Protocol):
+    """What :func:`write_tables` reads of a config: a :class:`CurvatureConfig`, or the runner's
+    two settings of a config dict."""
+
+    @property
+    def density_points(self) -> int: ...
+
+    @property
+    def density_sigma(self) -> float: ...
+
+
+def write_tables(store: ResultStore, config: DensitySettings, *, density: bool = True) -> None:
     """Rebuild results.csv, spectrum.csv and (if ``density``) density.csv from the finished
     cells. The runner skips density.csv after each cell (it is rebuilt at the end or on Ctrl-C)."""
     rows, spectrum = [], []
@@ -356,7 +370,7 @@ def plan(config: CurvatureConfig, *, cache_dir=None, progress: Progress) -> Plan
         val_idx = jnp.sort(jax.random.permutation(key, n_val_all)[: config.n_val])
     else:
         val_idx = jnp.arange(n_val_all)
-    cells = {}
+    cells: dict[str, Cell] = {}
     for name, spec in config.models.items():
         mp = plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
         size = n_params(jax.eval_shape(mp.model.init, jax.random.PRNGKey(0)))
@@ -390,13 +404,13 @@ class _ModelCells:
         )
         self._program = None
         self._teachers = None
-        self._programs = {}
+        self._programs: dict[tuple, Any] = {}
 
     def cells(self) -> dict:
         out = {self.teachers_id: Cell(self.teachers_cell)}
         for m in self.mp.methods:
             out[f"{self.name}__{m}"] = Cell(
-                lambda store, m=m: self.method_cell(store, m), after=(self.teachers_id,)
+                functools.partial(self.method_cell, name=m), after=(self.teachers_id,)
             )
         return out
 

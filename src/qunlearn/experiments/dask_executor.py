@@ -133,14 +133,15 @@ class DaskExecutor:
         dask, distributed = _import_distributed()
         dask.config.set({"distributed.worker.multiprocessing-method": "spawn"})  # never fork JAX
         if self.workers is not None:
-            self.cluster = distributed.LocalCluster(
+            cluster = distributed.LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
             )
-            address = self.cluster.scheduler_address
+            self.cluster = cluster
+            address = cluster.scheduler_address
         else:
             address = self.scheduler
         try:

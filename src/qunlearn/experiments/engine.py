@@ -158,7 +158,7 @@ def run_cells(
     store: ResultStore,
     cells: Mapping[str, Cell],
     *,
-    tables: Callable[[ResultStore, bool], None],
+    tables: Callable[[ResultStore, bool], object],  # its return value is not used
     name: str,
     progress: Progress | None = None,
     executor=None,
@@ -269,6 +269,6 @@ class Plan:
     manifest. Built after every check passed, before ``--out`` is touched."""
 
     def __init__(
-        self, cells: Mapping[str, Cell], tables: Callable[[ResultStore, bool], None], data: dict
+        self, cells: Mapping[str, Cell], tables: Callable[[ResultStore, bool], object], data: dict
     ):
         self.cells, self.tables, self.data = dict(cells), tables, data

@@ -33,8 +33,10 @@ dominate (one retrain run of the 10-qubit depth-6 QNN per K). See the README for
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import defaultdict
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +45,7 @@ import numpy as np
 from qunlearn import audit
 from qunlearn.data import load_dataset, non_member_pool
 from qunlearn.experiments.common import features, rectangular_rows
-from qunlearn.experiments.config import resolve_method
+from qunlearn.experiments.config import EvalSpec, resolve_method
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import oracle_keys, poison_keys, teacher_keys, unlearning_keys
 from qunlearn.experiments.store import ResultStore
@@ -93,7 +95,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
         "y_val": np.asarray(dataset.y_val),
         "y_non_member_flipped": 1 - np.asarray(y_out),
     }
-    cells = {}
+    cells: dict[str, Cell] = {}
     for name, mp in plans.items():
         probes = jnp.concatenate(
             [mp.shared["x_train"], mp.shared["x_val"], jnp.asarray(features(x_out, mp.spec.input))]
@@ -148,7 +150,9 @@ def ensemble_program(
 
     t = None if shared_teacher else 0
     fn = jax.jit(over_runs(one, (0, 0, t, 0, None, None, None, None), run_chunk))
-    fn.traces = traces  # how often it was traced: a new entry = a compilation
+    # how often it was traced: a new entry = a compilation (jit's wrapper takes attributes;
+    # jax's stubs declare none)
+    fn.traces = traces  # type: ignore[attr-defined]
     return fn
 
 
@@ -172,14 +176,15 @@ class _ModelCells:
             progress,
         )
         spec = mp.spec
+        assert isinstance(spec, EvalSpec)  # an evaluation config's models are EvalSpecs
         self.n_teachers, self.n_seeds, self.n_oracles = (
             spec.teachers,
             spec.unlearn_seeds,
             spec.oracles,
         )
         self.teachers_id = f"{name}__teachers"
-        self._teachers = None
-        self._programs = {}
+        self._teachers: tuple | None = None  # (params, y_noisy, mask), a leading teacher axis
+        self._programs: dict[tuple, Any] = {}  # see program(): its key -> jitted program
 
     def cells(self) -> dict:
         spec = self.mp.spec
@@ -196,7 +201,7 @@ class _ModelCells:
         }
         for method in self.mp.methods:
             out[f"{self.name}__{method}"] = Cell(
-                lambda store, m=method: self.method_cell(store, m),
+                functools.partial(self.method_cell, name=method),
                 ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk),
                 after=(self.teachers_id,),
             )

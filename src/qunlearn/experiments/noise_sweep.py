@@ -73,7 +73,8 @@ def sweep_program(
         }
 
     fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk, devices))
-    fn.traces = traces
+    # jit's wrapper takes attributes; jax's stubs declare none
+    fn.traces = traces  # type: ignore[attr-defined]
     return fn
 
 

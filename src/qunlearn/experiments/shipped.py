@@ -4,6 +4,7 @@ when no file of that name exists."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -19,7 +20,7 @@ def shipped_configs() -> dict[str, Traversable]:
     return {p.name.removesuffix(".toml"): p for p in sorted(files, key=lambda p: p.name)}
 
 
-def find_config(path_or_name: str | Path) -> Path | Traversable:
+def find_config(path_or_name: str | os.PathLike) -> Path | Traversable:
     """The config file ``path_or_name`` names: the file itself when it exists, else the shipped
     config of that name (with or without ``.toml``). Anything else is a one-line QunlearnError
     with the closest shipped name and the list."""

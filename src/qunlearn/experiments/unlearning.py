@@ -16,8 +16,10 @@ epoch), ``teacher.csv`` and ``sweep.csv``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +62,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     n_teachers = config.runs if config.redraw_teacher else 1
     # one poisoning draw per teacher index, shared by all models (as in the reference script)
     poisons = poison_keys(root, config.dataset, config.alpha, n_teachers)
-    cells = {}
+    cells: dict[str, Cell] = {}
     for model_name, mp in plans.items():
         model = _ModelCells(config, model_name, mp, dataset, root, poisons, n_forget, progress)
         cells |= model.cells()
@@ -85,8 +87,8 @@ class _ModelCells:
         self.root, self.poisons, self.n_forget, self.progress = root, poisons, n_forget, progress
         self.n_teachers = len(poisons)
         self.teacher_id = f"{name}__teacher"
-        self._teacher = None
-        self._programs = {}
+        self._teacher: tuple | None = None  # (params, y_noisy, mask), a leading teacher axis
+        self._programs: dict[tuple, Any] = {}  # (form, trajectory) -> jitted program
         self.run_keys = unlearning_keys(root, config.dataset, name, config.runs)
 
     def cells(self) -> dict:
@@ -100,7 +102,7 @@ class _ModelCells:
         after = (self.teacher_id,)
         for method in self.mp.methods:
             out[f"{self.name}__{method}"] = Cell(
-                lambda store, m=method: self.trajectories(store, m),
+                functools.partial(self.trajectories, name=method),
                 ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk),
                 after=after,
             )
@@ -108,7 +110,7 @@ class _ModelCells:
             chunk = min(self.config.sweep_chunk, len(grid) * runs)
             calls = math.ceil(len(grid) * runs / chunk)
             out[f"{self.name}__sweep__{method}"] = Cell(
-                lambda store, m=method: self.sweep(store, m),
+                functools.partial(self.sweep, name=method),
                 ticks=calls * progress_ticks(spec.unlearn_epochs, chunk, spec.run_chunk),
                 after=after,
             )

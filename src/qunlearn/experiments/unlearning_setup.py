@@ -16,7 +16,7 @@ import numpy as np
 
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import build_model, model_input
-from qunlearn.experiments.config import resolve_method
+from qunlearn.experiments.config import UnlearnSpec, resolve_method
 from qunlearn.models import Model
 from qunlearn.noise import n_poisoned
 from qunlearn.train import make_supervised_train, over_runs
@@ -116,7 +116,8 @@ def unlearning_program(
 
     t = None if shared_teacher else 0
     fn = jax.jit(over_runs(run_one, (0, 0, t, t, t, 0, None), run_chunk))
-    fn.traces = traces
+    # jit's wrapper takes attributes; jax's stubs declare none
+    fn.traces = traces  # type: ignore[attr-defined]
     return fn
 
 
@@ -128,7 +129,8 @@ def teacher_npz(params, y_noisy, mask) -> bytes:
         for i, leaf in enumerate(jax.tree_util.tree_leaves(params))
     }
     buf = io.BytesIO()
-    np.savez(buf, **arrays, y_noisy=np.asarray(y_noisy, np.int32), mask=np.asarray(mask, bool))
+    y_noisy, mask = np.asarray(y_noisy, np.int32), np.asarray(mask, bool)
+    np.savez(buf, allow_pickle=False, **arrays, y_noisy=y_noisy, mask=mask)
     return buf.getvalue()
 
 
@@ -136,8 +138,9 @@ def load_teacher_npz(path: Path, model: Model):
     """(params, y_noisy, mask) with a leading teacher axis from a file the store verified."""
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
-    treedef = jax.tree_util.tree_structure(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
-    leaves = [jnp.asarray(arrays[f"param_{i:03d}"]) for i in range(treedef.num_leaves)]
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    treedef = jax.tree_util.tree_structure(shapes)
+    leaves = [jnp.asarray(arrays[f"param_{i:03d}"]) for i in range(len(jax.tree.leaves(shapes)))]
     return (
         jax.tree_util.tree_unflatten(treedef, leaves),
         jnp.asarray(arrays["y_noisy"]),
@@ -149,7 +152,7 @@ class ModelPlan(NamedTuple):
     """What one model runs: its inputs, trajectory methods and sweep grids, all checked."""
 
     model: Model
-    spec: object  # UnlearnSpec
+    spec: UnlearnSpec  # or a subclass (EvalSpec)
     shared: dict  # x_train, y_true, x_val, y_val
     methods: dict  # name -> (base method, options, Method)
     sweeps: dict  # name -> (grid points, [Method] per point)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -24,7 +25,10 @@ from qunlearn.plotting.style import (
 )
 from qunlearn.plotting.unlearning import _mean_std
 
-STYLE = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 8,
     "axes.titlesize": 9,
     "legend.fontsize": 6.5,
@@ -92,6 +96,7 @@ def draw_curvature_vs_epoch(rows: list[dict], *, metric: str, title: str = "") -
 
 def _mean_density(rows: list[dict]) -> dict:
     """{(model, loss, method, epoch): (grid, mean density over runs)}."""
+    values: defaultdict[tuple, defaultdict[int, list[tuple[float, float]]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
         key = (r["model"], r["loss"], r["method"], int(r["epoch"]))
@@ -116,7 +121,7 @@ def draw_densities(rows: list[dict], *, title: str = "") -> Figure:
     models = list(dict.fromkeys(k[0] for k in curves))
     losses = [loss for loss in LOSS_TITLES if any(k[1] == loss for k in curves)]
     methods = ordered_methods(k[2] for k in curves if k[2] not in TEACHER_STYLE)
-    last = {}
+    last: dict[tuple[str, str], int] = {}  # (model, method) -> its last epoch
     for model, _, method, epoch in curves:
         last[(model, method)] = max(epoch, last.get((model, method), epoch))
     with matplotlib.rc_context(STYLE):

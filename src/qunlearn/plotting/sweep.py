@@ -16,6 +16,7 @@ NOISE_TITLES = {"label_flip": "label flipping", "feature_randomization": "featur
 
 def _series(rows, metric):
     """{(model, noise): (alphas, mean, std)} from tidy rows."""
+    values: defaultdict[tuple[str, str], defaultdict[float, list[float]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["metric"] == metric:
@@ -30,6 +31,7 @@ def _series(rows, metric):
 
 def _runs(rows, metric="val_acc"):
     """{(model, noise): {alpha: [value per run]}} from tidy rows."""
+    values: defaultdict[tuple[str, str], defaultdict[float, list[float]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["metric"] == metric:

@@ -23,6 +23,7 @@ PANELS = (
 
 def _mean_std(rows, metric: str) -> dict:
     """{(model, method): (epochs, mean, std)} over runs (population std)."""
+    values: defaultdict[tuple[str, str], defaultdict[int, list[float]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r.get("metric", metric) == metric:
