@@ -11,7 +11,14 @@ import pytest
 
 from qunlearn.cli import main
 from qunlearn.data import Dataset
-from qunlearn.experiments import curvature, noise_sweep, roughening, runner, unlearning
+from qunlearn.experiments import (
+    curvature,
+    evaluation,
+    noise_sweep,
+    roughening,
+    runner,
+    unlearning,
+)
 from qunlearn.experiments.config import CONFIG_TYPES, build
 from qunlearn.experiments.engine import InProcess, Interrupted, Progress
 
@@ -60,12 +67,21 @@ TINY = {
         "top_k": 2,
         "density_points": 20,
     },
+    "evaluation": {
+        "experiment": "evaluation",
+        "name": "c_eval",
+        "dataset": "mnist",
+        "models": {"mlp": {**UNLEARN, "oracles": 4, "teachers": 3, "unlearn_seeds": 1}},
+        "methods": ["retrain", "finetune"],
+        "alpha": 0.3,
+    },
 }
 MODULES = {
     "noise_sweep": noise_sweep,
     "unlearning": unlearning,
     "roughening": roughening,
     "curvature": curvature,
+    "evaluation": evaluation,
 }
 
 
@@ -83,6 +99,12 @@ def toy_data(monkeypatch):
     data = Dataset("mnist", x, y, x_val, y_val, {"source": {"kind": "synthetic"}})
     for module in MODULES.values():
         monkeypatch.setattr(module, "load_dataset", lambda name, cache_dir=None, **kw: data)
+    # the evaluation's non-members: validation rows, never training rows
+    monkeypatch.setattr(
+        evaluation,
+        "non_member_pool",
+        lambda d, n, **kw: (np.concatenate([x_val[:n], x_val[10 : 10 + n]]), np.repeat([0, 1], n)),
+    )
 
 
 def test_every_kind_has_a_tiny_contract_config():

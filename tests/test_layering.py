@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "atomic"},
     {"data", "models", "noise"},
     {"train"},
-    {"unlearn", "hessian"},
+    {"unlearn", "hessian", "audit"},
     {"experiments"},
     {"compare"},
     {"plotting"},

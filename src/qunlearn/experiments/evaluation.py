@@ -44,7 +44,7 @@ import numpy as np
 
 from qunlearn import audit
 from qunlearn.data import load_dataset, non_member_pool
-from qunlearn.experiments.common import features, rectangular_rows
+from qunlearn.experiments.common import features, padded_chunks, rectangular_rows
 from qunlearn.experiments.config import EvalSpec, resolve_method
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import oracle_keys, poison_keys, teacher_keys, unlearning_keys
@@ -130,13 +130,13 @@ def ensemble_program(
     lr: float,
     epochs: int,
     n_forget: int,
-    shared_teacher: bool,
     run_chunk: int = 0,
     on_epoch=None,
 ):
-    """``fn(keys, starts, teacher, weights, y_noisy, mask, shared, probes) -> (final, margins)``
-    over a leading run axis: each run unlearns (or retrains) and returns its final
-    :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``."""
+    """``fn(keys, starts, teachers, weights, y_noisy, mask, shared, probes) -> (final, margins)``
+    over a leading run axis (teachers too): each run unlearns (or retrains) and returns its final
+    :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``. ``.traces``
+    counts its tracings."""
     unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=False, on_epoch=on_epoch)
     traces = []
 
@@ -148,8 +148,7 @@ def ensemble_program(
         final = log["final"] | {"loss": log["loss"][-1]}
         return final, audit.margin(predict(model, params, probes))
 
-    t = None if shared_teacher else 0
-    fn = jax.jit(over_runs(one, (0, 0, t, 0, None, None, None, None), run_chunk))
+    fn = jax.jit(over_runs(one, (0, 0, 0, 0, None, None, None, None), run_chunk))
     # how often it was traced: a new entry = a compilation (jit's wrapper takes attributes;
     # jax's stubs declare none)
     fn.traces = traces  # type: ignore[attr-defined]
@@ -227,8 +226,8 @@ class _ModelCells:
             for metric in metrics
         ]
 
-    def program(self, method, shared_teacher: bool):
-        key = (method.form, shared_teacher)
+    def program(self, method):
+        key = method.form
         if key not in self._programs:
             spec = self.mp.spec
             self._programs[key] = ensemble_program(
@@ -237,7 +236,6 @@ class _ModelCells:
                 lr=spec.unlearn_lr,
                 epochs=spec.unlearn_epochs,
                 n_forget=self.n_forget,
-                shared_teacher=shared_teacher,
                 run_chunk=spec.run_chunk,
                 on_epoch=self.progress.on_epoch,
             )
@@ -288,26 +286,28 @@ class _ModelCells:
             )
         return self._teachers
 
-    def ensemble(self, method, keys, teacher, *, shared_teacher: bool):
-        """(final metrics, margins) of one run per key row (start key, batch-order key)."""
-        program = self.program(method, shared_teacher)
-        runs = keys.shape[0]
-        starts = jax.vmap(method.start, in_axes=(0, None if shared_teacher else 0))(
-            keys[:, 0], teacher
-        )
-        weights = {k: jnp.full((runs,), v) for k, v in method.weights.items()}
-        return jax.block_until_ready(
-            program(
-                keys[:, 1],
-                starts,
+    def ensemble(self, method, keys, teachers):
+        """(final metrics, margins) of one run per key row (start key, batch-order key) and
+        teacher (leading axis), in calls of T x U runs (the last one padded): one compiled
+        program serves the oracles and every method of one form."""
+        program, chunk = self.program(method), self.n_teachers * self.n_seeds
+        weights = {k: np.full(chunk, v) for k, v in method.weights.items()}
+        start = jax.jit(jax.vmap(method.start))
+        parts = []
+        for sel, n_real in padded_chunks(keys.shape[0], chunk):
+            teacher = jax.tree_util.tree_map(lambda a, sel=sel: a[sel], teachers)
+            out = program(
+                keys[sel, 1],
+                start(keys[sel, 0], teacher),
                 teacher,
                 weights,
-                jnp.asarray(self.poisoning["y_noisy"]),
-                jnp.asarray(self.poisoning["mask"]),
+                self.poisoning["y_noisy"],
+                self.poisoning["mask"],
                 self.mp.shared,
                 self.probes,
             )
-        )
+            parts.append(jax.tree_util.tree_map(lambda a, n=n_real: np.asarray(a)[:n], out))
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
 
     def oracles_cell(self, store: ResultStore) -> CellResult:
         spec, model = self.mp.spec, self.mp.model
@@ -324,12 +324,16 @@ class _ModelCells:
         keys = oracle_keys(self.root, self.config.dataset, self.name, self.n_oracles)
         # Retrain reads no teacher output (its teacher terms have weight 0): any params will do.
         placeholder = model.init(jax.random.PRNGKey(0))
-        final, margins = self.ensemble(method, keys, placeholder, shared_teacher=True)
+        teachers = jax.tree_util.tree_map(
+            lambda a: jnp.broadcast_to(a, (self.n_oracles, *a.shape)), placeholder
+        )
+        traces = len(self.program(method).traces)
+        final, margins = self.ensemble(method, keys, teachers)
         return CellResult(
             self.rows("oracle", final, lambda r: "", lambda r: r),
             info={"kind": "ensemble", "group": "oracle", "options": options},
             files={f"{self.name}__oracles.margins.npz": margins_npz(margins)},
-            compiled=True,
+            compiled=len(self.program(method).traces) > traces,
         )
 
     def method_cell(self, store: ResultStore, name: str) -> CellResult:
@@ -338,9 +342,9 @@ class _ModelCells:
         params = self.teachers(store)[0]
         per_run = jax.tree_util.tree_map(lambda a: jnp.repeat(a, u, axis=0), params)
         keys = unlearning_keys(self.root, self.config.dataset, self.name, t * u)
-        traces = len(self.program(method, False).traces)
-        final, margins = self.ensemble(method, keys, per_run, shared_teacher=False)
-        compiled = len(self.program(method, False).traces) > traces
+        traces = len(self.program(method).traces)
+        final, margins = self.ensemble(method, keys, per_run)
+        compiled = len(self.program(method).traces) > traces
         return CellResult(
             self.rows(name, final, lambda r: r // u, lambda r: r % u),
             info={
