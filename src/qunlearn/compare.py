@@ -879,7 +879,7 @@ EVALUATION_COLUMNS = (  # (header, split, metric, format)
     ("flip", "val", "flip_rate", ".3f"),
     ("seed share", "val", "margin_var_share_training_seed", ".2f"),
 )
-GROUP_ORDER = ("oracle", "oracle_half", "retrain", "teacher")
+GROUP_ORDER = ("oracle", "oracle_half", "oracle_null", "retrain", "teacher")
 
 
 def evaluation_scores(results: list[dict]) -> dict:
@@ -932,6 +932,28 @@ def evaluation_findings(scores: dict) -> list[str]:
                 f"calibration {model} (K = {k} oracles): forget KLoM P50 oracle halves "
                 f"{d['oracle_half']:.3f}, retrain {_fmt(d.get('retrain'))}, teacher "
                 f"{d['teacher']:.3f}: {'ok' if ok else 'NOT separated: raise K or the ensembles'}"
+            )
+        null = get.get("oracle_null", {})
+        band = {
+            key: (null[(split, f"{metric}_lo")], null[(split, f"{metric}_hi")])
+            for key, (split, metric) in {
+                "klom": ("forget", "klom_p50"),
+                "auc": ("forget", "ulira_auc"),
+            }.items()
+            if (split, f"{metric}_lo") in null
+        }
+        if len(band) == 2:
+            outside = [
+                g
+                for g, s in get.items()
+                if g not in GROUP_ORDER
+                and not band["klom"][0] <= s.get(("forget", "klom_p50"), -1) <= band["klom"][1]
+            ]
+            lines.append(
+                f"null band {model} (oracles posing as a group, 20 draws, 95 %): forget KLoM P50 "
+                f"[{band['klom'][0]:.3f}, {band['klom'][1]:.3f}], LiRA AUC "
+                f"[{band['auc'][0]:.3f}, {band['auc'][1]:.3f}]; outside it on KLoM: "
+                + (", ".join(sorted(outside)) or "none")
             )
     methods = sorted({g for _, g in scores} - set(GROUP_ORDER))
     for method in methods:

@@ -374,6 +374,7 @@ class _ModelCells:
             self.poisoning,
             bins=self.config.bins,
             design=(self.n_teachers, self.n_seeds),
+            seed=self.config.seed,
         )
         base = {"dataset": self.config.dataset, "model": self.name}
         return CellResult(
@@ -386,9 +387,12 @@ class _ModelCells:
         )
 
 
-def score_groups(groups: dict, oracles, poisoning: dict, *, bins: int, design) -> tuple:
+def score_groups(
+    groups: dict, oracles, poisoning: dict, *, bins: int, design, seed: int = 0
+) -> tuple:
     """(rows, per-example rows, ROC rows) of every group's margins (models, probes) against the
-    oracles' (K, probes); ``design`` = (teachers, unlearning seeds) of the method ensembles."""
+    oracles' (K, probes); ``design`` = (teachers, unlearning seeds) of the method ensembles.
+    ``seed`` draws the oracle subsets of the null band (group ``oracle_null``)."""
     idx = split_indices(poisoning)
     half = oracles.shape[0] // 2
     labels = {
@@ -460,14 +464,15 @@ def score_groups(groups: dict, oracles, poisoning: dict, *, bins: int, design) -
         add(group, "forget", "mia_loss_auc_std", auc.std(ddof=1), n)
         if group == "oracle":
             continue
-        positive, negative = audit.ulira(margins[:, idx["forget"]], oracles[:, idx["forget"]])
+        reference = oracles
+        positive, negative = audit.ulira(margins[:, idx["forget"]], reference[:, idx["forget"]])
         for metric, value in audit.attack_summary(positive, negative).items():
             add(group, "forget", f"ulira_{metric}", value, n)
         fpr, tpr = audit.roc_curve(positive, negative)
         roc += [
             {"group": group, "fpr": float(f), "tpr": float(tpr[fpr <= f].max())} for f in FPR_GRID
         ]
-        if u > 1 and n == t * u:
+        if u > 1 and n == t * u and group != "oracle_null":
             val = idx["val"]
             acc = (hits[:, val] == (truth[val] > 0.5)).mean(1).reshape(t, u)
             between, within = audit.nested_variance(acc)
@@ -476,7 +481,45 @@ def score_groups(groups: dict, oracles, poisoning: dict, *, bins: int, design) -
             between, within = audit.nested_variance(margins[:, val].reshape(t, u, -1))
             share = between / (between + within) if between + within > 0 else 0.0
             add(group, "val", "margin_var_share_training_seed", share, n)
+    null, null_roc = null_band(oracles, idx, bins=bins, sizes=(t, t * u), seed=seed)
+    for (split, metric), values in null.items():
+        n = t if metric.startswith("klom") else t * u
+        add("oracle_null", split, metric, np.median(values), n)
+        add("oracle_null", split, f"{metric}_lo", np.quantile(values, 0.025), n)
+        add("oracle_null", split, f"{metric}_hi", np.quantile(values, 0.975), n)
+    roc += [{"group": "oracle_null", "fpr": float(f), "tpr": t_} for f, t_ in null_roc]
     return rows, per_example, roc
+
+
+NULL_DRAWS = 20
+
+
+def null_band(oracles, idx: dict, *, bins: int, sizes: tuple[int, int], seed: int):
+    """The statistics of oracles posing as a group: ``NULL_DRAWS`` seeded draws of n oracles
+    against the other K − n (n = ``sizes[0]`` = T for the distances, ``sizes[1]`` = T x U for the
+    attack). An ensemble's statistics vary from draw to draw as a whole (one unusual model moves
+    every example), so a group is only distinguishable from fresh oracles outside this band.
+    Returns ({(split, metric): [value per draw]}, the first draw's ROC points)."""
+    rng = np.random.default_rng(seed)
+    k = oracles.shape[0]
+    n_dist, n_attack = min(sizes[0], k // 2), min(sizes[1], k // 2)
+    out, first_roc = defaultdict(list), None
+    forget = idx["forget"]
+    for _ in range(NULL_DRAWS):
+        perm = rng.permutation(k)
+        sub, rest = oracles[perm[:n_dist]], oracles[perm[n_dist:]]
+        for split in ("forget", "retain", "val"):
+            d = audit.histogram_kl(sub[:, idx[split]], rest[:, idx[split]], bins)
+            out[(split, "klom_p50")].append(np.quantile(d, 0.5))
+            out[(split, "klom_p95")].append(np.quantile(d, 0.95))
+        sub, rest = oracles[perm[:n_attack], :][:, forget], oracles[perm[n_attack:], :][:, forget]
+        positive, negative = audit.ulira(sub, rest)
+        for metric, value in audit.attack_summary(positive, negative).items():
+            out[("forget", f"ulira_{metric}")].append(value)
+        if first_roc is None:
+            fpr, tpr = audit.roc_curve(positive, negative)
+            first_roc = [(float(f), float(tpr[fpr <= f].max())) for f in FPR_GRID]
+    return dict(out), first_roc
 
 
 TABLES = {"ensemble": "ensemble.csv", "scores": "results.csv"}

@@ -9,21 +9,20 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
-from qunlearn.plotting.style import method_color, new_figure, ordered_methods
+from qunlearn.plotting.style import ENSEMBLE_STYLE, method_color, new_figure, ordered_methods
 
-CALIBRATION_STYLE = {"oracle_half": ("oracle halves", "0.55"), "teacher": ("no unlearning", "k")}
 SPLITS = ("forget", "retain", "val")
 
 
 def _groups(names) -> list[str]:
     """Calibration groups first, then the methods in the house order."""
-    names = set(names)
-    first = [g for g in ("oracle_half", "teacher") if g in names]
+    names = set(names) - {"oracle"}
+    first = [g for g in ("oracle_half", "oracle_null", "teacher") if g in names]
     return first + ordered_methods(names - set(first))
 
 
 def _style(group: str) -> tuple[str, str | None]:
-    return CALIBRATION_STYLE.get(group, (group, method_color(group)))
+    return ENSEMBLE_STYLE.get(group, (group, method_color(group)))
 
 
 def distance_histograms(per_example: list[dict], model: str, title: str = "") -> Figure:
@@ -37,7 +36,7 @@ def distance_histograms(per_example: list[dict], model: str, title: str = "") ->
     lo = positive.min() if positive.size else 1e-3
     bins = np.geomspace(max(lo, 1e-4), max(every.max(), lo * 10), 40)
     fig = new_figure(12, 3.6)
-    axes = fig.subplots(1, len(SPLITS), sharey=True)
+    axes = fig.subplots(1, len(SPLITS))  # own y scales: D_f has 150 examples, val 2144
     for ax, split in zip(axes, SPLITS, strict=True):
         for group in _groups(g for g, s in values if s == split):
             label, color = _style(group)
@@ -91,13 +90,13 @@ def stability_bars(results: list[dict], model: str, title: str = "") -> Figure:
         for r in results
         if r["model"] == model and r["split"] == "val"
     }
-    groups = [g for g in _groups({g for g, _ in value}) if g != "oracle_half"]
+    groups = [g for g in _groups({g for g, _ in value}) if not g.startswith("oracle_")]
     groups += ["oracle"] if any(g == "oracle" for g, _ in value) else []
     fig = new_figure(12, 3.6)
     axes = fig.subplots(1, len(STABILITY))
     for ax, (metric, label) in zip(axes, STABILITY, strict=True):
         shown = [g for g in groups if (g, metric) in value]
-        colors = [_style(g)[1] or "tab:gray" for g in shown]
+        colors = [_style(g)[1] for g in shown]
         ax.bar(range(len(shown)), [value[(g, metric)] for g in shown], color=colors)
         ax.set_xticks(range(len(shown)), [_style(g)[0] for g in shown], rotation=30, ha="right")
         ax.set_title(label, fontsize=10)

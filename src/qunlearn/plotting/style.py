@@ -26,6 +26,13 @@ METHOD_COLORS = {
     "scrub_kurmanji": "tab:purple",
     "neggrad_plus": "tab:brown",
 }
+# the reference ensembles of an evaluation: (legend label, colour)
+ENSEMBLE_STYLE = {
+    "oracle_half": ("oracle halves", "0.55"),
+    "oracle": ("oracles", "tab:gray"),
+    "oracle_null": ("oracles (attack null)", "0.55"),
+    "teacher": ("no unlearning", "k"),
+}
 CLASS_COLORS = ("tab:blue", "tab:red")  # XXZ label 0 (XY), label 1 (Néel)
 # teacher snapshots (curvature figures): (legend label, colour, line style)
 TEACHER_STYLE = {
