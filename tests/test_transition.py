@@ -71,6 +71,12 @@ def test_bootstrap_is_seeded_and_drops_diverged_runs():
     assert one["runs"] == 5
 
 
+def test_a_drop_sharper_than_the_grid_is_flagged_unresolved():
+    coarse = {0.3: [0.85, 0.84], 0.4: [0.86, 0.85], 0.5: [0.4, 0.55], 0.6: [0.17, 0.18]}
+    assert bootstrap_transition(coarse, resamples=50)["resolved"] is False
+    assert bootstrap_transition(_synthetic(runs=4, seed=0), resamples=20)["resolved"] is True
+
+
 def test_no_transition_inside_the_grid_gives_no_alpha_c():
     flat = {float(a): [0.98 - 0.01 * a, 0.97] for a in ALPHAS}  # XXZ QNN under feature noise
     fit = bootstrap_transition(flat, resamples=50)

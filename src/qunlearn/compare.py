@@ -295,6 +295,7 @@ def _transition_fields(runs: dict | None, who: str) -> dict:
         f"width_{who}_lo": fit["width_lo"],
         f"width_{who}_hi": fit["width_hi"],
         f"crossing_fraction_{who}": fit["crossing_fraction"],
+        f"resolved_{who}": fit["resolved"],
     }
 
 
@@ -345,7 +346,11 @@ def format_critical(crit: list[dict]) -> str:
             return ""
         ci = _interval(c, f"alpha_c_fit_{who}")
         width = _interval(c, f"width_{who}")
-        return f" (fit {_fmt(c[f'alpha_c_fit_{who}'])}{ci}, width {_fmt(c[f'width_{who}'])}{width})"
+        sharp = "" if c.get(f"resolved_{who}", True) else ", sharper than the grid: refine it"
+        return (
+            f" (fit {_fmt(c[f'alpha_c_fit_{who}'])}{ci}, width {_fmt(c[f'width_{who}'])}{width}"
+            f"{sharp})"
+        )
 
     return "\n".join(
         f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours {_fmt(c['alpha_c_ours'])}"

@@ -124,8 +124,9 @@ def bootstrap_transition(
 
     ``values_by_alpha``: {α: per-run validation accuracies}. Returns the :func:`fit_curve` keys
     plus ``alpha_c_lo/hi``, ``width_lo/hi`` (None when fewer than half the resamples cross 0.5),
-    ``resamples``, ``crossing_fraction`` and ``runs`` (the fewest runs at any α); None when the
-    full-data fit fails."""
+    ``resolved`` (False when the fitted width is below the grid step), ``resamples``,
+    ``crossing_fraction`` and ``runs`` (the fewest runs at any α); None when the full-data fit
+    fails."""
     alphas, values = _clean(values_by_alpha)
     full = fit_curve(alphas, [v.mean() for v in values])
     if full is None:
@@ -143,7 +144,11 @@ def bootstrap_transition(
             widths.append(fit["width"])
     tail = 100 * (1 - confidence) / 2
     out = dict(full)
+    step = float(np.min(np.diff(alphas)))
     out |= {
+        # a drop sharper than the grid's step: the logistic's width (so the interval) is not
+        # measured, only bounded; refine the grid there (``qunlearn run CONFIG --refine``)
+        "resolved": full["width"] >= step,
         "resamples": resamples,
         "crossing_fraction": len(crossings) / resamples if resamples else 0.0,
         "runs": min(v.size for v in values),
