@@ -165,6 +165,15 @@ def _table(rows: list[dict]) -> dict:
     """Rows of dicts as display columns: ``x`` and ``x_std`` (or ``x_mean`` and ``x_std``) become
     one "x ± std" column, ``x``, ``x_lo`` and ``x_hi`` one "x [lo, hi]" column; the naming
     columns (text) come first, then the pass marks (booleans), then the numbers."""
+    # Only a "pass" column carries pass marks; other flags (e.g. an alpha_c fit's "resolved")
+    # are plain yes / no text.
+    rows = [
+        {
+            k: ("yes" if v else "no") if isinstance(v, bool) and k != "pass" else v
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
     keys = list(dict.fromkeys(k for r in rows for k in r))
     groups, used = [], set()
     for key in keys:
