@@ -51,9 +51,8 @@ from qunlearn.experiments.keys import oracle_keys, poison_keys, teacher_keys, un
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
     ModelPlan,
-    forget_set_size,
     load_teacher_npz,
-    plan_model,
+    plan_models,
     shared_split,
     teacher_npz,
     teacher_program,
@@ -74,12 +73,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     """The cells of an :class:`~qunlearn.experiments.config.EvaluationConfig` (checked by the
     config layer); data, non-members, models and methods are built before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
-    n_train = len(dataset.y_train)
-    n_forget = forget_set_size(n_train, config.alpha)
-    plans = {
-        name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
-        for name, spec in config.models.items()
-    }
+    n_forget, plans = plan_models(config, dataset)
     root = jax.random.PRNGKey(config.seed)
     poison = poison_keys(root, config.dataset, config.alpha, 1)[0]
     _, y_noisy, mask = flip_labels(

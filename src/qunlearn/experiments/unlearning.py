@@ -32,9 +32,8 @@ from qunlearn.experiments.keys import poison_keys, teacher_keys, unlearning_keys
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
     ModelPlan,
-    forget_set_size,
     load_teacher_npz,
-    plan_model,
+    plan_models,
     shared_split,
     teacher_npz,
     teacher_program,
@@ -52,12 +51,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     config layer); the data set, every model and every method (sweep points included) are built
     here, before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
-    n_train = len(dataset.y_train)
-    n_forget = forget_set_size(n_train, config.alpha)
-    plans = {
-        name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
-        for name, spec in config.models.items()
-    }
+    n_forget, plans = plan_models(config, dataset)
     root = jax.random.PRNGKey(config.seed)
     n_teachers = config.runs if config.redraw_teacher else 1
     # one poisoning draw per teacher index, shared by all models (as in the reference script)

@@ -207,3 +207,14 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
         "y_val": jnp.asarray(dataset.y_val),
     }
     return ModelPlan(model, spec, shared, methods, sweeps)
+
+
+def plan_models(config, dataset) -> tuple[int, dict[str, ModelPlan]]:
+    """(|D_f|, {table: ModelPlan}) of every ``models.<table>`` of a config on ``dataset``."""
+    n_train = len(dataset.y_train)
+    n_forget = forget_set_size(n_train, config.alpha)
+    plans = {
+        name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
+        for name, spec in config.models.items()
+    }
+    return n_forget, plans
