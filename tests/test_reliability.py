@@ -332,6 +332,40 @@ def test_ctrl_c_during_a_file_write_finishes_the_write_then_interrupts(
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
 
+def test_a_ctrl_c_python_could_only_print_still_stops_the_run(tmp_path, request, capsys):
+    """The CI failure this guards against: Ctrl-C landed while XLA ran its garbage-collection
+    callback during a compilation; Python printed "Exception ignored ... KeyboardInterrupt", the
+    run went on and exited 0. The engine notes the signal: the cell that was running is kept, the
+    next one never starts, and nothing is printed."""
+    from qunlearn.experiments.engine import Cell, CellResult, Interrupted, run_cells
+
+    class CtrlCInFinaliser:  # a finaliser is a place where Python can only print an exception
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    def first(store):
+        CtrlCInFinaliser()  # collected at once: the KeyboardInterrupt is "ignored"
+        return CellResult([{"value": 1.0}])
+
+    def second(store):
+        raise AssertionError("the run went on after Ctrl-C")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+    store = ResultStore(tmp_path, config={"name": "x"}, config_hash="abc", meta={})
+    with pytest.raises(Interrupted):
+        run_cells(
+            store,
+            {"first": Cell(first), "second": Cell(second)},
+            tables=lambda store, final: None,
+            name="x",
+        )
+    assert [cell["cell"] for cell in store.finished_cells()] == ["first"]
+    assert store.manifest["last_run"]["interrupted"] is True
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_manifest_deviations_follow_the_config():
     from qunlearn.experiments.common import DEVIATIONS, deviations
 

@@ -72,7 +72,7 @@ def cmd_plot_data(args) -> None:
 
 def cmd_run(args) -> None:
     from qunlearn import api
-    from qunlearn.experiments.engine import summary_line
+    from qunlearn.experiments.engine import interrupts_noted, raise_if_interrupted, summary_line
 
     out = _out_dir(args.out) if args.out is not None else None
     config, config_out = api.prepare(
@@ -93,7 +93,7 @@ def cmd_run(args) -> None:
             return
     executor = _executor(args, config)  # checked, and a scheduler reached, before --out
     try:
-        with executor as started:  # leaving it stops a local cluster, also on Ctrl-C
+        with interrupts_noted(), executor as started:  # a local cluster stops on Ctrl-C too
             results = api.run(
                 config,
                 config_out,
@@ -102,6 +102,7 @@ def cmd_run(args) -> None:
                 command=resume,
                 executor=started,
             )
+            raise_if_interrupted()
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (engine.Interrupted)
         signum = getattr(err, "signum", signal.SIGINT)
         print(

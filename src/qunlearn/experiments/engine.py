@@ -127,21 +127,58 @@ def _dask(*args, **kwargs):
 EXECUTORS: dict[str, Callable[..., object]] = {"in_process": InProcess, "dask": _dask}
 
 
+_noted_signals: list[int] = []  # every Ctrl-C / SIGTERM seen inside interrupts_noted()
+_noting_depth = 0
+
+
+def _interrupt(signum, frame):
+    _noted_signals.append(signum)
+    raise Interrupted(signum)
+
+
+def _quiet_if_interrupt(unraisable, default=sys.unraisablehook):
+    """An interrupt raised where Python can only print it ("Exception ignored in ...") is noted
+    already; print nothing. Anything else is printed as Python would."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        default(unraisable)
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (what a batch scheduler sends) raises :class:`Interrupted` like Ctrl-C does."""
+def interrupts_noted():
+    """Ctrl-C and SIGTERM (what a batch scheduler sends) raise :class:`Interrupted`, and are
+    noted, so that :func:`raise_if_interrupted` sees them even when the exception was lost.
+
+    It is lost when the signal lands while XLA runs a Python callback (its garbage-collection
+    hook runs during compilation): Python prints "Exception ignored" and carries on, and the run
+    would finish and exit 0 as if no one had pressed Ctrl-C. A signal that is ignored (SIG_IGN,
+    e.g. a background job) stays ignored. Nests; handlers are set from the main thread only.
+    """
+    global _noting_depth
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    if _noting_depth == 0:
+        _noted_signals.clear()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(s, _interrupt)
+    hook, sys.unraisablehook = sys.unraisablehook, _quiet_if_interrupt
+    _noting_depth += 1
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _noting_depth -= 1
+        sys.unraisablehook = hook
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` for a noted signal whose exception was lost (see above)."""
+    if _noted_signals:
+        raise Interrupted(_noted_signals[-1])
 
 
 def nonfinite_runs(rows: list[dict]) -> list:
@@ -196,7 +233,7 @@ def run_cells(
         }
 
     try:
-        with sigterm_as_interrupt():
+        with interrupts_noted():
             for cell_id, result, seconds in (
                 computations()
                 if isinstance(executor, InProcess)
@@ -233,6 +270,8 @@ def run_cells(
                     f"{name}: [{len(reused) + len(computed)}/{len(cells)}] {cell_id} "
                     f"{seconds:.1f} s"
                 )
+                raise_if_interrupted()  # the cell is kept; stop before the next one
+            raise_if_interrupted()
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the tables match the finished cells
         bar.close()
         tables(store, True)
