@@ -389,35 +389,39 @@ def test_manifest_deviations_follow_the_config():
 # ---------------------------------------------------------------------------------------------
 # Trust: one run per results directory, cells that carry their config, SIGTERM like Ctrl-C
 
-# Runs the CLI with the store's manifest write slowed by DELAY seconds: the window in which two
-# runs used to both see "no manifest yet" and then mix their cells in one directory.
-_SLOW_MANIFEST = (
-    "import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from qunlearn.experiments import store; original = store.ResultStore._write_manifest; "
-    "store.ResultStore._write_manifest = lambda self: (time.sleep(float(sys.argv[1])), "
-    "original(self))[1]; from qunlearn.cli import main; sys.exit(main(sys.argv[2:]))"
-)
+# Runs the CLI with the store's manifest write number N (1: the first, before any cell; 2: after
+# the first cell) held until the file GATE exists: the window in which two runs used to both see
+# "no manifest yet" and then mix their cells in one directory, held open for as long as the test
+# needs, whatever the machine's load (argv: N GATE, then the CLI's).
+_HELD_MANIFEST = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from qunlearn.experiments import store
+original, writes = store.ResultStore._write_manifest, []
+def held(self):
+    writes.append(1)
+    deadline = time.monotonic() + 300
+    while len(writes) == int(sys.argv[1]) and not os.path.exists(sys.argv[2]):
+        assert time.monotonic() < deadline, "the gate never opened"
+        time.sleep(0.01)
+    original(self)
+store.ResultStore._write_manifest = held
+from qunlearn.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def held_run(write: int, gate: Path, *args) -> list[str]:
+    return [sys.executable, "-c", _HELD_MANIFEST, str(write), str(gate), *map(str, args)]
 
 
 def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
     """The race of the reliability probe, made deterministic: run A (epochs=3) holds the directory
-    while its manifest write is slowed; run B (epochs=2) arrives inside that window and is refused
-    with the holder named; A ends whole, its manifest and cells agree."""
-    out = tmp_path / "out"
+    while its first manifest write is held; run B (epochs=2) arrives inside that window and is
+    refused with the holder named; A ends whole, its manifest and cells agree."""
+    out, gate = tmp_path / "out", tmp_path / "gate"
     slow = start(
-        [
-            sys.executable,
-            "-c",
-            _SLOW_MANIFEST,
-            "3",
-            "run",
-            str(config_path),
-            "models.mlp.epochs=3",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        env,
+        held_run(1, gate, "run", config_path, "models.mlp.epochs=3", "--out", out, "--quiet"), env
     )
     deadline = time.monotonic() + TIMEOUT
     while not (out / ".lock").exists():
@@ -433,6 +437,7 @@ def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
     assert other.returncode == 2, other.stderr
     assert "is in use by another qunlearn run (pid" in other.stderr
     assert f"pid {slow.pid} on" in other.stderr and "Traceback" not in other.stderr
+    gate.touch()
     _, stderr = slow.communicate(timeout=TIMEOUT)
     assert slow.returncode == 0, stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -443,23 +448,10 @@ def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
 
 
 def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
-    out = tmp_path / "out"
-    # each manifest write (at the start and after every cell) slowed: the first run holds the
-    # directory for 20 s or more, whatever the machine's load
-    first = start(
-        [
-            sys.executable,
-            "-c",
-            _SLOW_MANIFEST,
-            "3",
-            "run",
-            str(config_path),
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        env,
-    )
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    # held at its manifest write after the first cell: the directory has a manifest of this
+    # config and a finished cell, and the first run still holds it
+    first = start(held_run(2, gate, "run", config_path, "--out", out, "--quiet"), env)
     wait_for_first_cell(first, out / "cells")
     second = subprocess.run(
         qunlearn("run", config_path, "--out", out, "--quiet"),
@@ -469,6 +461,7 @@ def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
         env=env,
     )
     assert second.returncode == 2 and "is in use by another qunlearn run" in second.stderr
+    gate.touch()
     _, stderr = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 0, stderr
     again = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
