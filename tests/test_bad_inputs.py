@@ -216,8 +216,9 @@ CASES = [
         ["config.models.mlp.epochs = 0", "positive integer", "1 or more"],
     ),
     ("runs-zero", None, ["runs=0"], ["config.runs = 0", "positive integer", "1 or more"]),
-    ("lr-negative", None, ["models.mlp.lr=-0.1"], ["lr = -0.1", "positive finite number"]),
-    ("lr-infinite", None, ["models.mlp.lr=inf"], ["lr = inf", "positive finite number"]),
+    ("lr-negative", None, ["models.mlp.lr=-0.1"], ["lr = -0.1", "positive step size"]),
+    ("lr-infinite", None, ["models.mlp.lr=inf"], ["lr = inf", "positive step size"]),
+    ("lr-huge", None, ["models.mlp.lr=1e300"], ["lr = 1e+300", "at most 10"]),
     ("seed-negative", None, ["seed=-1"], ["config.seed = -1", "non-negative integer"]),
     (
         "name-escapes-results",
@@ -316,6 +317,20 @@ CASES = [
         ["model table name", "80 characters", "at most 64"],
     ),
     ("noise-list-of-numbers", None, ["noises=[1]"], ["config.noises[0] must be a string"]),
+    (
+        "mlp-too-many-layers",  # used to compile for over 10 minutes
+        None,
+        ["models.mlp.hyper={hidden=[" + ",".join(["4"] * 1000) + "]}"],
+        ["hyper.hidden has 1,000 layers", "more than 64"],
+    ),
+    ("override-without-value", None, ["runs"], ["override 'runs'", "key.path=value"]),
+    ("override-given-twice", None, ["runs=1", "runs=2"], ["'runs' is given twice", "'runs=2'"]),
+    (
+        "no-experiment-key",
+        _replace('experiment = "noise_sweep"', ""),
+        [],
+        ["has no experiment key", 'experiment = "noise_sweep"'],
+    ),
 ]
 
 
@@ -344,7 +359,7 @@ def test_config_file_missing(tmp_path, capsys):
 
 def test_config_path_is_a_directory(tmp_path, capsys):
     message = cli_error(capsys, "run", tmp_path, "--out", tmp_path / "out")
-    assert_mentions(message, "not found", ".toml file")
+    assert_mentions(message, "is a directory", ".toml file")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -354,6 +369,19 @@ def test_config_not_text(tmp_path, capsys):
     message = cli_error(capsys, "run", path, "--out", tmp_path / "out")
     assert_mentions(message, "is not UTF-8 text", "pass a .toml file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["binary.toml"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_toml(tmp_path):
+    """Some Windows editors start UTF-8 files with a BOM; it used to be "Invalid statement"."""
+    path = tmp_path / "bom.toml"
+    path.write_text("\ufeff" + BASE, encoding="utf-8")
+    assert load_config(path) == load_config_text(tmp_path, BASE)
+
+
+def load_config_text(tmp_path, text):
+    path = tmp_path / "plain.toml"
+    path.write_text(text)
+    return load_config(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,7 +599,11 @@ lr = 1e300
 """
 
 
-def test_nan_loss_is_named_and_other_cells_are_kept(tmp_path, capsys):
+def test_nan_loss_is_named_and_other_cells_are_kept(tmp_path, capsys, monkeypatch):
+    from qunlearn.experiments import config as config_mod
+
+    # the config refuses a step size this large; lifted here so that a run really diverges
+    monkeypatch.setattr(config_mod, "MAX_LR", math.inf)
     config_path = tmp_path / "nan.toml"
     config_path.write_text(NAN_CONFIG)
     out = tmp_path / "out"
@@ -705,12 +737,17 @@ def test_run_chunk_is_validated_and_leaves_the_config_hash_alone(tmp_path):
             ["holds no config"],
         ),
         (lambda out: shutil.rmtree(out), ["results directory", "not found"]),
+        (
+            lambda out: (shutil.rmtree(out), out.write_text("x")),
+            ["is a file, not a results directory"],
+        ),
     ],
     ids=[
         "no-manifest",
         "manifest-not-utf8",
         "manifest-without-config",
         "no-directory",
+        "a-file",
     ],
 )
 def test_damaged_results_directory_for_compare_and_plot(

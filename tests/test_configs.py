@@ -7,6 +7,7 @@ from importlib import resources
 import pytest
 
 from qunlearn.data import DATASETS
+from qunlearn.errors import QunlearnError
 from qunlearn.experiments.config import CONFIG_TYPES, load_config
 from qunlearn.models import MODELS
 
@@ -55,7 +56,10 @@ def test_models_option_keeps_only_the_named_tables_and_the_resume_command_says_s
             f"runs=2 seed=1 --out {tmp_path} --models qnn"
         )
     with pytest.raises(SystemExit):  # not an override: still an error
-        parse_args(["run", "c.toml", "--models", "qnn", "bogus"])
+        parse_args(["run", "c.toml", "--models", "qnn", "--bogus"])
+    args = parse_args(["run", "c.toml", "--models", "qnn", "bogus"])  # refused by the config
+    with pytest.raises(QunlearnError, match="override 'bogus' must look like key.path=value"):
+        load_config(path, args.overrides)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -382,11 +382,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if getattr(args, "func", None) is not cmd_run or any(
-            a.startswith("-") or "=" not in a for a in extra
-        ):
+        if getattr(args, "func", None) is not cmd_run or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
+        args.overrides = [*args.overrides, *extra]  # a word without "=" is refused by the config
     return args
 
 

@@ -217,6 +217,18 @@ def _positive_finite(where, value):
     return None
 
 
+MAX_LR = 10.0  # Adam moves each weight by about lr per step: far above this every run diverges
+
+
+def _learning_rate(where, value):
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        return (
+            f"{where} = {value} must be a positive step size of at most {MAX_LR:g} (larger ones "
+            "only diverge): e.g. 0.01"
+        )
+    return None
+
+
 def _seed(where, value):
     if not 0 <= value < 2**63:
         return f"{where} = {value} must be in [0, 2**63): use a non-negative integer seed"
@@ -348,11 +360,11 @@ CHECKS = {
     "seeds": _seeds,
     "epochs": _at_least(1, 1_000_000),
     "batch_size": _at_least(1, 10_000_000),
-    "lr": _positive_finite,
+    "lr": _learning_rate,
     "unlearn_epochs": _at_least(1, 1_000_000),
     "unlearn_batch_size": _at_least(0, 10_000_000),
     "run_chunk": _at_least(0, 100_000),
-    "unlearn_lr": _positive_finite,
+    "unlearn_lr": _learning_rate,
     "sweep_chunk": _at_least(1, 1_000_000),
     "every": _at_least(1, 1_000_000),
     "n_val": _at_least(0),
@@ -633,7 +645,8 @@ def load_config(path: str | os.PathLike, overrides=(), *, tiny: bool = False, mo
 
     file = find_config(path)  # the file, or a shipped config's resource
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is not part of the TOML
+        data = tomllib.loads(file.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as err:
         raise QunlearnError(f"config {file} is not valid TOML: {err}; fix the file there") from None
     except UnicodeDecodeError:
@@ -647,11 +660,24 @@ def load_config(path: str | os.PathLike, overrides=(), *, tiny: bool = False, mo
         raise QunlearnError(f"config {file}: tiny must be a table of dotted overrides")
     for dotted, value in tiny_table.items() if tiny else ():
         apply_override(data, dotted, value)
+    given: dict[str, str] = {}
     for text in overrides:
-        apply_override(data, *parse_override(text))
+        key, value = parse_override(text)
+        if key in given:
+            raise QunlearnError(
+                f"override {key!r} is given twice ({given[key]!r} and {text!r}): keep the one you "
+                "mean"
+            )
+        given[key] = text
+        apply_override(data, key, value)
     if models is not None:
         select_models(data, list(models))
     kind = data.get("experiment")
+    if kind is None:
+        raise QunlearnError(
+            f'config {file} has no experiment key: start it with experiment = "noise_sweep" '
+            f"(or one of {sorted(CONFIG_TYPES)})"
+        )
     if kind not in CONFIG_TYPES:
         raise QunlearnError(
             f"config {file}: experiment = {kind!r}{did_you_mean(str(kind), CONFIG_TYPES)} is not "

@@ -40,7 +40,8 @@ def find_config(path_or_name: str | os.PathLike) -> Path | Traversable:
             if name in shipped
             else ""
         )
-        raise QunlearnError(f"config file {text!r} not found{hint}: pass the path of a .toml file")
+        what = "is a directory" if path.is_dir() else "not found"
+        raise QunlearnError(f"config file {text!r} {what}{hint}: pass the path of a .toml file")
     raise QunlearnError(
         f"config {text!r}{did_you_mean(name, shipped)} is neither a file nor a shipped config: "
         f"pass a .toml path or one of the {listing}"

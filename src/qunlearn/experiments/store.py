@@ -276,8 +276,9 @@ class ResultStore:
         """Open an existing results directory read-only, or fail with one line saying why."""
         root = Path(root)
         if not root.is_dir():
+            what = "is a file, not a results directory" if root.exists() else "not found"
             raise QunlearnError(
-                f"results directory {root} not found: pass the --out of a `qunlearn run`"
+                f"results directory {root} {what}: pass the --out of a `qunlearn run`"
             )
         path = root / "manifest.json"
         if not path.is_file():

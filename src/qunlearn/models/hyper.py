@@ -28,6 +28,10 @@ MAX_DEPTH = 1000
 """Deepest QNN accepted: the layers are unrolled into the compiled program (and planned one by
 one), so compile time grows with depth; the study uses depth 4 to 6."""
 
+MAX_MLP_LAYERS = 64
+"""Most hidden layers accepted: layers are unrolled into the compiled program too (10,000 layers of
+width 4 compiled for over 10 min and 11 GiB before it was stopped); the study uses 2."""
+
 Check = Callable[[str, object], str | None]  # (key, value) -> error text without "hyper.", or None
 
 
@@ -101,10 +105,15 @@ def _one_of(options, what: str) -> Check:
     return check
 
 
-def _positive_int_list(example: str) -> Check:
+def _positive_int_list(example: str, max_len: int) -> Check:
     def check(key, value):
         if not isinstance(value, list | tuple):
             return f"{key} = {value!r} must be a list of positive integers: write {key} = {example}"
+        if len(value) > max_len:
+            return (
+                f"{key} has {len(value):,} layers, more than {max_len} (each is unrolled into the "
+                f"compiled program): write {key} = {example}"
+            )
         for i, item in enumerate(value):
             if not _is_int(item) or item < 1:
                 return f"{key}[{i}] = {item!r} must be a positive integer: write {key} = {example}"
@@ -126,7 +135,10 @@ def _qnn_checks(depth: int) -> dict[str, Check]:
 
 
 CHECKS: dict[str, dict[str, Check]] = {
-    "mlp": {"hidden": _positive_int_list("[64, 16]"), "bound": _optional_positive(5.0)},
+    "mlp": {
+        "hidden": _positive_int_list("[64, 16]", MAX_MLP_LAYERS),
+        "bound": _optional_positive(5.0),
+    },
     "qnn": _qnn_checks(6),
     "qnn_cnot": _qnn_checks(5),
 }
