@@ -681,6 +681,57 @@ def test_unknown_unlearning_method(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "phrases"),
+    [
+        (
+            ["methods=['scrub']", "method_options={scrub={kl_w=-1.0}}"],
+            ["loss weight kl_w must be a finite number >= 0", "-1.0"],
+        ),
+        (
+            ["methods=['scrub']", "method_options={scrub={fo=0.2}}"],
+            ["method 'scrub' has no option 'fo'", "did you mean 'fo_w'?", "'kl_w'"],
+        ),
+        (["sweep={scrub={kl_w=[0.1, 0.1]}}"], ["sweep.scrub.kl_w lists 0.1 twice"]),
+        (
+            [
+                "sweep={scrub={kl_w=[" + ",".join(f"{i / 200}" for i in range(200)) + "], "
+                "fo_w=[" + ",".join(f"{i / 100}" for i in range(100)) + "]}}"
+            ],
+            ["sweep.scrub has 20,000 grid points (200 x 100)", "more than 10,000"],
+        ),
+    ],
+    ids=["negative-weight", "unknown-option", "repeated-grid-value", "grid-too-large"],
+)
+def test_unlearning_options_and_sweeps(tmp_path, capsys, overrides, phrases):
+    """Found by a probe beyond the catalogue: a negative weight and a repeated grid value ran
+    silently, a 10^6-point grid ran for hours, an unknown option printed Python's TypeError."""
+    config_path = tmp_path / "unlearn.toml"
+    config_path.write_text(UNLEARNING)
+    message = cli_error(capsys, "run", config_path, *overrides, "--out", tmp_path / "out")
+    assert_mentions(message, *phrases)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dense_hessian_that_cannot_fit_is_refused(tmp_path, capsys, monkeypatch):
+    """dense_max_params above an MLP's size asked for 26 GB and died in XLA with a traceback
+    after --out was written; now refused up front, from the machine's memory."""
+    from qunlearn.experiments import curvature
+
+    monkeypatch.setattr(curvature, "physical_memory", lambda: 2**30)  # a 1 GiB machine
+    config_path = tmp_path / "curvature.toml"
+    config_path.write_text(UNLEARNING.replace('"unlearning"', '"curvature"'))
+    message = cli_error(
+        capsys, "run", config_path, "every=1", "dense_max_params=100000", "--out", tmp_path / "out"
+    )
+    assert_mentions(
+        message,
+        "models.mlp: dense Hessians of its 4,105 parameters",
+        "lower dense_max_params below 4,105",
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_input_representation(tmp_path, capsys):
     config_path = tmp_path / "unlearn.toml"
     config_path.write_text(UNLEARNING)

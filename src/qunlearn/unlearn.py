@@ -24,6 +24,7 @@ strength p_teacher, whatever its label: it undoes memorised poisoned 1s but rein
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -165,9 +166,11 @@ def _check_sizes(n_retain, n_forget, epochs, batch_size):
 def _check_weights(**weights) -> None:
     for name, value in weights.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not (number and math.isfinite(value)):
+        if not (number and math.isfinite(value) and value >= 0):
+            # a weight scales a term whose sign the objective fixes: a negative one turns e.g.
+            # "stay close to the teacher" into "move away from it"
             raise QunlearnError(
-                f"loss weight {name} must be a finite number, got {value!r}: e.g. {name} = 0.2"
+                f"loss weight {name} must be a finite number >= 0, got {value!r}: e.g. {name} = 0.2"
             )
 
 
@@ -435,6 +438,9 @@ METHODS: dict[str, Callable[..., Method]] = {
 }
 
 
+RESERVED = ("n_retain", "n_forget", "epochs", "batch_size")  # from the model's unlearn_* settings
+
+
 def make_method(
     name: str, model, *, n_retain: int, n_forget: int, epochs: int, batch_size: int, **options
 ) -> Method:
@@ -445,6 +451,17 @@ def make_method(
         raise QunlearnError(
             f"unknown unlearning method {name!r}{did}: choose one of {sorted(METHODS)}"
         )
+    options_of = [
+        p for p in list(inspect.signature(METHODS[name]).parameters)[1:] if p not in RESERVED
+    ]
+    for option in options:
+        if option not in options_of:
+            hint = difflib.get_close_matches(option, options_of, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise QunlearnError(
+                f"unlearning method {name!r} has no option {option!r}{did}: its options are "
+                f"{options_of}"
+            )
     try:
         return METHODS[name](
             model,
@@ -454,8 +471,6 @@ def make_method(
             batch_size=batch_size,
             **options,
         )
-    except TypeError as err:  # unexpected option name
-        raise QunlearnError(f"bad options for unlearning method {name!r}: {err}") from None
     except QunlearnError as err:
         raise QunlearnError(f"unlearning method {name!r}: {err}") from None
 

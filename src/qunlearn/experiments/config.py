@@ -23,7 +23,7 @@ from qunlearn.errors import QunlearnError, did_you_mean
 from qunlearn.models import MODELS
 from qunlearn.noise import NOISE
 from qunlearn.train import BATCHINGS
-from qunlearn.unlearn import METHODS
+from qunlearn.unlearn import METHODS, RESERVED
 
 
 @dataclass(frozen=True)
@@ -478,7 +478,8 @@ def build(cls, data: Mapping, where: str = "config"):
     return config
 
 
-RESERVED_OPTIONS = {"n_retain", "n_forget", "epochs", "batch_size"}  # from the model's unlearn_*
+MAX_SWEEP_POINTS = 10_000  # a 10^6-point grid started without complaint and ran for hours
+RESERVED_OPTIONS = set(RESERVED)  # set from the model's unlearn_* settings
 
 
 def resolve_method(method_options: dict, name: str) -> tuple[str, dict]:
@@ -519,6 +520,20 @@ def _check_unlearning(config) -> None:
             raise QunlearnError(
                 f"sweep.{name} must map option names to non-empty lists, e.g. fo_w = [0.0, 0.1]"
             )
+        points = math.prod(len(values) for values in axes.values())
+        if points > MAX_SWEEP_POINTS:
+            shape = " x ".join(str(len(v)) for v in axes.values())
+            raise QunlearnError(
+                f"sweep.{name} has {points:,} grid points ({shape}), more than "
+                f"{MAX_SWEEP_POINTS:,}, each a full unlearning run per run: sweep a coarser grid "
+                "(the paper's is 10 x 10)"
+            )
+        for option, values in axes.items():
+            seen = [v for i, v in enumerate(values) if v in values[:i]]
+            if seen:
+                raise QunlearnError(
+                    f"sweep.{name}.{option} lists {seen[0]!r} twice: list each value once"
+                )
         if RESERVED_OPTIONS & set(axes):
             raise QunlearnError(
                 f"sweep.{name} cannot sweep {sorted(RESERVED_OPTIONS & set(axes))}:"

@@ -74,6 +74,7 @@ from qunlearn.hessian import (
     spectrum_arrays,
 )
 from qunlearn.models import n_params
+from qunlearn.models.memory import MEMORY_FRACTION, physical_memory
 from qunlearn.noise import flip_labels
 from qunlearn.train import bce, predict, snapshot_epochs, weighted_mean
 
@@ -334,13 +335,31 @@ def write_tables(store: ResultStore, config: DensitySettings, *, density: bool =
 # The experiment
 
 
-def _hessian_method(config: CurvatureConfig, name: str, size: int) -> str:
-    """ "dense" or "slq" for a model of ``size`` parameters; bad sizes fail with one line."""
+def snapshot_chunk(config: CurvatureConfig, spec) -> int:
+    """Snapshots per call: ``snapshot_chunk``, at most the model's ``run_chunk`` where set."""
+    return min(config.snapshot_chunk, spec.run_chunk or config.snapshot_chunk)
+
+
+def _hessian_method(config: CurvatureConfig, name: str, size: int, spec) -> str:
+    """ "dense" or "slq" for a model of ``size`` parameters; bad sizes, and dense Hessians this
+    machine cannot hold, fail with one line."""
     if size <= config.dense_max_params:
         if config.top_k > size:
             raise QunlearnError(
                 f"top_k = {config.top_k} exceeds the {size} parameters of "
                 f"models.{name}: lower top_k"
+            )
+        # a call holds size x size float64 Hessians for every snapshot of its chunk and every
+        # loss, and eigvalsh as much again (a 16,473-parameter MLP asked for 26 GB, as counted)
+        need = size**2 * 8 * snapshot_chunk(config, spec) * len(LOSSES) * 2
+        memory = physical_memory()
+        if memory is not None and need > MEMORY_FRACTION * memory:
+            raise QunlearnError(
+                f"models.{name}: dense Hessians of its {size:,} parameters need "
+                f"~{need / 2**30:.1f} GiB ({snapshot_chunk(config, spec)} snapshots x "
+                f"{len(LOSSES)} losses per call, x 2 for eigvalsh); this machine has "
+                f"{memory / 2**30:.1f} GiB: lower dense_max_params below {size:,} (SLQ above it) "
+                "or snapshot_chunk"
             )
         return "dense"
     if not config.top_k <= config.lanczos_steps <= size:
@@ -374,7 +393,7 @@ def plan(config: CurvatureConfig, *, cache_dir=None, progress: Progress) -> Plan
     for name, spec in config.models.items():
         mp = plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
         size = n_params(jax.eval_shape(mp.model.init, jax.random.PRNGKey(0)))
-        method = _hessian_method(config, name, size)
+        method = _hessian_method(config, name, size, spec)
         cells |= _ModelCells(config, name, mp, method, dataset, root, val_idx, n_forget).cells()
     return Plan(
         cells, lambda store, final: write_tables(store, config, density=final), dataset.info
@@ -442,9 +461,7 @@ class _ModelCells:
         return {"dataset": self.config.dataset, "model": self.name, "seed": self.config.seed}
 
     def curvature(self, params, sets) -> dict:
-        chunk = min(
-            self.config.snapshot_chunk, self.mp.spec.run_chunk or self.config.snapshot_chunk
-        )
+        chunk = snapshot_chunk(self.config, self.mp.spec)
         return curvature_of(self.program(), params, sets, self.keys, chunk=chunk)
 
     def sets(self, y_noisy, mask) -> dict:
