@@ -64,7 +64,7 @@ from qunlearn.experiments.unlearning_setup import (
     plan_model,
     shared_split,
     teacher_npz,
-    teacher_program,
+    train_teachers,
     unlearning_program,
 )
 from qunlearn.hessian import (
@@ -469,27 +469,17 @@ class _ModelCells:
             shared_split(self.mp.shared, y_noisy, mask, self.n_forget), self.x_val, self.y_val
         )
 
-    def train_teachers(self):
+    def clean_and_poisoned_teachers(self):
         """The clean and the poisoned teacher, trained in one call: (params (2, ...), y_noisy,
         mask). Same init and batch keys: a paired comparison where only the poisoning differs."""
-        config, spec, shared = self.config, self.mp.spec, self.mp.shared
+        config, shared = self.config, self.mp.shared
         poison = poison_keys(self.root, config.dataset, config.alpha, 1)[0]
         _, y_noisy, mask = flip_labels(
             poison, shared["x_train"], self.dataset.y_train, config.alpha
         )
         teacher_key = teacher_keys(self.root, config.dataset, self.name, 1)[0]
-        train = teacher_program(
-            self.mp.model,
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            lr=spec.lr,
-            n_train=len(self.dataset.y_train),
-            run_chunk=spec.run_chunk,
-        )
         both = jnp.stack([teacher_key, teacher_key])
-        params = jax.block_until_ready(
-            train(both[:, 0], both[:, 1], shared["x_train"], jnp.stack([shared["y_true"], y_noisy]))
-        )
+        params = train_teachers(self.mp, both, jnp.stack([shared["y_true"], y_noisy]))
         return params, y_noisy, mask
 
     def teachers(self, store: ResultStore):
@@ -498,14 +488,14 @@ class _ModelCells:
             self._teachers = (
                 load_teacher_npz(store.companion_path(f"{self.teachers_id}.npz"), self.mp.model)
                 if cell is not None
-                else self.train_teachers()
+                else self.clean_and_poisoned_teachers()
             )
         return self._teachers
 
     def teachers_cell(self, store: ResultStore) -> CellResult:
         """Train both teachers, measure both, keep their params as the cell's ``.npz``."""
         start = time.perf_counter()
-        params, y_noisy, mask = self._teachers = self.train_teachers()
+        params, y_noisy, mask = self._teachers = self.clean_and_poisoned_teachers()
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         out = self.curvature(params, self.sets(y_noisy, mask))

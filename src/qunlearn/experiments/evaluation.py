@@ -55,7 +55,7 @@ from qunlearn.experiments.unlearning_setup import (
     plan_models,
     shared_split,
     teacher_npz,
-    teacher_program,
+    train_teachers,
 )
 from qunlearn.noise import flip_labels
 from qunlearn.train import over_runs, predict, progress_ticks
@@ -236,23 +236,13 @@ class _ModelCells:
         return self._programs[key]
 
     def teachers_cell(self, store: ResultStore) -> CellResult:
-        spec, shared, model = self.mp.spec, self.mp.shared, self.mp.model
+        shared, model = self.mp.shared, self.mp.model
         keys = teacher_keys(self.root, self.config.dataset, self.name, self.n_teachers)
-        train = teacher_program(
-            model,
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            lr=spec.lr,
-            n_train=len(self.poisoning["mask"]),
-            on_epoch=self.progress.on_epoch,
-            run_chunk=spec.run_chunk,
-            batching=spec.batching,
-        )
         y_noisy = jnp.broadcast_to(
             self.poisoning["y_noisy"], (self.n_teachers, len(self.poisoning["mask"]))
         )
         mask = jnp.broadcast_to(self.poisoning["mask"], y_noisy.shape)
-        params = jax.block_until_ready(train(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
+        params = train_teachers(self.mp, keys, y_noisy, on_epoch=self.progress.on_epoch)
         self._teachers = (params, y_noisy, mask)
         split = shared_split(shared, y_noisy[0], mask[0], self.n_forget)
 

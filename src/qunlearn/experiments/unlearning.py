@@ -36,7 +36,7 @@ from qunlearn.experiments.unlearning_setup import (
     plan_models,
     shared_split,
     teacher_npz,
-    teacher_program,
+    train_teachers,
     unlearning_program,
 )
 from qunlearn.noise import flip_labels
@@ -127,29 +127,19 @@ class _ModelCells:
             )
         return self._programs[key]
 
-    def train_teachers(self):
+    def poisoned_teachers(self):
         """(params, y_noisy, mask) with a leading teacher axis."""
-        config, spec, shared = self.config, self.mp.spec, self.mp.shared
+        config, shared = self.config, self.mp.shared
         _, y_noisy, mask = jax.vmap(
             lambda k: flip_labels(k, shared["x_train"], self.dataset.y_train, config.alpha)
         )(self.poisons)
         keys = teacher_keys(self.root, config.dataset, self.name, self.n_teachers)
-        program = teacher_program(
-            self.mp.model,
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            lr=spec.lr,
-            n_train=len(self.dataset.y_train),
-            on_epoch=self.progress.on_epoch,
-            run_chunk=spec.run_chunk,
-            batching=spec.batching,
-        )
-        params = jax.block_until_ready(program(keys[:, 0], keys[:, 1], shared["x_train"], y_noisy))
+        params = train_teachers(self.mp, keys, y_noisy, on_epoch=self.progress.on_epoch)
         return params, y_noisy, mask
 
     def teacher_cell(self, store: ResultStore) -> CellResult:
         config, spec, shared = self.config, self.mp.spec, self.mp.shared
-        params, y_noisy, mask = self._teacher = self.train_teachers()
+        params, y_noisy, mask = self._teacher = self.poisoned_teachers()
 
         def metrics_of(p, yn, m):
             return unlearning_metrics(
@@ -194,7 +184,7 @@ class _ModelCells:
             self._teacher = (
                 load_teacher_npz(store.companion_path(f"{self.teacher_id}.npz"), self.mp.model)
                 if cell is not None
-                else self.train_teachers()
+                else self.poisoned_teachers()
             )
         if self.config.redraw_teacher:
             return self._teacher

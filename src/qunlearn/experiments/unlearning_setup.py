@@ -78,6 +78,24 @@ def teacher_program(
     return jax.jit(over_runs(one, (0, 0, None, 0), run_chunk))
 
 
+def train_teachers(mp: ModelPlan, keys, y_noisy, *, on_epoch=None):
+    """Params of the teachers of model plan ``mp`` (a leading teacher axis): one per row of
+    ``keys`` ((T, 2, ...): init and batch-order key) and of ``y_noisy`` ((T, N) training labels),
+    trained on ``mp.shared["x_train"]`` with the model table's teacher settings."""
+    spec = mp.spec
+    program = teacher_program(
+        mp.model,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        n_train=y_noisy.shape[1],
+        on_epoch=on_epoch,
+        run_chunk=spec.run_chunk,
+        batching=spec.batching,
+    )
+    return jax.block_until_ready(program(keys[:, 0], keys[:, 1], mp.shared["x_train"], y_noisy))
+
+
 def unlearning_program(
     model: Model,
     method: Method,

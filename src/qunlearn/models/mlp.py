@@ -37,7 +37,7 @@ def mlp(input_dim: int, complex_input: bool, hidden=DEFAULT_HIDDEN, bound: float
         h = jnp.concatenate([x.real, x.imag]) if complex_input else x
         for layer in params[:-1]:
             h = jax.nn.relu(h @ layer["w"] + layer["b"])
-        logit = (h @ params[-1]["w"] + params[-1]["b"])[0]
-        return jax.nn.sigmoid(logit if bound is None else bound * jnp.tanh(logit))
+        logit = h @ params[-1]["w"] + params[-1]["b"]
+        return jax.nn.sigmoid(logit if bound is None else bound * jnp.tanh(logit))[0]
 
     return init, apply
