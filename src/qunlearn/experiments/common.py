@@ -45,6 +45,15 @@ def deviations(config: dict | None = None) -> list[str]:
     """:data:`DEVIATIONS`, adjusted to what ``config`` (a resolved config dict) chose."""
     out = dict(DEVIATIONS)
     if config is not None:
+        # only the topics this config touches (an MNIST sweep has no XXZ data, no Hessian)
+        dataset, kind = config.get("dataset", "mnist"), config.get("experiment")
+        applies = {
+            "mnist validation": dataset == "mnist",
+            "xxz data": dataset == "xxz",
+            "unlearning": kind in ("unlearning", "evaluation", "curvature"),
+            "hessian": kind in ("roughening", "curvature"),
+        }
+        out = {topic: text for topic, text in out.items() if applies.get(topic, True)}
         models = config.get("models", {}).values()
         if any(spec.get("batching") == "stream" for spec in models):
             out["stream batching"] = (
@@ -62,7 +71,7 @@ def deviations(config: dict | None = None) -> list[str]:
             out["mnist encoding"] = MNIST_ENCODING_NOTES[
                 config.get("dataset_options", {}).get("encoding", "unit")
             ]
-        if config.get("dataset_options", {}).get("phase") == "random":
+        if dataset == "xxz" and config.get("dataset_options", {}).get("phase") == "random":
             out["xxz data"] = (
                 "xxz data: generated in-house by sparse exact diagonalisation, each state times "
                 "a seeded random global phase (dataset option phase = 'random'), as the "
