@@ -300,6 +300,25 @@ def test_breakdown_is_cut_no_ghosts_no_nan(mid_mlp):
     np.testing.assert_allclose(a1, [v @ A @ v / (v @ v)], rtol=1e-12)
 
 
+def test_a_collapsed_models_top_k_after_breakdown_is_its_spectrum():
+    """A collapsed model (the notebook's |trace - 0.25| filter: only the output bias matters) has
+    a rank-1 Hessian. Lanczos breaks down after two steps; the slots after it used to read
+    v^T A v > 0 and pushed the true zeros out of the top 5 (seen as eig_2..eig_5 = 3.04e-5 in a
+    tiny roughening run whose dense eigenvalues are 0)."""
+    u = np.random.default_rng(3).standard_normal(20)
+    A = jnp.asarray(0.25 * np.outer(u, u) / (u @ u))
+    loss, params = quadratic(A)
+    exact = np.linalg.eigvalsh(np.asarray(A))[::-1][:5]
+    for steps in (5, 20):
+        top = jax.jit(lambda p, k, s=steps: hs.top_eigenvalues(loss, p, 5, k, s))(
+            params, jax.random.PRNGKey(0)
+        )
+        np.testing.assert_allclose(top, exact, atol=1e-12)
+    nodes, weights = hs._slq(lambda x: A @ x, jnp.ones((1, 20)), 6, 1)
+    np.testing.assert_allclose(np.sort(nodes[0])[::-1][:3], exact[:3], atol=1e-12)
+    np.testing.assert_allclose(weights.sum(), 1.0, atol=1e-12)
+
+
 def test_nan_loss_stays_nan():
     loss, params = quadratic(random_sym(1, np.linspace(-1.0, 1.0, 10)))
     top = jax.jit(lambda p, k: hs.top_eigenvalues(lambda q: loss(q) * jnp.nan, p, 2, k))(

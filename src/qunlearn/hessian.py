@@ -246,11 +246,11 @@ def _lanczos(matvec: MatVec, v0: Array, num_steps: int) -> tuple[Array, Array, A
     Hessian has 105 zero rows, after 240 steps). Here the run is cut at the first such ``j``:
     steps ``0..j`` span an invariant subspace up to the dropped ``beta_j`` (the threshold of the
     hand-written version this replaced), so their Ritz values and SLQ weights are exact to
-    ``sqrt(eps) ||A||``; the later slots get ``beta = 0`` and ``alpha = alpha_0 = v^T A v`` (a
-    Rayleigh quotient, so every Ritz value stays in ``[lambda_min, lambda_max]``), zero SLQ
-    weight and zero Ritz vectors. Every distinct eigenvalue the start vector touches is found
-    once; extra copies of a repeated one are not (the hand-written version restarted from a
-    new vector to look for them). A NaN loss (NaN from the first step) stays NaN.
+    ``sqrt(eps) ||A||``; the later slots get ``beta = 0`` and ``alpha = alpha_0 = v^T A v``,
+    zero SLQ weight and zero Ritz vectors, and :func:`_ritz` reports them as the smallest valid
+    Ritz value. Every distinct eigenvalue the start vector touches is found once; extra copies
+    of a repeated one are not (the hand-written version restarted from a new vector to look for
+    them). A NaN loss (NaN from the first step) stays NaN.
     """
     arnoldi = decomp.hessenberg(num_steps, reortho="full", custom_vjp=False)
     V, H, *_ = arnoldi(matvec, v0)
@@ -267,6 +267,29 @@ def _lanczos(matvec: MatVec, v0: Array, num_steps: int) -> tuple[Array, Array, A
     alphas = jnp.where(valid, alphas, alphas[0])
     betas = jnp.where(valid[1:], betas, 0.0)
     return alphas, betas, jnp.where(valid[:, None], V, 0.0)
+
+
+def _ritz(alphas: Array, betas: Array) -> tuple[Array, Array]:
+    """``(theta (m,) ascending, S (m, m))``: the eigen-decomposition of the tridiagonal ``T`` of a
+    :func:`_lanczos` run, with the slots after a breakdown set to the smallest valid Ritz value.
+
+    After a breakdown at step ``j`` (the first ``beta = 0``), ``T`` is block-diagonal: the valid
+    block and the filler entries ``alpha_0``, whose eigenvectors live on the rows past ``j``.
+    A filler stands for a repeated copy of an eigenvalue the run found; as ``alpha_0`` (a Rayleigh
+    quotient) it would sit *above* true eigenvalues and push them out of a top-k: a collapsed
+    model's rank-1 Hessian {lambda_1, 0, ...} gave top-5 [lambda_1, a, a, a, a], a = v^T A v > 0.
+    As the smallest found value it displaces none ([lambda_1, 0, 0, 0, 0] there).
+    """
+    m = alphas.shape[0]
+    theta, S = jnp.linalg.eigh(_tridiagonal(alphas, betas))
+    zero = betas == 0
+    n_valid = jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, m) if m > 1 else m
+    past = (jnp.arange(m) >= n_valid)[:, None]
+    filler = jnp.sum(jnp.where(past, S**2, 0.0), axis=0) > 0.5
+    smallest = jnp.min(jnp.where(filler, jnp.inf, theta))
+    theta = jnp.where(filler, smallest, theta)
+    order = jnp.argsort(theta)
+    return theta[order], S[:, order]
 
 
 def top_eigenvalues(
@@ -295,7 +318,7 @@ def top_eigenvalues(
     matvec = _flat_matvec(flat_loss, flat)
     v0 = _probe(key, (dim,), "rademacher", _out_dtype(matvec, dim))
     alphas, betas, V = _lanczos(matvec, v0, num_steps)
-    theta, S = jnp.linalg.eigh(_tridiagonal(alphas, betas))
+    theta, S = _ritz(alphas, betas)
     vals = theta[::-1][:k]
     if not return_vectors:
         return vals
@@ -382,7 +405,7 @@ def _slq(matvec: MatVec, probes: Array, num_steps: int, batch_size: int) -> tupl
 
     def one(v: Array) -> tuple[Array, Array]:
         alphas, betas, _ = _lanczos(matvec, v, num_steps)
-        theta, S = jnp.linalg.eigh(_tridiagonal(alphas, betas))
+        theta, S = _ritz(alphas, betas)
         return theta, S[0] ** 2
 
     return _chunked_map(one, probes, batch_size)
