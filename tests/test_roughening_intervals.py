@@ -57,3 +57,18 @@ def test_bar_chart_shows_every_seed():
     (ax,) = fig.axes
     dots = [c for c in ax.collections if isinstance(c, PathCollection)]  # the scatters
     assert sum(len(c.get_offsets()) for c in dots) == 8
+
+
+def test_mean_interval_of_fig3_finals_covers_the_mean_and_shrinks_with_runs():
+    from qunlearn.compare import mean_interval
+
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(0.9, 0.02, 5), rng.normal(0.9, 0.02, 200)
+    for values in (few, many):
+        ci = mean_interval(values)
+        assert ci["lo"] <= values.mean() <= ci["hi"]
+    assert mean_interval(many)["hi"] - mean_interval(many)["lo"] < (
+        mean_interval(few)["hi"] - mean_interval(few)["lo"]
+    )
+    assert mean_interval(np.full(5, 0.966)) == {"lo": 0.966, "hi": 0.966}  # identical runs
+    assert mean_interval([0.5]) == {}

@@ -540,6 +540,7 @@ def compare_unlearning(
         out = dict(zip(("dataset", "model", "method"), key, strict=True))
         out["variant"] = variants[key]
         out |= _pair("final", val[final_epoch])
+        out |= {f"final_ours_{k}": v for k, v in mean_interval(val[final_epoch]).items()}
         out |= _pair("start", val[0])
         forget = ours["forget_frac_poisoned_label"][key]
         out["forget_final_ours"] = float(np.mean(forget[final_epoch]))
@@ -613,7 +614,7 @@ def _orderings(table: list[dict]) -> list[dict]:
 def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
     head = (
         f"{'dataset':7} {'model':6} {'method':16} {'variant':9} {'final ours':>12} "
-        f"{'paper':>12} {'diff':>7} pass  {'start ours':>10} {'paper':>6} pass  "
+        f"{'[95 % CI]':>14} {'paper':>12} {'diff':>7} pass  {'start ours':>10} {'paper':>6} pass  "
         f"{'curve|d|':>8} {'forget o/p':>11}"
     )
     finals = sorted({r.get("final_epoch", FINAL_EPOCH) for r in table}) or [FINAL_EPOCH]
@@ -621,13 +622,17 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
         f"val acc at epoch {'/'.join(map(str, finals))} (final, |diff| <= {FINAL_TOL}) and "
         f"epoch 0 (start, "
         f"|diff| <= {START_TOL}); curve|d| = mean over epochs of |mean ours - mean paper|; "
-        "forget = fraction of D_f still predicted with its poisoned label",
+        "forget = fraction of D_f still predicted with its poisoned label; [95 % CI] = bootstrap "
+        "interval of our mean final over runs",
         head,
     ]
     yn = {True: "yes", False: "NO", None: "-"}
     for r in table:
         has = "final_paper" in r
         final = f"{r['final_ours']:.3f}±{r['final_ours_std']:.3f}"
+        ci = (
+            f"[{r['final_ours_lo']:.3f}, {r['final_ours_hi']:.3f}]" if "final_ours_lo" in r else "-"
+        )
         pfinal = f"{r['final_paper']:.3f}±{r['final_paper_std']:.3f}" if has else "-"
         diff = f"{r['final_diff']:+.3f}" if has else "-"
         pstart = f"{r['start_paper']:.3f}" if has else "-"
@@ -637,8 +642,9 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
         )
         lines.append(
             f"{r['dataset']:7} {r['model']:6} {r['method']:16} {r['variant']:9} {final:>12} "
-            f"{pfinal:>12} {diff:>7} {yn[r.get('final_pass')]:4}  {r['start_ours']:>10.3f} "
-            f"{pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} {forget:>11}"
+            f"{ci:>14} {pfinal:>12} {diff:>7} {yn[r.get('final_pass')]:4}  "
+            f"{r['start_ours']:>10.3f} {pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} "
+            f"{forget:>11}"
         )
     for o in ordering:
         lines.append(
@@ -705,6 +711,19 @@ ROUGHENING_CLEAN_MEAN = {"qnn": 6.19, "mlp": 0.194}
 
 NOTEBOOK_COLLAPSE = (0.25, 0.01)  # the notebook drops traces with |trace - 0.25| < 0.01
 RATIO_RESAMPLES = 2000
+
+
+def mean_interval(values, *, resamples: int = RATIO_RESAMPLES, seed=0) -> dict[str, float]:
+    """Bootstrap 95 % interval of the mean of ``values`` (runs resampled with replacement):
+    {lo, hi}; {} with fewer than 2 values. With 5 runs it is rough, but says what ± alone does
+    not: how far the mean itself could move."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"lo": float(lo), "hi": float(hi)}
 
 
 def ratio_intervals(noisy, clean, *, same_seeds: bool, resamples: int = RATIO_RESAMPLES, seed=0):
