@@ -1,7 +1,7 @@
 """Reproduce every paper figure end to end (what ``make paper`` runs): for each figure's shipped
 config, ``qunlearn run``, then ``qunlearn compare`` (kinds with published numbers) and
-``qunlearn plot``; prints each figure's wall time and the total, and writes them to
-``results/paper_times.json``.
+``qunlearn plot``; then ``qunlearn report`` of them all (``report.html`` beside them); prints each
+figure's wall time, the report's and the total, and writes them to ``results/paper_times.json``.
 
     .venv/bin/python bench/paper.py                  # every figure (> 1 h on a 2-core CPU)
     .venv/bin/python bench/paper.py --only fig2c_mnist fig3a_mnist
@@ -69,9 +69,16 @@ def main(argv=None) -> None:
                 t["compare"] = step(["compare", out])
             t["plot"] = step(["plot", out])
             times[name] = t
+        report = str(root / "report.html")
+        times["report"] = {
+            "report": step(["report", *(str(root / n) for n in times), "--out", report])
+        }
     finally:
         print(f"\n{'figure':<24}{'run s':>9}{'compare s':>11}{'plot s':>9}{'total s':>10}")
         for name, t in times.items():
+            if name == "report":
+                print(f"{'report (all of them)':<24}{'':>29}{t['report']:>10.0f}")
+                continue
             print(
                 f"{name:<24}{t['run']:>9.0f}{t.get('compare', 0):>11.1f}{t['plot']:>9.1f}"
                 f"{sum(t.values()):>10.0f}"
