@@ -23,7 +23,6 @@ strength p_teacher, whatever its label: it undoes memorised poisoned 1s but rein
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from qunlearn.errors import QunlearnError
+from qunlearn.errors import QunlearnError, did_you_mean
 from qunlearn.train import (
     BCE_EPS,
     bce,
@@ -446,21 +445,18 @@ def make_method(
 ) -> Method:
     """``METHODS[name](...)`` with one-line errors for unknown names and options."""
     if name not in METHODS:
-        hint = difflib.get_close_matches(name, METHODS, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise QunlearnError(
-            f"unknown unlearning method {name!r}{did}: choose one of {sorted(METHODS)}"
+            f"unknown unlearning method {name!r}{did_you_mean(name, METHODS)}: choose one of "
+            f"{sorted(METHODS)}"
         )
     options_of = [
         p for p in list(inspect.signature(METHODS[name]).parameters)[1:] if p not in RESERVED
     ]
     for option in options:
         if option not in options_of:
-            hint = difflib.get_close_matches(option, options_of, n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise QunlearnError(
-                f"unlearning method {name!r} has no option {option!r}{did}: its options are "
-                f"{options_of}"
+                f"unlearning method {name!r} has no option {option!r}"
+                f"{did_you_mean(option, options_of)}: its options are {options_of}"
             )
     try:
         return METHODS[name](

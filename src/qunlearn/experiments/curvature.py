@@ -351,12 +351,13 @@ def _hessian_method(config: CurvatureConfig, name: str, size: int, spec) -> str:
             )
         # a call holds size x size float64 Hessians for every snapshot of its chunk and every
         # loss, and eigvalsh as much again (a 16,473-parameter MLP asked for 26 GB, as counted)
-        need = size**2 * 8 * snapshot_chunk(config, spec) * len(LOSSES) * 2
+        chunk = snapshot_chunk(config, spec)
+        need = size**2 * 8 * chunk * len(LOSSES) * 2
         memory = physical_memory()
         if memory is not None and need > MEMORY_FRACTION * memory:
             raise QunlearnError(
                 f"models.{name}: dense Hessians of its {size:,} parameters need "
-                f"~{need / 2**30:.1f} GiB ({snapshot_chunk(config, spec)} snapshots x "
+                f"~{need / 2**30:.1f} GiB ({chunk} snapshots x "
                 f"{len(LOSSES)} losses per call, x 2 for eigvalsh); this machine has "
                 f"{memory / 2**30:.1f} GiB: lower dense_max_params below {size:,} (SLQ above it) "
                 "or snapshot_chunk"

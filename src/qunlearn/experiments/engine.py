@@ -136,13 +136,6 @@ def _interrupt(signum, frame):
     raise Interrupted(signum)
 
 
-def _quiet_if_interrupt(unraisable, default=sys.unraisablehook):
-    """An interrupt raised where Python can only print it ("Exception ignored in ...") is noted
-    already; print nothing. Anything else is printed as Python would."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        default(unraisable)
-
-
 @contextlib.contextmanager
 def interrupts_noted():
     """Ctrl-C and SIGTERM (what a batch scheduler sends) raise :class:`Interrupted`, and are
@@ -163,7 +156,15 @@ def interrupts_noted():
     for s, handler in previous.items():
         if handler != signal.SIG_IGN:
             signal.signal(s, _interrupt)
-    hook, sys.unraisablehook = sys.unraisablehook, _quiet_if_interrupt
+    hook = sys.unraisablehook
+
+    def quiet_if_interrupt(unraisable):
+        """An interrupt raised where Python can only print it ("Exception ignored in ...") is
+        noted already: print nothing. Anything else goes to the hook that was in place."""
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet_if_interrupt
     _noting_depth += 1
     try:
         yield
