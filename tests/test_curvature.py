@@ -231,6 +231,31 @@ def test_curvature_program_equals_dense_reference_per_loss():
             assert out["acc"][b, li] == pytest.approx(float(jnp.mean(hit)))
 
 
+def test_a_complex64_hessian_of_the_qnn_matches_complex128():
+    """``hessian_dtype = "complex64"``: the same snapshots (float64 params) differentiated in
+    float32 states give the complex128 spectrum to float32 accuracy, and the loss and accuracy
+    still come from the trained (complex128) model."""
+    split = _split()
+    sets = exp.loss_sets(split, split["x_val"][:5], split["y_val"][:5])
+    qnn = make_model("qnn", D, False, depth=2)
+    params = jax.vmap(qnn.init)(jax.random.split(jax.random.PRNGKey(3), 2))
+    keys = jnp.zeros((3, 2), jnp.uint32)
+    kw = dict(method="dense", top_k=3, lanczos_steps=0, slq_probes=0, hvp_batch=8)
+    exact = exp.curvature_of(exp.curvature_program(qnn, **kw), params, sets, keys, chunk=2)
+    fast_model = make_model("qnn", D, False, depth=2, dtype="complex64")
+    fast = exp.curvature_of(
+        exp.curvature_program(qnn, hessian_model=fast_model, **kw), params, sets, keys, chunk=2
+    )
+    scale = np.abs(exact["nodes"]).max()
+    assert scale > 1e-3  # a non-trivial spectrum; measured differences ~5e-7 of it
+    for name in ("top", "min", "trace", "nodes"):
+        np.testing.assert_allclose(fast[name], exact[name], rtol=0, atol=1e-5 * scale)
+    # float32 arithmetic really was used: the numbers are not bit-identical
+    assert not np.array_equal(fast["top"], exact["top"])
+    for name in ("loss", "acc"):  # another program around them: equal up to XLA's fusion
+        np.testing.assert_allclose(fast[name], exact[name], rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- the experiment
 
 

@@ -138,6 +138,8 @@ class CurvatureConfig:
     snapshot_chunk: int = 4  # snapshots per vmapped curvature call (memory bound)
     density_points: int = 200  # grid of the broadened spectral density (density.csv)
     density_sigma: float = 0.01  # Gaussian broadening, a fraction of the spectral range
+    # the QNN's arithmetic in the Hessian programs: "model" (its own dtype) or "complex64"
+    hessian_dtype: str = "model"
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,7 @@ CHECKS = {
     "input": _one_of("native", "realified"),
     "batching": _one_of(*BATCHINGS),
     "devices": _one_of("one", "all"),
+    "hessian_dtype": _one_of("model", "complex64"),
 }
 
 
@@ -722,6 +725,7 @@ ADDED_WITH_DEFAULT = {
     "trace_probes": 0,
     "weight_decay": 0.0,
     "label_smoothing": 0.0,
+    "hessian_dtype": "model",
 }
 
 
