@@ -256,6 +256,45 @@ def test_a_complex64_hessian_of_the_qnn_matches_complex128():
         np.testing.assert_allclose(fast[name], exact[name], rtol=1e-12)
 
 
+def test_a_complex64_hessian_stays_finite_where_the_float32_readout_saturates():
+    """Inputs of squared norm 100 (the reference MNIST encoding reaches 28) drive scale·⟨Z⟩ past
+    float32's sigmoid range, as after gradient ascent at alpha = 0.3: the complex64 state with
+    the readout in float64 (what ``hessian_dtype = "complex64"`` builds) still gives finite
+    Hessians equal to complex128's, where a float32 readout gives NaN."""
+    x, y = _toy()
+    x_val, y_val = _toy(20, seed=1)
+    _, y_noisy, mask = flip_labels(jax.random.PRNGKey(0), x, y, ALPHA)
+    big = 10.0  # amplitudes x10: <Z> x100
+    split = make_split(
+        jnp.asarray(big * x),
+        jnp.asarray(y),
+        y_noisy,
+        mask,
+        jnp.asarray(big * x_val),
+        jnp.asarray(y_val),
+        n_forget=N_FORGET,
+    )
+    sets = exp.loss_sets(split, split["x_val"][:5], split["y_val"][:5])
+    qnn = make_model("qnn", D, False, depth=2, init_std=0.5)
+    params = jax.vmap(qnn.init)(jax.random.split(jax.random.PRNGKey(3), 2))
+    narrow = make_model("qnn", D, False, depth=2, init_std=0.5, dtype="complex64")
+    p32 = jax.vmap(lambda p: predict(narrow, p, split["x_retain"]))(params)
+    assert np.any((p32 == 0) | (p32 == 1))  # saturated in float32: the case this test is about
+    keys = jnp.zeros((3, 2), jnp.uint32)
+    kw = dict(method="dense", top_k=3, lanczos_steps=0, slq_probes=0, hvp_batch=8)
+    exact = exp.curvature_of(exp.curvature_program(qnn, **kw), params, sets, keys, chunk=2)
+    mixed = make_model(
+        "qnn", D, False, depth=2, init_std=0.5, dtype="complex64", readout_dtype="float64"
+    )
+    fast = exp.curvature_of(
+        exp.curvature_program(qnn, hessian_model=mixed, **kw), params, sets, keys, chunk=2
+    )
+    assert np.all(np.isfinite(exact["top"]))
+    scale = np.abs(exact["nodes"]).max()
+    for name in ("top", "min", "trace", "nodes"):
+        np.testing.assert_allclose(fast[name], exact[name], rtol=0, atol=1e-4 * scale)
+
+
 # --------------------------------------------------------------------------- the experiment
 
 

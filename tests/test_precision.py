@@ -74,6 +74,7 @@ def test_complex64_training_ends_at_the_complex128_accuracies(mnist):
         final[dtype] = {k: np.asarray(v, np.float64) for k, v in out.items()}
     lo, hi = final["complex64"], final["complex128"]
     assert np.all(hi["val_acc"] > 0.75)  # it learned (chance: 0.53): the accuracies mean something
+
     # within one example of 600 (validation) and of 200 (training); compared as counts, since a
     # float32 accuracy is the fraction rounded (478/600 reads 0.79666668: off by 1.0000091/600)
     def examples(acc, n):

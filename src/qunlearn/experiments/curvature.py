@@ -467,14 +467,17 @@ class _ModelCells:
     def hessian_model(self):
         """The model the Hessian programs differentiate: None (the trained model itself), or with
         ``hessian_dtype = "complex64"`` a QNN's same circuit in complex64 (float32 states and
-        angles; the float64 snapshots are rounded on entry), about twice as fast on a CPU. Its
+        angles; the float64 snapshots are rounded on entry; readout and loss in float64), about
+        twice as fast on a CPU. Its
         accuracy against complex128 is checked in tests/test_curvature.py and measured in the
         config's header. MLPs keep their float64 arithmetic."""
         spec = self.mp.spec
         if self.config.hessian_dtype == "model" or spec.model not in QNN_MODELS:
             return None
         _, _, dim, is_complex = model_input(self.dataset, spec.input)
-        hyper = spec.hyper | {"dtype": self.config.hessian_dtype}
+        # the readout and loss stay in float64: a float32 sigmoid saturates to exactly 1 at the
+        # reference encoding's scale·⟨Z⟩ (up to ±140) and the BCE's second derivative is NaN there
+        hyper = spec.hyper | {"dtype": self.config.hessian_dtype, "readout_dtype": "float64"}
         return build_model(self.name, dataclasses.replace(spec, hyper=hyper), dim, is_complex)
 
     def base(self) -> dict:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qunlearn.errors import QunlearnError, did_you_mean
-from qunlearn.models.qnn import DTYPES, READOUTS
+from qunlearn.models.qnn import DTYPES, READOUT_DTYPES, READOUTS
 
 MAX_DEPTH = 1000
 """Deepest QNN accepted: the layers are unrolled into the compiled program (and planned one by
@@ -131,6 +131,7 @@ def _qnn_checks(depth: int) -> dict[str, Check]:
         "dtype": _one_of(tuple(DTYPES), "QNN dtype"),
         "init_std": _number(0.0, False, 0.01),
         "readout": _one_of(READOUTS, "QNN readout"),
+        "readout_dtype": _one_of(READOUT_DTYPES, "QNN readout dtype"),
     }
 
 

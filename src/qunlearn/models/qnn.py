@@ -114,16 +114,27 @@ def _readout_index(readout_qubit: int, n: int) -> int:
 
 
 READOUTS = ("sigmoid", "linear")
+READOUT_DTYPES = ("state", "float64")
 
 
-def _readout(readout: str, scale: float):
+def _readout(readout: str, scale: float, readout_dtype: str = "state"):
     """⟨Z⟩ -> probability. ``"sigmoid"``: sigmoid(scale·⟨Z⟩) (protocol §3). ``"linear"``:
     (1 + ⟨Z⟩) / 2, the reference code's earlier readout (left commented out in its ``models.py``
-    next to the sigmoid marked "Newly added"); ``scale`` is unused there."""
+    next to the sigmoid marked "Newly added"); ``scale`` is unused there.
+
+    ``readout_dtype``: ``"state"`` computes it in the state's real dtype; ``"float64"`` lifts ⟨Z⟩
+    to float64 first (mixed precision for complex64). That matters where the readout saturates:
+    with the reference MNIST encoding scale·⟨Z⟩ reaches ±140, float32 rounds sigmoid above ~17
+    to exactly 1, and the second derivative of the BCE's log(1 - p + eps) there is NaN (found
+    in complex64 curvature Hessians after gradient ascent; tests/test_curvature.py)."""
+    if readout_dtype not in READOUT_DTYPES:
+        options = ", ".join(READOUT_DTYPES)
+        raise QunlearnError(f"unknown QNN readout_dtype {readout_dtype!r}: choose one of {options}")
+    lift = (lambda z: z.astype(jnp.float64)) if readout_dtype == "float64" else (lambda z: z)
     if readout == "sigmoid":
-        return lambda z: jax.nn.sigmoid(scale * z)
+        return lambda z: jax.nn.sigmoid(scale * lift(z))
     if readout == "linear":
-        return lambda z: 0.5 + 0.5 * z
+        return lambda z: 0.5 + 0.5 * lift(z)
     raise QunlearnError(f"unknown QNN readout {readout!r}: choose one of {', '.join(READOUTS)}")
 
 
@@ -138,12 +149,14 @@ def qnn(
     dtype: str = "complex128",
     init_std: float = 0.01,
     readout: str = "sigmoid",
+    readout_dtype: str = "state",
 ):
     """Hardware-efficient ansatz of the study (protocol §3).
 
     Layer: Rx(θ0) Ry(θ1) Rx(θ2) on every qubit, then RZZ(θ3) on ring pairs (i, i+1 mod L).
     Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩), or
-    (1 + ⟨Z⟩) / 2 with ``readout="linear"``.
+    (1 + ⟨Z⟩) / 2 with ``readout="linear"``; ``readout_dtype = "float64"`` computes that scalar
+    in float64 from a complex64 state (:func:`_readout`).
 
     The input's amplitudes are used as given, never renormalised, as the reference's simulator
     did: ⟨Z⟩ here is ⟨x|U†ZU|x⟩, so ⟨Z⟩(c·x) = c²·⟨Z⟩(x) (tested). With the reference MNIST
@@ -152,7 +165,7 @@ def qnn(
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale)
+    to_prob = _readout(readout, scale, readout_dtype)
     readout_index = _readout_index(readout_qubit, n)
     cones = plan._light_cone(n, depth, readout_index)
     ops = plan._hea_plan(n, depth, readout_index, plan._STORE_COST[dtype])
@@ -240,13 +253,14 @@ def qnn_cnot(
     dtype: str = "complex128",
     init_std: float = 0.01,
     readout: str = "sigmoid",
+    readout_dtype: str = "state",
 ):
     """The Hessian study's circuit (protocol §5): per layer Rx(θ0), Ry(θ1) on every qubit, then a
     CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout`` as for :func:`qnn`."""
     del complex_input
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale)
+    to_prob = _readout(readout, scale, readout_dtype)
     readout_index = _readout_index(readout_qubit, n)
     ops = plan._cnot_plan(n, depth)
     perm = cnot_ring_permutation(n)
