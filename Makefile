@@ -43,13 +43,13 @@ fig3b: setup
 roughening: setup
 	$(BIN)/qunlearn run configs/roughening_mnist.toml
 
-# One HTML page of every results directory under results/ (config, comparison with the paper,
-# figures, times): results/report.html.
-# Every paper figure: run, compare, plot, each figure's wall time and the total (> 1 h on a 2-core
-# CPU; see bench/paper.py for --only, --extras, --tiny).
+# Every paper figure: run, compare, plot, then the report; each step's wall time and the total
+# (> 1 h on a 2-core CPU; see bench/paper.py for --only, --extras, --tiny).
 paper: setup
 	$(BIN)/python bench/paper.py
 
+# One HTML page of every results directory under results/ (config, comparison with the paper,
+# figures, times): results/report.html.
 report: setup
 	$(BIN)/qunlearn report $(patsubst %/manifest.json,%,$(wildcard results/*/manifest.json)) --out results/report.html
 

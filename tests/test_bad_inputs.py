@@ -619,7 +619,8 @@ def test_nan_loss_is_named_and_other_cells_are_kept(tmp_path, capsys, monkeypatc
     assert main(["run", str(config_path), "--out", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err
     bad_cell, good_cell = "bad__label_flip__alpha0.200", "good__label_flip__alpha0.200"
-    assert f"warning: {bad_cell}: the loss is NaN or infinite in runs" in err
+    # the warning names the metrics that are not finite
+    assert f"warning: {bad_cell}: NaN or infinite values (final_loss" in err
     assert "lower models.bad.lr" in err and good_cell not in err
 
     bad = json.loads((out / "cells" / f"{bad_cell}.json").read_text())
@@ -642,7 +643,7 @@ def test_nan_loss_is_named_and_other_cells_are_kept(tmp_path, capsys, monkeypatc
     assert main(["run", str(config_path), "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "cells: 0 computed, 2 reused" in captured.out
-    assert f"1 cell(s) have runs with a NaN or infinite loss, recorded as NaN: ['{bad_cell}']" in (
+    assert f"1 cell(s) have runs with NaN or infinite values, recorded as NaN: ['{bad_cell}']" in (
         captured.err
     )
     assert (out / "cells" / f"{bad_cell}.json").stat().st_mtime_ns == before

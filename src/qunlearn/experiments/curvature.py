@@ -432,10 +432,16 @@ class _ModelCells:
         self._programs: dict[tuple, Any] = {}
 
     def cells(self) -> dict:
-        out = {self.teachers_id: Cell(self.teachers_cell)}
+        hint = (
+            "a NaN loss or acc means the training diverged (lower the learning rate); NaN "
+            'curvature alone, try hessian_dtype = "model" (complex128)'
+        )
+        out = {self.teachers_id: Cell(self.teachers_cell, nonfinite_hint=hint)}
         for m in self.mp.methods:
             out[f"{self.name}__{m}"] = Cell(
-                functools.partial(self.method_cell, name=m), after=(self.teachers_id,)
+                functools.partial(self.method_cell, name=m),
+                after=(self.teachers_id,),
+                nonfinite_hint=hint,
             )
         return out
 

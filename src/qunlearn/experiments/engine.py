@@ -54,7 +54,7 @@ class Cell:
     compute: Callable[[ResultStore], CellResult]
     ticks: int = 0
     after: tuple[str, ...] = ()
-    nonfinite_hint: str = "lower the learning rate"  # what to do when a run's loss diverges
+    nonfinite_hint: str = "lower the learning rate"  # what to do when a run's values are not finite
 
 
 class Interrupted(KeyboardInterrupt):
@@ -185,11 +185,24 @@ def raise_if_interrupted() -> None:
 def nonfinite_runs(rows: list[dict]) -> list:
     """The runs (``run`` field, else ``teacher`` or ``seed``) with a NaN or infinite value."""
     bad = set()
-    for row in rows:
-        value = row.get("value")
-        if isinstance(value, float) and not math.isfinite(value):
-            bad.add(next((row[k] for k in ("run", "teacher", "seed") if k in row), None))
+    for row in _nonfinite_rows(rows):
+        bad.add(next((row[k] for k in ("run", "teacher", "seed") if k in row), None))
     return sorted(bad, key=str)
+
+
+def _nonfinite_rows(rows: list[dict]) -> list[dict]:
+    return [
+        row
+        for row in rows
+        if isinstance(row.get("value"), float) and not math.isfinite(row["value"])
+    ]
+
+
+def _nonfinite_metrics(rows: list[dict], shown: int = 6) -> str:
+    """The metric names of the NaN or infinite values, for the warning (the first ``shown``)."""
+    names = sorted({str(row.get("metric")) for row in _nonfinite_rows(rows)})
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def run_cells(
@@ -259,8 +272,8 @@ def run_cells(
                 if bad:
                     nonfinite[cell_id] = bad
                     warn(
-                        f"{cell_id}: the loss is NaN or infinite in runs {bad}; their metrics "
-                        f"are recorded as NaN and the other cells go on: "
+                        f"{cell_id}: NaN or infinite values ({_nonfinite_metrics(result.rows)}) "
+                        f"in runs {bad}; they are recorded as NaN and the other cells go on: "
                         f"{cells[cell_id].nonfinite_hint}"
                     )
                 computed.append(cell_id)
@@ -282,7 +295,7 @@ def run_cells(
     tables(store, True)
     if nonfinite:
         warn(
-            f"{len(nonfinite)} cell(s) have runs with a NaN or infinite loss, recorded as NaN: "
+            f"{len(nonfinite)} cell(s) have runs with NaN or infinite values, recorded as NaN: "
             f"{sorted(nonfinite)}"
         )
     store.update_manifest(nonfinite=nonfinite, last_run=last_run(False))
