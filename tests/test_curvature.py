@@ -36,16 +36,17 @@ from test_unlearn import ALPHA, N_FORGET, D, N, _toy
 MLP = make_model("mlp", D, False, hidden=(4,))  # 41 params
 
 
-def _split():
+def _split(amplitude: float = 1.0):
+    """The toy split; ``amplitude`` scales every input (a QNN's ⟨Z⟩ by its square)."""
     x, y = _toy()
     x_val, y_val = _toy(20, seed=1)
     _, y_noisy, mask = flip_labels(jax.random.PRNGKey(0), x, y, ALPHA)
     return make_split(
-        jnp.asarray(x),
+        jnp.asarray(amplitude * x),
         jnp.asarray(y),
         y_noisy,
         mask,
-        jnp.asarray(x_val),
+        jnp.asarray(amplitude * x_val),
         jnp.asarray(y_val),
         n_forget=N_FORGET,
     )
@@ -261,19 +262,7 @@ def test_a_complex64_hessian_stays_finite_where_the_float32_readout_saturates():
     float32's sigmoid range, as after gradient ascent at alpha = 0.3: the complex64 state with
     the readout in float64 (what ``hessian_dtype = "complex64"`` builds) still gives finite
     Hessians equal to complex128's, where a float32 readout gives NaN."""
-    x, y = _toy()
-    x_val, y_val = _toy(20, seed=1)
-    _, y_noisy, mask = flip_labels(jax.random.PRNGKey(0), x, y, ALPHA)
-    big = 10.0  # amplitudes x10: <Z> x100
-    split = make_split(
-        jnp.asarray(big * x),
-        jnp.asarray(y),
-        y_noisy,
-        mask,
-        jnp.asarray(big * x_val),
-        jnp.asarray(y_val),
-        n_forget=N_FORGET,
-    )
+    split = _split(amplitude=10.0)  # <Z> x100
     sets = exp.loss_sets(split, split["x_val"][:5], split["y_val"][:5])
     qnn = make_model("qnn", D, False, depth=2, init_std=0.5)
     params = jax.vmap(qnn.init)(jax.random.split(jax.random.PRNGKey(3), 2))

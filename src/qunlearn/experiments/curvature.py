@@ -474,9 +474,9 @@ class _ModelCells:
         """The model the Hessian programs differentiate: None (the trained model itself), or with
         ``hessian_dtype = "complex64"`` a QNN's same circuit in complex64 (float32 states and
         angles; the float64 snapshots are rounded on entry; readout and loss in float64), about
-        twice as fast on a CPU. Its
-        accuracy against complex128 is checked in tests/test_curvature.py and measured in the
-        config's header. MLPs keep their float64 arithmetic."""
+        twice as fast on a CPU. Its accuracy against complex128 is checked in
+        tests/test_curvature.py and measured in the config's header. MLPs keep their float64
+        arithmetic."""
         spec = self.mp.spec
         if self.config.hessian_dtype == "model" or spec.model not in QNN_MODELS:
             return None
