@@ -7,6 +7,7 @@ figure's wall time, the report's and the total, and writes them to ``results/pap
     .venv/bin/python bench/paper.py --only fig2c_mnist fig3a_mnist
     .venv/bin/python bench/paper.py --extras         # also the beyond-the-paper studies
     .venv/bin/python bench/paper.py --tiny           # every config's smoke settings (minutes)
+    .venv/bin/python bench/paper.py --complex64      # every QNN in complex64 (float64 readout)
 
 Each step is the CLI in a subprocess (exactly what a user types), so a figure that was already
 computed resumes from its cells; delete its results directory for a cold timing. A failing step
@@ -20,6 +21,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 # (config name, has published numbers to compare with)
@@ -45,11 +47,27 @@ def step(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def complex64(name: str) -> list[str]:
+    """Overrides that put config ``name``'s ``[models.qnn]`` (if it has one) in complex64, its
+    readout in float64 (a float32 sigmoid saturates at the reference encoding's scale)."""
+    from qunlearn.experiments.shipped import find_config
+
+    data = tomllib.loads(find_config(name).read_text(encoding="utf-8"))
+    if "qnn" not in data.get("models", {}):
+        return []
+    return ['models.qnn.hyper.dtype="complex64"', 'models.qnn.hyper.readout_dtype="float64"']
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", metavar="CONFIG", help="these configs only")
     ap.add_argument("--extras", action="store_true", help="also " + ", ".join(n for n, _ in EXTRAS))
     ap.add_argument("--tiny", action="store_true", help="each config's [tiny] smoke settings")
+    ap.add_argument(
+        "--complex64",
+        action="store_true",
+        help="every [models.qnn] in complex64 with a float64 readout (results/paper_complex64)",
+    )
     ap.add_argument("--results", default="results", help="parent of the results directories")
     args = ap.parse_args(argv)
     figures = FIGURES + (EXTRAS if args.extras else [])
@@ -59,12 +77,18 @@ def main(argv=None) -> None:
         if unknown:
             raise SystemExit(f"error: unknown figure config {unknown}: choose from {list(known)}")
         figures = [(n, known[n]) for n in args.only]
-    root = Path(args.results) / ("paper_tiny" if args.tiny else "")
+    root = Path(args.results) / "_".join(
+        ["paper"] * (args.tiny or args.complex64)
+        + ["tiny"] * args.tiny
+        + ["complex64"] * args.complex64
+    )
     times: dict[str, dict[str, float]] = {}
     try:
         for name, comparable in figures:
             out = str(root / name)
-            t = {"run": step(["run", name, "--out", out, *(["--tiny"] if args.tiny else [])])}
+            overrides = complex64(name) if args.complex64 else []
+            tiny = ["--tiny"] if args.tiny else []
+            t = {"run": step(["run", name, *overrides, "--out", out, *tiny])}
             if comparable:
                 t["compare"] = step(["compare", out])
             t["plot"] = step(["plot", out])

@@ -5,6 +5,8 @@ keys and the same initial angles ends with the same accuracies, or within one ex
 A GPU runs complex64 several times faster than complex128; these tests say what it costs in
 accuracy. (The 6-qubit output check with large angles is tests/test_qnn.py.)"""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +86,51 @@ def test_complex64_training_ends_at_the_complex128_accuracies(mnist):
         assert np.all(np.abs(examples(lo[name], n) - examples(hi[name], n)) <= 1), (name, lo, hi)
     # 80 Adam steps in float32 drift the last epoch's mean loss by ~2e-4 (measured)
     np.testing.assert_allclose(lo["final_loss"], hi["final_loss"], atol=1e-3)
+
+
+def test_complex64_weight_sweep_ends_at_the_complex128_accuracies(tmp_path):
+    """``sweep_dtype = "complex64"`` (the shipped QNN sweep's setting): the same complex128
+    teacher, then the sweep's circuit in float32 states, ends every (point, run) at the complex128
+    sweep's accuracies, within one example of each set."""
+    import csv
+
+    from qunlearn.experiments.config import load_config
+    from qunlearn.experiments.runner import run
+
+    overrides = [
+        "runs=2",
+        "sweep.scrub.kl_w=[0.0, 0.5]",
+        "sweep.scrub.fo_w=[0.0, 0.9]",
+        "sweep.gradient_ascent.fo_w=[0.5]",
+        "models.qnn.hyper={depth=2}",
+        "models.qnn.epochs=4",
+        "models.qnn.unlearn_epochs=4",
+    ]
+    out = {}
+    for dtype in ("model", "complex64"):
+        config = load_config("fig3_sweep_mnist_qnn", [*overrides, f'sweep_dtype="{dtype}"'])
+        run(config, tmp_path / dtype, progress=False)
+        with open(tmp_path / dtype / "sweep.csv") as f:
+            out[dtype] = {
+                (r["method"], r["kl_w"], r["fo_w"], r["run"], r["metric"]): float(r["value"])
+                for r in csv.DictReader(f)
+            }
+        assert (tmp_path / dtype / "teacher.csv").read_text() == (
+            tmp_path / "model" / "teacher.csv"
+        ).read_text()  # one teacher: only the sweep's arithmetic differs
+    cell = json.loads((tmp_path / "complex64" / "cells" / "qnn__sweep__scrub.json").read_text())
+    assert cell["sweep_dtype"] == "complex64"
+    lo, hi = out["complex64"], out["model"]
+    assert lo.keys() == hi.keys() and len(lo) == (4 + 1) * 2 * 5
+    sizes = {  # examples behind each metric: 500 training images, 150 flipped, 2144 validation
+        "train_acc_noisy_labels": 500,
+        "val_acc": 2144,
+        "retain_acc": 350,
+        "forget_acc_true": 150,
+        "forget_frac_poisoned_label": 150,
+    }
+    vals = [v for k, v in hi.items() if k[-1] == "val_acc"]
+    assert max(vals) - min(vals) > 0.02  # the points differ: agreement is not of one constant
+    for key, value in hi.items():
+        n = sizes[key[-1]]
+        assert abs(round(lo[key] * n) - round(value * n)) <= 1, (key, lo[key], value)

@@ -59,6 +59,38 @@ def test_padded_batch_equals_unpadded_gradient():
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-14), g1, g2)
 
 
+@pytest.mark.parametrize("plan_of", [shuffled_plan, lambda n, bs: stream_plan(n, bs, 3)])
+def test_short_last_batch_runs_on_its_real_rows_only(plan_of):
+    """A plan with ``last_rows`` trains exactly as its padded batches do (the same loss and
+    gradients, up to the order of sums), and the objective never sees the padding rows."""
+    model = make_model("mlp", 8, False, hidden=(4,))
+    x, y = _toy(n=38)
+    seen = set()
+
+    def objective(params, batch, extra):
+        seen.add(batch["x"].shape[0])  # at trace time: the batch shapes the program computes
+        return supervised_objective(model)(params, batch, extra)
+
+    plan = plan_of(len(x), 16)
+    epochs = 1 if plan.draw.__qualname__.startswith("stream") else 3
+    padded = plan.draw  # the same batches as a plain function: no last_rows, padded last batch
+    params0 = model.init(jax.random.PRNGKey(1))
+    out = {}
+    for name, p in (("trimmed", plan), ("padded", padded)):
+        seen.clear()
+        train = make_train(objective, optax.adam(0.05), epochs=epochs, plan=p)
+        out[name] = jax.jit(train)(jax.random.PRNGKey(3), params0, {"x": x, "y": y}, None)
+        out[name + "_shapes"] = set(seen)
+    assert out["padded_shapes"] == {16}
+    assert out["trimmed_shapes"] == {16, plan.last_rows} and plan.last_rows < 16
+    np.testing.assert_allclose(out["trimmed"][1]["loss"], out["padded"][1]["loss"], rtol=1e-12)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13),
+        out["trimmed"][0],
+        out["padded"][0],
+    )
+
+
 def test_training_learns_and_is_deterministic():
     model = make_model("mlp", 8, False, hidden=(8,))
     x, y = _toy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import platform
 import subprocess
@@ -143,6 +144,21 @@ def build_model(table: str, spec, dim: int, is_complex: bool):
         return make_model(spec.model, dim, is_complex, **spec.hyper)
     except QunlearnError as err:
         raise QunlearnError(f"models.{table}: {err}") from None
+
+
+def model_in_dtype(table: str, spec, dim: int, is_complex: bool, dtype: str):
+    """The model of ``models.<table>`` with a QNN's circuit in ``dtype`` ("complex64": float32
+    states; its float64 angles are rounded on entry, the readout and loss stay in float64), or
+    None when ``dtype`` is "model" or the model is not a QNN (MLPs keep their float64): what the
+    ``hessian_dtype`` and ``sweep_dtype`` config keys choose. The readout stays in float64
+    because a float32 sigmoid saturates to exactly 1 at the reference encoding's scale·⟨Z⟩ (up to
+    ±140), where the BCE's log and its second derivative are no longer finite."""
+    from qunlearn.experiments.config import QNN_MODELS
+
+    if dtype == "model" or spec.model not in QNN_MODELS:
+        return None
+    hyper = spec.hyper | {"dtype": dtype, "readout_dtype": "float64"}
+    return build_model(table, dataclasses.replace(spec, hyper=hyper), dim, is_complex)
 
 
 def write_table(store: ResultStore) -> Path:

@@ -94,6 +94,9 @@ class UnlearningConfig:
     # Weight sweeps: {method: {option: [values]}}, the grid is their product; final metrics only.
     sweep: dict = field(default_factory=dict)
     sweep_chunk: int = 50  # sweep points x runs per vmapped call (memory bound)
+    # the QNN's arithmetic in the weight sweeps (its teacher and trajectories keep their own):
+    # "model" or "complex64" (float32 states, float64 angles, readout and loss)
+    sweep_dtype: str = "model"
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,7 @@ CHECKS = {
     "batching": _one_of(*BATCHINGS),
     "devices": _one_of("one", "all"),
     "hessian_dtype": _one_of("model", "complex64"),
+    "sweep_dtype": _one_of("model", "complex64"),
 }
 
 
@@ -726,6 +730,7 @@ ADDED_WITH_DEFAULT = {
     "weight_decay": 0.0,
     "label_smoothing": 0.0,
     "hessian_dtype": "model",
+    "sweep_dtype": "model",
 }
 
 

@@ -41,7 +41,6 @@ snapshot of a (model, loss): ``density_points`` points spanning all their nodes,
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -54,8 +53,13 @@ import numpy as np
 
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import build_model, model_input, padded_chunks, rectangular_rows
-from qunlearn.experiments.config import QNN_MODELS, CurvatureConfig
+from qunlearn.experiments.common import (
+    model_in_dtype,
+    model_input,
+    padded_chunks,
+    rectangular_rows,
+)
+from qunlearn.experiments.config import CurvatureConfig
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import poison_keys, stable_key, teacher_keys, unlearning_keys
 from qunlearn.experiments.store import ResultStore
@@ -478,13 +482,8 @@ class _ModelCells:
         tests/test_curvature.py and measured in the config's header. MLPs keep their float64
         arithmetic."""
         spec = self.mp.spec
-        if self.config.hessian_dtype == "model" or spec.model not in QNN_MODELS:
-            return None
         _, _, dim, is_complex = model_input(self.dataset, spec.input)
-        # the readout and loss stay in float64: a float32 sigmoid saturates to exactly 1 at the
-        # reference encoding's scale·⟨Z⟩ (up to ±140) and the BCE's second derivative is NaN there
-        hyper = spec.hyper | {"dtype": self.config.hessian_dtype, "readout_dtype": "float64"}
-        return build_model(self.name, dataclasses.replace(spec, hyper=hyper), dim, is_complex)
+        return model_in_dtype(self.name, spec, dim, is_complex, self.config.hessian_dtype)
 
     def base(self) -> dict:
         return {"dataset": self.config.dataset, "model": self.name, "seed": self.config.seed}

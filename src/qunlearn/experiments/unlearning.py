@@ -110,12 +110,13 @@ class _ModelCells:
             )
         return out
 
-    def program(self, method, trajectory: bool):
-        key = (method.form, trajectory)
+    def program(self, method, trajectory: bool, model=None):
+        model = model or self.mp.model
+        key = (method.form, trajectory, model is self.mp.model)
         if key not in self._programs:
             spec = self.mp.spec
             self._programs[key] = unlearning_program(
-                self.mp.model,
+                model,
                 method,
                 lr=spec.unlearn_lr,
                 epochs=spec.unlearn_epochs,
@@ -231,7 +232,7 @@ class _ModelCells:
         config = self.config
         grid, methods = self.mp.sweeps[name]
         teacher = self.teacher(store)
-        program = self.program(methods[0], False)
+        program = self.program(methods[0], False, self.mp.sweep_model)
         traces = len(program.traces)
         finals = sweep_finals(
             program,
@@ -261,7 +262,15 @@ class _ModelCells:
         ]
         return CellResult(
             rows,
-            info={"kind": "sweep", "axes": config.sweep[name], "optimizer_steps": methods[0].steps},
+            info={
+                "kind": "sweep",
+                "axes": config.sweep[name],
+                "optimizer_steps": methods[0].steps,
+                # what the sweep ran in: "model" (the table's own arithmetic) or complex64
+                "sweep_dtype": "model"
+                if self.mp.sweep_model is self.mp.model
+                else config.sweep_dtype,
+            },
             timing={"optimizer_steps": methods[0].steps},
             compiled=len(program.traces) > traces,
         )

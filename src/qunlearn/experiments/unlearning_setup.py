@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import build_model, model_input
+from qunlearn.experiments.common import build_model, model_in_dtype, model_input
 from qunlearn.experiments.config import UnlearnSpec, resolve_method
 from qunlearn.models import Model
 from qunlearn.noise import n_poisoned
@@ -173,7 +173,8 @@ class ModelPlan(NamedTuple):
     spec: UnlearnSpec  # or a subclass (EvalSpec)
     shared: dict  # x_train, y_true, x_val, y_val
     methods: dict  # name -> (base method, options, Method)
-    sweeps: dict  # name -> (grid points, [Method] per point)
+    sweeps: dict  # name -> (grid points, [Method] per point), built on ``sweep_model``
+    sweep_model: Model  # ``model``, or its circuit in the config's ``sweep_dtype``
 
 
 def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -> ModelPlan:
@@ -184,8 +185,10 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
     except QunlearnError as err:
         raise QunlearnError(f"models.{name}: {err}") from None
     model = build_model(name, spec, dim, is_complex)
+    sweep_dtype = getattr(config, "sweep_dtype", "model")
+    sweep_model = model_in_dtype(name, spec, dim, is_complex, sweep_dtype) or model
 
-    def method_for(method: str, **override) -> tuple[str, dict, Method]:
+    def method_for(method: str, on=model, **override) -> tuple[str, dict, Method]:
         base, options = resolve_method(config.method_options, method)
         options |= override
         return (
@@ -193,7 +196,7 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
             options,
             make_method(
                 base,
-                model,
+                on,
                 n_retain=n_retain,
                 n_forget=n_forget,
                 epochs=spec.unlearn_epochs,
@@ -209,7 +212,7 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
             dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
         ]
         try:
-            members = [method_for(method, **point)[2] for point in grid]
+            members = [method_for(method, sweep_model, **point)[2] for point in grid]
         except QunlearnError as err:
             raise QunlearnError(f"sweep.{method}: {err}") from None
         if len({m.form for m in members}) > 1:
@@ -224,7 +227,7 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
         "x_val": jnp.asarray(x_val),
         "y_val": jnp.asarray(dataset.y_val),
     }
-    return ModelPlan(model, spec, shared, methods, sweeps)
+    return ModelPlan(model, spec, shared, methods, sweeps, sweep_model)
 
 
 def plan_models(config, dataset) -> tuple[int, dict[str, ModelPlan]]:
