@@ -43,11 +43,12 @@ def main(argv=None) -> None:
     from qunlearn.experiments.engine import Progress
     from qunlearn.experiments.unlearning import plan
 
-    points = args.pairs  # one run per point: the grid's kl_w axis stretched to `pairs` values
+    # one run per point: the grid's kl_w axis stretched to `pairs` values
+    kl_w = [round(0.9 * i / max(args.pairs - 1, 1), 4) for i in range(args.pairs)]
     overrides = [
         "runs=1",
         f"sweep_chunk={args.pairs}",
-        f"sweep.scrub.kl_w={[round(0.9 * i / max(points - 1, 1), 4) for i in range(points)]}",
+        f"sweep.scrub.kl_w={kl_w}",
         "sweep.scrub.fo_w=[0.2]",
         "sweep.gradient_ascent.fo_w=[0.0]",
         f"models.qnn.epochs={args.teacher_epochs}",
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
     steady_s = min(walls)  # best of the repeats: the least disturbed on a shared machine
     spec = config.models["qnn"]
     n_forget = model_cells.n_forget
-    n_retain = 500 - n_forget
+    n_retain = len(model_cells.dataset.y_train) - n_forget
     steps_per_epoch = math.ceil(n_retain / spec.unlearn_batch_size)
     real_rows = spec.unlearn_epochs * (n_retain + steps_per_epoch * n_forget)
     per_pair = steady_s / args.pairs

@@ -77,11 +77,8 @@ def main(argv=None) -> None:
         if unknown:
             raise SystemExit(f"error: unknown figure config {unknown}: choose from {list(known)}")
         figures = [(n, known[n]) for n in args.only]
-    root = Path(args.results) / "_".join(
-        ["paper"] * (args.tiny or args.complex64)
-        + ["tiny"] * args.tiny
-        + ["complex64"] * args.complex64
-    )
+    variant = "_tiny" * args.tiny + "_complex64" * args.complex64
+    root = Path(args.results) / (f"paper{variant}" if variant else "")
     times: dict[str, dict[str, float]] = {}
     try:
         for name, comparable in figures:
