@@ -99,7 +99,9 @@ PROTOCOL_MODEL_KEYS = (
 )
 PROTOCOL_DEFAULTS = {"weight_decay": 0.0, "label_smoothing": 0.0}  # the paper's, where unstated
 PROTOCOL_TOP_KEYS = {"noise_sweep": (), "unlearning": ("alpha", "noise")}
-NUMERICS_ONLY = {"dtype"}  # hyperparameters that change precision, not the experiment
+# Hyperparameters that change the arithmetic's precision, not the experiment: a complex64 run with
+# its float64 readout (bench/paper.py --complex64) is still judged against the paper.
+NUMERICS_ONLY = {"dtype", "readout_dtype"}
 VARIANTS = {"encoding", "phase"}  # dataset options naming a documented variant (still comparable)
 
 
@@ -135,7 +137,7 @@ def protocol_check(config: dict) -> dict:
     ours (paper ...)", ...]}, "general": [...]}: a table is comparable when its model kind is
     the paper's and every setting of the paper's protocol (the shipped figure config) is the
     same; dataset options that name a documented variant (encoding, phase) and numerics-only
-    hyperparameters (dtype) do not count.
+    hyperparameters (dtype, readout_dtype) do not count.
     """
     experiment, dataset = config.get("experiment", ""), config.get("dataset", "")
     paper = _paper_config(experiment, dataset)
