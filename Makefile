@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench lint typecheck fig2c fig2d fig3a fig3b roughening report paper clean
+.PHONY: setup demo test test-slow bench lint typecheck fig2c fig2d fig3a fig3b roughening report paper clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -n 2 -m slow
 
 bench: setup
 	$(BIN)/python bench/bench_train.py

@@ -135,6 +135,7 @@ def test_control_figure_marks_each_variants_alpha_c():
     assert centres == pytest.approx([0.3, 0.5], abs=0.02)
 
 
+@pytest.mark.slow  # three variants trained and drawn (14 s cold)
 def test_plot_draws_the_control_figure_for_a_sweep_of_variants(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 20).astype(np.int32)

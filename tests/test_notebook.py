@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "fig2_small.ipynb"
@@ -15,6 +16,7 @@ def _outputs(cell, kind: str) -> list:
     return [o for o in cell.outputs if o.output_type == kind]
 
 
+@pytest.mark.slow  # the whole notebook in a kernel (10 s cold)
 def test_the_example_notebook_runs_and_shows_its_figures(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)

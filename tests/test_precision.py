@@ -88,6 +88,7 @@ def test_complex64_training_ends_at_the_complex128_accuracies(mnist):
     np.testing.assert_allclose(lo["final_loss"], hi["final_loss"], atol=1e-3)
 
 
+@pytest.mark.slow  # two whole weight sweeps (34 s cold); the c64 training check above stays
 def test_complex64_weight_sweep_ends_at_the_complex128_accuracies(tmp_path):
     """``sweep_dtype = "complex64"`` (the shipped QNN sweep's setting): the same complex128
     teacher, then the sweep's circuit in float32 states, ends every (point, run) at the complex128

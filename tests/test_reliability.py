@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -421,7 +422,7 @@ def held_run(write: int, gate: Path, *args) -> list[str]:
     return [sys.executable, "-c", _HELD_MANIFEST, str(write), str(gate), *map(str, args)]
 
 
-def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
+def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env, capsys):
     """The race of the reliability probe, made deterministic: run A (epochs=3) holds the directory
     while its first manifest write is held; run B (epochs=2) arrives inside that window and is
     refused with the holder named; A ends whole, its manifest and cells agree."""
@@ -433,16 +434,11 @@ def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
     while not (out / ".lock").exists():
         assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()
         time.sleep(0.01)
-    other = subprocess.run(
-        qunlearn("run", config_path, "models.mlp.epochs=2", "--out", out, "--quiet"),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-    )
-    assert other.returncode == 2, other.stderr
-    assert "is in use by another qunlearn run (pid" in other.stderr
-    assert f"pid {slow.pid} on" in other.stderr and "Traceback" not in other.stderr
+    # run B in this process: it is refused at the lock, before anything is compiled
+    assert main(["run", str(config_path), "models.mlp.epochs=2", "--out", str(out), "--quiet"]) == 2
+    refused = capsys.readouterr().err
+    assert "is in use by another qunlearn run (pid" in refused
+    assert f"pid {slow.pid} on" in refused and "Traceback" not in refused
     gate.touch()
     _, stderr = slow.communicate(timeout=TIMEOUT)
     assert slow.returncode == 0, stderr
@@ -453,28 +449,23 @@ def test_two_runs_on_one_out_cannot_mix_configs(config_path, tmp_path, env):
     assert not (out / ".lock").exists()
 
 
-def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env):
+def test_the_same_config_twice_at_once_is_safe(config_path, tmp_path, env, capsys):
     out, gate = tmp_path / "out", tmp_path / "gate"
     # held at its manifest write after the first cell: the directory has a manifest of this
     # config and a finished cell, and the first run still holds it
     first = start(held_run(2, gate, "run", config_path, "--out", out, "--quiet"), env)
     wait_for_first_cell(first, out / "cells")
-    second = subprocess.run(
-        qunlearn("run", config_path, "--out", out, "--quiet"),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-    )
-    assert second.returncode == 2 and "is in use by another qunlearn run" in second.stderr
+    run = ["run", str(config_path), "--out", str(out), "--quiet"]
+    assert main(run) == 2  # the second run, in this process
+    assert "is in use by another qunlearn run" in capsys.readouterr().err
     gate.touch()
     _, stderr = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 0, stderr
-    again = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
-    assert f"cells: 0 computed, {len(CELLS)} reused" in again.stdout
+    assert main(run) == 0
+    assert f"cells: 0 computed, {len(CELLS)} reused" in capsys.readouterr().out
 
 
-def test_a_stale_lock_is_taken_over(reference, config_path, tmp_path, env):
+def test_a_stale_lock_is_taken_over(reference, config_path, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     dead = subprocess.run(
@@ -488,30 +479,28 @@ def test_a_stale_lock_is_taken_over(reference, config_path, tmp_path, env):
     (out / ".lock").write_text(
         json.dumps({"pid": int(dead.stdout), "started": 0, "host": socket.gethostname()})
     )
-    done = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
-    assert "took over the stale lock" in done.stderr
+    assert main(["run", str(config_path), "--out", str(out), "--quiet"]) == 0
+    assert "took over the stale lock" in capsys.readouterr().err
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
     assert not list(out.glob(".lock*"))
 
 
 def test_a_cell_of_another_config_is_set_aside_and_recomputed(
-    reference, config_path, tmp_path, env
+    reference, config_path, tmp_path, capsys
 ):
     """Every cell carries the config hash it was computed for: a valid cell copied in from a
     directory of another config is never merged, however valid its checksum."""
     other = tmp_path / "other"
-    finish(
-        qunlearn(
-            "run", config_path, "models.mlp.epochs=3", "alphas=[0.0]", "--out", other, "--quiet"
-        ),
-        env,
-    )
+    run = ["run", str(config_path), "--quiet", "--out"]
+    assert main([*run, str(other), "models.mlp.epochs=3", "alphas=[0.0]"]) == 0
     out = tmp_path / "out"
-    finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
+    shutil.copytree(reference, out)  # the finished run of this config
     foreign = other / "cells" / f"{CELLS[0]}.json"
     (out / "cells" / foreign.name).write_bytes(foreign.read_bytes())
-    again = finish(qunlearn("run", config_path, "--out", out, "--quiet"), env)
-    assert "computed for config" in again.stderr and "cells: 1 computed" in again.stdout
+    capsys.readouterr()
+    assert main([*run, str(out)]) == 0
+    again = capsys.readouterr()
+    assert "computed for config" in again.err and "cells: 1 computed" in again.out
     assert (out / "cells" / f"{CELLS[0]}.foreign").read_bytes() == foreign.read_bytes()
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
 
@@ -538,8 +527,6 @@ def test_compare_and_plot_read_only_verified_cells(reference, tmp_path, capsys):
     """An edited results.csv is not believed, and a cell that fails its checksum is left out,
     each with a warning line; compare and plot take --out for a results directory shared
     read-only."""
-    import shutil
-
     from qunlearn.compare import compare_results_dir
 
     out = tmp_path / "copy"

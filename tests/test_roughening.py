@@ -84,6 +84,7 @@ lr = 0.01
 """
 
 
+@pytest.mark.slow  # MLP + QNN through the CLI (24 s cold); the contract runs roughening
 def test_small_roughening_run_writes_every_seed_and_metric(tmp_path, capsys):
     config_path, out = tmp_path / "small.toml", tmp_path / "rough"
     config_path.write_text(SMALL)

@@ -145,7 +145,7 @@ def test_vmapped_runs_equal_single_runs():
         np.testing.assert_allclose(together[metric], [a[metric][0] for a in alone], rtol=1e-12)
 
 
-@pytest.mark.parametrize("run_chunk", [1, 2])
+@pytest.mark.parametrize("run_chunk", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_chunked_runs_equal_vmapped_runs(run_chunk):
     """lax.map over chunks of runs (2: a remainder of 1 run) changes scheduling, not numbers."""
     x, y = _toy(n=20, d=16)

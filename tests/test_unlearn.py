@@ -135,7 +135,7 @@ def test_every_method_meets_the_contract(name, setup):
     assert np.asarray(log["loss"]).shape == (2, EPOCHS) and np.isfinite(log["loss"]).all()
 
 
-@pytest.mark.parametrize("kind", ["mlp", "qnn"])
+@pytest.mark.parametrize("kind", ["mlp", pytest.param("qnn", marks=pytest.mark.slow)])
 def test_starting_points(kind, setup):
     """Epoch 0 = the teacher for every method but retrain, which starts from a fresh init."""
     model = _model(kind)
@@ -355,6 +355,7 @@ def _fake_dataset(monkeypatch):
     monkeypatch.setattr(exp, "load_dataset", lambda name, cache_dir=None, **kw: data)
 
 
+@pytest.mark.slow  # the experiment contract runs, resumes, compares and plots unlearning
 def test_experiment_writes_resumes_compares_and_plots(tmp_path, monkeypatch):
     from qunlearn.experiments.runner import run
     from qunlearn.plotting.results import plot_results_dir
