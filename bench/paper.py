@@ -8,6 +8,7 @@ figure's wall time, the report's and the total, and writes them to ``results/pap
     .venv/bin/python bench/paper.py --extras         # also the beyond-the-paper studies
     .venv/bin/python bench/paper.py --tiny           # every config's smoke settings (minutes)
     .venv/bin/python bench/paper.py --complex64      # every QNN in complex64 (float64 readout)
+    .venv/bin/python bench/paper.py --complex64 --float32   # and every MLP in float32
 
 Each step is the CLI in a subprocess (exactly what a user types), so a figure that was already
 computed resumes from its cells; delete its results directory for a cold timing. A failing step
@@ -47,15 +48,19 @@ def step(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def complex64(name: str) -> list[str]:
-    """Overrides that put config ``name``'s ``[models.qnn]`` (if it has one) in complex64, its
-    readout in float64 (a float32 sigmoid saturates at the reference encoding's scale)."""
+def precision(name: str, complex64: bool, float32: bool) -> list[str]:
+    """Overrides of config ``name``: ``complex64`` puts its ``[models.qnn]`` (if it has one) in
+    complex64, its readout in float64 (a float32 sigmoid saturates at the reference encoding's
+    scale); ``float32`` puts its ``[models.mlp]`` in float32 (its sigmoid stays float64)."""
     from qunlearn.experiments.shipped import find_config
 
-    data = tomllib.loads(find_config(name).read_text(encoding="utf-8"))
-    if "qnn" not in data.get("models", {}):
-        return []
-    return ['models.qnn.hyper.dtype="complex64"', 'models.qnn.hyper.readout_dtype="float64"']
+    models = tomllib.loads(find_config(name).read_text(encoding="utf-8")).get("models", {})
+    out = []
+    if complex64 and "qnn" in models:
+        out += ['models.qnn.hyper.dtype="complex64"', 'models.qnn.hyper.readout_dtype="float64"']
+    if float32 and "mlp" in models:
+        out += ['models.mlp.hyper.dtype="float32"']
+    return out
 
 
 def main(argv=None) -> None:
@@ -68,6 +73,11 @@ def main(argv=None) -> None:
         action="store_true",
         help="every [models.qnn] in complex64 with a float64 readout (results/paper_complex64)",
     )
+    ap.add_argument(
+        "--float32",
+        action="store_true",
+        help="every [models.mlp] in float32, the reference's Keras default (..._float32)",
+    )
     ap.add_argument("--results", default="results", help="parent of the results directories")
     args = ap.parse_args(argv)
     figures = FIGURES + (EXTRAS if args.extras else [])
@@ -77,13 +87,13 @@ def main(argv=None) -> None:
         if unknown:
             raise SystemExit(f"error: unknown figure config {unknown}: choose from {list(known)}")
         figures = [(n, known[n]) for n in args.only]
-    variant = "_tiny" * args.tiny + "_complex64" * args.complex64
+    variant = "_tiny" * args.tiny + "_complex64" * args.complex64 + "_float32" * args.float32
     root = Path(args.results) / (f"paper{variant}" if variant else "")
     times: dict[str, dict[str, float]] = {}
     try:
         for name, comparable in figures:
             out = str(root / name)
-            overrides = complex64(name) if args.complex64 else []
+            overrides = precision(name, args.complex64, args.float32)
             tiny = ["--tiny"] if args.tiny else []
             t = {"run": step(["run", name, *overrides, "--out", out, *tiny])}
             if comparable:

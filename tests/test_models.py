@@ -83,6 +83,8 @@ BAD_HYPER = [  # (model, hyper, the start of the one-line error)
     ("qnn", {"init_std": -0.1}, "hyper.init_std = -0.1 must be a finite number ≥ 0"),
     ("qnn", {"dtype": "complex46"}, "hyper.dtype = 'complex46' is not a QNN dtype (did you mean"),
     ("qnn", {"dtype": 64}, "hyper.dtype = 64 is not a QNN dtype: choose one of ['complex128'"),
+    ("mlp", {"dtype": "float16"}, "hyper.dtype = 'float16' is not a valid MLP dtype (did you mean"),
+    ("mlp", {"dtype": "complex64"}, "hyper.dtype = 'complex64' is not a valid MLP dtype"),
     ("qnn", {"readout": "sigmod"}, "hyper.readout = 'sigmod' is not a QNN readout (did you mean"),
     (
         "qnn_cnot",

@@ -88,6 +88,47 @@ def test_complex64_training_ends_at_the_complex128_accuracies(mnist):
     np.testing.assert_allclose(lo["final_loss"], hi["final_loss"], atol=1e-3)
 
 
+def test_float32_mlp_ends_at_the_float64_accuracies(mnist):
+    """``models.mlp.hyper.dtype = "float32"``: from the same initial weights, a short training of
+    the paper's MLP ends with the float64 accuracies, or within one example; the probability is
+    float64 either way (the BCE's eps is below float32's resolution near 1)."""
+    keys = jax.random.split(jax.random.PRNGKey(5), 4).reshape(2, 2, -1)  # 2 runs
+    pair = {
+        dtype: make_model("mlp", mnist["dim"], mnist["is_complex"], dtype=dtype)
+        for dtype in ("float64", "float32")
+    }
+    wide = pair["float64"].init
+    pair["float32"] = pair["float32"]._replace(
+        init=lambda k: jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), wide(k))
+    )
+    params = wide(keys[0, 0])
+    out = {d: jax.vmap(m.apply, (None, 0))(params, mnist["x_val"][:64]) for d, m in pair.items()}
+    assert out["float32"].dtype == jnp.float64 and float(jnp.std(out["float64"])) > 0.01
+    np.testing.assert_allclose(out["float32"], out["float64"], atol=1e-5)
+    assert not np.array_equal(out["float32"], out["float64"])  # float32 arithmetic did run
+    own = make_model("mlp", mnist["dim"], mnist["is_complex"], dtype="float32").init(keys[0, 0])
+    assert {a.dtype for a in jax.tree_util.tree_leaves(own)} == {jnp.dtype(jnp.float32)}
+    final = {}
+    for dtype, model in pair.items():
+        program = sweep_program(model, epochs=10, batch_size=25, lr=0.01, n_train=200)
+        y_noisy = mnist["y"].at[:40].set(1 - mnist["y"][:40])  # some labels to memorise
+        out = program(
+            keys[:, 0],
+            keys[:, 1],
+            jnp.stack([mnist["x"]] * 2),
+            jnp.stack([y_noisy] * 2),
+            mnist["x_val"],
+            mnist["y_val"],
+        )
+        final[dtype] = {k: np.asarray(v, np.float64) for k, v in out.items()}
+    lo, hi = final["float32"], final["float64"]
+    assert np.all(hi["val_acc"] > 0.75)
+    for name, n in (("val_acc", 600), ("train_acc_noisy_labels", 200)):
+        counts = [np.rint(acc[name] * n).astype(int) for acc in (lo, hi)]
+        assert np.all(np.abs(counts[0] - counts[1]) <= 1), (name, lo, hi)
+    np.testing.assert_allclose(lo["final_loss"], hi["final_loss"], atol=1e-3)
+
+
 @pytest.mark.slow  # two whole weight sweeps (34 s cold); the c64 training check above stays
 def test_complex64_weight_sweep_ends_at_the_complex128_accuracies(tmp_path):
     """``sweep_dtype = "complex64"`` (the shipped QNN sweep's setting): the same complex128

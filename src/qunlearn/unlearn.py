@@ -195,17 +195,34 @@ def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, s
         }
         return data, extra
 
-    def objective(params, batch, extra):
+    forget_weights = ("forget_kl", "forget_ce_poisoned", "forget_ce_true")
+
+    def forget_term(params, extra):
         wt = extra["weights"]
-        p = predict(model, params, batch["x"])
         q = predict(model, params, extra["x_forget"])
-        retain = wt["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"]) + wt[
-            "kl"
-        ] * weighted_mean(kl_one_term(batch["p_teacher"], p), batch["w"])
-        forget = (
+        return (
             wt["forget_kl"] * jnp.mean(kl_one_term(extra["p_teacher_forget"], q))
             + wt["forget_ce_poisoned"] * jnp.mean(bce(q, extra["y_forget_poisoned"]))
             + wt["forget_ce_true"] * jnp.mean(bce(q, extra["y_forget_true"]))
+        )
+
+    def objective(params, batch, extra):
+        wt = extra["weights"]
+        p = predict(model, params, batch["x"])
+        retain = wt["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"]) + wt[
+            "kl"
+        ] * weighted_mean(kl_one_term(batch["p_teacher"], p), batch["w"])
+        # Retrain and fine-tune (and a sweep's fo_w = 0 points) weigh D_f by zero: skip its
+        # forward and backward pass, which is as large as the retain batch's (all of D_f per
+        # step). A real branch where the weights are per program (runs in a lax.map); under a
+        # vmap over weights it becomes a select and both sides are computed, as before.
+        uses_forget = sum(jnp.abs(wt[k]) for k in forget_weights) > 0
+        forget = jax.lax.cond(
+            uses_forget,
+            forget_term,
+            lambda params, extra: jnp.zeros((), jnp.result_type(retain)),
+            params,
+            extra,
         )
         return retain - forget
 

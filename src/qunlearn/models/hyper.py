@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qunlearn.errors import QunlearnError, did_you_mean
+from qunlearn.models.mlp import DTYPES as MLP_DTYPES
 from qunlearn.models.qnn import DTYPES, READOUT_DTYPES, READOUTS
 
 MAX_DEPTH = 1000
@@ -139,6 +140,7 @@ CHECKS: dict[str, dict[str, Check]] = {
     "mlp": {
         "hidden": _positive_int_list("[64, 16]", MAX_MLP_LAYERS),
         "bound": _optional_positive(5.0),
+        "dtype": _one_of(tuple(MLP_DTYPES), "valid MLP dtype"),
     },
     "qnn": _qnn_checks(6),
     "qnn_cnot": _qnn_checks(5),
