@@ -227,6 +227,53 @@ def test_zero_forget_weight_equals_finetune_exactly(setup):
     assert len(program.traces) == traces
 
 
+def test_zero_forget_weights_skip_the_forget_pass(setup):
+    """Where each program call holds one run's weights (runs one after another, run_chunk = 1, as
+    on a CPU), a method that weighs D_f by zero never evaluates the model on D_f while it trains:
+    per run, SCRUB's fo_w > 0 sees every forget row once per optimizer step more than finetune
+    and fo_w = 0 SCRUB do. (Under a vmap over weights the branch is a select: both sides run.)"""
+    base = _model("mlp")
+    forget_rows = np.asarray(setup["split"]["x_forget"])
+    seen = []
+
+    def count(x):
+        seen.append(bool(np.any(np.all(np.isclose(forget_rows, np.asarray(x)), axis=1))))
+
+    def apply(params, x):
+        jax.debug.callback(count, x)
+        return base.apply(params, x)
+
+    model = base._replace(apply=apply)
+    teacher = model.init(jax.random.PRNGKey(1))
+    finetune = _method("finetune", model)
+    program = exp.unlearning_program(
+        model,
+        finetune,
+        lr=0.05,
+        epochs=EPOCHS,
+        n_forget=N_FORGET,
+        shared_teacher=True,
+        trajectory=False,
+        run_chunk=1,
+    )
+    forget_evaluations = {}
+    for label, name, options in (
+        ("finetune", "finetune", {}),
+        ("scrub fo_w=0", "scrub", {"kl_w": 0.5, "fo_w": 0.0}),
+        ("scrub", "scrub", {"kl_w": 0.5, "fo_w": 0.2}),
+    ):
+        seen.clear()
+        jax.block_until_ready(_run(program, _method(name, model, **options), teacher, setup))
+        jax.effects_barrier()
+        forget_evaluations[label] = sum(seen)
+    runs = 2
+    assert forget_evaluations["scrub fo_w=0"] == forget_evaluations["finetune"]
+    assert (
+        forget_evaluations["scrub"] - forget_evaluations["finetune"]
+        == runs * finetune.steps * N_FORGET
+    ), forget_evaluations
+
+
 def test_vmapped_runs_equal_single_runs(setup):
     model = _model("mlp")
     teacher = model.init(jax.random.PRNGKey(1))
