@@ -47,7 +47,8 @@ roughening: setup
 	$(BIN)/qunlearn run configs/roughening_mnist.toml
 
 # Every paper figure: run, compare, plot, then the report; each step's wall time and the total
-# (> 1 h on a 2-core CPU; see bench/paper.py for --only, --extras, --tiny).
+# (54.8 min measured on a 2-core CPU; `bench/paper.py --complex64 --float32` 40-47 min;
+# bench/paper.py also takes --only, --extras, --tiny).
 paper: setup
 	$(BIN)/python bench/paper.py
 

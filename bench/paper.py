@@ -3,7 +3,7 @@ config, ``qunlearn run``, then ``qunlearn compare`` (kinds with published number
 ``qunlearn plot``; then ``qunlearn report`` of them all (``report.html`` beside them); prints each
 figure's wall time, the report's and the total, and writes them to ``results/paper_times.json``.
 
-    .venv/bin/python bench/paper.py                  # every figure (> 1 h on a 2-core CPU)
+    .venv/bin/python bench/paper.py                  # every figure (55 min measured, 2-core CPU)
     .venv/bin/python bench/paper.py --only fig2c_mnist fig3a_mnist
     .venv/bin/python bench/paper.py --extras         # also the beyond-the-paper studies
     .venv/bin/python bench/paper.py --tiny           # every config's smoke settings (minutes)
