@@ -122,9 +122,10 @@ def _full_hyper(kind: str, hyper: dict) -> dict:
 
     from qunlearn.models import MODELS
 
-    if kind not in MODELS:
+    factory = MODELS.builtin(kind)  # never a user's: reading results imports no named module
+    if factory is None:
         return dict(hyper)
-    params = list(inspect.signature(MODELS[kind]).parameters.values())[2:]
+    params = list(inspect.signature(factory).parameters.values())[2:]
     full = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     full |= hyper
     return {k: v for k, v in full.items() if k not in NUMERICS_ONLY}

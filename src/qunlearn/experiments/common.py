@@ -14,7 +14,8 @@ import numpy as np
 
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.store import ResultStore
-from qunlearn.models import make_model
+from qunlearn.models import MODELS, make_model
+from qunlearn.testing import check_model_pair
 
 PACKAGES = ("qunlearn", "jax", "jaxlib", "optax", "numpy", "scipy", "tensorcircuit-ng")
 
@@ -139,11 +140,16 @@ def model_input(dataset, representation: str = "native"):
 
 def build_model(table: str, spec, dim: int, is_complex: bool):
     """The model of config table ``models.<table>`` for inputs of length ``dim``; a bad
-    hyperparameter fails with one line that names the table."""
+    hyperparameter fails with one line that names the table. A model that is not built in is
+    held to the model contract here (:func:`qunlearn.testing.check_model_pair`), before
+    ``--out`` is touched."""
     try:
-        return make_model(spec.model, dim, is_complex, **spec.hyper)
+        model = make_model(spec.model, dim, is_complex, **spec.hyper)
+        if not MODELS.is_builtin(spec.model):
+            check_model_pair(spec.model, model.init, model.apply, dim, is_complex)
     except QunlearnError as err:
         raise QunlearnError(f"models.{table}: {err}") from None
+    return model
 
 
 def model_in_dtype(table: str, spec, dim: int, is_complex: bool, dtype: str):

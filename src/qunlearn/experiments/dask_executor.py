@@ -272,7 +272,7 @@ def worker_plan(config: dict, cache_dir) -> tuple:
     import jax
 
     from qunlearn.experiments.config import CONFIG_TYPES, build
-    from qunlearn.experiments.runner import EXPERIMENTS
+    from qunlearn.experiments.kinds import EXPERIMENTS
 
     key = f"{config_digest(config)}:{cache_dir}"
     with _PLANS_LOCK:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,9 +55,16 @@ def model_color(kind: str) -> str | None:
     return None
 
 
-def method_color(method: str) -> str | None:
-    """The colour of an unlearning method; None (matplotlib's colour cycle) for others."""
-    return METHOD_COLORS.get(method)
+OTHER_METHOD_COLORS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy", "teal")
+"""Colours of a user's methods (none of the built-ins' colours)."""
+
+
+def method_color(method: str) -> str:
+    """The colour of an unlearning method: a built-in's own, any other method's picked by its
+    name (a stable hash), so it has the same colour in every figure and every run."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return OTHER_METHOD_COLORS[zlib.crc32(method.encode()) % len(OTHER_METHOD_COLORS)]
 
 
 def ordered_methods(names: Iterable[str]) -> list[str]:
