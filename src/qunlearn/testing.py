@@ -301,7 +301,8 @@ def check_method(
 def check_dataset(loader: Callable, *, name: str | None = None, **options) -> list[str]:
     """The data contract of ``loader(*, cache_dir=None, **options) -> Dataset``: its signature,
     :func:`qunlearn.data.check_loaded` (class-sorted binary labels, finite features, ...), and
-    the same arrays from a second load (into a fresh cache directory)."""
+    the same arrays from a second load (from the cache the first one wrote, in a fresh
+    directory)."""
     name = _name_of(loader, name)
     fail = _breach("dataset", name)
     try:
@@ -313,10 +314,9 @@ def check_dataset(loader: Callable, *, name: str | None = None, **options) -> li
     required = [p.name for p in params.values() if p.default is p.empty and p.kind != p.VAR_KEYWORD]
     if required:
         fail(f"wrong signature: options {required} need defaults")
-    loads = []
-    for _ in range(2):
-        with tempfile.TemporaryDirectory(prefix="qunlearn-check-") as cache:
-            loads.append(_call(fail, "the loader", loader, cache_dir=cache, **options))
+    with tempfile.TemporaryDirectory(prefix="qunlearn-check-") as cache:
+        # the second load reads what the first one cached (if the loader caches)
+        loads = [_call(fail, "the loader", loader, cache_dir=cache, **options) for _ in range(2)]
     try:
         check_loaded(name, loads[0])
     except QunlearnError as err:
