@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
+from qunlearn.atomic import check_target
 from qunlearn.errors import QunlearnError, warn
 from qunlearn.experiments import curvature, evaluation, noise_sweep, roughening, unlearning
 from qunlearn.experiments.common import environment, write_table
@@ -170,7 +171,7 @@ def refine_config(config, out: str | Path, grid: tuple[float, ...]):
         raise QunlearnError(
             f"--refine adds noise ratios to a noise sweep, not a {config.experiment}"
         )
-    base = ResultStore.read(out)
+    base = ResultStore.read(check_target(out))  # the refinement is written inside it: no link
     if base.manifest.get("config_hash") != config_hash(config):
         raise QunlearnError(
             f"--refine: {out} holds results of another config: run this config there first "
