@@ -298,7 +298,7 @@ def compute_cell(config: dict, cache_dir, cell_id: str, shipped: dict[str, bytes
             scratch / "store", config=config, config_hash=config_hash(typed), meta={}
         )
         for name, data in shipped.items():
-            (store.cells_dir / name).write_bytes(data)
+            store.put_file(name, data)
         result = plan.cells[cell_id].compute(store)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

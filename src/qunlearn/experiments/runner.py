@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from qunlearn.atomic import check_target
 from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, warn
 from qunlearn.experiments.common import environment
@@ -178,7 +179,7 @@ def refine_config(config, out: str | Path, grid: tuple[float, ...]):
         raise QunlearnError(
             f"--refine adds noise ratios to a noise sweep, not a {config.experiment}"
         )
-    base = ResultStore.read(out)
+    base = ResultStore.read(check_target(out))  # the refinement is written inside it: no link
     if base.manifest.get("config_hash") != config_hash(config):
         raise QunlearnError(
             f"--refine: {out} holds results of another config: run this config there first "

@@ -5,6 +5,7 @@ no global state (pyplot's figure list, the backend, rcParams)."""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import zlib
@@ -16,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from qunlearn.atomic import atomic_write_bytes, check_target
 from qunlearn.errors import QunlearnError
 
 MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
@@ -148,12 +150,16 @@ def figure_paths(path: str | os.PathLike) -> list[Path]:
 
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = DPI) -> list[Path]:
     """Write ``fig`` (see ``figure_paths``: a stem -> PNG and PDF, a file name -> that file),
-    creating the parent directory, then close the figure. Returns the written paths."""
+    creating the parent directory, then close the figure. Returns the written paths. Each file is
+    rendered in memory and written atomically, never through a link (``atomic_write_bytes``)."""
     paths = figure_paths(path)
     try:
-        paths[0].parent.mkdir(parents=True, exist_ok=True)
         for p in paths:
-            fig.savefig(p, dpi=dpi, format=p.suffix[1:].lower())
+            check_target(p)  # before any rendering: a link fails at once
+        for p in paths:
+            buf = io.BytesIO()
+            fig.savefig(buf, dpi=dpi, format=p.suffix[1:].lower())
+            atomic_write_bytes(p, buf.getvalue())
     finally:
         close(fig)
     return paths
