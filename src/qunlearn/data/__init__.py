@@ -56,33 +56,41 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike | None = None, **opt
 
 
 def non_member_pool(
-    dataset: Dataset, n_per_class: int, *, cache_dir=None, **options
+    dataset: Dataset, per_class: int, *, cache_dir=None, **options
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y), class-sorted: ``n_per_class`` examples per class of ``dataset``'s distribution
+    """(x, y), class-sorted: ``per_class`` examples per class of ``dataset``'s distribution
     that are in neither its training nor its validation set, for membership attacks.
 
     MNIST: the next training-split images of each class after the ones ``dataset`` took (the
-    loader keeps the first ``n_per_class`` of each class in file order, with the same options).
-    XXZ: the grid has no third split of the same Δ windows, so ``n_per_class`` validation states
+    loader keeps the first ``n_per_class`` of each class in file order, with the same options;
+    ``options`` are the data set's own, its ``n_per_class`` among them).
+    XXZ: the grid has no third split of the same Δ windows, so ``per_class`` validation states
     per class, evenly spaced in Δ (never trained on, but also used for validation metrics).
     """
     taken = dataset.info["n_train_per_class"][0]
     if dataset.name == "mnist":
+        most = min(dataset.info.get("n_available_per_class", [taken + per_class]))
+        if taken + per_class > most:
+            raise QunlearnError(
+                f"the membership attack needs {per_class} non-members per class after the "
+                f"{taken} training images, but the rarer MNIST class has {most} training-split "
+                f"images: at most {most - taken} (lower alpha or dataset_options.n_per_class)"
+            )
         wider = load_dataset(
-            "mnist", cache_dir=cache_dir, **(options | {"n_per_class": taken + n_per_class})
+            "mnist", cache_dir=cache_dir, **(options | {"n_per_class": taken + per_class})
         )
-        half = taken + n_per_class
+        half = taken + per_class
         rows = np.concatenate([np.arange(taken, half), np.arange(half + taken, 2 * half)])
         return wider.x_train[rows], wider.y_train[rows]
     picked = []
     for label in (0, 1):
         members = np.flatnonzero(dataset.y_val == label)
-        if n_per_class > len(members):
+        if per_class > len(members):
             raise QunlearnError(
                 f"{dataset.name} has {len(members)} validation samples of label {label}, fewer "
-                f"than the {n_per_class} non-members needed: lower alpha or widen the grid"
+                f"than the {per_class} non-members needed: lower alpha or widen the grid"
             )
-        picked.append(members[np.linspace(0, len(members) - 1, n_per_class).round().astype(int)])
+        picked.append(members[np.linspace(0, len(members) - 1, per_class).round().astype(int)])
     rows = np.concatenate(picked)
     return dataset.x_val[rows], dataset.y_val[rows]
 

@@ -119,6 +119,19 @@ def padded_chunks(total: int, chunk: int):
         yield np.where(sel < total, sel, lo), min(chunk, total - lo)
 
 
+def check_poisonable(dataset) -> None:
+    """Refuse, before anything is written, a training set the noise cannot poison: it flips or
+    replaces the same number of examples in each class, so it needs as many of label 0 as of
+    label 1 (e.g. XXZ ``train_idx`` lists of different lengths)."""
+    counts = np.bincount(np.asarray(dataset.y_train), minlength=2)
+    if counts[0] != counts[1]:
+        raise QunlearnError(
+            f"{dataset.name}: the training set has {counts[0]} examples of label 0 and "
+            f"{counts[1]} of label 1; the noise poisons both classes alike: give both labels as "
+            "many (dataset_options.train_idx)"
+        )
+
+
 def features(x, representation: str = "native"):
     """Examples ``x`` (N, D) as a model reads them: as they are, or ``realified`` ([Re; Im])."""
     if representation not in ("native", "realified"):

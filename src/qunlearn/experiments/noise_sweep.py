@@ -17,7 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from qunlearn.data import load_dataset
-from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
+from qunlearn.experiments.common import (
+    build_model,
+    check_poisonable,
+    model_input,
+    run_devices,
+    write_table,
+)
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.models import Model
@@ -108,6 +114,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     """The cells of a :class:`~qunlearn.experiments.config.NoiseSweepConfig` (checked by the
     config layer); the dataset and every model are built here, before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
+    check_poisonable(dataset)
     x_train, x_val, dim, is_complex = model_input(dataset)
     root = jax.random.PRNGKey(config.seed)
     cells = {}

@@ -15,7 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import build_model, model_in_dtype, model_input
+from qunlearn.experiments.common import (
+    build_model,
+    check_poisonable,
+    model_in_dtype,
+    model_input,
+)
 from qunlearn.experiments.config import UnlearnSpec, resolve_method
 from qunlearn.models import Model
 from qunlearn.noise import n_poisoned
@@ -232,6 +237,7 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
 
 def plan_models(config, dataset) -> tuple[int, dict[str, ModelPlan]]:
     """(|D_f|, {table: ModelPlan}) of every ``models.<table>`` of a config on ``dataset``."""
+    check_poisonable(dataset)
     n_train = len(dataset.y_train)
     n_forget = forget_set_size(n_train, config.alpha)
     plans = {
