@@ -1138,7 +1138,7 @@ def test_sweep_with_one_alpha_or_a_diverged_run(tmp_path, monkeypatch):
     text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
     assert "not comparable: 1 of 2 runs not finite (diverged)" in text
     assert "not comparable: 1 noise ratio(s) with finite runs" in text
-    assert "(fit not comparable: a logistic fit needs 4+ noise ratios)" in text
+    assert "(fit not comparable: the logistic fit needs 4+ noise ratios, here 1)" in text
     assert "passed 0/0 cells; 2 not comparable" in text  # no pass mark on a diverged cell
 
 

@@ -216,7 +216,7 @@ def _finite(values) -> np.ndarray:
 
 
 def _mean_spread(mean: float, std: float | None, unit: str) -> str:
-    """ "mean±std", or "mean (1 <unit>)" where one value leaves no spread."""
+    """``mean±std``, or ``mean (1 <unit>)`` where one value leaves no spread."""
     return f"{mean:.3f} (1 {unit})" if std is None else f"{mean:.3f}±{std:.3f}"
 
 
@@ -310,9 +310,13 @@ def _transition_fields(runs: dict | None, who: str) -> dict:
     transition), as ``alpha_c_fit_<who>``, ``..._lo/_hi``, ``width_<who>``, ``..._lo/_hi``."""
     from qunlearn.experiments.transition import bootstrap_transition
 
-    fit = bootstrap_transition(runs) if runs else None
+    if not runs:  # no curve at all (e.g. no paper row): "-" says so
+        return {}
+    fit = bootstrap_transition(runs)
     if fit is None:
-        return {f"fit_{who}_not_comparable": not_comparable("a logistic fit needs 4+ noise ratios")}
+        alphas = sum(bool(_finite(v).size) for v in runs.values())
+        why = "did not converge" if alphas >= 4 else f"needs 4+ noise ratios, here {alphas}"
+        return {f"fit_{who}_not_comparable": not_comparable(f"the logistic fit {why}")}
     note = {}
     if fit["alpha_c"] is not None and fit["alpha_c_lo"] is None and fit["runs"] < 2:
         note = {f"interval_{who}_not_comparable": not_comparable("1 run per noise ratio")}
@@ -421,6 +425,8 @@ def format_table(table: list[dict]) -> str:
         paper = f"{r['paper_mean']:.3f}±{r['paper_std']:.3f}" if "paper_mean" in r else "-"
         diff = f"{r['diff']:+.3f}" if "diff" in r else "-"
         ok = ("yes" if r["pass"] else "NO") if "pass" in r else r.get("not_comparable", "-")
+        if ok == "-" and r["ours_nonfinite"]:
+            ok = f"{r['ours_nonfinite']} of {r['ours_runs']} runs not finite, left out"
         lines.append(
             f"{r['dataset']:7} {r['model']:5} {r['noise']:22} {r['alpha']:5.2f} "
             f"{r['metric']:23} {ours:>14} {paper:>14} {diff:>7} {ok}"
@@ -751,6 +757,11 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
         )
         if "not_comparable" in r:
             notes.append(f"{r['dataset']} {r['model']} {r['method']}: {r['not_comparable']}")
+        elif r["nonfinite_runs"]:
+            notes.append(
+                f"{r['dataset']} {r['model']} {r['method']}: {r['nonfinite_runs']} of "
+                f"{r['final_ours_runs']} runs not finite (diverged), left out"
+            )
     lines += notes
     for o in ordering:
         if "not_comparable" in o:
