@@ -925,13 +925,13 @@ COUNT_CASES = [
         "noise-on-classes-of-different-sizes",
         "fig2d_xxz",
         [XXZ_SMALL],
-        ["3 examples of label 0 and 2 of label 1", "dataset_options.train_idx"],
+        ["dataset 'xxz' breaks the data contract", "equal halves (N = 5"],
     ),
     (
         "unlearning-on-classes-of-different-sizes",
         "fig3b_xxz",
         [XXZ_SMALL],
-        ["3 examples of label 0 and 2 of label 1", "dataset_options.train_idx"],
+        ["dataset 'xxz' breaks the data contract", "equal halves (N = 5"],
     ),
     (
         "experiment-not-a-string",  # a TypeError traceback before (found by the fuzz)

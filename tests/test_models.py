@@ -10,26 +10,19 @@ import pytest
 
 from qunlearn.errors import QunlearnError
 from qunlearn.models import MODELS, hyper, make_model, memory, n_params
+from qunlearn.testing import check_model
 
+KEY = jax.random.PRNGKey(0)
 SMALL = {"mlp": {"hidden": (5, 3)}, "qnn": {"depth": 2}, "qnn_cnot": {"depth": 2}}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("complex_input", [False, True])
 def test_model_contract(name, complex_input):
-    model = make_model(name, 16, complex_input, **SMALL[name])
-    params = model.init(jax.random.PRNGKey(0))
-    again = model.init(jax.random.PRNGKey(0))
-    jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)  # pure in the key
-    assert n_params(params) > 0
-    x = jax.random.normal(jax.random.PRNGKey(1), (16,))
-    x = (x + 1j * x[::-1] if complex_input else x) / jnp.linalg.norm(x)
-    p = model.apply(params, x)
-    assert p.shape == () and 0.0 < float(p) < 1.0
-    batch = jax.vmap(model.apply, (None, 0))(params, jnp.stack([x, x]))
-    np.testing.assert_allclose(batch, [p, p], rtol=1e-12)
-    grads = jax.grad(model.apply)(params, x)
-    assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
+    """The public check users run on their own models (qunlearn.testing.check_model)."""
+    ran = check_model(MODELS[name], input_dim=16, complex_input=complex_input, hyper=SMALL[name])
+    assert "gradient = finite differences" in ran
+    assert n_params(make_model(name, 16, complex_input, **SMALL[name]).init(KEY)) > 0
 
 
 def test_mlp_glorot_and_zero_bias():
@@ -131,7 +124,7 @@ def _no_build(monkeypatch, name):
     def boom(*args, **kwargs):
         raise AssertionError("the factory ran")
 
-    monkeypatch.setitem(MODELS, name, boom)
+    monkeypatch.setitem(MODELS._builtins, name, boom)  # the built-in itself
 
 
 def test_a_qnn_too_large_for_the_machine_is_refused_first(monkeypatch):

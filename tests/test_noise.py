@@ -7,6 +7,7 @@ import pytest
 
 from qunlearn.errors import QunlearnError
 from qunlearn.noise import NOISE, flip_labels, n_poisoned, randomize_features
+from qunlearn.testing import check_noise
 
 ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # (N, kind) -> n for ALPHAS, from protocol §2
@@ -156,3 +157,9 @@ def test_indices_are_jax_random_choice_without_replacement():
     expected[np.asarray(jax.random.choice(k0, 41, (12,), replace=False))] = True
     expected[41 + np.asarray(jax.random.choice(k1, 41, (12,), replace=False))] = True
     np.testing.assert_array_equal(np.asarray(mask), expected)
+
+
+@pytest.mark.parametrize("kind", list(NOISE))
+def test_every_noise_kind_meets_the_public_contract(kind):
+    """The check users run on their own noise kinds (qunlearn.testing.check_noise)."""
+    assert "vmap over keys = loop" in check_noise(NOISE[kind])

@@ -294,11 +294,11 @@ def test_stray_files_never_become_cells(reference, tmp_path, capsys):
     assert store.load_cell(CELLS[1]) is None
     assert "warning: " in capsys.readouterr().err
     assert (out / "cells" / f"{CELLS[1]}.corrupt").exists()
-    # a second corrupt copy does not overwrite the first one set aside
-    (out / "cells" / f"{CELLS[1]}.json").write_text("{")
+    # a second corrupt copy (a truncated cell) does not overwrite the first one set aside
+    (out / "cells" / f"{CELLS[1]}.json").write_bytes(src.read_bytes()[:60])
     assert store.load_cell(CELLS[1]) is None
     assert "does not verify" in capsys.readouterr().err
-    assert (out / "cells" / f"{CELLS[1]}.corrupt.1").read_text() == "{"
+    assert (out / "cells" / f"{CELLS[1]}.corrupt.1").read_bytes() == src.read_bytes()[:60]
     assert store.finished_cells() == []
 
 

@@ -211,16 +211,17 @@ def _store(root: Path) -> ResultStore:
     return ResultStore(root, config={"name": "x"}, config_hash="abc", meta={})
 
 
-def test_payload_as_a_cell_file_is_set_aside_not_run(tmp_path, capsys):
+def test_payload_as_a_cell_file_is_left_alone_not_run(tmp_path, capsys):
     store, marker = _store(tmp_path / "out"), tmp_path / "pwn"
     store.write_cell("good", [{"metric": "val_acc", "value": 0.9}])
     cell = store.cells_dir / "evil.json"
     cell.write_bytes(pickle.dumps(_Payload(marker)))
-    assert store.load_cell("evil") is None
-    assert "does not verify (unreadable" in capsys.readouterr().err
     assert [c["cell"] for c in store.finished_cells()] == ["good"]
-    assert not marker.exists() and not cell.exists()
-    assert (store.cells_dir / "evil.corrupt").read_bytes() == pickle.dumps(_Payload(marker))
+    assert "evil.json is no qunlearn cell file (unreadable" in capsys.readouterr().err
+    with pytest.raises(QunlearnError, match="evil.json is no qunlearn cell file.*move the file"):
+        store.load_cell("evil")  # its cell would have to be written there: not ours to replace
+    assert not marker.exists()
+    assert cell.read_bytes() == pickle.dumps(_Payload(marker))  # neither run nor moved
 
 
 def test_payload_as_the_manifest_is_refused_not_run(tmp_path):

@@ -18,6 +18,7 @@ from qunlearn.experiments import unlearning as exp
 from qunlearn.experiments.config import UnlearningConfig, UnlearnSpec
 from qunlearn.models import make_model
 from qunlearn.noise import flip_labels
+from qunlearn.testing import check_method
 from qunlearn.unlearn import (
     METHODS,
     METRICS,
@@ -115,8 +116,9 @@ def _run(program, method, teacher, setup, runs=2, first_run=0, weights=None):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_meets_the_contract(name, setup):
+    """The public check users run on their own methods, then every metric of a real run."""
+    assert "deterministic under a fixed key" in check_method(METHODS[name])
     params = inspect.signature(METHODS[name]).parameters
-    assert list(params)[0] == "model"
     for arg in ("n_retain", "n_forget", "epochs", "batch_size"):
         assert params[arg].kind is inspect.Parameter.KEYWORD_ONLY
     model = _model("mlp")

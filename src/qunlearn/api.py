@@ -110,6 +110,40 @@ def load(results_dir) -> Results:
     return results
 
 
+def register_model(name: str, factory, *, replace: bool = False) -> None:
+    """Make ``factory(input_dim, complex_input, **hyper) -> (init, apply)`` the model ``name``
+    in this process (configs then write ``model = "name"``). Check it first with
+    :func:`qunlearn.testing.check_model`; ``qunlearn.run`` checks it again before writing.
+    Dask workers are other processes: there, name it as ``"package.module:factory"``."""
+    from qunlearn.models import MODELS
+
+    MODELS.register(name, factory, replace=replace)
+
+
+def register_method(name: str, factory, *, replace: bool = False) -> None:
+    """Make ``factory(model, *, n_retain, n_forget, epochs, batch_size, **options) -> Method``
+    the unlearning method ``name`` in this process (see :func:`register_model`)."""
+    from qunlearn.unlearn import METHODS
+
+    METHODS.register(name, factory, replace=replace)
+
+
+def register_dataset(name: str, loader, *, replace: bool = False) -> None:
+    """Make ``loader(*, cache_dir=None, **options) -> Dataset`` the dataset ``name`` in this
+    process (see :func:`register_model`)."""
+    from qunlearn.data import DATASETS
+
+    DATASETS.register(name, loader, replace=replace)
+
+
+def register_noise(name: str, fn, *, replace: bool = False) -> None:
+    """Make ``fn(key, x, y, alpha, **options) -> (x', y', mask)`` the noise kind ``name`` in
+    this process (see :func:`register_model`)."""
+    from qunlearn.noise import NOISE
+
+    NOISE.register(name, fn, replace=replace)
+
+
 def configs() -> list[dict]:
     """The shipped configs: [{"name", "experiment", "summary"}], as ``qunlearn configs``."""
     from qunlearn.experiments.shipped import describe_configs

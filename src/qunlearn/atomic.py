@@ -4,6 +4,11 @@ A file appears only via ``os.replace`` of a fully written, fsynced temporary fil
 directory, so a crash, ``kill -9`` or power cut leaves the old file or the whole new one (stray
 ``.*.tmp`` files are never read). A Ctrl-C or SIGTERM that arrives mid-write is held until the
 file is whole, then delivered. Tables go through the ``csv`` module (quoting included).
+
+It never writes through a link: :func:`check_target`, called by every write here and on every
+directory qunlearn owns (a results ``--out``: never itself a link into another run), refuses a
+target that is a symbolic link or has a second hard link, a name with ``..`` and, below the
+directory qunlearn owns, a folder that is a link. What a link leads to is the user's, untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import csv
 import io
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -53,6 +59,68 @@ def signals_deferred():
         # SIG_IGN (e.g. a background job): ignored, as it would have been
 
 
+def _link_error(path: Path) -> QunlearnError:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return QunlearnError(
+        f"{path} is a symbolic link{target}: qunlearn never writes, renames or deletes through "
+        "a link; remove the link or choose another path"
+    )
+
+
+def _backtracks(path: Path) -> bool:
+    """Whether ``path`` climbs out of a folder it named (``a/../b``); a leading ``../`` does not:
+    it is where the path starts."""
+    parts = path.parts
+    leading = next((i for i, p in enumerate(parts) if p != ".."), len(parts))
+    return ".." in parts[leading:]
+
+
+def check_target(
+    path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    allow_hard_links: bool = False,
+) -> Path:
+    """Refuse (one line naming it) to write, rename or delete ``path`` (a file, or a directory
+    qunlearn owns) when it is a symbolic link, a file with another hard link (``st_nlink > 1``:
+    not only ours; ``allow_hard_links`` for reading) or has ``..`` after a folder name. With
+    ``root``, the directory qunlearn owns, ``path`` must also lie inside it by name and no folder
+    between the two may be a link. Folders above ``root`` are the user's. Returns ``path``."""
+    path = Path(path)
+    if _backtracks(path):
+        raise QunlearnError(f"{path} has '..' after a folder name: write the path without '..'")
+    if root is not None:
+        root = Path(root)
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            raise QunlearnError(f"{path} is outside {root}: qunlearn writes only inside") from None
+        if ".." in rel.parts:
+            raise QunlearnError(f"{path} has '..' in its name: qunlearn writes only inside {root}")
+        folder = root
+        for part in rel.parts[:-1]:
+            folder = folder / part
+            if folder.is_symlink():
+                raise _link_error(folder)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError:  # e.g. a parent that is a file: the write itself reports it
+        return path
+    if stat.S_ISLNK(st.st_mode):
+        raise _link_error(path)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not allow_hard_links:
+        raise QunlearnError(
+            f"{path} has {st.st_nlink - 1} other hard link(s): it is not only qunlearn's, so it "
+            "is left as it is; copy the directory without hard links (cp -r) or remove it"
+        )
+    return path
+
+
 def cannot_write(path: Path, err: OSError) -> QunlearnError:
     return QunlearnError(
         f"cannot write {path}: {err.strerror or err}; free space, fix the permissions or choose "
@@ -60,10 +128,13 @@ def cannot_write(path: Path, err: OSError) -> QunlearnError:
     )
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, error=cannot_write) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, *, error=cannot_write, root=None
+) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
-    An ``OSError`` becomes ``error(path, err)``, a :class:`QunlearnError` saying what to do."""
-    path = Path(path)
+    An ``OSError`` becomes ``error(path, err)``, a :class:`QunlearnError` saying what to do.
+    ``path`` (and ``root``, the directory it must stay in) pass :func:`check_target` first."""
+    path = check_target(path, root)
     with signals_deferred():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +155,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, error=cannot_wri
             raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, *, root=None) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), root=root)
 
 
 def csv_text(rows: Iterable[dict], fieldnames: list[str] | None = None) -> str:

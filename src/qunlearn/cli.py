@@ -121,7 +121,7 @@ DASK_CONNECT_TIMEOUT_S = 10.0  # an unreachable scheduler fails after this long
 def _executor(args, config):
     """The executor ``--executor`` names, as a context manager that starts it (None: in
     process). Flag combinations are checked here, before anything is written."""
-    from qunlearn.experiments.engine import EXECUTORS
+    from qunlearn.experiments.runner import EXECUTORS
 
     name = getattr(args, "executor", "in_process")
     scheduler, workers = getattr(args, "scheduler", None), getattr(args, "workers", None)

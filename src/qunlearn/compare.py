@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from qunlearn.atomic import atomic_write_text
+from qunlearn.atomic import atomic_write_text, check_target
 from qunlearn.errors import QunlearnError
 
 REFERENCE_SWEEPS = {"mnist": "fig2c_mnist_noise_sweep.csv", "xxz": "fig2d_xxz_noise_sweep.csv"}
@@ -123,9 +123,10 @@ def _full_hyper(kind: str, hyper: dict) -> dict:
 
     from qunlearn.models import MODELS
 
-    if kind not in MODELS:
+    factory = MODELS.builtin(kind)  # never a user's: reading results imports no named module
+    if factory is None:
         return dict(hyper)
-    params = list(inspect.signature(MODELS[kind]).parameters.values())[2:]
+    params = list(inspect.signature(factory).parameters.values())[2:]
     full = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     full |= hyper
     return {k: v for k, v in full.items() if k not in NUMERICS_ONLY}
@@ -438,9 +439,11 @@ def compare_results_dir(results_dir: str | Path, out: str | Path | None = None) 
     """Compare the verified cells of ``results_dir`` with the paper; writes ``compare.csv`` and
     ``compare.json`` into ``out`` (default: ``results_dir``; pass another for a read-only one)."""
     results_dir = Path(results_dir)
-    out = Path(out) if out is not None else results_dir
+    out = check_target(out if out is not None else results_dir)  # never a link
     verified = read_verified(results_dir)
     _comparator(verified.config["experiment"])  # an unknown kind first
+    for name in ("compare.csv", "compare.json"):
+        check_target(out / name)  # a link there too, before either is written
     if not os.access(out if out.exists() else out.parent, os.W_OK):
         raise QunlearnError(f"{out} is not writable: pass --out DIR for the comparison files")
     return compare_verified(verified, out)

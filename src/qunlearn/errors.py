@@ -20,3 +20,9 @@ def did_you_mean(name, options: Iterable) -> str:
 def warn(message: str) -> None:
     """One ``warning: ...`` line on stderr (not a Python ``UserWarning`` with a source echo)."""
     print("warning: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+
+
+def first_line(err: BaseException) -> str:
+    """``"TypeName: first line of the message"``: how a user member's exception is reported."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else '(no message)'}"

@@ -4,12 +4,16 @@ label 1. Each function takes ``(key, x, y, alpha)`` and returns ``(x', y', mask)
 
 ``alpha`` is static (a Python float): it fixes the count n, so a function can be ``jax.vmap``-ed
 over keys, e.g. ``jax.vmap(lambda k: flip_labels(k, x, y, 0.3))(keys)``.
+
+The family is open (:mod:`qunlearn.families`, entry-point group ``qunlearn.noise``): a user's noise
+kind has the same signature and passes :func:`check_poisoned` (and
+:func:`qunlearn.testing.check_noise`). Noise sweeps take any member; the unlearning kinds need
+label flipping, since their forget set is the flipped samples.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -17,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qunlearn.errors import QunlearnError
+from qunlearn.families import Family
 
 SIGMA = 0.1  # std of the replacement features
 EPS = 1e-12  # same normalisation guard as the data pipeline
@@ -136,8 +141,39 @@ def randomize_features(key, x, y, alpha: float, *, raw_dim: int | None = None):
     return x_poisoned, y, mask
 
 
-# kind -> ``fn(key, x, y, alpha, **options) -> (x', y', mask)``; options differ by kind (raw_dim)
-NOISE: dict[str, Callable[..., tuple[jax.Array, jax.Array, jax.Array]]] = {
-    "label_flip": flip_labels,
-    "feature_randomization": randomize_features,
-}
+NOISE = Family(
+    "noise kind",
+    "qunlearn.noise",
+    {"label_flip": flip_labels, "feature_randomization": randomize_features},
+)
+"""kind -> ``fn(key, x, y, alpha, **options) -> (x', y', mask)``; options differ by kind
+(``raw_dim``); open (see above)."""
+
+
+def check_poisoned(name: str, x, y, alpha: float, out) -> None:
+    """The noise contract on one output ``out = fn(key, x, y, alpha)`` (concrete arrays), one line
+    per breach naming ``name``: a triple (x', y', mask); x' of x's shape and dtype, finite; y'
+    (N,) labels in {0, 1}; mask (N,) bool; rows outside the mask unchanged; alpha = 0 poisons
+    nothing."""
+
+    def fail(what: str):
+        raise QunlearnError(f"noise kind {name!r} breaks the noise contract: {what}")
+
+    if not isinstance(out, tuple | list) or len(out) != 3:
+        fail(f"it must return (x', y', mask), got {type(out).__name__}")
+    xp, yp, mask = (np.asarray(a) for a in out)
+    x, y = np.asarray(x), np.asarray(y)
+    if xp.shape != x.shape or xp.dtype != x.dtype:
+        fail(f"x' is {xp.dtype} {xp.shape}, x was {x.dtype} {x.shape}: keep shape and dtype")
+    if yp.shape != y.shape or mask.shape != y.shape:
+        fail(f"y' {yp.shape} and mask {mask.shape} must both be ({len(y)},)")
+    if mask.dtype != np.bool_:
+        fail(f"mask must be bool (True = poisoned), got {mask.dtype}")
+    if not np.all(np.isfinite(xp)):
+        fail("x' holds NaN or infinite values")
+    if not np.all((yp == 0) | (yp == 1)):
+        fail("y' must hold labels 0 and 1")
+    if np.any(xp[~mask] != x[~mask]) or np.any(yp[~mask] != y[~mask]):
+        fail("it changed rows outside its mask: mark every row it changes as poisoned")
+    if alpha == 0 and mask.any():
+        fail(f"alpha = 0 poisoned {int(mask.sum())} samples; poison none")

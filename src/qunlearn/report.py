@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from qunlearn.atomic import atomic_write_text
+from qunlearn.atomic import atomic_write_text, check_target
 from qunlearn.compare import comparability_lines, compare_verified, data_line, protocol_check
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.runner import VerifiedResults
@@ -35,6 +35,7 @@ def build_report(results_dirs, out: str | Path = "report.html") -> Path:
         raise QunlearnError(f"--out {out}: the report is HTML: use a name ending in .html")
     if out.is_dir():
         raise QunlearnError(f"--out {out} is a directory: pass a file name, e.g. {out}/report.html")
+    check_target(out)  # a link or hard-linked file is refused before any work
     verified = {str(d): VerifiedResults(d) for d in results_dirs}  # all readable, before work
     sections = [section(v, i, name) for i, (name, v) in enumerate(verified.items())]
     html = render(sections)

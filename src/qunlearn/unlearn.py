@@ -2,10 +2,12 @@
 on the one training engine, :func:`qunlearn.train.make_train`.
 
 A method factory ``METHODS[name](model, *, n_retain, n_forget, epochs, batch_size, **options)``
-returns a :class:`Method`. Everything that varies between runs enters as traced arrays: the
-teacher's params (and from them its outputs), the poisoning, the run key and the loss ``weights``
-(``extra["weights"]``), so all runs of a method, and all methods that share a ``form``, share one
-compiled program; a weight sweep is a ``vmap`` over weights. Static choices (the batch plan, which
+returns a :class:`Method`. The family is open (:mod:`qunlearn.families`, entry-point group
+``qunlearn.methods``); :func:`qunlearn.testing.check_method` is the contract every member passes.
+Everything that varies between runs enters as traced arrays: the teacher's params (and from them
+its outputs), the poisoning, the run key and the loss ``weights`` (``extra["weights"]``), so all
+runs of a method, and all methods that share a ``form``, share one compiled program; a weight
+sweep is a ``vmap`` over weights. Static choices (the batch plan, which
 terms the objective has) are closed over and recorded in ``form``.
 
 The data of one run is a *split* (a dict of arrays, built by :func:`make_split`): the retain set
@@ -23,7 +25,6 @@ strength p_teacher, whatever its label: it undoes memorised poisoned 1s but rein
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -32,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from qunlearn.errors import QunlearnError, did_you_mean
+from qunlearn.errors import QunlearnError, did_you_mean, first_line
+from qunlearn.families import Family, keyword_options
 from qunlearn.train import (
     BCE_EPS,
     bce,
@@ -444,14 +446,19 @@ def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
     )
 
 
-METHODS: dict[str, Callable[..., Method]] = {
-    "retrain": retrain,
-    "finetune": finetune,
-    "scrub": scrub,
-    "gradient_ascent": gradient_ascent,
-    "scrub_kurmanji": scrub_kurmanji,
-    "neggrad_plus": neggrad_plus,
-}
+METHODS = Family(
+    "unlearning method",
+    "qunlearn.methods",
+    {
+        "retrain": retrain,
+        "finetune": finetune,
+        "scrub": scrub,
+        "gradient_ascent": gradient_ascent,
+        "scrub_kurmanji": scrub_kurmanji,
+        "neggrad_plus": neggrad_plus,
+    },
+)
+"""name -> factory ``(model, *, n_retain, n_forget, epochs, batch_size, **options) -> Method``."""
 
 
 RESERVED = ("n_retain", "n_forget", "epochs", "batch_size")  # from the model's unlearn_* settings
@@ -460,23 +467,25 @@ RESERVED = ("n_retain", "n_forget", "epochs", "batch_size")  # from the model's 
 def make_method(
     name: str, model, *, n_retain: int, n_forget: int, epochs: int, batch_size: int, **options
 ) -> Method:
-    """``METHODS[name](...)`` with one-line errors for unknown names and options."""
-    if name not in METHODS:
+    """``METHODS[name](...)`` with one-line errors for unknown names and options, and for a
+    user's method that raises or returns something other than a :class:`Method`."""
+    factory = METHODS.resolve(name)
+    named, takes_any = keyword_options(factory, 1)
+    options_of = [p for p in named if p not in RESERVED]
+    missing = [p for p in RESERVED if p not in named]
+    if missing and not takes_any:
         raise QunlearnError(
-            f"unknown unlearning method {name!r}{did_you_mean(name, METHODS)}: choose one of "
-            f"{sorted(METHODS)}"
+            f"unlearning method {name!r} breaks the method contract: its factory must take "
+            f"(model, *, n_retain, n_forget, epochs, batch_size, **options); it lacks {missing}"
         )
-    options_of = [
-        p for p in list(inspect.signature(METHODS[name]).parameters)[1:] if p not in RESERVED
-    ]
     for option in options:
-        if option not in options_of:
+        if option not in options_of and not takes_any:
             raise QunlearnError(
                 f"unlearning method {name!r} has no option {option!r}"
                 f"{did_you_mean(option, options_of)}: its options are {options_of}"
             )
     try:
-        return METHODS[name](
+        method = factory(
             model,
             n_retain=n_retain,
             n_forget=n_forget,
@@ -486,6 +495,39 @@ def make_method(
         )
     except QunlearnError as err:
         raise QunlearnError(f"unlearning method {name!r}: {err}") from None
+    except Exception as err:  # a user's factory: whatever it raises becomes one line
+        raise QunlearnError(
+            f"unlearning method {name!r} failed to build with options {options}: {first_line(err)}"
+        ) from None
+    check_method_value(name, method)
+    return method
+
+
+def check_method_value(name: str, method) -> None:
+    """The structure of a :class:`Method` (what the engine relies on before it traces anything),
+    one line per breach naming ``name``."""
+
+    def fail(what: str):
+        raise QunlearnError(f"unlearning method {name!r} breaks the method contract: {what}")
+
+    if not isinstance(method, Method):
+        fail(f"its factory must return a qunlearn.unlearn.Method, got {type(method).__name__}")
+    for field in ("objective", "plan", "inputs", "start", "optimizer"):
+        if not callable(getattr(method, field)):
+            fail(f"Method.{field} must be a function")
+    if not isinstance(method.weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, float) and math.isfinite(v)
+        for k, v in method.weights.items()
+    ):
+        fail("Method.weights must map names to finite floats")
+    try:
+        hash(method.form)
+    except TypeError:
+        fail(f"Method.form must be hashable (it keys the compiled program), got {method.form!r}")
+    if not isinstance(method.steps, int) or isinstance(method.steps, bool) or method.steps < 0:
+        fail(f"Method.steps must be a non-negative int, got {method.steps!r}")
+    if not isinstance(method.variant, str):
+        fail(f"Method.variant must be a string, got {method.variant!r}")
 
 
 def make_unlearn(

@@ -1,25 +1,28 @@
 """Data sets (protocol §1): MNIST 1 vs 9 and XXZ ground states, each a class-sorted ``Dataset``.
 
 Every loader has the signature ``load_x(*, cache_dir=None, **options) -> Dataset``; ``DATASETS``
-maps names to loaders and ``load_dataset`` dispatches by name.
+maps names to loaders and ``load_dataset`` dispatches by name. The family is open
+(:mod:`qunlearn.families`, entry-point group ``qunlearn.datasets``); every loaded data set, built-in
+or not, passes :func:`check_loaded` (the contract :func:`qunlearn.testing.check_dataset` runs).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
 
 import numpy as np
 
 from qunlearn.data.cache import Dataset, default_cache_dir
 from qunlearn.data.mnist import load_mnist, normalise_and_pad, preprocess_mnist
 from qunlearn.data.xxz import ground_state, load_xxz, load_xxz_grid, xxz_grid, xxz_hamiltonian
-from qunlearn.errors import QunlearnError
+from qunlearn.errors import QunlearnError, first_line
+from qunlearn.families import Family, keyword_options
 
 __all__ = [
     "DATASETS",
     "Dataset",
+    "check_loaded",
     "default_cache_dir",
     "describe",
     "ground_state",
@@ -34,63 +37,118 @@ __all__ = [
     "xxz_hamiltonian",
 ]
 
-DATASETS: dict[str, Callable[..., Dataset]] = {"mnist": load_mnist, "xxz": load_xxz}
+DATASETS = Family("dataset", "qunlearn.datasets", {"mnist": load_mnist, "xxz": load_xxz})
+"""name -> loader ``(*, cache_dir=None, **options) -> Dataset``; open (see above)."""
 
 
 def load_dataset(name: str, *, cache_dir: str | os.PathLike | None = None, **options) -> Dataset:
-    """``DATASETS[name](cache_dir=cache_dir, **options)`` with one-line errors for bad names."""
-    if name not in DATASETS:
-        raise QunlearnError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    loader = DATASETS[name]
-    known = set(inspect.signature(loader).parameters) - {"cache_dir"}
-    unknown = sorted(set(options) - known)
-    if unknown:
+    """``DATASETS[name](cache_dir=cache_dir, **options)``, checked (:func:`check_loaded`), with
+    one-line errors for bad names, options and a user loader's failures."""
+    loader = DATASETS.resolve(name)
+    known, takes_any = keyword_options(loader, 0)
+    known = [k for k in known if k != "cache_dir"]
+    unknown = sorted(set(options) - set(known))
+    if unknown and not takes_any:
         raise QunlearnError(
             f"unknown option(s) {', '.join(unknown)} for dataset {name}: valid options are "
             f"{', '.join(sorted(known))}"
         )
     params = inspect.signature(loader).parameters
     for key, value in options.items():
-        _check_option_type(name, key, value, params[key].default)
-    return loader(cache_dir=cache_dir, **options)
+        if key in params:
+            _check_option_type(name, key, value, params[key].default)
+    if DATASETS.is_builtin(name):
+        dataset = loader(cache_dir=cache_dir, **options)
+    else:
+        try:
+            dataset = loader(cache_dir=cache_dir, **options)
+        except QunlearnError as err:
+            raise QunlearnError(f"dataset {name!r}: {err}") from None
+        except Exception as err:  # user code: whatever it raises becomes one line
+            raise QunlearnError(
+                f"dataset {name!r} failed to load with options {options}: {first_line(err)}"
+            ) from None
+    check_loaded(name, dataset)
+    return dataset
+
+
+def check_loaded(name: str, dataset) -> None:
+    """The data contract every experiment relies on, one line per breach naming ``name``:
+    a :class:`Dataset`; x (N, D) float or complex and finite, the same D in both splits; y (N,)
+    integer labels in {0, 1}; the training split class-sorted in equal halves (all 0s, then as
+    many 1s: the poisons draw half their samples from each); both classes in validation;
+    ``info`` a JSON-serialisable dict."""
+    import json
+
+    def fail(what: str):
+        raise QunlearnError(f"dataset {name!r} breaks the data contract: {what}")
+
+    if not isinstance(dataset, Dataset):
+        fail(f"the loader must return a qunlearn.data.Dataset, got {type(dataset).__name__}")
+    for split in ("train", "val"):
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.complexfloating)):
+            fail(f"x_{split} has dtype {x.dtype}; use float64 or complex128 features")
+        if len(y) == 0:
+            fail(f"the {split} split is empty")
+        if not np.all(np.isfinite(x)):
+            fail(f"x_{split} holds NaN or infinite values")
+        if not np.issubdtype(y.dtype, np.integer) or not np.all((y == 0) | (y == 1)):
+            fail(f"y_{split} must hold integer labels 0 and 1 (binary), got {np.unique(y)[:5]}")
+    if dataset.x_train.shape[1] != dataset.x_val.shape[1]:
+        fail(f"x_train has {dataset.x_train.shape[1]} features, x_val {dataset.x_val.shape[1]}")
+    y, n = np.asarray(dataset.y_train), len(dataset.y_train)
+    if n % 2 or np.any(y[: n // 2] != 0) or np.any(y[n // 2 :] != 1):
+        fail(
+            f"the training split is not class-sorted in equal halves (N = {n}: the first N/2 "
+            "labels 0, the rest 1); sort it by label and take as many of each class"
+        )
+    if set(np.unique(dataset.y_val)) != {0, 1}:
+        fail("the validation split needs examples of both classes")
+    try:
+        json.dumps(dataset.info)
+    except (TypeError, ValueError) as err:
+        fail(f"info must be a JSON-serialisable dict (it goes into the manifest): {err}")
+    if not isinstance(dataset.info, dict):
+        fail(f"info must be a dict, got {type(dataset.info).__name__}")
 
 
 def non_member_pool(
-    dataset: Dataset, per_class: int, *, cache_dir=None, **options
+    dataset: Dataset, n_per_class: int, /, *, cache_dir=None, **options
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y), class-sorted: ``per_class`` examples per class of ``dataset``'s distribution
+    """(x, y), class-sorted: ``n_per_class`` examples per class of ``dataset``'s distribution
     that are in neither its training nor its validation set, for membership attacks.
 
     MNIST: the next training-split images of each class after the ones ``dataset`` took (the
-    loader keeps the first ``n_per_class`` of each class in file order, with the same options;
-    ``options`` are the data set's own, its ``n_per_class`` among them).
-    XXZ: the grid has no third split of the same Δ windows, so ``per_class`` validation states
-    per class, evenly spaced in Δ (never trained on, but also used for validation metrics).
+    loader keeps the first ``n_per_class`` of each class in file order, with the same options).
+    XXZ and any other data set: no third split, so ``n_per_class`` validation examples per class,
+    evenly spaced in the split's order (never trained on, but also used for validation metrics).
+    More than the data set has is refused in one line (never fewer).
     """
-    taken = dataset.info["n_train_per_class"][0]
     if dataset.name == "mnist":
-        most = min(dataset.info.get("n_available_per_class", [taken + per_class]))
-        if taken + per_class > most:
+        taken = dataset.info["n_train_per_class"][0]
+        most = min(dataset.info.get("n_available_per_class", [taken + n_per_class]))
+        if taken + n_per_class > most:
             raise QunlearnError(
-                f"the membership attack needs {per_class} non-members per class after the "
+                f"the membership attack needs {n_per_class} non-members per class after the "
                 f"{taken} training images, but the rarer MNIST class has {most} training-split "
                 f"images: at most {most - taken} (lower alpha or dataset_options.n_per_class)"
             )
         wider = load_dataset(
-            "mnist", cache_dir=cache_dir, **(options | {"n_per_class": taken + per_class})
+            "mnist", cache_dir=cache_dir, **(options | {"n_per_class": taken + n_per_class})
         )
-        half = taken + per_class
+        half = taken + n_per_class
         rows = np.concatenate([np.arange(taken, half), np.arange(half + taken, 2 * half)])
         return wider.x_train[rows], wider.y_train[rows]
     picked = []
     for label in (0, 1):
         members = np.flatnonzero(dataset.y_val == label)
-        if per_class > len(members):
+        if n_per_class > len(members):
             raise QunlearnError(
                 f"{dataset.name} has {len(members)} validation samples of label {label}, fewer "
-                f"than the {per_class} non-members needed: lower alpha or widen the grid"
+                f"than the {n_per_class} non-members needed: lower alpha or widen the grid"
             )
-        picked.append(members[np.linspace(0, len(members) - 1, per_class).round().astype(int)])
+        picked.append(members[np.linspace(0, len(members) - 1, n_per_class).round().astype(int)])
     rows = np.concatenate(picked)
     return dataset.x_val[rows], dataset.y_val[rows]
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.store import ResultStore
-from qunlearn.models import make_model
+from qunlearn.models import MODELS, make_model
+from qunlearn.testing import check_model_pair
 
 PACKAGES = ("qunlearn", "jax", "jaxlib", "optax", "numpy", "scipy", "tensorcircuit-ng")
 
@@ -119,19 +120,6 @@ def padded_chunks(total: int, chunk: int):
         yield np.where(sel < total, sel, lo), min(chunk, total - lo)
 
 
-def check_poisonable(dataset) -> None:
-    """Refuse, before anything is written, a training set the noise cannot poison: it flips or
-    replaces the same number of examples in each class, so it needs as many of label 0 as of
-    label 1 (e.g. XXZ ``train_idx`` lists of different lengths)."""
-    counts = np.bincount(np.asarray(dataset.y_train), minlength=2)
-    if counts[0] != counts[1]:
-        raise QunlearnError(
-            f"{dataset.name}: the training set has {counts[0]} examples of label 0 and "
-            f"{counts[1]} of label 1; the noise poisons both classes alike: give both labels as "
-            "many (dataset_options.train_idx)"
-        )
-
-
 def features(x, representation: str = "native"):
     """Examples ``x`` (N, D) as a model reads them: as they are, or ``realified`` ([Re; Im])."""
     if representation not in ("native", "realified"):
@@ -152,11 +140,16 @@ def model_input(dataset, representation: str = "native"):
 
 def build_model(table: str, spec, dim: int, is_complex: bool):
     """The model of config table ``models.<table>`` for inputs of length ``dim``; a bad
-    hyperparameter fails with one line that names the table."""
+    hyperparameter fails with one line that names the table. A model that is not built in is
+    held to the model contract here (:func:`qunlearn.testing.check_model_pair`), before
+    ``--out`` is touched."""
     try:
-        return make_model(spec.model, dim, is_complex, **spec.hyper)
+        model = make_model(spec.model, dim, is_complex, **spec.hyper)
+        if not MODELS.is_builtin(spec.model):
+            check_model_pair(spec.model, model.init, model.apply, dim, is_complex)
     except QunlearnError as err:
         raise QunlearnError(f"models.{table}: {err}") from None
+    return model
 
 
 def model_in_dtype(table: str, spec, dim: int, is_complex: bool, dtype: str):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, did_you_mean
+from qunlearn.families import is_reference
 from qunlearn.models import MODELS
 from qunlearn.noise import NOISE
 from qunlearn.train import BATCHINGS
@@ -58,6 +59,9 @@ class NoiseSweepConfig:
     runs: int
     seed: int = 0
     dataset_options: dict = field(default_factory=dict)
+    # {name: {noise = "pkg.module:fn" or a kind, option = value, ...}}: a name in `noises` for a
+    # user's noise kind or a kind with options (as method_options does for methods)
+    noise_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -206,14 +210,9 @@ def _at_least(low: int, high: int = MAX_INT, why: str = ""):
 MAX_NAME = 64  # table and method names become cell file names (<= 255 bytes with the rest)
 
 
-def _family(family: dict, what: str):
+def _family(family):
     def check(where, value):
-        if value not in family:
-            return (
-                f"{where} = {value!r}{did_you_mean(value, family)} is not a known {what}: "
-                f"choose one of {sorted(family)}"
-            )
-        return None
+        return family.unknown(where, value)
 
     return check
 
@@ -297,7 +296,9 @@ def _forget_alpha(where, value):
     return None
 
 
-def _names(what: str, *, allow_empty: bool = False, family: dict | None = None):
+def _names(what: str, *, allow_empty: bool = False, alias: str = ""):
+    """``alias``: the table through which a reference gets a name (``method_options``)."""
+
     def check(where, value):
         if not value and not allow_empty:
             return f"{where} is empty: list at least one {what}"
@@ -306,15 +307,16 @@ def _names(what: str, *, allow_empty: bool = False, family: dict | None = None):
         if duplicated:
             return f"{where} lists {duplicated[0]!r} twice: list each {what} once"
         for i, name in enumerate(names):
-            if family is not None and name not in family:
-                return (
-                    f"{where}[{i}] = {name!r}{did_you_mean(name, family)} is not a known "
-                    f"{what}: choose one of {sorted(family)}"
-                )
             if not _SAFE_NAME.fullmatch(name):
+                if alias and is_reference(name):
+                    key = alias.removesuffix("_options")
+                    return (
+                        f"{where}[{i}] = {name!r}: a reference needs a name (it names result "
+                        f'files): list "mine" and add {alias}.mine = {{ {key} = "{name}" }}'
+                    )
                 return (
-                    f"{where}: {what} name {name!r} cannot name a file: use letters, digits, "
-                    "'_', '-' and '.'"
+                    f"{where}[{i}]: {what} name {name!r} cannot name a file: use letters, "
+                    "digits, '_', '-' and '.'"
                 )
             if len(name) > MAX_NAME:
                 return (
@@ -350,11 +352,12 @@ def _one_of(*options):
 CHECKS = {
     "name": _safe_name,
     "models": _names("model table"),
-    "noises": _names("noise", family=NOISE),
-    "dataset": _family(DATASETS, "dataset"),
-    "model": _family(MODELS, "model"),
-    "methods": _names("method", allow_empty=True),  # a sweep-only unlearning config has none
-    "sweep": _names("swept method", allow_empty=True),  # its keys name cell files too
+    "noises": _names("noise", alias="noise_options"),  # members or aliases: _check_noises
+    "dataset": _family(DATASETS),
+    "model": _family(MODELS),
+    # a sweep-only unlearning config has no methods; sweep keys name cell files too
+    "methods": _names("method", allow_empty=True, alias="method_options"),
+    "sweep": _names("swept method", allow_empty=True, alias="method_options"),
     "alphas": _alphas,
     "noise_ratios": _alphas,
     "top_k": _at_least(1, 100_000),
@@ -550,17 +553,41 @@ def _check_unlearning(config) -> None:
             )
     for name in (*config.methods, *sweep):
         base, options = resolve_method(config.method_options, name)
-        if base not in METHODS:
-            raise QunlearnError(
-                f"unknown unlearning method {base!r}{did_you_mean(base, METHODS)}"
-                f": choose one of {sorted(METHODS)}"
-            )
+        problem = METHODS.unknown(f"method_options.{name}.method" if base != name else name, base)
+        if problem:
+            raise QunlearnError(problem)
         if RESERVED_OPTIONS & set(options):
             raise QunlearnError(
                 f"method_options.{name} cannot set "
                 f"{sorted(RESERVED_OPTIONS & set(options))}: they come from the "
                 "model's unlearn_* settings"
             )
+
+
+def resolve_noise(noise_options: dict, name: str) -> tuple[str, dict]:
+    """(noise kind, options) for a name in ``noises``; ``noise_options[name].noise`` makes an
+    alias, e.g. ``mine = { noise = "mypkg.poison:swap", strength = 0.5 }``."""
+    options = dict(noise_options.get(name, {}))
+    return options.pop("noise", name), options
+
+
+def _check_noises(config) -> None:
+    for name, options in config.noise_options.items():
+        if name not in config.noises:
+            raise QunlearnError(
+                f"noise_options.{name}{did_you_mean(name, config.noises)} names no noise in "
+                f"`noises` {list(config.noises)}: add it there or drop the table"
+            )
+        if not isinstance(options, dict):
+            raise QunlearnError(
+                f'noise_options.{name} must be a table, e.g. {{ noise = "mypkg.poison:swap" }}'
+            )
+    for i, name in enumerate(config.noises):
+        kind, _ = resolve_noise(config.noise_options, name)
+        where = f"noise_options.{name}.noise" if kind != name else f"noises[{i}]"
+        problem = NOISE.unknown(where, kind)
+        if problem:
+            raise QunlearnError(problem)
 
 
 def _check_evaluation(config) -> None:
@@ -589,6 +616,7 @@ def _check_evaluation(config) -> None:
 
 
 VALIDATE = {
+    NoiseSweepConfig: _check_noises,
     UnlearningConfig: _check_unlearning,
     CurvatureConfig: _check_unlearning,
     EvaluationConfig: _check_evaluation,
@@ -744,6 +772,7 @@ ADDED_WITH_DEFAULT = {
     "label_smoothing": 0.0,
     "hessian_dtype": "model",
     "sweep_dtype": "model",
+    "noise_options": {},
 }
 
 

@@ -54,7 +54,6 @@ import numpy as np
 from qunlearn.data import load_dataset
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import (
-    check_poisonable,
     model_in_dtype,
     model_input,
     padded_chunks,
@@ -386,7 +385,6 @@ def plan(config: CurvatureConfig, *, cache_dir=None, progress: Progress) -> Plan
     """Curvature along unlearning; one cell per (model, teachers | method). The config layer
     checked the values; the data set, every model and every method are built here."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
-    check_poisonable(dataset)
     n_train, n_val_all = len(dataset.y_train), len(dataset.y_val)
     n_forget = forget_set_size(n_train, config.alpha)
     if config.n_val > n_val_all:

@@ -272,7 +272,7 @@ def worker_plan(config: dict, cache_dir) -> tuple:
     import jax
 
     from qunlearn.experiments.config import CONFIG_TYPES, build
-    from qunlearn.experiments.runner import EXPERIMENTS
+    from qunlearn.experiments.kinds import EXPERIMENTS
 
     key = f"{config_digest(config)}:{cache_dir}"
     with _PLANS_LOCK:
@@ -298,7 +298,7 @@ def compute_cell(config: dict, cache_dir, cell_id: str, shipped: dict[str, bytes
             scratch / "store", config=config, config_hash=config_hash(typed), meta={}
         )
         for name, data in shipped.items():
-            (store.cells_dir / name).write_bytes(data)
+            store.put_file(name, data)
         result = plan.cells[cell_id].compute(store)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

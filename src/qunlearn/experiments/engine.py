@@ -13,7 +13,8 @@ An executor has ``map(store, items) -> iterator of (cell_id, CellResult)`` over 
 pairs, yielding in any order; the engine writes each result as it arrives (the executor never
 writes). :class:`InProcess` (the default) computes them one by one, in order, which is all a
 cell's ``after`` dependencies need; ``"dask"`` (:mod:`~qunlearn.experiments.dask_executor`)
-computes them as tasks on a Dask cluster, each cell once its ``after`` cells are finished.
+computes them as tasks on a Dask cluster, each cell once its ``after`` cells are finished. The
+runner chooses the executor (``runner.EXECUTORS``); the engine knows none by name.
 Adding an experiment kind = one module that builds the cells.
 """
 
@@ -114,17 +115,6 @@ class InProcess:
     ) -> Iterator[tuple[str, CellResult]]:
         for cell_id, cell in items:
             yield cell_id, cell.compute(store)
-
-
-def _dask(*args, **kwargs):
-    """:class:`~qunlearn.experiments.dask_executor.DaskExecutor`, imported only when asked for
-    (dask is an optional extra)."""
-    from qunlearn.experiments.dask_executor import DaskExecutor
-
-    return DaskExecutor(*args, **kwargs)
-
-
-EXECUTORS: dict[str, Callable[..., object]] = {"in_process": InProcess, "dask": _dask}
 
 
 _noted_signals: list[int] = []  # every Ctrl-C / SIGTERM seen inside interrupts_noted()

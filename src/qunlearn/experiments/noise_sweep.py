@@ -17,17 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from qunlearn.data import load_dataset
-from qunlearn.experiments.common import (
-    build_model,
-    check_poisonable,
-    model_input,
-    run_devices,
-    write_table,
-)
+from qunlearn.errors import QunlearnError, first_line
+from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
+from qunlearn.experiments.config import resolve_noise
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.models import Model
-from qunlearn.noise import NOISE
+from qunlearn.noise import NOISE, check_poisoned
 from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_ticks
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
@@ -84,20 +80,56 @@ def sweep_program(
     return fn
 
 
-def poison_runs(noise: str, poison_keys, x, y, alpha: float, *, raw_dim: int | None = None):
-    """Poisoned copies for every run: (runs, N, D) features, (runs, N) labels, (runs, N) masks."""
-    fn = NOISE[noise]
+def poison_runs(
+    noise: str,
+    poison_keys,
+    x,
+    y,
+    alpha: float,
+    *,
+    raw_dim: int | None = None,
+    options: dict | None = None,
+):
+    """Poisoned copies for every run: (runs, N, D) features, (runs, N) labels, (runs, N) masks.
+    ``noise``: a member of :data:`~qunlearn.noise.NOISE`; ``options``: its keyword options."""
+    fn = partial(NOISE.resolve(noise), **(options or {}))
     if noise == "feature_randomization" and raw_dim is not None:
         fn = partial(fn, raw_dim=raw_dim)
     return jax.vmap(lambda k: fn(k, x, y, alpha))(poison_keys)
 
 
+def check_user_noise(name: str, kind: str, options: dict, x, y, alphas) -> None:
+    """Run a user's noise kind once per alpha on the training set, before ``--out`` is touched:
+    an exception or a broken contract (:func:`~qunlearn.noise.check_poisoned`) is one line."""
+    for alpha in alphas:
+        try:
+            out = poison_runs(kind, jax.random.PRNGKey(0)[None], x, y, alpha, options=options)
+        except QunlearnError as err:
+            raise QunlearnError(f"noises[{name!r}]: {err}") from None
+        except Exception as err:  # user code: whatever it raises becomes one line
+            raise QunlearnError(
+                f"noise kind {kind!r} (noises[{name!r}]) failed at alpha = {alpha}: "
+                f"{first_line(err)}"
+            ) from None
+        check_poisoned(kind, x, y, alpha, tuple(a[0] for a in out))
+
+
 def run_cell(
-    program, keys, x, y, x_val, y_val, *, noise: str, alpha: float, raw_dim: int | None = None
+    program,
+    keys,
+    x,
+    y,
+    x_val,
+    y_val,
+    *,
+    noise: str,
+    alpha: float,
+    raw_dim: int | None = None,
+    options: dict | None = None,
 ) -> tuple[dict, float]:
     """Train all runs of one (noise, alpha) cell; returns per-run metrics and wall seconds."""
     start = time.perf_counter()
-    xp, yp, mask = poison_runs(noise, keys[:, 0], x, y, alpha, raw_dim=raw_dim)
+    xp, yp, mask = poison_runs(noise, keys[:, 0], x, y, alpha, raw_dim=raw_dim, options=options)
     out = jax.block_until_ready(
         program(keys[:, 1], keys[:, 2], xp, yp.astype(x_val.real.dtype), x_val, y_val)
     )
@@ -114,9 +146,12 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     """The cells of a :class:`~qunlearn.experiments.config.NoiseSweepConfig` (checked by the
     config layer); the dataset and every model are built here, before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
-    check_poisonable(dataset)
     x_train, x_val, dim, is_complex = model_input(dataset)
     root = jax.random.PRNGKey(config.seed)
+    noises = {name: resolve_noise(config.noise_options, name) for name in config.noises}
+    for name, (kind, options) in noises.items():
+        if not NOISE.is_builtin(kind) or options:
+            check_user_noise(name, kind, options, x_train, dataset.y_train, config.alphas)
     cells = {}
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex)
@@ -154,9 +189,10 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
                         dataset.y_train,
                         x_val,
                         dataset.y_val,
-                        noise=noise,
+                        noise=noises[noise][0],
                         alpha=alpha,
                         raw_dim=dataset.info.get("raw_dim"),
+                        options=noises[noise][1],
                     )
                     for run in range(config.runs):  # NaN params: their "accuracy" would mislead
                         if not all(math.isfinite(metrics[m][run]) for m in METRICS):

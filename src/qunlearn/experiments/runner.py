@@ -7,40 +7,40 @@ import csv
 import dataclasses
 import io
 import json
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
+from qunlearn.atomic import check_target
+from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, warn
-from qunlearn.experiments import curvature, evaluation, noise_sweep, roughening, unlearning
-from qunlearn.experiments.common import environment, write_table
+from qunlearn.experiments.common import environment
 from qunlearn.experiments.config import (
-    CurvatureConfig,
     _hashed_part,
     check,
     config_hash,
+    resolve_method,
+    resolve_noise,
     to_dict,
 )
-from qunlearn.experiments.engine import Progress, run_cells
+from qunlearn.experiments.engine import InProcess, Progress, run_cells
+from qunlearn.experiments.kinds import EXPERIMENTS, TABLES
 from qunlearn.experiments.store import ResultStore, locked
+from qunlearn.models import MODELS
+from qunlearn.noise import NOISE
+from qunlearn.unlearn import METHODS
 
-EXPERIMENTS = {
-    "noise_sweep": noise_sweep.plan,
-    "unlearning": unlearning.plan,
-    "roughening": roughening.plan,
-    "curvature": curvature.plan,
-    "evaluation": evaluation.plan,
-}
-"""experiment kind -> ``plan(config, *, cache_dir, progress) -> Plan`` (its cells and tables)."""
 
-TABLES = {
-    "noise_sweep": lambda store, config: write_table(store),
-    "unlearning": lambda store, config: unlearning.write_tables(store),
-    "roughening": lambda store, config: write_table(store),
-    "curvature": lambda store, config: curvature.write_tables(store, _density(config)),
-    "evaluation": lambda store, config: evaluation.write_tables(store),
-}
-"""experiment kind -> ``write(store, config)``: every table, rebuilt from the verified cells."""
+def _dask(*args, **kwargs):
+    """:class:`~qunlearn.experiments.dask_executor.DaskExecutor`, imported only when asked for
+    (dask is an optional extra)."""
+    from qunlearn.experiments.dask_executor import DaskExecutor
+
+    return DaskExecutor(*args, **kwargs)
+
+
+EXECUTORS: dict[str, Callable[..., object]] = {"in_process": InProcess, "dask": _dask}
+"""``--executor`` name -> executor factory: the runner chooses the executor, the engine only
+drives the one it is handed."""
 
 
 def run(
@@ -63,7 +63,7 @@ def run(
             out,
             config=resolved,
             config_hash=config_hash(config),
-            meta={**environment(resolved), "data": plan.data},
+            meta={**environment(resolved), "data": plan.data, "members": members_used(config)},
         )
         run_cells(
             store,
@@ -76,12 +76,21 @@ def run(
     return store
 
 
-def _density(config: dict) -> SimpleNamespace:
-    """The density settings of a curvature config dict (its defaults where it has none)."""
-    defaults = {f.name: f.default for f in fields(CurvatureConfig)}
-    return SimpleNamespace(
-        **{k: config.get(k, defaults[k]) for k in ("density_points", "density_sigma")}
-    )
+def members_used(config) -> dict:
+    """What made each member ``config`` names (:meth:`qunlearn.families.Family.provenance`: its
+    reference, and the installed version or the sha256 of its module), for the manifest:
+    ``{"dataset": {...}, "models": {table: {...}}, "methods": {name: {...}}, "noises": {...}}``.
+    Called by ``run`` only, after the plan imported them; readers never import them."""
+    out: dict = {"dataset": DATASETS.provenance(config.dataset)}
+    out["models"] = {table: MODELS.provenance(spec.model) for table, spec in config.models.items()}
+    names = (*getattr(config, "methods", ()), *getattr(config, "sweep", {}))
+    if names:
+        options = config.method_options
+        out["methods"] = {n: METHODS.provenance(resolve_method(options, n)[0]) for n in names}
+    if hasattr(config, "noises"):
+        options = config.noise_options
+        out["noises"] = {n: NOISE.provenance(resolve_noise(options, n)[0]) for n in config.noises}
+    return out
 
 
 class VerifiedResults:
@@ -170,7 +179,7 @@ def refine_config(config, out: str | Path, grid: tuple[float, ...]):
         raise QunlearnError(
             f"--refine adds noise ratios to a noise sweep, not a {config.experiment}"
         )
-    base = ResultStore.read(out)
+    base = ResultStore.read(check_target(out))  # the refinement is written inside it: no link
     if base.manifest.get("config_hash") != config_hash(config):
         raise QunlearnError(
             f"--refine: {out} holds results of another config: run this config there first "

@@ -19,6 +19,12 @@ aside (``.corrupt`` or ``.foreign``, never overwriting an earlier one) and recom
 written for another config or by another result format, or holding anything but our files, is
 refused before anything in it is touched; one whose run failed before any cell finished is
 reused. JSON only: nothing here ever unpickles.
+
+Only our own files are ever written, moved aside or deleted: every write stays inside the
+directory (:func:`qunlearn.atomic.check_target`), a directory that is a link, or holds a link or a
+hard-linked cell, is refused with one line, and a file in ``cells/`` that carries no cell header
+(the user's ``notes.json``, a pickle) is left where it is: skipped, or refused when it holds the
+name of a cell to write.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ import socket
 import time
 from pathlib import Path
 
-from qunlearn.atomic import atomic_write_bytes, csv_text
+from qunlearn.atomic import atomic_write_bytes, check_target, csv_text
 from qunlearn.errors import QunlearnError, warn
 
 FORMAT_VERSION = 2
 LOCK_NAME = ".lock"
+CELL_KEYS = ("cell", "format_version")  # the header: every cell file we write has these keys
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _digest(payload) -> str:
@@ -63,10 +71,20 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
+def _cell_header(raw: bytes, payload) -> bool:
+    """Whether a file in ``cells/`` that does not verify is still one of ours, to be moved aside:
+    a JSON object with a cell's keys, or the damaged remains of one (it begins as our cell files
+    do and names a cell). Anything else (the user's notes, a pickle) is not ours to move."""
+    if isinstance(payload, dict):
+        return all(key in payload for key in CELL_KEYS)
+    return raw.startswith(b'{"') and b'"cell": "' in raw
+
+
 def _free_name(path: Path) -> Path:
-    """``path``, or ``path.1``, ``path.2``, ... : the first that does not exist (keep old files)."""
+    """``path``, or ``path.1``, ``path.2``, ... : the first that does not exist (keep old files;
+    a dangling link counts as existing: it is not ours to replace)."""
     candidate, n = path, 0
-    while candidate.exists():
+    while os.path.lexists(candidate):
         n += 1
         candidate = path.with_name(f"{path.name}.{n}")
     return candidate
@@ -112,11 +130,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _read_lock(path: Path) -> dict:
+    """The holder a lock file records; {} for anything else (a link is not followed)."""
     try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
+        with os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), encoding="utf-8") as f:
+            holder = json.load(f)
         return holder if isinstance(holder, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _own_lock(path: Path, pid=None) -> bool:
+    """Whether ``path`` is a lock file a qunlearn run wrote (by ``pid``, if given): ours to
+    delete. A link or a hard-linked file never is."""
+    try:
+        check_target(path)
+    except QunlearnError:
+        return False
+    holder = _read_lock(path)
+    return "pid" in holder and "host" in holder and (pid is None or holder["pid"] == pid)
 
 
 @contextlib.contextmanager
@@ -127,7 +158,7 @@ def locked(root: str | Path, *, command: str = ""):
     holder ran on this host and no longer exists is stale: it is set aside and taken over. A
     directory this call created and left empty (a refused run) is removed again.
     """
-    root = Path(root)
+    root = check_target(root)  # not a link (into another run, say)
     created = not root.exists()
     if root.exists() and not root.is_dir():
         raise QunlearnError(f"--out {root} is a file, not a directory: choose another --out")
@@ -137,7 +168,7 @@ def locked(root: str | Path, *, command: str = ""):
         raise QunlearnError(
             f"cannot create results directory {root}: {err.strerror or err}; choose another --out"
         ) from None
-    lock = root / LOCK_NAME
+    lock = check_target(root / LOCK_NAME)
     me = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -146,8 +177,9 @@ def locked(root: str | Path, *, command: str = ""):
     }
     for _ in range(3):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW, 0o644)
         except FileExistsError:
+            check_target(lock)  # a link planted there is refused, not renamed
             holder = _read_lock(lock)
             stale = (
                 holder.get("host") == me["host"]
@@ -179,11 +211,12 @@ def locked(root: str | Path, *, command: str = ""):
         yield
     finally:
         with contextlib.suppress(OSError):
-            if _read_lock(lock).get("pid") == me["pid"]:
+            if _own_lock(lock, me["pid"]):
                 lock.unlink()
         for stale in root.glob(f"{LOCK_NAME}.stale*"):
             with contextlib.suppress(OSError):
-                stale.unlink()
+                if _own_lock(stale):
+                    stale.unlink()
         if created:
             with contextlib.suppress(OSError):  # only if nothing was written
                 (root / "cells").rmdir()
@@ -216,7 +249,11 @@ class ResultStore:
         self.cells_dir = self.root / "cells"
         self.manifest_path = self.root / "manifest.json"
         self.readonly = _readonly_manifest is not None
+        if not self.readonly:
+            check_target(self.root)
+        self._check_links()
         self.rejected: dict[str, str] = {}  # cell id -> why it did not verify (read-only mode)
+        self.left_alone: set[Path] = set()  # files in cells/ that are not ours (warned once)
         self.tables: dict[str, str] = {}  # name -> CSV text rebuilt from the cells (read-only)
         self.manifest: dict
         self.config_hash: str | None  # None: a read-only manifest that records none
@@ -303,6 +340,18 @@ class ResultStore:
             )
         return cls(root, config=config, config_hash="", meta={}, _readonly_manifest=manifest)
 
+    def _check_links(self) -> None:
+        """Refuse, before anything is read or written, a directory whose ``cells/``, manifest or
+        cell files are links (they lead out of it); to write, also any link or hard-linked file
+        in it or in ``cells/`` (not only ours: a directory qunlearn writes holds no links)."""
+        paths = [self.manifest_path, self.cells_dir]
+        if not self.readonly and self.root.is_dir():
+            paths += sorted(self.root.iterdir())
+        if self.cells_dir.is_dir() and not self.cells_dir.is_symlink():
+            paths += sorted(self.cells_dir.iterdir())
+        for path in paths:
+            check_target(path, self.root, allow_hard_links=self.readonly)
+
     def _has_finished_cells(self) -> bool:
         return self.cells_dir.is_dir() and any(self.cells_dir.glob("*.json"))
 
@@ -345,11 +394,16 @@ class ResultStore:
         return manifest
 
     def _write_manifest(self) -> None:
-        atomic_write_bytes(
-            self.manifest_path,
-            json.dumps(self.manifest, indent=2, sort_keys=True).encode(),
-            error=_cannot_write,
-        )
+        text = json.dumps(self.manifest, indent=2, sort_keys=True)
+        self._write(self.manifest_path, text.encode())
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Every file the store writes: atomically, inside ``root``, never through a link."""
+        atomic_write_bytes(path, data, error=_cannot_write, root=self.root)
+
+    def put_file(self, name: str, data: bytes) -> None:
+        """Write the file ``name`` under ``cells/`` (a companion file, or a shipped cell)."""
+        self._write(self.companion_path(name), data)
 
     def update_manifest(self, **fields) -> None:
         self.manifest.update(fields)
@@ -384,29 +438,44 @@ class ResultStore:
                 return f"companion file {name} missing or changed"
         return None
 
-    def load_cell(self, cell_id: str) -> dict | None:
-        """The finished, verified cell, or None if absent. A file that does not verify is moved
-        aside (``.foreign`` if computed for another config, else ``.corrupt``) so it is recomputed;
-        in read-only mode it is only recorded in :attr:`rejected`."""
+    def load_cell(self, cell_id: str, *, needed: bool = True) -> dict | None:
+        """The finished, verified cell, or None if absent. A cell file of ours that does not
+        verify is moved aside (``.foreign`` if computed for another config, else ``.corrupt``) so
+        it is recomputed; in read-only mode it is only recorded in :attr:`rejected`. A file
+        without a cell header is not ours: left as it is, and refused if the cell is ``needed``
+        (it would have to be written there)."""
         path = self._cell_path(cell_id)
-        if not path.exists():
+        if not os.path.lexists(path):
             return None
+        check_target(path, self.root, allow_hard_links=self.readonly)
+        raw, payload = b"", None
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
+            payload = json.loads(raw.decode("utf-8"))
             problem = self._verify(cell_id, payload)
         except (OSError, ValueError, TypeError) as err:  # ValueError: bad JSON or not UTF-8
-            payload, problem = None, f"unreadable ({type(err).__name__})"
+            problem = f"unreadable ({type(err).__name__})"
         if problem is None:
             return payload
         if self.readonly:
             self.rejected[cell_id] = problem
+            return None
+        if not _cell_header(raw, payload):
+            if needed:
+                raise QunlearnError(
+                    f"{path} is no qunlearn cell file ({problem}), and cell {cell_id} is to be "
+                    f"written there: move the file out of {self.cells_dir} and rerun"
+                )
+            if path not in self.left_alone:
+                warn(f"{path} is no qunlearn cell file ({problem}); left as it is")
+                self.left_alone.add(path)
             return None
         suffix = (
             ".foreign"
             if problem.startswith(("computed for config", "result format"))
             else ".corrupt"
         )
-        aside = _free_name(path.with_suffix(suffix))
+        aside = check_target(_free_name(path.with_suffix(suffix)), self.root)
         os.replace(path, aside)
         warn(f"cell file {path} does not verify ({problem}); moved to {aside} and recomputing")
         return None
@@ -423,22 +492,19 @@ class ResultStore:
         """Write companion ``files`` (name -> bytes), then the cell that signs them; returns it."""
         digests = {}
         for name, data in (files or {}).items():
-            atomic_write_bytes(self.companion_path(name), data, error=_cannot_write)
+            self.put_file(name, data)
             digests[name] = hashlib.sha256(data).hexdigest()
         signed = _signed(cell_id, self.config_hash, rows, tables or {}, digests)
         payload = {**info, **signed, "sha256": _digest(signed)}
-        atomic_write_bytes(
-            self._cell_path(cell_id),
-            json.dumps(payload, sort_keys=True).encode(),
-            error=_cannot_write,
-        )
+        self._write(self._cell_path(cell_id), json.dumps(payload, sort_keys=True).encode())
         return payload
 
     def finished_cells(self) -> list[dict]:
         """Every verified cell in the directory, by file name (so in a fixed order)."""
         if not self.cells_dir.is_dir():
             return []
-        payloads = (self.load_cell(p.stem) for p in sorted(self.cells_dir.glob("*.json")))
+        paths = sorted(self.cells_dir.glob("*.json"))
+        payloads = (self.load_cell(p.stem, needed=False) for p in paths)
         return [p for p in payloads if p is not None]
 
     def write_table(
@@ -457,5 +523,5 @@ class ResultStore:
         if self.readonly:
             self.tables[name] = text
         elif not (path.is_file() and path.read_bytes() == text.encode("utf-8")):
-            atomic_write_bytes(path, text.encode("utf-8"), error=_cannot_write)
+            self._write(path, text.encode("utf-8"))
         return path

@@ -14,18 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import (
-    build_model,
-    check_poisonable,
-    model_in_dtype,
-    model_input,
-)
+from qunlearn.errors import QunlearnError, first_line
+from qunlearn.experiments.common import build_model, model_in_dtype, model_input
 from qunlearn.experiments.config import UnlearnSpec, resolve_method
 from qunlearn.models import Model
 from qunlearn.noise import n_poisoned
 from qunlearn.train import make_supervised_train, over_runs
-from qunlearn.unlearn import Method, make_method, make_split, make_unlearn
+from qunlearn.unlearn import METHODS, Method, make_method, make_split, make_unlearn
 
 
 def forget_set_size(n_train: int, alpha: float) -> int:
@@ -211,6 +206,15 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
         )
 
     methods = {method: method_for(method) for method in config.methods}
+    shared = {
+        "x_train": jnp.asarray(x_train),
+        "y_true": jnp.asarray(dataset.y_train),
+        "x_val": jnp.asarray(x_val),
+        "y_val": jnp.asarray(dataset.y_val),
+    }
+    for method, (base, _, built) in methods.items():
+        if not METHODS.is_builtin(base):
+            trace_method(name, method, model, built, shared, n_forget, spec.unlearn_epochs)
     sweeps = {}
     for method, axes in getattr(config, "sweep", {}).items():
         grid = [
@@ -226,18 +230,39 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
                 f"{sorted(axes)} change the method's shape)"
             )
         sweeps[method] = (grid, members)
-    shared = {
-        "x_train": jnp.asarray(x_train),
-        "y_true": jnp.asarray(dataset.y_train),
-        "x_val": jnp.asarray(x_val),
-        "y_val": jnp.asarray(dataset.y_val),
-    }
     return ModelPlan(model, spec, shared, methods, sweeps, sweep_model)
+
+
+def trace_method(table, name, model, method: Method, shared: dict, n_forget: int, epochs: int):
+    """Trace (not run) a user's method on ``models.<table>`` and the real data shapes, before
+    ``--out`` is touched: an objective, plan or input that fails, or a loss that is not a
+    scalar, is one line naming the method."""
+    n = shared["y_true"].shape[0]
+    mask = jnp.zeros(n, bool).at[jnp.arange(n_forget)].set(True)  # any n_forget rows will do
+    y_noisy = jnp.where(mask, 1 - shared["y_true"], shared["y_true"])
+    split = shared_split(shared, y_noisy, mask, n_forget)
+    unlearn = make_unlearn(model, method, lr=0.01, epochs=epochs, trajectory=False)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    try:
+        _, log = jax.eval_shape(
+            unlearn, jax.random.PRNGKey(0), params, params, split, dict(method.weights)
+        )
+    except QunlearnError as err:
+        raise QunlearnError(f"methods[{name!r}] on models.{table}: {err}") from None
+    except Exception as err:  # user code: whatever it raises becomes one line
+        raise QunlearnError(
+            f"unlearning method {name!r} fails on models.{table} (traced on the real data "
+            f"shapes): {first_line(err)}"
+        ) from None
+    if log["loss"].shape != (epochs,):
+        raise QunlearnError(
+            f"unlearning method {name!r} breaks the method contract: its objective must return "
+            f"a scalar loss (got a per-epoch loss of shape {log['loss'].shape})"
+        )
 
 
 def plan_models(config, dataset) -> tuple[int, dict[str, ModelPlan]]:
     """(|D_f|, {table: ModelPlan}) of every ``models.<table>`` of a config on ``dataset``."""
-    check_poisonable(dataset)
     n_train = len(dataset.y_train)
     n_forget = forget_set_size(n_train, config.alpha)
     plans = {

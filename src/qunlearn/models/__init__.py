@@ -2,7 +2,10 @@
 
 ``apply`` maps ONE example to the probability of class 1; batches and runs come from ``jax.vmap``.
 Every factory in :data:`MODELS` takes ``(input_dim, complex_input, **hyper)``, so the experiments
-can build any model from a dataset's shape. A contract test runs over every member.
+can build any model from a dataset's shape. The family is open (:mod:`qunlearn.families`): a config
+may name ``"package.module:factory"``, a registered name or an installed entry point
+(group ``qunlearn.models``); :func:`qunlearn.testing.check_model` is the contract every member,
+built-in or not, passes.
 
 :func:`make_model` is the checked way in: before any work it refuses unknown names, any
 hyperparameter of the wrong type or out of range (:mod:`qunlearn.models.hyper`, nothing is
@@ -11,13 +14,13 @@ coerced) and a model too large for this machine (:mod:`qunlearn.models.memory`),
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 
-from qunlearn.errors import QunlearnError, did_you_mean
+from qunlearn.errors import QunlearnError, did_you_mean, first_line
+from qunlearn.families import Family, keyword_options
 from qunlearn.models.hyper import check_hyper
 from qunlearn.models.memory import check_fits, estimate_bytes
 from qunlearn.models.mlp import mlp
@@ -25,7 +28,7 @@ from qunlearn.models.qnn import qnn, qnn_cnot
 
 Params = Any
 
-__all__ = ["MODELS", "Model", "Params", "estimate_bytes", "make_model", "n_params"]
+__all__ = ["MODELS", "Model", "Params", "call_factory", "estimate_bytes", "make_model", "n_params"]
 
 
 class Model(NamedTuple):
@@ -37,28 +40,54 @@ class Model(NamedTuple):
     hyper: dict
 
 
-MODELS: dict[str, Callable] = {"mlp": mlp, "qnn": qnn, "qnn_cnot": qnn_cnot}
-"""name -> factory ``(input_dim, complex_input, **hyper) -> (init, apply)``."""
+MODELS = Family("model", "qunlearn.models", {"mlp": mlp, "qnn": qnn, "qnn_cnot": qnn_cnot})
+"""name -> factory ``(input_dim, complex_input, **hyper) -> (init, apply)``; open (see above)."""
 
 
 def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model:
     """Build model ``name`` for inputs of length ``input_dim``; unknown names fail with a hint,
-    bad hyperparameters and models too large for this machine before any work."""
-    if name not in MODELS:
-        raise QunlearnError(
-            f"unknown model {name!r}{did_you_mean(name, MODELS)}: choose one of {sorted(MODELS)}"
-        )
-    valid = list(inspect.signature(MODELS[name]).parameters)[2:]
+    bad hyperparameters and models too large for this machine before any work (a user's model:
+    its factory's own errors, each one line naming the model)."""
+    factory = MODELS.resolve(name)
+    valid, takes_any = keyword_options(factory, 2)
     for key in hyper:
-        if key not in valid:
+        if key not in valid and not takes_any:
             raise QunlearnError(
                 f"unknown hyperparameter {key!r}{did_you_mean(key, valid)} for model {name!r}: "
                 f"valid ones are {valid}"
             )
-    check_hyper(name, hyper)
-    check_fits(name, input_dim, complex_input, hyper)
-    init, apply = MODELS[name](input_dim, complex_input, **hyper)
+    if MODELS.is_builtin(name):
+        check_hyper(name, hyper)
+        check_fits(name, input_dim, complex_input, hyper)
+        init, apply = factory(input_dim, complex_input, **hyper)
+    else:
+        init, apply = call_factory(name, factory, input_dim, complex_input, hyper)
     return Model(init, apply, name, dict(hyper))
+
+
+def call_factory(name: str, factory: Callable, input_dim: int, complex_input: bool, hyper: dict):
+    """``factory(input_dim, complex_input, **hyper)`` of a user's model, every failure one line
+    that names the model and the contract it broke."""
+    try:
+        pair = factory(input_dim, complex_input, **hyper)
+    except QunlearnError as err:
+        raise QunlearnError(f"model {name!r}: {err}") from None
+    except Exception as err:  # user code: whatever it raises becomes one line
+        raise QunlearnError(
+            f"model {name!r} failed to build for input_dim = {input_dim}, complex_input = "
+            f"{complex_input}, hyper = {hyper}: {first_line(err)}"
+        ) from None
+    if (
+        isinstance(pair, Model)
+        or not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or not all(map(callable, pair))
+    ):
+        raise QunlearnError(
+            f"model {name!r}: its factory must return a pair of functions (init, apply), got "
+            f"{type(pair).__name__}"
+        )
+    return tuple(pair)
 
 
 def n_params(params: Params) -> int:

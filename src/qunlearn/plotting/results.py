@@ -7,18 +7,22 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from qunlearn.atomic import check_target
 from qunlearn.compare import REFERENCE_SWEEPS, read_verified, reference_rows, sweep_rows
 from qunlearn.errors import QunlearnError
-from qunlearn.plotting.style import save
+from qunlearn.plotting.style import figure_paths, save
 
 
 def plot_results_dir(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Every figure of a results directory, drawn from its verified cells only (see
     :func:`qunlearn.compare.read_verified`), into ``out`` (default: the results directory; pass
     another for one shared read-only). Returns the files written (PNG and PDF per figure)."""
+    out = check_target(out if out is not None else results_dir)  # never a link
     verified = read_verified(results_dir)
-    out = Path(out) if out is not None else Path(results_dir)
     figures = results_figures(verified)  # an unknown kind fails before anything is written
+    for stem in figures:  # and so does a link at any figure's name
+        for path in figure_paths(out / stem):
+            check_target(path)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise QunlearnError(f"{out} is not writable: pass --out DIR for the figures")

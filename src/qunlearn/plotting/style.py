@@ -5,8 +5,10 @@ no global state (pyplot's figure list, the backend, rcParams)."""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from qunlearn.atomic import atomic_write_bytes, check_target
 from qunlearn.errors import QunlearnError
 
 MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
@@ -54,9 +57,16 @@ def model_color(kind: str) -> str | None:
     return None
 
 
-def method_color(method: str) -> str | None:
-    """The colour of an unlearning method; None (matplotlib's colour cycle) for others."""
-    return METHOD_COLORS.get(method)
+OTHER_METHOD_COLORS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy", "teal")
+"""Colours of a user's methods (none of the built-ins' colours)."""
+
+
+def method_color(method: str) -> str:
+    """The colour of an unlearning method: a built-in's own, any other method's picked by its
+    name (a stable hash), so it has the same colour in every figure and every run."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return OTHER_METHOD_COLORS[zlib.crc32(method.encode()) % len(OTHER_METHOD_COLORS)]
 
 
 def ordered_methods(names: Iterable[str]) -> list[str]:
@@ -156,12 +166,16 @@ def figure_paths(path: str | os.PathLike) -> list[Path]:
 
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = DPI) -> list[Path]:
     """Write ``fig`` (see ``figure_paths``: a stem -> PNG and PDF, a file name -> that file),
-    creating the parent directory, then close the figure. Returns the written paths."""
+    creating the parent directory, then close the figure. Returns the written paths. Each file is
+    rendered in memory and written atomically, never through a link (``atomic_write_bytes``)."""
     paths = figure_paths(path)
     try:
-        paths[0].parent.mkdir(parents=True, exist_ok=True)
         for p in paths:
-            fig.savefig(p, dpi=dpi, format=p.suffix[1:].lower())
+            check_target(p)  # before any rendering: a link fails at once
+        for p in paths:
+            buf = io.BytesIO()
+            fig.savefig(buf, dpi=dpi, format=p.suffix[1:].lower())
+            atomic_write_bytes(p, buf.getvalue())
     finally:
         close(fig)
     return paths
