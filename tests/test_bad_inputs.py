@@ -10,6 +10,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -855,3 +856,403 @@ def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     message = cli_error(capsys, "run", config_path, "--out", "")
     assert_mentions(message, "--out is empty")
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts the data cannot give, and splits that come out empty (issue 32): refused before --out,
+# one line naming the key, the value asked for and the most the data allows. Never shrunk.
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+XXZ_SMALL = (  # a 4-spin, 30-point grid (fast): label 0 needs -1 < delta < 1 (0..19), 1 > 1
+    "dataset_options={n_spins=4, n_delta=30, train_idx=[[2,4,6],[22,24]], val_idx=[[3,5],[23,25]]}"
+)
+COUNT_CASES = [
+    (
+        "roughening-hessian-set-beyond-the-held-out-examples",  # issue 32's reproduction
+        "roughening_mnist",
+        ["n_hessian_per_class=200"],
+        ["n_hessian_per_class = 200", "75 held-out examples", "at most 75"],
+    ),
+    (
+        "roughening-training-split-leaves-no-held-out-example",  # it ended in a traceback
+        "roughening_mnist",
+        ["n_train_per_class=250"],
+        ["n_train_per_class = 250", "leaves no held-out example", "at most 200"],
+    ),
+    (
+        "roughening-hessian-set-leaves-no-training-example",
+        "roughening_mnist",
+        ["n_hessian_per_class=250"],
+        ["n_hessian_per_class = 250", "leaves no training example", "at most 249"],
+    ),
+    (
+        "roughening-split-beyond-a-smaller-data-set",
+        "roughening_mnist",
+        ["dataset_options={n_per_class=100}"],
+        ["n_train_per_class = 175", "100 training examples per class", "at most 50"],
+    ),
+    (
+        "roughening-more-eigenvalues-than-parameters",
+        "roughening_mnist",
+        ["top_k=9000"],
+        ["top_k = 9000", "8221 parameters of models.mlp", "at most 8221"],
+    ),
+    (
+        "curvature-validation-set-beyond-the-data",
+        "curvature_mnist",
+        ["n_val=5000"],
+        ["n_val = 5000", "2144 validation examples"],
+    ),
+    (
+        "evaluation-too-few-oracles-for-the-null-band",
+        "eval_fig3a_mnist",
+        ["models.mlp.oracles=8"],
+        ["models.mlp.oracles = 8", "teachers x unlearn_seeds = 6", "oracles >= 12"],
+    ),
+    (
+        "evaluation-dataset-size-option",  # a TypeError traceback before (found by the fuzz)
+        "eval_fig3a_mnist",
+        ["dataset_options={n_per_class=5900}"],
+        ["membership attack needs 1770 non-members", "at most 49"],
+    ),
+    (
+        "mnist-more-images-than-there-are",
+        "fig2c_mnist",
+        ["dataset_options={n_per_class=99999}"],
+        ["dataset_options.n_per_class", "got 99999", "[1, 5949]"],
+    ),
+    (
+        "noise-on-classes-of-different-sizes",
+        "fig2d_xxz",
+        [XXZ_SMALL],
+        ["dataset 'xxz' breaks the data contract", "equal halves (N = 5"],
+    ),
+    (
+        "unlearning-on-classes-of-different-sizes",
+        "fig3b_xxz",
+        [XXZ_SMALL],
+        ["dataset 'xxz' breaks the data contract", "equal halves (N = 5"],
+    ),
+    (
+        "experiment-not-a-string",  # a TypeError traceback before (found by the fuzz)
+        "fig2c_mnist",
+        ["experiment={a=1}"],
+        ["config.experiment must be a string"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "phrases"),
+    [c[1:] for c in COUNT_CASES],
+    ids=[c[0] for c in COUNT_CASES],
+)
+def test_counts_and_splits_the_data_cannot_give(tmp_path, capsys, config, overrides, phrases):
+    out = tmp_path / "out"
+    argv = ["run", CONFIGS / f"{config}.toml", "--tiny", "--models", "mlp", *overrides]
+    message = cli_error(capsys, *argv, "--out", out, "--quiet")
+    assert_mentions(message, *phrases)
+    assert list(tmp_path.iterdir()) == []  # --out never created
+
+
+def test_full_batch_is_a_meaning_not_an_error(tmp_path):
+    """batch_size >= the training set is documented as one full batch per epoch (tf.data's
+    batch(bs) does the same): every example is used, so it is not a shrunk request."""
+    from qunlearn.train import shuffled_plan
+
+    idx, w = shuffled_plan(40, 256)(__import__("jax").random.PRNGKey(0))
+    assert idx.shape == (1, 40) and sorted(idx[0].tolist()) == list(range(40)) and w.all()
+    config = load_config(CONFIGS / "curvature_mnist.toml", tiny=True, models=["qnn"])
+    assert config.models["qnn"].batch_size == 256  # on 40 images: the shipped tiny config
+
+
+# ---------------------------------------------------------------------------------------------
+# Results that lack a group: every comparison, interval and ordering that needs one (a clean
+# baseline, two runs for a spread, the oracle set, the paper's row) says "not comparable: <what
+# is missing>", and no NaN reaches a printed verdict, a figure or the report.
+
+NAN_WORD = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+
+
+def _results(tmp_path, name: str, overrides, cells: dict, models=("mlp",)) -> Path:
+    """A results directory of the shipped config ``name`` holding ``cells`` ({id: rows, or
+    (rows, info)}), as a run would have written them (no training)."""
+    config = load_config(CONFIGS / f"{name}.toml", overrides, models=list(models))
+    out = tmp_path / name
+    store = ResultStore(out, config=to_dict(config), config_hash=config_hash(config), meta={})
+    for cell_id, rows in cells.items():
+        rows, info = rows if isinstance(rows, tuple) else (rows, {})
+        store.write_cell(cell_id, rows, seconds=1.0, **info)
+    return out
+
+
+def _figure_numbers(fig) -> list[float]:
+    """Every number a figure draws (lines, markers, bars, images), and texts as NaN if they
+    print one."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    values: list[float] = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            values += np.ravel(line.get_xydata()).tolist()
+        for coll in ax.collections:
+            values += np.ravel(coll.get_offsets()).tolist()
+            values += [v for p in coll.get_paths() for v in np.ravel(p.vertices).tolist()]
+        for p in ax.patches:  # bars, and the outlines of step histograms
+            if isinstance(p, Rectangle):
+                values += [p.get_x(), p.get_y(), p.get_width(), p.get_height()]
+            else:
+                values += np.ravel(p.get_xy()).tolist()
+        for image in ax.images:
+            values += np.ma.compressed(image.get_array()).tolist()
+        texts = [t.get_text() for t in ax.texts] + [ax.get_title()]
+        values += [math.nan for t in texts if NAN_WORD.search(t)]
+    return values
+
+
+def assert_no_nan_anywhere(monkeypatch, out: Path, tmp_path: Path) -> str:
+    """The report of ``out`` (compare's text and tables, every figure plot draws) is built, and
+    none of it shows a NaN: not the text, not compare.csv / compare.json, not a number drawn.
+    One pass: the report's own comparison and figures are the ones checked. Returns the text."""
+    from qunlearn import report
+
+    seen: dict = {"text": ""}
+    real_compare, real_figures = report.compare_verified, report.results_figures
+
+    def compare(verified):  # as `qunlearn compare` does, into a directory we then read
+        result = real_compare(verified, tmp_path / "cmp")
+        seen["text"] = result["text"]
+        return result
+
+    def figures(verified):
+        drawn = real_figures(verified)
+        for stem, fig in drawn.items():
+            numbers = _figure_numbers(fig)
+            assert numbers and all(math.isfinite(v) for v in numbers), stem
+        seen["figures"] = list(drawn)
+        return drawn
+
+    (tmp_path / "cmp").mkdir()
+    monkeypatch.setattr(report, "compare_verified", compare)
+    monkeypatch.setattr(report, "results_figures", figures)
+    html = report.build_report([out], tmp_path / "report.html").read_text()
+    assert seen.get("figures"), "no figure drawn"
+    assert not NAN_WORD.search(re.sub(r"base64,[A-Za-z0-9+/=]+", "", html))
+    assert not NAN_WORD.search(seen["text"]), seen["text"]
+    for path in (tmp_path / "cmp").iterdir():  # compare.csv / compare.json
+        assert not NAN_WORD.search(path.read_text()), path
+    return seen["text"]
+
+
+def _rough_rows(traces: dict) -> dict:
+    """Roughening cells from {(model, ratio): [trace per seed]}."""
+    cells: dict = {}
+    for (model, ratio), values in traces.items():
+        rows = []
+        for seed, value in enumerate(values):
+            base = {"dataset": "mnist", "model": model, "noise_ratio": ratio, "seed": seed}
+            rows += [
+                base | {"metric": "trace", "value": value},
+                base | {"metric": "collapsed", "value": 0.0},
+                base | {"metric": "n_flipped", "value": 10.0},
+            ]
+        cells[f"{model}__r{ratio:.3f}"] = rows
+    return cells
+
+
+def test_roughening_without_a_clean_run_is_not_comparable(tmp_path, monkeypatch):
+    """Issue 32's reproduction: noise_ratios = [0.3] printed nan±nan ... OPPOSITE."""
+    out = _results(
+        tmp_path,
+        "roughening_mnist",
+        ["noise_ratios=[0.3]", "seeds=[0, 1]"],
+        _rough_rows({("mlp", 0.3): [2.0, 3.0]}),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "not comparable: no clean run (noise ratio 0) to divide by" in text
+    assert "OPPOSITE" not in text and " same" not in text
+
+
+@pytest.mark.parametrize(
+    ("traces", "phrases"),
+    [
+        ({0.0: [1.0], 0.3: [2.0]}, ["2.000 (1 seed)"]),  # one seed: no ± and no interval
+        ({0.0: [-1.0, -0.5], 0.3: [2.0, 3.0]}, ["not comparable: the clean mean trace -0.75"]),
+        ({0.0: [math.nan, math.nan], 0.3: [2.0, 3.0]}, ["not comparable: no finite clean trace"]),
+        ({0.0: [1.0, 1.0], 0.3: [2.0, math.nan]}, ["1 not finite, left out", "2.000 (1 seed)"]),
+    ],
+    ids=["one-seed", "clean-trace-not-positive", "clean-trace-nan", "a-diverged-seed"],
+)
+def test_roughening_groups_that_cannot_give_a_ratio_or_a_spread(
+    tmp_path, monkeypatch, traces, phrases
+):
+    seeds = max(len(v) for v in traces.values())
+    out = _results(
+        tmp_path,
+        "roughening_mnist",
+        [f"noise_ratios={sorted(traces)}", f"seeds={list(range(seeds))}"],
+        _rough_rows({("mlp", r): v for r, v in traces.items()}),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert_mentions(text, *phrases)
+    assert "2.000±" not in text  # one finite seed at r = 0.3: no spread
+
+
+def _sweep_cells(values: dict, model: str = "mlp") -> dict:
+    """Noise-sweep cells of ``model`` from {alpha: [val acc per run]}."""
+    cells = {}
+    for alpha, runs in values.items():
+        rows = []
+        for run, value in enumerate(runs):
+            base = {"dataset": "mnist", "model": model, "noise": "label_flip", "alpha": alpha}
+            base |= {"run": run, "seed": 0}
+            rows += [
+                base | {"metric": "val_acc", "value": value},
+                base | {"metric": "train_acc_noisy_labels", "value": value},
+            ]
+        cells[f"{model}__label_flip__alpha{alpha:.3f}"] = rows
+    return cells
+
+
+def test_sweep_with_one_run_has_no_spread_and_no_interval(tmp_path, monkeypatch):
+    grid = {0.0: [0.98], 0.3: [0.95], 0.5: [0.5], 0.7: [0.3], 0.9: [0.05]}
+    out = _results(
+        tmp_path,
+        "fig2c_mnist",
+        ["runs=1", f"alphas={sorted(grid)}", "noises=['label_flip']"],
+        _sweep_cells(grid),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "0.980 (1 run)" in text and "0.980±" not in text
+    assert "[interval not comparable: 1 run per noise ratio]" in text
+
+
+def test_sweep_with_one_alpha_or_a_diverged_run(tmp_path, monkeypatch):
+    out = _results(
+        tmp_path,
+        "fig2c_mnist",
+        ["runs=2", "alphas=[0.3]", "noises=['label_flip']"],
+        _sweep_cells({0.3: [0.95, math.nan]}),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "not comparable: 1 of 2 runs not finite (diverged)" in text
+    assert "not comparable: 1 noise ratio(s) with finite runs" in text
+    assert "(fit not comparable: the logistic fit needs 4+ noise ratios, here 1)" in text
+    assert "passed 0/0 cells; 2 not comparable" in text  # no pass mark on a diverged cell
+
+
+def _trajectory_cells(methods: dict, epochs: int = 51) -> dict:
+    """Unlearning cells of the MLP from {method: [final val acc per run]} (flat curves; a NaN
+    final makes the run diverge at epoch 49: its loss is NaN there)."""
+    cells = {}
+    for method, finals in methods.items():
+        rows = []
+        for run, final in enumerate(finals):
+            for epoch in range(epochs):
+                diverged = epoch >= 49 and math.isnan(final)
+                base = {"dataset": "mnist", "model": "mlp", "method": method}
+                base |= {"variant": "reference", "run": run, "epoch": epoch, "seed": 0}
+                value = 0.7 if diverged or epoch < 49 else final
+                rows += [
+                    base | {"metric": "val_acc", "value": value},
+                    base | {"metric": "forget_frac_poisoned_label", "value": 0.5},
+                    base | {"metric": "loss", "value": math.nan if diverged else 0.3},
+                ]
+        cells[f"mlp__{method}"] = rows
+    return cells
+
+
+def test_unlearning_ordering_needs_two_methods(tmp_path, monkeypatch):
+    out = _results(
+        tmp_path,
+        "fig3a_mnist",
+        ["methods=['finetune']", "runs=2"],
+        _trajectory_cells({"finetune": [0.9, 0.92]}),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "ordering mnist mlp: not comparable: 1 method(s)" in text
+    assert "consistent" not in text and "DIFFERS" not in text
+
+
+def test_unlearning_diverged_run_gets_no_pass_mark_and_one_run_no_spread(tmp_path, monkeypatch):
+    out = _results(
+        tmp_path,
+        "fig3a_mnist",
+        ["methods=['finetune', 'scrub']", "runs=2"],
+        _trajectory_cells({"finetune": [0.9, math.nan], "scrub": [0.8, 0.85]}),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "finetune: not comparable: 1 of 2 runs not finite (diverged)" in text
+    assert "0.900 (1 run)" in text
+    assert "ordering mnist mlp: not comparable" in text  # scrub alone is no ordering
+
+
+def _eval_cells(groups: dict) -> dict:
+    """An evaluation's scores cell from {group: forget klom_p50}, the rest fixed."""
+    rows, per_example, roc = [], [], []
+    for group, klom in groups.items():
+        base = {"dataset": "mnist", "model": "mlp", "group": group, "models": 3, "oracles": 12}
+        for split in ("forget", "retain", "val", "non_member"):
+            rows.append(base | {"split": split, "metric": "klom_p50", "value": klom, "seed": 0})
+            per_example.append({"dataset": "mnist", "model": "mlp", "group": group})
+            per_example[-1] |= {"split": split, "example": 0, "klom": klom, "gauss_kl": 0.1}
+        rows.append(base | {"split": "val", "metric": "acc_true_std", "value": 0.01, "seed": 0})
+        roc += [{"dataset": "mnist", "model": "mlp", "group": group, "fpr": 0.1, "tpr": 0.2}]
+    null = {"dataset": "mnist", "model": "mlp", "group": "oracle_null", "models": 3}
+    for metric, lo, hi in (("klom_p50", 0.2, 0.4), ("ulira_auc", 0.4, 0.6)):
+        for suffix, value in (("", (lo + hi) / 2), ("_lo", lo), ("_hi", hi)):
+            rows.append(null | {"split": "forget", "metric": metric + suffix, "value": value})
+            rows[-1] |= {"oracles": 12, "seed": 0}
+    tables = {"per_example": per_example, "roc": roc}
+    return {"mlp__scores": (rows, {"kind": "scores", "tables": tables})}
+
+
+def test_evaluation_calibration_needs_retrain_and_no_nan_reaches_a_verdict(tmp_path, monkeypatch):
+    out = _results(
+        tmp_path,
+        "eval_fig3a_mnist",
+        ["methods=['finetune']"],
+        _eval_cells({"oracle_half": 0.3, "teacher": 2.0, "finetune": math.nan}),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "calibration mlp: not comparable: no finite forget KLoM P50 of retrain" in text
+    assert "mlp finetune: not comparable: values not finite" in text
+    assert "outside it on KLoM: none" in text  # a NaN group is not "outside"
+
+
+def test_a_control_sweep_with_a_diverged_variant_draws_no_nan(tmp_path, monkeypatch):
+    cells = _sweep_cells({0.0: [0.9, 0.9], 0.5: [0.6, 0.5], 0.9: [0.2, 0.1]})
+    cells |= _sweep_cells({0.0: [0.9, 0.8], 0.5: [0.5, 0.5], 0.9: [0.1, 0.1]}, "mlp_32_8")
+    cells |= _sweep_cells({0.0: [math.nan] * 2, 0.5: [0.5, 0.4], 0.9: [math.nan, 0.1]}, "mlp_16_4")
+    out = _results(
+        tmp_path,
+        "control_mlp_capacity_mnist",
+        ["runs=2", "alphas=[0.0, 0.5, 0.9]"],
+        cells,
+        models=("mlp", "mlp_32_8", "mlp_16_4"),
+    )
+    text = assert_no_nan_anywhere(monkeypatch, out, tmp_path)
+    assert "not comparable: 2 of 2 runs not finite" in text
+
+
+def test_curvature_with_a_diverged_run_draws_no_nan(tmp_path, monkeypatch):
+    """Curvature has no published numbers (compare refuses it); its figures and the report
+    must still show no NaN from a diverged run."""
+    rows = []
+    for method, run, value in (
+        ("clean_teacher", 0, 1.0),
+        ("poisoned_teacher", 0, 2.0),
+        ("finetune", 0, 1.5),
+        ("finetune", 1, math.nan),
+    ):
+        for epoch in (0, 2, 4):
+            for loss in ("retain", "forget", "validation"):
+                for metric in ("eig_1", "trace"):
+                    rows.append(
+                        {"dataset": "mnist", "model": "mlp", "method": method}
+                        | {"variant": "reference", "run": run, "epoch": epoch, "loss": loss}
+                        | {"metric": metric, "value": value, "seed": 0}
+                    )
+    out = _results(tmp_path, "curvature_mnist", ["methods=['finetune']"], {"mlp__finetune": rows})
+    assert_no_nan_anywhere(monkeypatch, out, tmp_path)

@@ -71,7 +71,7 @@ TINY = {
         "experiment": "evaluation",
         "name": "c_eval",
         "dataset": "mnist",
-        "models": {"mlp": {**UNLEARN, "oracles": 4, "teachers": 3, "unlearn_seeds": 1}},
+        "models": {"mlp": {**UNLEARN, "oracles": 6, "teachers": 3, "unlearn_seeds": 1}},
         "methods": ["retrain", "finetune"],
         "alpha": 0.3,
     },

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections import defaultdict
@@ -203,6 +204,23 @@ def _stats(values) -> tuple[float, float, int]:
     return float(np.mean(v)), float(np.std(v)), len(v)
 
 
+def not_comparable(what: str) -> str:
+    """The one wording for a statistic or verdict whose group (a clean baseline, two runs for a
+    spread, the paper's row, ...) is missing: printed in its place, never NaN or a verdict."""
+    return f"not comparable: {what}"
+
+
+def _finite(values) -> np.ndarray:
+    """The finite values (NaN or infinite ones are diverged runs)."""
+    v = np.asarray(values, float)
+    return v[np.isfinite(v)]
+
+
+def _mean_spread(mean: float, std: float | None, unit: str) -> str:
+    """``mean±std``, or ``mean (1 <unit>)`` where one value leaves no spread."""
+    return f"{mean:.3f} (1 {unit})" if std is None else f"{mean:.3f}±{std:.3f}"
+
+
 def critical_alpha(alphas, accs, threshold: float = 0.5) -> float | None:
     """First alpha where mean validation accuracy crosses ``threshold`` (linearly interpolated)."""
     pairs = sorted(zip(alphas, accs, strict=True))
@@ -247,22 +265,28 @@ def compare_sweep(
                 paper[key].append(float(row[metric]))
     table = []
     for key in sorted(ours):
-        mean, std, n = _stats(ours[key])
+        finite = _finite(ours[key])
         out = dict(zip(("dataset", "model", "noise", "alpha", "metric"), key, strict=True))
-        out |= {"ours_mean": mean, "ours_std": std, "ours_runs": n}
+        out["ours_runs"] = len(ours[key])
+        out["ours_nonfinite"] = len(ours[key]) - finite.size
+        if finite.size:  # diverged (NaN) runs are counted, not averaged
+            out["ours_mean"] = float(finite.mean())
+        if finite.size >= 2:  # a spread needs two runs
+            out["ours_std"] = float(finite.std())
         paper_key = (key[0], model_kinds.get(key[1], key[1]), *key[2:])
         if paper_key in paper:
             pmean, pstd, pn = _stats(paper[paper_key])
             tol = max(0.03, 2 * pstd)
-            out |= {
-                "paper_mean": pmean,
-                "paper_std": pstd,
-                "paper_runs": pn,
-                "diff": mean - pmean,
-                "tolerance": tol,
-            }
+            out |= {"paper_mean": pmean, "paper_std": pstd, "paper_runs": pn, "tolerance": tol}
+            if out["ours_nonfinite"]:  # no verdict on the runs that happened to converge
+                out["not_comparable"] = not_comparable(
+                    f"{out['ours_nonfinite']} of {out['ours_runs']} runs not finite (diverged)"
+                )
+                table.append(out)
+                continue
+            out["diff"] = out["ours_mean"] - pmean
             if judged is None or key[1] in judged:
-                out["pass"] = abs(mean - pmean) <= tol
+                out["pass"] = abs(out["diff"]) <= tol
         table.append(out)
     return table
 
@@ -287,10 +311,17 @@ def _transition_fields(runs: dict | None, who: str) -> dict:
     transition), as ``alpha_c_fit_<who>``, ``..._lo/_hi``, ``width_<who>``, ``..._lo/_hi``."""
     from qunlearn.experiments.transition import bootstrap_transition
 
-    fit = bootstrap_transition(runs) if runs else None
-    if fit is None:
+    if not runs:  # no curve at all (e.g. no paper row): "-" says so
         return {}
-    return {
+    fit = bootstrap_transition(runs)
+    if fit is None:
+        alphas = sum(bool(_finite(v).size) for v in runs.values())
+        why = "did not converge" if alphas >= 4 else f"needs 4+ noise ratios, here {alphas}"
+        return {f"fit_{who}_not_comparable": not_comparable(f"the logistic fit {why}")}
+    note = {}
+    if fit["alpha_c"] is not None and fit["alpha_c_lo"] is None and fit["runs"] < 2:
+        note = {f"interval_{who}_not_comparable": not_comparable("1 run per noise ratio")}
+    return note | {
         f"alpha_c_fit_{who}": fit["alpha_c"],
         f"alpha_c_fit_{who}_lo": fit["alpha_c_lo"],
         f"alpha_c_fit_{who}_hi": fit["alpha_c_hi"],
@@ -315,19 +346,25 @@ def critical_alphas(
     :func:`sweep_runs`; the paper's keyed by its model kind, ``model_kinds`` maps ours to it) each
     side also gets the logistic fit's α_c and width with bootstrap 95 % intervals."""
     model_kinds = model_kinds or {}
+    paper_fits: dict[tuple, dict] = {}
     groups = defaultdict(list)
     for row in table:
         if row["metric"] == "val_acc":
             groups[(row["dataset"], row["model"], row["noise"])].append(row)
     out = []
     for (dataset, model, noise), rows in sorted(groups.items()):
-        alphas = [r["alpha"] for r in rows]
+        finite = [r for r in rows if "ours_mean" in r]  # an alpha with only NaN runs: none
+        alphas = [r["alpha"] for r in finite]
         entry = {
             "dataset": dataset,
             "model": model,
             "noise": noise,
-            "alpha_c_ours": critical_alpha(alphas, [r["ours_mean"] for r in rows]),
+            "alpha_c_ours": critical_alpha(alphas, [r["ours_mean"] for r in finite]),
         }
+        if len(alphas) < 2:
+            entry["alpha_c_ours_not_comparable"] = not_comparable(
+                f"{len(alphas)} noise ratio(s) with finite runs: a crossing needs 2 or more"
+            )
         paper = (paper_runs or {}).get((dataset, model_kinds.get(model, model), noise))
         if paper:  # the paper's own grid, whatever extra alphas we ran
             grid = sorted(paper)
@@ -336,7 +373,10 @@ def critical_alphas(
             entry["alpha_c_paper"] = critical_alpha(alphas, [r["paper_mean"] for r in rows])
         if runs is not None:
             entry |= _transition_fields(runs.get((dataset, model, noise)), "ours")
-            entry |= _transition_fields(paper, "paper")
+            paper_key = (dataset, model_kinds.get(model, model), noise)
+            if paper_key not in paper_fits:  # one bootstrap per paper curve, not per table
+                paper_fits[paper_key] = _transition_fields(paper, "paper")
+            entry |= paper_fits[paper_key]
         out.append(entry)
     return out
 
@@ -345,9 +385,13 @@ def format_critical(crit: list[dict]) -> str:
     """One line per (dataset, model, noise): interpolated α_c, then the fit with 95 % intervals."""
 
     def fit(c, who):
+        if f"fit_{who}_not_comparable" in c:
+            return f" (fit {c[f'fit_{who}_not_comparable']})"
         if f"alpha_c_fit_{who}" not in c:
             return ""
         ci = _interval(c, f"alpha_c_fit_{who}")
+        if f"interval_{who}_not_comparable" in c:
+            ci = f" [interval {c[f'interval_{who}_not_comparable']}]"
         width = _interval(c, f"width_{who}")
         sharp = "" if c.get(f"resolved_{who}", True) else ", sharper than the grid: refine it"
         return (
@@ -355,8 +399,11 @@ def format_critical(crit: list[dict]) -> str:
             f"{sharp})"
         )
 
+    def ours(c):
+        return c.get("alpha_c_ours_not_comparable") or _fmt(c["alpha_c_ours"])
+
     return "\n".join(
-        f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours {_fmt(c['alpha_c_ours'])}"
+        f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours {ours(c)}"
         f"{fit(c, 'ours')}, paper {_fmt(c.get('alpha_c_paper'))}{fit(c, 'paper')}"
         for c in crit
     )
@@ -373,10 +420,14 @@ def format_table(table: list[dict]) -> str:
         f"{'ours':>14} {'paper':>14} {'diff':>7} pass"
     ]
     for r in table:
-        ours = f"{r['ours_mean']:.3f}±{r['ours_std']:.3f}"
+        ours = "-"
+        if "ours_mean" in r:
+            ours = _mean_spread(r["ours_mean"], r.get("ours_std"), "run")
         paper = f"{r['paper_mean']:.3f}±{r['paper_std']:.3f}" if "paper_mean" in r else "-"
         diff = f"{r['diff']:+.3f}" if "diff" in r else "-"
-        ok = ("yes" if r["pass"] else "NO") if "pass" in r else "-"
+        ok = ("yes" if r["pass"] else "NO") if "pass" in r else r.get("not_comparable", "-")
+        if ok == "-" and r["ours_nonfinite"]:
+            ok = f"{r['ours_nonfinite']} of {r['ours_runs']} runs not finite, left out"
         lines.append(
             f"{r['dataset']:7} {r['model']:5} {r['noise']:22} {r['alpha']:5.2f} "
             f"{r['metric']:23} {ours:>14} {paper:>14} {diff:>7} {ok}"
@@ -448,16 +499,22 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -
         "diff",
         "tolerance",
         "pass",
+        "ours_nonfinite",
+        "not_comparable",
     ]
     _write_compare_csv(results_dir / "compare.csv", table, fields)
     compared = [r for r in table if "pass" in r]
     summary = {
         "cells": len(compared),
         "passed": sum(r["pass"] for r in compared),
+        "not_comparable": sum("not_comparable" in r for r in table),
         "critical_alpha": crit,
     }
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
-    text = format_table(table) + "\n\n" + f"passed {summary['passed']}/{summary['cells']} cells\n"
+    text = format_table(table) + "\n\n" + f"passed {summary['passed']}/{summary['cells']} cells"
+    if summary["not_comparable"]:
+        text += f"; {summary['not_comparable']} not comparable (runs not finite)"
+    text += "\n"
     text += (
         "alpha_c: mean val acc crossing 0.5, linearly interpolated (the paper's point value); "
         "fit: the same crossing of a logistic fit, bootstrap 95 % interval over runs per alpha "
@@ -479,7 +536,9 @@ def _write_compare_csv(path: Path, table: list[dict], fields: list[str]) -> None
 
 
 def _fmt(x):
-    return "-" if x is None else f"{x:.3f}"
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if math.isfinite(x) else "n/a"
 
 
 COMPARATORS = {"noise_sweep": _compare_sweep_dir}
@@ -509,6 +568,24 @@ def _curves(rows, metric: str) -> dict:
     return out
 
 
+def diverged_as_nan(results: list[dict]) -> list[dict]:
+    """``results`` with the metrics of a run at an epoch whose loss is not finite set to NaN: the
+    accuracy of NaN parameters is a number, but not a measurement."""
+    bad = {
+        (r["dataset"], r["model"], r["method"], r["run"], r["epoch"])
+        for r in results
+        if r["metric"] == "loss" and not np.isfinite(float(r["value"]))
+    }
+    if not bad:
+        return results
+    return [
+        r | {"value": "nan"}
+        if (r["dataset"], r["model"], r["method"], r["run"], r["epoch"]) in bad
+        else r
+        for r in results
+    ]
+
+
 def compare_unlearning(
     results: list[dict], model_kinds: dict[str, str], judged: set | None = None
 ) -> dict:
@@ -516,11 +593,14 @@ def compare_unlearning(
 
     ``model_kinds`` maps our model names to "mlp" / "qnn" (which reference file). Returns
     {"table": [...], "ordering": [...]}: final (epoch 49) and starting (epoch 0) val acc, mean ± std
-    (ddof 0), the mean absolute difference of the mean val-acc curves over epochs 0..49, and
-    whether the methods rank the same (pairs the paper separates by more than ORDER_GAP). Only
-    models in ``judged`` (default: all) are set beside the paper; the others report their own
-    last logged epoch as "final".
+    (ddof 0; the std needs two runs), the mean absolute difference of the mean val-acc curves over
+    epochs 0..49, and whether the methods rank the same (pairs the paper separates by more than
+    ORDER_GAP; the ordering needs two of the paper's methods). Only models in ``judged`` (default:
+    all) are set beside the paper; the others report their own last logged epoch as "final". Runs
+    whose loss is not finite (diverged) are left out of every statistic and counted; a method with
+    any gets no pass mark but ``not_comparable`` (why).
     """
+    results = diverged_as_nan(results)
     ours: dict[str, defaultdict[tuple[str, str, str], defaultdict[int, list[float]]]]
     ours = {m: defaultdict(lambda: defaultdict(list)) for m in CURVE_METRICS}
     variants = {}
@@ -545,12 +625,14 @@ def compare_unlearning(
         out = dict(zip(("dataset", "model", "method"), key, strict=True))
         out["variant"] = variants[key]
         out |= _pair("final", val[final_epoch])
-        out |= {f"final_ours_{k}": v for k, v in mean_interval(val[final_epoch]).items()}
+        out |= {f"final_ours_{k}": v for k, v in mean_interval(_finite(val[final_epoch])).items()}
         out |= _pair("start", val[0])
-        forget = ours["forget_frac_poisoned_label"][key]
-        out["forget_final_ours"] = float(np.mean(forget[final_epoch]))
+        forget = _finite(ours["forget_frac_poisoned_label"][key][final_epoch])
+        if forget.size:
+            out["forget_final_ours"] = float(forget.mean())
         out["epochs"] = len(epochs)
         out["final_epoch"] = final_epoch
+        out["nonfinite_runs"] = len(val[final_epoch]) - _finite(val[final_epoch]).size
         comparable = (
             key[2] in PAPER_METHODS
             and variants[key] == "reference"
@@ -562,14 +644,22 @@ def compare_unlearning(
             out |= _pair("start", pval[0], "paper")
             pforget = paper["forget_frac_poisoned_label"][key]
             out["forget_final_paper"] = float(np.mean(pforget[FINAL_EPOCH]))
+            diverged = out["nonfinite_runs"] or "start_ours" not in out
+            if diverged:  # no verdict on the runs that happened to converge
+                out["not_comparable"] = not_comparable(
+                    f"{out['nonfinite_runs']} of {out['final_ours_runs']} runs not finite "
+                    "(diverged)"
+                )
+                table.append(out)
+                continue
             out["final_diff"] = out["final_ours"] - out["final_paper"]
             out["final_pass"] = abs(out["final_diff"]) <= FINAL_TOL
             out["start_diff"] = out["start_ours"] - out["start_paper"]
             # retrain starts from a fresh initialisation: its start is a draw, not a checkpoint
             out["start_pass"] = None if key[2] == "retrain" else abs(out["start_diff"]) <= START_TOL
-            common = [e for e in epochs if e in pval]
+            common = [e for e in epochs if e in pval and _finite(val[e]).size]
             out["curve_mad"] = float(
-                np.mean([abs(np.mean(val[e]) - np.mean(pval[e])) for e in common])
+                np.mean([abs(np.mean(_finite(val[e])) - np.mean(pval[e])) for e in common])
             )
         table.append(out)
     return {"table": table, "ordering": _orderings(table)}
@@ -582,20 +672,35 @@ def _method_rank(method: str) -> tuple:
 
 
 def _pair(what: str, values, who: str = "ours") -> dict:
-    mean, std, n = _stats(values)
-    return {f"{what}_{who}": mean, f"{what}_{who}_std": std, f"{what}_{who}_runs": n}
+    """Mean (of the finite values) and std (of two or more) as ``<what>_<who>[_std]``, and how
+    many values there were (``_runs``)."""
+    finite = _finite(values)
+    out: dict[str, Any] = {f"{what}_{who}_runs": len(values)}
+    if finite.size:
+        out[f"{what}_{who}"] = float(finite.mean())
+    if finite.size >= 2:
+        out[f"{what}_{who}_std"] = float(finite.std())
+    return out
 
 
 def _orderings(table: list[dict]) -> list[dict]:
     """Per (dataset, model): methods by final val acc, ours and the paper's, and the pairs that
-    the paper separates by more than ORDER_GAP but we rank the other way."""
+    the paper separates by more than ORDER_GAP but we rank the other way. An ordering needs two
+    methods set beside the paper; with fewer it is ``not_comparable``."""
     groups = defaultdict(list)
     for r in table:
         if "final_paper" in r:
             groups[(r["dataset"], r["model"])].append(r)
     out = []
     for (dataset, model), rows in sorted(groups.items()):
-        by = {r["method"]: r for r in rows}
+        by = {r["method"]: r for r in rows if "not_comparable" not in r}
+        entry: dict[str, Any] = {"dataset": dataset, "model": model}
+        if len(by) < 2:
+            entry["not_comparable"] = not_comparable(
+                f"{len(by)} method(s) with a finite final beside the paper's: an ordering needs 2"
+            )
+            out.append(entry)
+            continue
         flips = [
             f"{a}>{b}"
             for a in by
@@ -604,9 +709,8 @@ def _orderings(table: list[dict]) -> list[dict]:
             and by[a]["final_ours"] <= by[b]["final_ours"]
         ]
         out.append(
-            {
-                "dataset": dataset,
-                "model": model,
+            entry
+            | {
                 "ours": [m for m in sorted(by, key=lambda m: -by[m]["final_ours"])],
                 "paper": [m for m in sorted(by, key=lambda m: -by[m]["final_paper"])],
                 "same": not flips,
@@ -632,26 +736,40 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
         head,
     ]
     yn = {True: "yes", False: "NO", None: "-"}
+    notes = []
     for r in table:
-        has = "final_paper" in r
-        final = f"{r['final_ours']:.3f}±{r['final_ours_std']:.3f}"
+        has = "final_diff" in r
+        final = "-"
+        if "final_ours" in r:
+            final = _mean_spread(r["final_ours"], r.get("final_ours_std"), "run")
         ci = (
             f"[{r['final_ours_lo']:.3f}, {r['final_ours_hi']:.3f}]" if "final_ours_lo" in r else "-"
         )
         pfinal = f"{r['final_paper']:.3f}±{r['final_paper_std']:.3f}" if has else "-"
         diff = f"{r['final_diff']:+.3f}" if has else "-"
         pstart = f"{r['start_paper']:.3f}" if has else "-"
-        mad = f"{r['curve_mad']:.3f}" if has else "-"
-        forget = f"{r['forget_final_ours']:.2f}/" + (
-            f"{r['forget_final_paper']:.2f}" if has else "-"
-        )
+        mad = f"{r['curve_mad']:.3f}" if "curve_mad" in r else "-"
+        forget = (f"{r['forget_final_ours']:.2f}" if "forget_final_ours" in r else "-") + "/"
+        forget += f"{r['forget_final_paper']:.2f}" if has else "-"
+        start = f"{r['start_ours']:.3f}" if "start_ours" in r else "-"
         lines.append(
             f"{r['dataset']:7} {r['model']:6} {r['method']:16} {r['variant']:9} {final:>12} "
             f"{ci:>14} {pfinal:>12} {diff:>7} {yn[r.get('final_pass')]:4}  "
-            f"{r['start_ours']:>10.3f} {pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} "
+            f"{start:>10} {pstart:>6} {yn[r.get('start_pass')]:4}  {mad:>8} "
             f"{forget:>11}"
         )
+        if "not_comparable" in r:
+            notes.append(f"{r['dataset']} {r['model']} {r['method']}: {r['not_comparable']}")
+        elif r["nonfinite_runs"]:
+            notes.append(
+                f"{r['dataset']} {r['model']} {r['method']}: {r['nonfinite_runs']} of "
+                f"{r['final_ours_runs']} runs not finite (diverged), left out"
+            )
+    lines += notes
     for o in ordering:
+        if "not_comparable" in o:
+            lines.append(f"ordering {o['dataset']} {o['model']}: {o['not_comparable']}")
+            continue
         lines.append(
             f"ordering {o['dataset']} {o['model']}: ours {' > '.join(o['ours'])}; paper "
             f"{' > '.join(o['paper'])}: "
@@ -674,6 +792,7 @@ def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: di
         "final_passed": sum(r["final_pass"] for r in compared),
         "start_checked": len(starts),
         "start_passed": sum(r["start_pass"] for r in starts),
+        "not_comparable": sum("not_comparable" in r for r in table),
         "ordering": out["ordering"],
     }
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
@@ -681,6 +800,7 @@ def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: di
     text += (
         f"\n\nfinal val acc: passed {summary['final_passed']}/{summary['cells']}; "
         f"start: passed {summary['start_passed']}/{summary['start_checked']}"
+        + (f"; {summary['not_comparable']} not comparable" if summary["not_comparable"] else "")
     )
     timings = manifest.get("timings", {})
     if timings:
@@ -755,12 +875,32 @@ def _kept_by_notebook_filter(values: np.ndarray) -> np.ndarray:
     return ~(np.abs(values - centre) < tol)
 
 
+def _clean_baseline(traces: dict, model: str) -> tuple[np.ndarray, str | None]:
+    """(finite clean traces of ``model``, why no ratio can be formed or None): a ratio needs a
+    clean run (noise ratio 0) with a finite, positive mean trace."""
+    if (model, 0.0) not in traces:
+        return np.array([]), "no clean run (noise ratio 0) to divide by: add 0.0 to noise_ratios"
+    clean = _finite(list(traces[(model, 0.0)].values()))
+    if not clean.size:
+        return clean, "no finite clean trace (noise ratio 0) to divide by"
+    if clean.mean() <= 0:
+        return clean, (
+            f"the clean mean trace {clean.mean():.3g} is not positive: a ratio to it has no "
+            "direction"
+        )
+    return clean, None
+
+
 def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list[dict]:
     """Trace ratios per (model, noise ratio) against the notebook's. Collapsed runs stay in the
     mean and are counted; ``*_excl_collapsed`` repeats the statistics without them. Each row has
     the per-seed ``ratios``, their median, and bootstrap 95 % intervals of median and mean
     (:func:`ratio_intervals`); ``*_notebook_filter`` repeats mean and median after the notebook's
-    own filter (every trace, clean ones included, with |trace - 0.25| < 0.01 dropped)."""
+    own filter (every trace, clean ones included, with |trace - 0.25| < 0.01 dropped).
+
+    Seeds whose trace is not finite (diverged) are counted in ``nonfinite`` and left out. A row
+    without a usable clean baseline or without a finite trace has no ratio, no spread and no
+    direction, only ``not_comparable`` (why); ``ratio_std`` needs two seeds."""
     traces: defaultdict[tuple[str, float], dict[str, float]] = defaultdict(dict)  # by seed
     collapsed: defaultdict[tuple[str, float], dict[str, bool]] = defaultdict(dict)
     for r in results:
@@ -771,26 +911,37 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
             collapsed[key][r["seed"]] = float(r["value"]) > 0.5
     table = []
     for model in sorted({k[0] for k in traces}):
-        clean = np.array(list(traces.get((model, 0.0), {}).values()))
-        clean_mean = float(np.mean(clean)) if clean.size else float("nan")
+        clean, missing = _clean_baseline(traces, model)
         kind = "qnn" if model_kinds.get(model, model).startswith("qnn") else "mlp"
         for (m, ratio), by_seed in sorted(traces.items()):
             if m != model:
                 continue
-            vals = np.array([by_seed[s] for s in sorted(by_seed)]) / clean_mean
-            flags = np.array([collapsed[(m, ratio)].get(s, False) for s in sorted(by_seed)])
+            seeds = sorted(by_seed)
+            raw = np.array([by_seed[s] for s in seeds])
+            finite = np.isfinite(raw)
+            flags = np.array([collapsed[(m, ratio)].get(s, False) for s in seeds])[finite]
+            raw = raw[finite]
             row: dict[str, Any] = {
                 "model": model,
                 "noise_ratio": ratio,
-                "clean_trace_mean": clean_mean,
-                "ratio_mean": float(vals.mean()),
-                "ratio_std": float(vals.std()),
-                "runs": len(vals),
+                "runs": len(seeds),
+                "nonfinite": int((~finite).sum()),
                 "collapsed": int(flags.sum()),
+                "paper_clean_trace_mean": ROUGHENING_CLEAN_MEAN[kind],
             }
+            if (kind, ratio) in ROUGHENING_REFERENCE:
+                pm, ps = ROUGHENING_REFERENCE[(kind, ratio)]
+                row |= {"paper_ratio_mean": pm, "paper_ratio_std": ps}
+            why = missing or (None if raw.size else f"no finite trace at noise ratio {ratio}")
+            if why is not None:
+                table.append(row | {"not_comparable": not_comparable(why)})
+                continue
+            vals = raw / clean.mean()
+            row |= {"clean_trace_mean": float(clean.mean()), "ratio_mean": float(vals.mean())}
+            if len(vals) >= 2:  # a spread needs two seeds
+                row["ratio_std"] = float(vals.std())
             if (~flags).any():
                 row["ratio_mean_excl_collapsed"] = float(vals[~flags].mean())
-            raw = np.array([by_seed[s] for s in sorted(by_seed)])
             row["ratios"] = [float(v) for v in vals]
             row["ratio_median"] = float(np.median(vals))
             bounds = ratio_intervals(raw, clean, same_seeds=ratio == 0.0)
@@ -798,19 +949,15 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
             kept_clean = clean[_kept_by_notebook_filter(clean)]
             kept = raw[_kept_by_notebook_filter(raw)]
             row["dropped_notebook_filter"] = int(len(raw) - len(kept))
-            if kept.size and kept_clean.size:
+            if kept.size and kept_clean.size and kept_clean.mean() > 0:
                 filtered = kept / kept_clean.mean()
                 row["ratio_mean_notebook_filter"] = float(filtered.mean())
                 row["ratio_median_notebook_filter"] = float(np.median(filtered))
-            row["paper_clean_trace_mean"] = ROUGHENING_CLEAN_MEAN[kind]
-            if (kind, ratio) in ROUGHENING_REFERENCE:
-                pm, ps = ROUGHENING_REFERENCE[(kind, ratio)]
-                row |= {
-                    "paper_ratio_mean": pm,
-                    "paper_ratio_std": ps,
-                    "same_direction": (row["ratio_mean"] - 1) * (pm - 1) > 0,
-                    "same_order_of_magnitude": abs(np.log10(row["ratio_mean"] / pm)) < 1,
-                }
+            if "paper_ratio_mean" in row:
+                pm = row["paper_ratio_mean"]
+                row["same_direction"] = (row["ratio_mean"] - 1) * (pm - 1) > 0
+                if row["ratio_mean"] > 0:  # an order of magnitude of a negative ratio: none
+                    row["same_order_of_magnitude"] = bool(abs(np.log10(row["ratio_mean"] / pm)) < 1)
             table.append(row)
     return table
 
@@ -840,6 +987,8 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
         "paper_clean_trace_mean",
         "same_direction",
         "same_order_of_magnitude",
+        "nonfinite",
+        "not_comparable",
     ]
     _write_compare_csv(results_dir / "compare.csv", table, fields)
     text = [
@@ -852,13 +1001,16 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
             if "paper_ratio_mean" in r
             else "-"
         )
-        clean = f"{r['clean_trace_mean']:.3f}/{r.get('paper_clean_trace_mean', float('nan')):.3f}"
+        if "not_comparable" in r:
+            text.append(f"{r['model']:6} {r['noise_ratio']:4.2f} {r['not_comparable']}")
+            continue
+        clean = f"{r['clean_trace_mean']:.3f}/{r['paper_clean_trace_mean']:.3f}"
         direction: dict[bool | None, str] = {True: "same", False: "OPPOSITE"}
         same = direction.get(r.get("same_direction"), "-")
         text.append(
             f"{r['model']:6} {r['noise_ratio']:4.2f} "
-            f"{r['ratio_mean']:9.3f}±{r['ratio_std']:<6.3f} {paper:>16} "
-            f"{r['collapsed']:>5}/{r['runs']:<3} {clean:>24} {same}"
+            f"{_mean_spread(r['ratio_mean'], r.get('ratio_std'), 'seed'):>16} "
+            f"{paper:>16} {r['collapsed']:>5}/{r['runs']:<3} {clean:>24} {same}"
         )
     text.append(
         "\nper-seed spread: median and mean trace ratio with bootstrap 95 % intervals (seeds "
@@ -866,6 +1018,8 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
         "(clean ones too), as the reference notebook does"
     )
     for r in table:
+        if "not_comparable" in r:
+            continue
         paper = f"{r['paper_ratio_mean']:.3f}" if "paper_ratio_mean" in r else "-"
         filtered = (
             f"mean {r['ratio_mean_notebook_filter']:.3f}, median "
@@ -876,8 +1030,9 @@ def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: di
         text.append(
             f"{r['model']:6} {r['noise_ratio']:4.2f} median {r['ratio_median']:.3f}"
             f"{_ci(r, 'ratio_median')}, mean {r['ratio_mean']:.3f}{_ci(r, 'ratio_mean')} "
-            f"(paper mean {paper}, {r['runs']} seeds); notebook filter drops "
-            f"{r['dropped_notebook_filter']}: {filtered}"
+            f"(paper mean {paper}, {r['runs'] - r['nonfinite']} seeds"
+            + (f", {r['nonfinite']} not finite, left out" if r["nonfinite"] else "")
+            + f"); notebook filter drops {r['dropped_notebook_filter']}: {filtered}"
         )
     return {"table": table, "text": "\n".join(text)}
 
@@ -920,11 +1075,12 @@ def evaluation_scores(results: list[dict]) -> dict:
         scores[(r["model"], r["group"])][(r["split"], r["metric"])] = float(r["value"])
         scores[(r["model"], r["group"])][("", "models")] = int(r["models"])
         scores[(r["model"], r["group"])][("", "oracles")] = int(r["oracles"])
+    key = ("forget", "klom_p50")
     for (model, _group), s in scores.items():
         ref, teacher = scores.get((model, "retrain")), scores.get((model, "teacher"))
-        key = ("forget", "klom_p50")
-        if ref and teacher and key in s and teacher[key] != ref[key]:
-            s[("forget", "residual")] = (s[key] - ref[key]) / (teacher[key] - ref[key])
+        ends = [g.get(key, math.nan) for g in (s, ref or {}, teacher or {})]
+        if all(map(math.isfinite, ends)) and ends[2] != ends[1]:
+            s[("forget", "residual")] = (ends[0] - ends[1]) / (ends[2] - ends[1])
     return dict(scores)
 
 
@@ -942,8 +1098,21 @@ def format_evaluation(scores: dict) -> str:
         cells = []
         for h, split, metric, fmt in EVALUATION_COLUMNS:
             v = s.get((split, metric))
-            cells.append(f"{'-' if v is None else format(v, fmt):>{max(len(h), 6)}}")
+            shown = "-" if v is None else format(v, fmt) if math.isfinite(v) else "n/a"
+            cells.append(f"{shown:>{max(len(h), 6)}}")
         lines.append(f"{model:6} {group:16} {s[('', 'models')]:>4} " + " ".join(cells))
+    missing = sorted(
+        {
+            (model, group)
+            for (model, group), s in scores.items()
+            for (split, _), v in s.items()
+            if split and not math.isfinite(v)
+        }
+    )
+    lines += [
+        f"{model} {group}: " + not_comparable("values not finite (diverged models), shown n/a")
+        for model, group in missing
+    ]
     return "\n".join(lines)
 
 
@@ -953,13 +1122,23 @@ def evaluation_findings(scores: dict) -> list[str]:
     models = sorted({m for m, _ in scores})
     for model in models:
         get = {g: s for (m, g), s in scores.items() if m == model}
-        d = {g: s.get(("forget", "klom_p50")) for g, s in get.items()}
+        d = {g: s.get(("forget", "klom_p50"), math.nan) for g, s in get.items()}
         k = next(iter(get.values()))[("", "oracles")]
-        if {"oracle_half", "teacher"} <= set(d):
-            ok = d["oracle_half"] < d["teacher"] and d.get("retrain", 0) < d["teacher"]
+        calibration = ("oracle_half", "retrain", "teacher")
+        lacking = [g for g in calibration if not math.isfinite(d.get(g, math.nan))]
+        if lacking:
+            lines.append(
+                f"calibration {model}: "
+                + not_comparable(
+                    f"no finite forget KLoM P50 of {', '.join(lacking)}"
+                    + (" (list retrain in methods)" if "retrain" in lacking else "")
+                )
+            )
+        else:
+            ok = d["oracle_half"] < d["teacher"] and d["retrain"] < d["teacher"]
             lines.append(
                 f"calibration {model} (K = {k} oracles): forget KLoM P50 oracle halves "
-                f"{d['oracle_half']:.3f}, retrain {_fmt(d.get('retrain'))}, teacher "
+                f"{d['oracle_half']:.3f}, retrain {d['retrain']:.3f}, teacher "
                 f"{d['teacher']:.3f}: {'ok' if ok else 'NOT separated: raise K or the ensembles'}"
             )
         null = get.get("oracle_null", {})
@@ -971,13 +1150,11 @@ def evaluation_findings(scores: dict) -> list[str]:
             }.items()
             if (split, f"{metric}_lo") in null
         }
-        if len(band) == 2:
-            outside = [
-                g
-                for g, s in get.items()
-                if g not in GROUP_ORDER
-                and not band["klom"][0] <= s.get(("forget", "klom_p50"), -1) <= band["klom"][1]
-            ]
+        if len(band) < 2 or not all(math.isfinite(v) for b in band.values() for v in b):
+            lines.append(f"null band {model}: " + not_comparable("no finite oracle_null band"))
+        else:
+            judged = {g: d[g] for g in get if g not in GROUP_ORDER and math.isfinite(d[g])}
+            outside = [g for g, v in judged.items() if not band["klom"][0] <= v <= band["klom"][1]]
             lines.append(
                 f"null band {model} (oracles posing as a group, 20 draws, 95 %): forget KLoM P50 "
                 f"[{band['klom'][0]:.3f}, {band['klom'][1]:.3f}], LiRA AUC "
@@ -992,7 +1169,16 @@ def evaluation_findings(scores: dict) -> list[str]:
             if (m, method) in scores
         }
         auc = {m: scores[(m, method)].get(("forget", "ulira_auc")) for m in resid}
-        if len(resid) > 1 and None not in resid.values():
+        if len(resid) > 1 and None in resid.values():
+            lines.append(
+                f"{method}: "
+                + not_comparable(
+                    "no residual distance of "
+                    + ", ".join(m for m, v in resid.items() if v is None)
+                    + " (it needs finite retrain and teacher KLoM)"
+                )
+            )
+        elif len(resid) > 1:
             closest = min(resid, key=lambda m: resid[m])
             lines.append(
                 f"{method}: residual distance "
@@ -1007,13 +1193,16 @@ def evaluation_findings(scores: dict) -> list[str]:
 def _compare_evaluation_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
     scores = evaluation_scores(results)
     table = [
-        {"model": m, "group": g, "split": split, "metric": metric, "value": v}
+        {"model": m, "group": g, "split": split, "metric": metric}
+        | ({"value": v} if math.isfinite(v) else {"not_comparable": not_comparable("not finite")})
         for (m, g), s in sorted(scores.items())
         for (split, metric), v in sorted(s.items())
         if split
     ]
     _write_compare_csv(
-        results_dir / "compare.csv", table, ["model", "group", "split", "metric", "value"]
+        results_dir / "compare.csv",
+        table,
+        ["model", "group", "split", "metric", "value", "not_comparable"],
     )
     findings = evaluation_findings(scores)
     atomic_write_text(results_dir / "compare.json", json.dumps({"findings": findings}, indent=2))

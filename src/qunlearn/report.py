@@ -11,6 +11,7 @@ import base64
 import datetime
 import io
 import json
+import math
 from pathlib import Path
 
 from qunlearn.atomic import atomic_write_text, check_target
@@ -220,6 +221,8 @@ def _cell(value, *extra) -> dict:
 def _fmt(value) -> str:
     if value is None or value == "":
         return NO_VALUE
+    if isinstance(value, float) and not math.isfinite(value):  # the comparators give none
+        return "not comparable: not finite"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.4g}"
     if isinstance(value, list | tuple):

@@ -87,6 +87,7 @@ class BatchPlan:
 
 def shuffled_plan(n_examples: int, batch_size: int) -> BatchPlan:
     """Plan for one epoch: a fresh permutation, cut into ceil(n/bs) batches, the last one padded.
+    ``batch_size`` is an upper bound: ``batch_size >= n_examples`` is one full batch per epoch.
 
     Returns ``plan(key) -> (idx, w)`` with shapes (steps, batch_size); padding: index 0, weight 0.
     """

@@ -123,9 +123,17 @@ def non_member_pool(
     loader keeps the first ``n_per_class`` of each class in file order, with the same options).
     XXZ and any other data set: no third split, so ``n_per_class`` validation examples per class,
     evenly spaced in the split's order (never trained on, but also used for validation metrics).
+    More than the data set has is refused in one line (never fewer).
     """
     if dataset.name == "mnist":
         taken = dataset.info["n_train_per_class"][0]
+        most = min(dataset.info.get("n_available_per_class", [taken + n_per_class]))
+        if taken + n_per_class > most:
+            raise QunlearnError(
+                f"the membership attack needs {n_per_class} non-members per class after the "
+                f"{taken} training images, but the rarer MNIST class has {most} training-split "
+                f"images: at most {most - taken} (lower alpha or dataset_options.n_per_class)"
+            )
         wider = load_dataset(
             "mnist", cache_dir=cache_dir, **(options | {"n_per_class": taken + n_per_class})
         )

@@ -224,6 +224,7 @@ def load_mnist(
         "raw_dim": RAW_DIM,  # features before padding: feature randomisation draws only these
         "n_train_per_class": [n_per_class, n_per_class],
         "n_val_per_class": [int(np.sum(arrays["y_val"] == label)) for label in (0, 1)],
+        "n_available_per_class": available,  # the training split's 1s and 9s
         "selection": "train: first n_per_class 1s and 9s of the 60k training split in file order; "
         "val: all test-split 1s and 9s; both class-sorted (label 0 = digit 1 first)",
     }

@@ -33,6 +33,8 @@ class ModelSpec:
 
     model: str
     epochs: int
+    # examples per step, at most: one >= the training set is one full batch per epoch (as
+    # tf.data's batch(bs) of the reference), every example used, never an error
     batch_size: int
     lr: float
     hyper: dict = field(default_factory=dict)
@@ -68,10 +70,10 @@ class UnlearnSpec:
 
     model: str
     epochs: int
-    batch_size: int
+    batch_size: int  # the teacher's, as ModelSpec.batch_size (>= the training set: full batch)
     lr: float
     unlearn_epochs: int
-    unlearn_batch_size: int  # 0 = the whole retain set each step
+    unlearn_batch_size: int  # 0 (or >= the retain set) = the whole retain set each step
     unlearn_lr: float
     hyper: dict = field(default_factory=dict)
     input: str = "native"  # "native" or "realified" ([Re; Im] amplitudes, one more qubit)
@@ -153,7 +155,7 @@ class CurvatureConfig:
 class EvalSpec(UnlearnSpec):
     """A model of an evaluation config: its Fig 3 set-up plus the ensemble sizes."""
 
-    oracles: int = 64  # K: retrain oracles (fresh init and batch order each) on D_r
+    oracles: int = 64  # K: retrain oracles (fresh init and batch order each) on D_r; >= 2 T U
     teachers: int = 4  # T: teachers, each a new training seed on the same poisoning
     unlearn_seeds: int = 4  # U: unlearning runs per teacher and method (T x U models per method)
 
@@ -602,6 +604,15 @@ def _check_evaluation(config) -> None:
                 f"models.{name}.teachers = {spec.teachers}: the teachers are an ensemble too "
                 "(no unlearning); use 3 or more"
             )
+        group = spec.teachers * spec.unlearn_seeds
+        if spec.oracles < 2 * group:
+            # the null band draws T x U oracles posing as a group against the other K - T x U
+            # (at least as many): fewer oracles would shrink that group below the real ones
+            raise QunlearnError(
+                f"models.{name}.oracles = {spec.oracles} is too few for the null band of "
+                f"teachers x unlearn_seeds = {group} models against as many other oracles: use "
+                f"oracles >= {2 * group} (or fewer teachers or unlearn_seeds)"
+            )
 
 
 VALIDATE = {
@@ -723,6 +734,8 @@ def load_config(path: str | os.PathLike, overrides=(), *, tiny: bool = False, mo
     if models is not None:
         select_models(data, list(models))
     kind = data.get("experiment")
+    if kind is not None and not isinstance(kind, str):
+        raise _wrong_type("config.experiment", "string", kind)
     if kind is None:
         raise QunlearnError(
             f'config {file} has no experiment key: start it with experiment = "noise_sweep" '

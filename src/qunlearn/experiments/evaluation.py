@@ -44,6 +44,7 @@ import numpy as np
 
 from qunlearn import audit
 from qunlearn.data import load_dataset, non_member_pool
+from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import features, padded_chunks, rectangular_rows
 from qunlearn.experiments.config import EvalSpec, resolve_method
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
@@ -486,7 +487,11 @@ def null_band(oracles, idx: dict, *, bins: int, sizes: tuple[int, int], seed: in
     Returns ({(split, metric): [value per draw]}, the first draw's ROC points)."""
     rng = np.random.default_rng(seed)
     k = oracles.shape[0]
-    n_dist, n_attack = min(sizes[0], k // 2), min(sizes[1], k // 2)
+    n_dist, n_attack = sizes
+    if max(sizes) > k // 2:  # the config refuses this (EvaluationConfig): never a smaller band
+        raise QunlearnError(
+            f"the null band needs at least 2 x {max(sizes)} oracles, got {k}: raise oracles"
+        )
     out, first_roc = defaultdict(list), None
     forget = idx["forget"]
     for _ in range(NULL_DRAWS):

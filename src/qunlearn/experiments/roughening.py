@@ -16,18 +16,58 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qunlearn.data import load_dataset
+from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.hessian import flat_hvp, hutchinson_trace_fixed, top_eigenvalues, trace_exact
+from qunlearn.models import n_params
 from qunlearn.train import accuracy, bce, make_supervised_train, over_runs, predict
 
 COLLAPSE_TOL = 1e-3  # max - min of the predicted probabilities on the Hessian set
 
 
+def check_split_sizes(y, n_train_per_class: int, n_hessian_per_class: int) -> None:
+    """Refuse, in one line naming the key, a split the labels ``y`` cannot give: the training
+    part must leave held-out examples of each class, and the Hessian set must fit in them (a
+    request is never shrunk: slicing past the end would silently take fewer)."""
+    most = min(int(np.sum(np.asarray(y) == label)) for label in (0, 1))
+    if n_hessian_per_class >= most:
+        raise QunlearnError(
+            f"n_hessian_per_class = {n_hessian_per_class} leaves no training example: the data "
+            f"set has {most} training examples per class, so at most {most - 1}"
+        )
+    if n_train_per_class + n_hessian_per_class <= most:
+        return
+    if n_train_per_class >= most:
+        raise QunlearnError(
+            f"n_train_per_class = {n_train_per_class} leaves no held-out example for the Hessian "
+            f"set: the data set has {most} training examples per class, so at most "
+            f"{most - n_hessian_per_class} with n_hessian_per_class = {n_hessian_per_class} (or "
+            "raise dataset_options.n_per_class)"
+        )
+    room = most - n_train_per_class
+    raise QunlearnError(
+        f"n_hessian_per_class = {n_hessian_per_class} is more than the {room} held-out examples "
+        f"per class that n_train_per_class = {n_train_per_class} leaves of {most}: at most {room}"
+    )
+
+
+def check_top_k(top_k: int, model, table: str) -> None:
+    """Lanczos gives at most as many eigenvalues as the model has parameters."""
+    size = n_params(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    if top_k > size:
+        raise QunlearnError(
+            f"top_k = {top_k} is more than the {size} parameters of models.{table}: at most {size}"
+        )
+
+
 def stratified_split(key, y, n_train_per_class: int, n_hessian_per_class: int):
-    """Index arrays (train, hessian) drawn per class from class-sorted labels ``y``."""
+    """Index arrays (train, hessian) drawn per class from class-sorted labels ``y``; exactly the
+    sizes asked for (:func:`check_split_sizes`)."""
+    check_split_sizes(y, n_train_per_class, n_hessian_per_class)
     train, hess = [], []
     for label, k in zip((0, 1), jax.random.split(key), strict=True):
         members = jnp.nonzero(y == label, size=int(jnp.sum(y == label)))[0]
@@ -162,12 +202,15 @@ METRICS = (
 
 def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     """One cell per (model, noise ratio), all seeds in one vmapped call; rows per seed x metric.
-    The config layer checked the values; the data set and models are built here."""
+    The config layer checked the values; the data set and models are built here, and the split
+    sizes and ``top_k`` checked against them, before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
+    check_split_sizes(dataset.y_train, config.n_train_per_class, config.n_hessian_per_class)
     x, _, dim, is_complex = model_input(dataset)
     cells = {}
     for name, spec in config.models.items():
         model = build_model(name, spec, dim, is_complex)
+        check_top_k(config.top_k, model, name)
         program = roughening_program(
             model,
             epochs=spec.epochs,

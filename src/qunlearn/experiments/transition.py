@@ -123,7 +123,8 @@ def bootstrap_transition(
     """α_c and width of the mean curve, with percentile intervals from resampling runs per α.
 
     ``values_by_alpha``: {α: per-run validation accuracies}. Returns the :func:`fit_curve` keys
-    plus ``alpha_c_lo/hi``, ``width_lo/hi`` (None when fewer than half the resamples cross 0.5),
+    plus ``alpha_c_lo/hi``, ``width_lo/hi`` (None when fewer than half the resamples cross 0.5,
+    or with a single run at some α: resampling one run gives a zero-width, meaningless interval),
     ``resolved`` (False when the fitted width is below the grid step), ``resamples``,
     ``crossing_fraction`` and ``runs`` (the fewest runs at any α); None when the full-data fit
     fails."""
@@ -132,6 +133,8 @@ def bootstrap_transition(
     if full is None:
         return None
     if full["alpha_c"] is None:  # no transition inside the grid: nothing to put an interval on
+        resamples = 0
+    if min(v.size for v in values) < 2:  # one run per alpha resamples to itself: no interval
         resamples = 0
     rng = np.random.default_rng(seed)
     p0 = [full["lo"], full["hi"], full["centre"], full["scale"]]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from qunlearn.experiments.transition import bootstrap_transition
-from qunlearn.plotting.style import mean_std_band, new_figure
+from qunlearn.plotting.style import finite_curve, mean_std_band, new_figure
 
 FIGURE = "control_variants"  # the file stem
 MIN_VARIANTS = 3  # a sweep with more model tables than the paper's two is a control
@@ -35,10 +34,7 @@ def draw_control(rows: list[dict], *, noise: str = "label_flip", title: str = ""
     fig = new_figure(10.0, 4.2)
     curves, marks = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
     for name, color in zip(names, colors, strict=True):
-        alphas = np.array(sorted(runs[name]))
-        values = [np.asarray(runs[name][a]) for a in alphas]
-        mean = [np.nanmean(v) for v in values]
-        std = [np.nanstd(v) for v in values]
+        alphas, mean, std = finite_curve(runs[name])
         mean_std_band(curves, alphas, mean, std, "o-", color=color, ms=3, label=name)
     curves.axhline(0.5, color="0.5", lw=0.8, ls=":")
     curves.set(xlabel=r"noise ratio $\alpha$", ylabel="validation accuracy", ylim=(-0.02, 1.02))

@@ -80,7 +80,7 @@ def draw_curvature_vs_epoch(rows: list[dict], *, metric: str, title: str = "") -
                         ax, e, m, s, "o-", ms=2.5, color=method_color(method), label=method
                     )
                 for teacher, (label, color, style) in TEACHER_STYLE.items():
-                    if (model, teacher) in series:
+                    if (model, teacher) in series and len(series[(model, teacher)][1]):
                         ax.axhline(
                             series[(model, teacher)][1][0], color=color, ls=style, lw=1, label=label
                         )
@@ -95,7 +95,7 @@ def draw_curvature_vs_epoch(rows: list[dict], *, metric: str, title: str = "") -
 
 
 def _mean_density(rows: list[dict]) -> dict:
-    """{(model, loss, method, epoch): (grid, mean density over runs)}."""
+    """{(model, loss, method, epoch): (grid, mean density over the runs with finite values)}."""
     values: defaultdict[tuple, defaultdict[int, list[tuple[float, float]]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -103,8 +103,9 @@ def _mean_density(rows: list[dict]) -> dict:
         values[key][int(r["run"])].append((float(r["eigenvalue"]), float(r["density"])))
     out = {}
     for key, by_run in values.items():
-        curves = [np.array(v) for v in by_run.values()]
-        out[key] = (curves[0][:, 0], np.mean([c[:, 1] for c in curves], axis=0))
+        curves = [c for c in map(np.array, by_run.values()) if np.isfinite(c).all()]
+        if curves:  # a run with a NaN density (a diverged snapshot) is left out, not drawn
+            out[key] = (curves[0][:, 0], np.mean([c[:, 1] for c in curves], axis=0))
     return out
 
 
@@ -205,14 +206,26 @@ def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = ""
     with matplotlib.rc_context(STYLE):
         fig, axes = _figure(1, max(len(names), 1), 3.8, 3.2)
         for ax, name in zip(axes[0], names, strict=False):
-            mine = [r for r in table if r["model"] == name]
+            missing = [r for r in table if r["model"] == name and "not_comparable" in r]
+            mine = [r for r in table if r["model"] == name and "not_comparable" not in r]
+            if missing:  # no bar, no NaN: the reason where the bars would be
+                ax.text(
+                    0.5,
+                    0.5,
+                    "\n".join(f"r {r['noise_ratio']:.1f}: {r['not_comparable']}" for r in missing),
+                    ha="center",
+                    va="center",
+                    wrap=True,
+                    fontsize=6,
+                    transform=ax.transAxes,
+                )
             x = np.arange(len(mine))
             color = model_color(models.get(name, name))
             ours = ax.bar(
                 x - 0.2,
                 [r["ratio_mean"] for r in mine],
                 0.38,
-                yerr=[r["ratio_std"] for r in mine],
+                yerr=[r.get("ratio_std", 0.0) for r in mine],  # one seed: no spread
                 color=color,
                 capsize=2,
                 label="ours",
@@ -260,7 +273,10 @@ def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = ""
                 if r["collapsed"]:
                     ax.annotate(
                         f"{r['collapsed']}/{r['runs']} collapsed",
-                        (bar.get_x() + bar.get_width() / 2, r["ratio_mean"] + r["ratio_std"]),
+                        (
+                            bar.get_x() + bar.get_width() / 2,
+                            r["ratio_mean"] + r.get("ratio_std", 0.0),
+                        ),
                         xytext=(0, 6),
                         textcoords="offset points",
                         ha="center",
@@ -271,9 +287,10 @@ def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = ""
             ax.set(
                 xlabel="noise ratio r",
                 ylabel="trace ratio (noisy / clean mean)",
-                title=f"{name.upper()} ({len(mine) and mine[0]['runs']} seeds)",
+                title=f"{name.upper()} ({(mine or missing)[0]['runs']} seeds)",
             )
-            ax.legend(loc="upper left")
+            if mine:
+                ax.legend(loc="upper left")
         if title:
             fig.suptitle(title)
         return fig

@@ -30,8 +30,9 @@ def distance_histograms(per_example: list[dict], model: str, title: str = "") ->
     rows = [r for r in per_example if r["model"] == model]
     values = defaultdict(list)
     for r in rows:
-        values[(r["group"], r["split"])].append(float(r["klom"]))
-    every = np.array([v for vs in values.values() for v in vs])
+        if np.isfinite(float(r["klom"])):  # a diverged model's NaN distance is not drawn
+            values[(r["group"], r["split"])].append(float(r["klom"]))
+    every = np.array([v for vs in values.values() for v in vs] or [1e-3])
     positive = every[every > 0]
     lo = positive.min() if positive.size else 1e-3
     bins = np.geomspace(max(lo, 1e-4), max(every.max(), lo * 10), 40)
@@ -55,8 +56,9 @@ def roc_curves(roc: list[dict], model: str, title: str = "") -> Figure:
     """The U-LiRA ROC of every group, log-log, with the chance diagonal."""
     curves = defaultdict(list)
     for r in roc:
-        if r["model"] == model:
-            curves[r["group"]].append((float(r["fpr"]), float(r["tpr"])))
+        point = (float(r["fpr"]), float(r["tpr"]))
+        if r["model"] == model and np.isfinite(point).all():
+            curves[r["group"]].append(point)
     fig = new_figure(5, 4.5)
     ax = fig.subplots()
     grid = np.logspace(-3, 0, 50)
@@ -88,7 +90,7 @@ def stability_bars(results: list[dict], model: str, title: str = "") -> Figure:
     value = {
         (r["group"], r["metric"]): float(r["value"])
         for r in results
-        if r["model"] == model and r["split"] == "val"
+        if r["model"] == model and r["split"] == "val" and np.isfinite(float(r["value"]))
     }
     groups = [g for g in _groups({g for g, _ in value}) if not g.startswith("oracle_")]
     groups += ["oracle"] if any(g == "oracle" for g, _ in value) else []

@@ -103,6 +103,22 @@ def new_figure(
     return fig
 
 
+def finite_curve(by_x: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, std) over the finite values at each x of ``by_x`` ({x: [value per run]}): NaN
+    or infinite runs (diverged) are left out, an x with none is left out, and one value has no
+    spread (std 0, no band). What every mean ± std curve draws: no NaN reaches a figure."""
+    points = []
+    for x in sorted(by_x):
+        v = np.asarray(by_x[x], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            points.append((x, v.mean(), v.std()))
+    if not points:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    x, mean, std = (np.array(a, dtype=np.float64) for a in zip(*points, strict=True))
+    return x, mean, std
+
+
 def mean_std_band(
     ax,
     x,

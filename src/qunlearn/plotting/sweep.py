@@ -5,28 +5,22 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from qunlearn.experiments.transition import bootstrap_transition
-from qunlearn.plotting.style import mean_std_band, model_color, new_figure, save
+from qunlearn.plotting.style import finite_curve, mean_std_band, model_color, new_figure, save
 
 NOISE_TITLES = {"label_flip": "label flipping", "feature_randomization": "feature randomisation"}
 
 
 def _series(rows, metric):
-    """{(model, noise): (alphas, mean, std)} from tidy rows."""
+    """{(model, noise): (alphas, mean, std)} from tidy rows (finite runs: ``finite_curve``)."""
     values: defaultdict[tuple[str, str], defaultdict[float, list[float]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["metric"] == metric:
             values[(r["model"], r["noise"])][float(r["alpha"])].append(float(r["value"]))
-    out = {}
-    for key, by_alpha in values.items():
-        alphas = np.array(sorted(by_alpha))
-        vals = [np.asarray(by_alpha[a]) for a in alphas]
-        out[key] = (alphas, np.array([v.mean() for v in vals]), np.array([v.std() for v in vals]))
-    return out
+    return {key: finite_curve(by_alpha) for key, by_alpha in values.items()}
 
 
 def _runs(rows, metric="val_acc"):

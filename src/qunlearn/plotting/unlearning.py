@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from qunlearn.compare import REFERENCE_UNLEARNING, read_csv, reference_rows
-from qunlearn.plotting.style import mean_std_band, method_color, new_figure, ordered_methods, save
+from qunlearn.compare import REFERENCE_UNLEARNING, diverged_as_nan, read_csv, reference_rows
+from qunlearn.plotting.style import (
+    finite_curve,
+    mean_std_band,
+    method_color,
+    new_figure,
+    ordered_methods,
+    save,
+)
 
 PANELS = (
     ("val_acc", "validation accuracy"),
@@ -22,19 +29,14 @@ PANELS = (
 
 
 def _mean_std(rows, metric: str) -> dict:
-    """{(model, method): (epochs, mean, std)} over runs (population std)."""
+    """{(model, method): (epochs, mean, std)} over the finite runs (population std)."""
     values: defaultdict[tuple[str, str], defaultdict[int, list[float]]]
     values = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r.get("metric", metric) == metric:
             v = r["value"] if "value" in r else r[metric]
             values[(r["model"], r["method"])][int(r["epoch"])].append(float(v))
-    out = {}
-    for key, by_epoch in values.items():
-        e = np.array(sorted(by_epoch))
-        v = [np.asarray(by_epoch[i]) for i in e]
-        out[key] = (e, np.array([x.mean() for x in v]), np.array([x.std() for x in v]))
-    return out
+    return {key: finite_curve(by_epoch) for key, by_epoch in values.items()}
 
 
 def plot_unlearning(rows: list[dict], out_dir: str | Path, **options) -> list[Path]:
@@ -136,9 +138,11 @@ def draw_sweeps(rows: list[dict], *, axes: dict | None = None, title: str = "") 
                 ys = sorted({k[0] for k in vals})
                 z = np.full((len(ys), len(xs)), np.nan)
                 for (a, b), v in vals.items():
-                    z[ys.index(a), xs.index(b)] = np.mean(v)
+                    finite = np.asarray(v)[np.isfinite(v)]
+                    if finite.size:
+                        z[ys.index(a), xs.index(b)] = finite.mean()
                 im = ax.imshow(
-                    z,
+                    np.ma.masked_invalid(z),  # a point without a finite run: blank, not NaN
                     origin="lower",
                     cmap="viridis",
                     vmin=0.5,
@@ -161,10 +165,7 @@ def draw_sweeps(rows: list[dict], *, axes: dict | None = None, title: str = "") 
                 ax.set(xlabel=names[1], ylabel=names[0])
                 fig.colorbar(im, ax=ax, label="final val acc (mean over runs)")
             elif len(names) == 1:
-                keys = sorted(vals)
-                x = np.array([k[0] for k in keys])
-                m = np.array([np.mean(vals[k]) for k in keys])
-                s = np.array([np.std(vals[k]) for k in keys])
+                x, m, s = finite_curve({k[0]: v for k, v in vals.items()})
                 mean_std_band(ax, x, m, s, "o-", color=method_color(method), band_alpha=0.2)
                 ax.set(xlabel=names[0], ylabel="final val acc", ylim=(-0.02, 1.02))
                 ax.grid(alpha=0.3)
@@ -186,6 +187,7 @@ def unlearning_figures(rows: list[dict], config: dict, sweep_rows: list[dict]) -
     """Every figure of an unlearning result, {file stem: Figure}: ``rows`` = its results table,
     ``sweep_rows`` its sweep table (either may be empty)."""
     models = {name: spec["model"] for name, spec in config["models"].items()}
+    rows = diverged_as_nan(rows)  # a diverged run's accuracies are not drawn
     figures = {}
     if rows:
         figures["fig3_unlearning"] = draw_unlearning(
