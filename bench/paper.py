@@ -111,8 +111,10 @@ def outcome(out: Path) -> str:
     found = []
     summary_path, table_path = out / "compare.json", out / "compare.csv"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    unmarked = "no pass marks (settings not the paper's)"
     if "passed" in summary:  # noise sweeps
-        found.append(f"{summary['passed']}/{summary['cells']} cells within tolerance")
+        cells = summary["cells"]
+        found.append(f"{summary['passed']}/{cells} cells within tolerance" if cells else unmarked)
         for c in summary.get("critical_alpha", []):
             if c.get("noise") == "label_flip" and c.get("alpha_c_ours") is not None:
                 paper = c.get("alpha_c_paper")
@@ -124,6 +126,8 @@ def outcome(out: Path) -> str:
         found.append(
             f"final val {summary['final_passed']}/{summary['cells']} within tolerance, "
             f"start {summary['start_passed']}/{summary['start_checked']}"
+            if summary["cells"]
+            else unmarked
         )
     elif table_path.exists():  # roughening: trace ratios
         with table_path.open(newline="", encoding="utf-8") as fh:
@@ -184,9 +188,9 @@ def results_page(record: dict) -> str:
             else "."
         ),
         "",
-        "At tiny scale the pass counts say only that every step ran end to end: the smoke "
-        "settings are far from the paper's protocol. The full-scale findings, each with its "
-        "command, are in [Findings](findings.md)."
+        "At tiny scale `qunlearn compare` gives no pass marks (the smoke settings are not the "
+        "paper's protocol): this run shows that every step runs end to end, and what it costs. "
+        "The full-scale findings, each with its command, are in [Findings](findings.md)."
         if record["tiny"]
         else "The findings behind these runs, each with its command, are in "
         "[Findings](findings.md).",
@@ -217,7 +221,17 @@ def main(argv=None) -> None:
         help="the documentation page to write ('' for none; default docs/results.md)",
     )
     ap.add_argument("--no-yardstick", action="store_true", help="do not measure the yardstick")
+    ap.add_argument(
+        "--page-from",
+        metavar="JSON",
+        help="run nothing: write --page from this paper_times.json of an earlier run",
+    )
     args = ap.parse_args(argv)
+    if args.page_from:
+        record = json.loads(Path(args.page_from).read_text(encoding="utf-8"))
+        Path(args.page).write_text(results_page(record), encoding="utf-8")
+        print(f"wrote {args.page}")
+        return
     figures = FIGURES + (EXTRAS if args.extras else [])
     if args.only:
         known = dict(FIGURES + EXTRAS)
@@ -267,7 +281,8 @@ def main(argv=None) -> None:
             record = {
                 "command": " ".join(["python bench/paper.py", *(argv or sys.argv[1:])]).strip(),
                 "tiny": args.tiny,
-                "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores",
+                "machine": machine(),
+                "date": time.strftime("%Y-%m-%d", time.gmtime()),
                 "results": str(root),
                 "figures": figures_record,
                 "report_seconds": times.get("report", {}).get("report"),
