@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow bench lint typecheck fig2c fig2d fig3a fig3b roughening report paper clean
+.PHONY: setup demo test test-slow bench lint typecheck docs fig2c fig2d fig3a fig3b roughening report paper clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link, a missing symbol
+# or a docstring warning fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 fig2c: setup
 	$(BIN)/qunlearn run configs/fig2c_mnist.toml
 fig2d: setup
@@ -46,9 +51,9 @@ fig3b: setup
 roughening: setup
 	$(BIN)/qunlearn run configs/roughening_mnist.toml
 
-# Every paper figure: run, compare, plot, then the report; each step's wall time and the total
-# (54.8 min measured on a 2-core CPU; `bench/paper.py --complex64 --float32` 40-47 min;
-# bench/paper.py also takes --only, --extras, --tiny).
+# Every paper figure: run, compare, plot, then the report; each step's wall time and the total,
+# with the machine's yardstick, into results/paper_times.json and docs/results.md (bench/paper.py
+# also takes --only, --extras, --tiny, --complex64, --float32).
 paper: setup
 	$(BIN)/python bench/paper.py
 
@@ -58,4 +63,4 @@ report: setup
 	$(BIN)/qunlearn report $(patsubst %/manifest.json,%,$(wildcard results/*/manifest.json)) --out results/report.html
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

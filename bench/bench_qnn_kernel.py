@@ -10,6 +10,11 @@ wall time on a shared machine) and sample-grads/s (runs · batch / best step tim
     .venv/bin/python bench/bench_qnn_kernel.py --qubits 12 --depth 4 --batch 32 --runs 5 --complex
     git show HEAD:src/qunlearn/models/qnn.py > /tmp/qnn_before.py
     .venv/bin/python bench/bench_qnn_kernel.py --impl /tmp/qnn_before.py   # compare a variant
+    .venv/bin/python bench/bench_qnn_kernel.py --steps 10 --repeats 2 --json y.json  # yardstick
+
+The machine yardstick beside every measured time (``bench/paper.py`` records it with each
+figure): the default 10-qubit, depth-6, batch-256 complex128 step, ``--steps 10 --repeats 2``,
+read as sample-grads/s. Times on shared machines move 2x between sessions; divide by it.
 
 ``--no-mmap`` first tells glibc malloc to serve large blocks from its heap and keep freed memory
 (``mallopt``: no mmap, no trim). XLA's CPU runtime allocates each call's temporaries afresh (tens
@@ -24,6 +29,7 @@ import argparse
 import ctypes
 import importlib
 import importlib.util
+import json
 import statistics
 import time
 
@@ -87,6 +93,7 @@ def main(argv=None):
         action="store_true",
         help="glibc mallopt: keep large blocks on the heap (see the module docstring)",
     )
+    ap.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = ap.parse_args(argv)
     if args.no_mmap and not no_mmap():
         raise SystemExit("mallopt failed (not glibc?)")
@@ -131,6 +138,16 @@ def main(argv=None):
         cpu.append((time.process_time() - c0) / args.steps)
     best = min(times)
     value, grad = compiled(params, x, y)
+    if args.json:
+        figures = {
+            "sample_grads_per_s": r * args.batch / best,
+            "ms_per_step": best * 1e3,
+            "compile_s": t_compile,
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "jax_backend": jax.default_backend(),
+        }
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(figures, fh, indent=1)
     print(
         f"qubits={args.qubits} depth={args.depth} batch={args.batch} runs={args.runs} "
         f"dtype={args.dtype} complex_input={args.complex} model={args.model}"

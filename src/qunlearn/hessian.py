@@ -12,7 +12,7 @@ the real symmetric ``H = d^2 L / dx^2``; complex leaves are rejected rather than
 * :func:`spectrum_arrays`, :func:`density_on_grid`: top-k, trace with CI and the stochastic
   Lanczos quadrature (SLQ) of the spectral density, as arrays inside ``jit``.
 
-The Krylov and stochastic parts are `matfree <https://pypi.org/project/matfree/>`_'s: Lanczos is
+The Krylov and stochastic parts are matfree's (https://pypi.org/project/matfree/): Lanczos is
 ``matfree.decomp.hessenberg(m, reortho="full")`` (Arnoldi with full re-orthogonalisation, which
 on a symmetric operator is Lanczos; ``matfree.decomp.tridiag_sym(m, reortho="full")`` is the same
 call plus a symmetrisation), and the probe quadratic form ``z^T A z`` is

@@ -110,8 +110,8 @@ def _spins(n_spins: int) -> np.ndarray:
 
 
 def xxz_hamiltonian(delta: float, n_spins: int, boundary: str = "periodic") -> sp.csr_matrix:
-    """(2**n, 2**n) real sparse H(Δ). XX + YY = 2 (σ+σ- + σ-σ+) swaps antiparallel neighbours with
-    amplitude 2; ZZ is diagonal ±1."""
+    """``(2**n, 2**n)`` real sparse H(Δ). XX + YY = 2 (σ+σ- + σ-σ+) swaps antiparallel neighbours
+    with amplitude 2; ZZ is diagonal ±1."""
     _check_chain(n_spins, boundary)
     z = _spins(n_spins)
     index = np.arange(1 << n_spins)

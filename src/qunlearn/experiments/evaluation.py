@@ -28,7 +28,7 @@ model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` 
 distances) and ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid).
 
 Cost: each ensemble is one program over its runs; on the 2-core CPU the K oracles of the QNN
-dominate (one retrain run of the 10-qubit depth-6 QNN per K). See the README for measured times.
+dominate (one retrain run of the 10-qubit depth-6 QNN per K). docs/evaluation.md has the costs.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def _footprint(name: str, input_dim: int, complex_input: bool, hyper: dict):
 
 
 def estimate_bytes(name: str, input_dim: int, complex_input: bool, **hyper) -> int:
-    """The least memory (bytes) a training step of model ``name`` needs, by the rule above."""
+    """The least memory (bytes) a training step of model ``name`` needs, by the rule of
+    :mod:`qunlearn.models.memory` (a floor: the unit of the model times a safety factor)."""
     unit, copies, *_ = _footprint(name, input_dim, complex_input, hyper)
     return unit * copies
 
