@@ -42,9 +42,9 @@ def _name_of(factory, name: str | None) -> str:
     return name or f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', '?')}"
 
 
-def _breach(family: str, name: str):
+def _breach(member: str, name: str, contract: str):
     def fail(what: str):
-        raise ContractError(f"{family} {name!r} breaks the {family} contract: {what}")
+        raise ContractError(f"{member} {name!r} breaks the {contract} contract: {what}")
 
     return fail
 
@@ -91,7 +91,7 @@ def check_model_pair(
     """The contract of a built model ``(init, apply)``: pure in the key, a finite probability
     per example, traceable and pure (jit = eager, two calls agree), ``vmap`` = a loop, and
     (``full``) the gradient against central finite differences."""
-    fail = _breach("model", name)
+    fail = _breach("model", name, "model")
     ran = []
     params = _call(fail, "init(key)", init, jax.random.PRNGKey(0))
     if not _leaves(params):
@@ -187,7 +187,7 @@ def check_model(
     built-ins: a QNN needs a power of two)."""
     jax.config.update("jax_enable_x64", True)
     name = _name_of(factory, name)
-    fail = _breach("model", name)
+    fail = _breach("model", name, "model")
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
@@ -236,7 +236,7 @@ def check_method(
     the same params twice."""
     jax.config.update("jax_enable_x64", True)
     name = _name_of(factory, name)
-    fail = _breach("unlearning method", name)
+    fail = _breach("unlearning method", name, "method")
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
@@ -304,7 +304,7 @@ def check_dataset(loader: Callable, *, name: str | None = None, **options) -> li
     the same arrays from a second load (from the cache the first one wrote, in a fresh
     directory)."""
     name = _name_of(loader, name)
-    fail = _breach("dataset", name)
+    fail = _breach("dataset", name, "data")
     try:
         params = inspect.signature(loader).parameters
     except (TypeError, ValueError):
@@ -340,7 +340,7 @@ def check_noise(fn: Callable, *, name: str | None = None, **options) -> list[str
     sweeps call it)."""
     jax.config.update("jax_enable_x64", True)
     name = _name_of(fn, name)
-    fail = _breach("noise kind", name)
+    fail = _breach("noise kind", name, "noise")
     y = jnp.repeat(jnp.arange(2), 10)
     for complex_input in (False, True):
         x = _example(jax.random.PRNGKey(20), 8, complex_input, n=20)
