@@ -363,7 +363,7 @@ def _broken_method(model, *, n_retain, n_forget, epochs, batch_size):
         (
             "unlearning",
             {"method_options": {"mine": {"method": "test_families:_broken_method"}}},
-            "unlearning method 'mine' fails on models.u (traced on the real data shapes): "
+            "unlearning method 'mine' fails on models.u (traced on the data's shapes): "
             "ValueError: my objective has a bug",
         ),
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import sys
 from collections.abc import Iterable
@@ -26,3 +27,15 @@ def first_line(err: BaseException) -> str:
     """``"TypeName: first line of the message"``: how a user member's exception is reported."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+
+
+@contextlib.contextmanager
+def user_code(named: str, failed: str):
+    """Run a user's member: its :class:`QunlearnError` comes out prefixed with ``named``, any
+    other exception as the one line ``failed: TypeName: message`` (never a traceback)."""
+    try:
+        yield
+    except QunlearnError as err:
+        raise QunlearnError(f"{named}: {err}") from None
+    except Exception as err:  # user code: whatever it raises becomes one line
+        raise QunlearnError(f"{failed}: {first_line(err)}") from None

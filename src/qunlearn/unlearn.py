@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from qunlearn.errors import QunlearnError, did_you_mean, first_line
+from qunlearn.errors import QunlearnError, did_you_mean, user_code
 from qunlearn.families import Family, keyword_options
 from qunlearn.train import (
     BCE_EPS,
@@ -484,7 +484,8 @@ def make_method(
                 f"unlearning method {name!r} has no option {option!r}"
                 f"{did_you_mean(option, options_of)}: its options are {options_of}"
             )
-    try:
+    built = f"unlearning method {name!r} failed to build with options {options}"
+    with user_code(f"unlearning method {name!r}", built):
         method = factory(
             model,
             n_retain=n_retain,
@@ -493,12 +494,6 @@ def make_method(
             batch_size=batch_size,
             **options,
         )
-    except QunlearnError as err:
-        raise QunlearnError(f"unlearning method {name!r}: {err}") from None
-    except Exception as err:  # a user's factory: whatever it raises becomes one line
-        raise QunlearnError(
-            f"unlearning method {name!r} failed to build with options {options}: {first_line(err)}"
-        ) from None
     check_method_value(name, method)
     return method
 

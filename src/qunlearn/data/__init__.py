@@ -16,7 +16,7 @@ import numpy as np
 from qunlearn.data.cache import Dataset, default_cache_dir
 from qunlearn.data.mnist import load_mnist, normalise_and_pad, preprocess_mnist
 from qunlearn.data.xxz import ground_state, load_xxz, load_xxz_grid, xxz_grid, xxz_hamiltonian
-from qunlearn.errors import QunlearnError, first_line
+from qunlearn.errors import QunlearnError, user_code
 from qunlearn.families import Family, keyword_options
 
 __all__ = [
@@ -60,14 +60,8 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike | None = None, **opt
     if DATASETS.is_builtin(name):
         dataset = loader(cache_dir=cache_dir, **options)
     else:
-        try:
+        with user_code(f"dataset {name!r}", f"dataset {name!r} failed to load with {options}"):
             dataset = loader(cache_dir=cache_dir, **options)
-        except QunlearnError as err:
-            raise QunlearnError(f"dataset {name!r}: {err}") from None
-        except Exception as err:  # user code: whatever it raises becomes one line
-            raise QunlearnError(
-                f"dataset {name!r} failed to load with options {options}: {first_line(err)}"
-            ) from None
     check_loaded(name, dataset)
     return dataset
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from qunlearn.data import load_dataset
-from qunlearn.errors import QunlearnError, first_line
+from qunlearn.errors import user_code
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.config import resolve_noise
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
@@ -102,15 +102,9 @@ def check_user_noise(name: str, kind: str, options: dict, x, y, alphas) -> None:
     """Run a user's noise kind once per alpha on the training set, before ``--out`` is touched:
     an exception or a broken contract (:func:`~qunlearn.noise.check_poisoned`) is one line."""
     for alpha in alphas:
-        try:
+        failed = f"noise kind {kind!r} (noises[{name!r}]) failed at alpha = {alpha}"
+        with user_code(f"noises[{name!r}]", failed):
             out = poison_runs(kind, jax.random.PRNGKey(0)[None], x, y, alpha, options=options)
-        except QunlearnError as err:
-            raise QunlearnError(f"noises[{name!r}]: {err}") from None
-        except Exception as err:  # user code: whatever it raises becomes one line
-            raise QunlearnError(
-                f"noise kind {kind!r} (noises[{name!r}]) failed at alpha = {alpha}: "
-                f"{first_line(err)}"
-            ) from None
         check_poisoned(kind, x, y, alpha, tuple(a[0] for a in out))
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qunlearn.errors import QunlearnError, first_line
+from qunlearn.errors import QunlearnError, user_code
 from qunlearn.experiments.common import build_model, model_in_dtype, model_input
 from qunlearn.experiments.config import UnlearnSpec, resolve_method
 from qunlearn.models import Model
@@ -243,17 +243,11 @@ def trace_method(table, name, model, method: Method, shared: dict, n_forget: int
     split = shared_split(shared, y_noisy, mask, n_forget)
     unlearn = make_unlearn(model, method, lr=0.01, epochs=epochs, trajectory=False)
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    try:
+    failed = f"unlearning method {name!r} fails on models.{table} (traced on the data's shapes)"
+    with user_code(f"methods[{name!r}] on models.{table}", failed):
         _, log = jax.eval_shape(
             unlearn, jax.random.PRNGKey(0), params, params, split, dict(method.weights)
         )
-    except QunlearnError as err:
-        raise QunlearnError(f"methods[{name!r}] on models.{table}: {err}") from None
-    except Exception as err:  # user code: whatever it raises becomes one line
-        raise QunlearnError(
-            f"unlearning method {name!r} fails on models.{table} (traced on the real data "
-            f"shapes): {first_line(err)}"
-        ) from None
     if log["loss"].shape != (epochs,):
         raise QunlearnError(
             f"unlearning method {name!r} breaks the method contract: its objective must return "

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from qunlearn.errors import QunlearnError, did_you_mean, first_line
+from qunlearn.errors import QunlearnError, did_you_mean, user_code
 from qunlearn.families import Family, keyword_options
 from qunlearn.models.hyper import check_hyper
 from qunlearn.models.memory import check_fits, estimate_bytes
@@ -68,15 +68,9 @@ def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model
 def call_factory(name: str, factory: Callable, input_dim: int, complex_input: bool, hyper: dict):
     """``factory(input_dim, complex_input, **hyper)`` of a user's model, every failure one line
     that names the model and the contract it broke."""
-    try:
+    built = f"input_dim = {input_dim}, complex_input = {complex_input}, hyper = {hyper}"
+    with user_code(f"model {name!r}", f"model {name!r} failed to build for {built}"):
         pair = factory(input_dim, complex_input, **hyper)
-    except QunlearnError as err:
-        raise QunlearnError(f"model {name!r}: {err}") from None
-    except Exception as err:  # user code: whatever it raises becomes one line
-        raise QunlearnError(
-            f"model {name!r} failed to build for input_dim = {input_dim}, complex_input = "
-            f"{complex_input}, hyper = {hyper}: {first_line(err)}"
-        ) from None
     if (
         isinstance(pair, Model)
         or not isinstance(pair, tuple | list)
