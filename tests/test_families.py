@@ -309,7 +309,7 @@ KINDS = {
 def _config(kind: str) -> dict:
     spec = MODEL if kind in ("noise_sweep", "roughening") else UNLEARN
     if kind == "evaluation":
-        spec = {**UNLEARN, "oracles": 4, "teachers": 3, "unlearn_seeds": 1}
+        spec = {**UNLEARN, "oracles": 6, "teachers": 3, "unlearn_seeds": 1}
     return {"experiment": kind, "name": f"u_{kind}", **DATA, "models": {"u": spec}} | KINDS[kind]
 
 
