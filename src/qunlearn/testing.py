@@ -59,6 +59,14 @@ def _call(fail, what: str, fn, *args, **kwargs):
         fail(f"{what} raised {first_line(err)}")
 
 
+def _parameters(fail, factory) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        fail("its signature cannot be read; write a plain function")
+        raise  # unreachable: fail raises
+
+
 def _leaves(tree) -> list:
     return jax.tree_util.tree_leaves(tree)
 
@@ -188,10 +196,7 @@ def check_model(
     jax.config.update("jax_enable_x64", True)
     name = _name_of(factory, name)
     fail = _breach("model", name, "model")
-    try:
-        params = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):
-        fail("its signature cannot be read; write a plain function")
+    params = _parameters(fail, factory)
     positional = [p for p in params[:2] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) < 2:
         fail(
@@ -237,10 +242,7 @@ def check_method(
     jax.config.update("jax_enable_x64", True)
     name = _name_of(factory, name)
     fail = _breach("unlearning method", name, "method")
-    try:
-        params = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):
-        fail("its signature cannot be read; write a plain function")
+    params = _parameters(fail, factory)
     by_name = {p.name: p for p in params}
     missing = [k for k in RESERVED if k not in by_name]
     if not params or missing:
@@ -305,10 +307,7 @@ def check_dataset(loader: Callable, *, name: str | None = None, **options) -> li
     directory)."""
     name = _name_of(loader, name)
     fail = _breach("dataset", name, "data")
-    try:
-        params = inspect.signature(loader).parameters
-    except (TypeError, ValueError):
-        fail("its signature cannot be read; write a plain function")
+    params = {p.name: p for p in _parameters(fail, loader)}
     if "cache_dir" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         fail("wrong signature: a loader is loader(*, cache_dir=None, **options)")
     required = [p.name for p in params.values() if p.default is p.empty and p.kind != p.VAR_KEYWORD]
