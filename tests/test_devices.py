@@ -83,7 +83,9 @@ def test_runs_split_over_two_devices_give_the_single_device_bytes(tmp_path, mode
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP + (QNN if "qnn" in models else ""))
     one, every = tmp_path / "one", tmp_path / "every"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    # the session's XLA flags (tests/conftest.py: quicker compiles) plus the two host devices
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(path), str(one), str(every)],
         capture_output=True,
