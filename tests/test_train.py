@@ -117,7 +117,8 @@ def test_training_learns_and_is_deterministic():
 def test_sweep_program_compiles_once_across_runs_alphas_and_noises():
     x, y = _toy(n=20, d=16)
     model = make_model("qnn", 16, False, depth=2)
-    program = noise_sweep.sweep_program(model, epochs=2, batch_size=8, lr=0.01, n_train=20)
+    # the sizes of the next test's program: one compile serves both (the persistent cache)
+    program = noise_sweep.sweep_program(model, epochs=3, batch_size=8, lr=0.01, n_train=20)
     root = jax.random.PRNGKey(0)
     results = {}
     for noise in ("label_flip", "feature_randomization"):
