@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "atomic", "families"},
     {"data", "models", "noise"},
     {"train"},
-    {"unlearn", "hessian", "audit", "testing"},
+    {"unlearn", "surgery", "hessian", "audit", "testing"},
     {"experiments"},
     {"compare"},
     {"plotting"},

@@ -140,7 +140,8 @@ def ensemble_program(
         params, log = unlearn(
             key, start, teacher, shared_split(shared, y_noisy, mask, n_forget), weights
         )
-        final = log["final"] | {"loss": log["loss"][-1]}
+        # a method that only edits the teacher (steps = 0) takes no step: it has no loss
+        final = log["final"] | ({"loss": log["loss"][-1]} if method.steps else {})
         return final, audit.margin(predict(model, params, probes))
 
     fn = jax.jit(over_runs(one, (0, 0, 0, 0, None, None, None, None), run_chunk))
