@@ -25,7 +25,8 @@ Per model, on ONE poisoning draw (the unlearning experiment's, so the forget set
 
 Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
 model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
-distances) and ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid).
+distances), ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid) and ``bootstrap.csv`` (the
+leaderboard's statistics on each bootstrap draw of the teachers, :func:`bootstrap_groups`).
 
 Cost: each ensemble is one program over its runs; on the 2-core CPU the K oracles of the QNN
 dominate (one retrain run of the 10-qubit depth-6 QNN per K). docs/evaluation.md has the costs.
