@@ -86,11 +86,12 @@ def test_the_bootstrap_is_reproducible_from_its_seed_and_brackets_the_point():
 
 def test_tpr_at_fpr_rows_matches_the_roc_curve():
     rng = np.random.default_rng(5)
-    positive = rng.integers(0, 12, (30, 50)).astype(float)  # ties on purpose
-    negative = rng.integers(0, 10, (30, 230)).astype(float)
-    for fpr in (0.0, 0.01, 0.05, 0.5, 1.0):
-        want = [audit.tpr_at_fpr(p, n, fpr) for p, n in zip(positive, negative, strict=True)]
-        assert audit.tpr_at_fpr_rows(positive, negative, fpr).tolist() == want
+    tied = rng.integers(0, 12, (30, 50)).astype(float), rng.integers(0, 10, (30, 230)) * 1.0
+    distinct = rng.normal(1, 1, (30, 50)), rng.normal(0, 1, (30, 230))
+    for positive, negative in (tied, distinct):
+        for fpr in (0.0, 0.01, 0.05, 0.5, 1.0):
+            want = [audit.tpr_at_fpr(p, n, fpr) for p, n in zip(positive, negative, strict=True)]
+            assert audit.tpr_at_fpr_rows(positive, negative, fpr).tolist() == want
 
 
 def test_histogram_kl_matches_numpy_histograms():
