@@ -212,7 +212,7 @@ def test_ssd_with_identical_fisher_changes_nothing_and_dampens_what_only_d_f_use
     teacher = model.init(jax.random.PRNGKey(1))
     # D_f is a copy of D_r, labels included (D_f's poisoned labels are D_r's true ones): I_f = I_D
     x, y = jnp.concatenate([x0, x0]), jnp.concatenate([1 - y0, y0])
-    method = _method("ssd", model, n_forget=N // 2)
+    method = _method("ssd", model, n_forget=N // 2, selection=1.5)  # any in [1, 2) selects nothing
     out = _unlearn(
         model, method, jax.random.PRNGKey(0), teacher, teacher, _split(x, y, range(N // 2))
     )
@@ -298,6 +298,7 @@ def test_fisher_forgetting_noise_has_the_stated_variance():
         ("newton", {"curvature": "hessain"}, "did you mean 'hessian'"),
         ("newton", {"cg_steps": 2.5}, "newton option cg_steps must be an integer > 0"),
         ("ssd", {"selection": -1}, "ssd option selection must be a number > 0.0"),
+        ("ssd", {"selection": 10.0}, "ssd selection 10.0 selects no weight when D_f is 12 of"),
         ("l1_sparse", {"l1": -0.1}, "loss weight l1 must be a finite number >= 0"),
         ("newton", {"dampnig": 0.1}, "unlearning method 'newton' has no option 'dampnig'"),
     ],

@@ -679,13 +679,26 @@ def _example_loss(model):
     return lambda params, x, y: bce(model.apply(params, x), y)
 
 
-def ssd(model, *, n_retain, n_forget, epochs, batch_size, selection=10.0, dampening=1.0):
+def ssd(model, *, n_retain, n_forget, epochs, batch_size, selection=None, dampening=1.0):
     """Selective Synaptic Dampening (Foster et al. 2023; their α = ``selection``, λ =
     ``dampening``): the diagonal empirical Fisher of D_f and of the whole training set D (the
-    labels trained on); weights far more important to D_f are scaled down. No training."""
+    labels trained on); weights far more important to D_f are scaled down. No training.
+
+    D holds D_f, so I_D >= (n_f / n)·I_f: no α >= n / n_f selects anything. ``selection = None``
+    is their α = 10 where D_f is at most 5 % of D, else half that bound (1.67 at 30 %)."""
     del batch_size
+    n_total = n_retain + n_forget
+    if selection is None and n_forget > 0:
+        selection = min(10.0, 0.5 * n_total / n_forget)
     _check_number("ssd", "selection", selection, 0.0)
     _check_number("ssd", "dampening", dampening, 0.0)
+    if n_forget > 0 and selection >= n_total / n_forget:
+        raise QunlearnError(
+            f"ssd selection {selection} selects no weight when D_f is {n_forget} of the "
+            f"{n_total} training samples (the Fisher of D is at least {n_forget}/{n_total} of "
+            f"D_f's): use selection < {n_total / n_forget:.3g}, or leave it out for "
+            f"{min(10.0, 0.5 * n_total / n_forget):.3g}"
+        )
     grad_one = jax.grad(_example_loss(model))
 
     def edit(key, params, split):
