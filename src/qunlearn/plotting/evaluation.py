@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from qunlearn.plotting.style import ENSEMBLE_STYLE, method_color, new_figure, ordered_methods
 
@@ -141,7 +142,7 @@ def leaderboard_figure(board: list[dict], title: str = "") -> Figure | None:
         return None
     forgets = list(dict.fromkeys(r["forget"] for r in board))
     models = list(dict.fromkeys(r["model"] for r in board))
-    fig = new_figure(4.8 * len(models), 4.2 * len(forgets))
+    fig = new_figure(4.8 * len(models) + 1.6, 4.2 * len(forgets))  # + the method key
     axes = fig.subplots(len(forgets), len(models), squeeze=False)
     for (i, forget), (j, model) in itertools.product(enumerate(forgets), enumerate(models)):
         ax, rows = axes[i, j], [r for r in shown if (r["forget"], r["model"]) == (forget, model)]
@@ -179,7 +180,24 @@ def leaderboard_figure(board: list[dict], title: str = "") -> Figure | None:
         ax.set_title(f"{model}, forget {forget}" if len(forgets) > 1 else model)
         ax.set_xlabel("KLoM residual on D_f (0 = retrain, 1 = no unlearning)")
         ax.set_ylabel("val accuracy")
-        ax.legend(fontsize=7, loc="best")
+    # one key for every panel, beside them: 15 methods in a panel's own legend hid its points
+    key = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="X" if method == "teacher" else "o",
+            markersize=7,
+            color=_style(method)[1],
+            markeredgecolor="k",
+            markeredgewidth=0.5,
+            label=_style(method)[0],
+        )
+        for method in dict.fromkeys(r["method"] for r in shown)
+    ]
+    if any(line.get_label() == "Pareto front" for ax in axes.flat for line in ax.get_lines()):
+        key.append(Line2D([], [], ls="--", color="0.45", lw=1, label="Pareto front"))
+    fig.legend(handles=key, loc="outside right center", fontsize=7)
     for cost in COST_SIZES:  # the size key, once, below the panels
         axes[-1, -1].scatter([], [], s=_marker_area(cost), color="0.6", label=f"{cost:g}× retrain")
     handles = [h for h in axes[-1, -1].collections if h.get_label().endswith("× retrain")]

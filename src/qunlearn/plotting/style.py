@@ -28,6 +28,16 @@ METHOD_COLORS = {
     "gradient_ascent": "tab:red",
     "scrub_kurmanji": "tab:purple",
     "neggrad_plus": "tab:brown",
+    # the methods the field compares (qunlearn.unlearn, variant "benchmark")
+    "eu_k": "#1b9e77",
+    "cf_k": "#66a61e",
+    "random_label": "#e7298a",
+    "salun": "#7570b3",
+    "l1_sparse": "#d95f02",
+    "ssd": "#a6761d",
+    "fisher_forgetting": "#e6ab02",
+    "newton": "#fb9a99",
+    "certified_newton": "#6a3d9a",
 }
 # the reference ensembles of an evaluation: (legend label, colour)
 ENSEMBLE_STYLE = {
