@@ -549,8 +549,7 @@ def clean_reference_scores(
     """(group, split, metric, value, models) of the second reference of corrective unlearning,
     the clean oracles (``clean``, retrained on D minus all poison):
 
-    * every ``compared`` group's distances to them (``clean_`` + the distance metrics; the
-      oracles too, as many as a compared group has models);
+    * every ``compared`` group's distances to them (``clean_`` + the distance metrics);
     * ``recovery_gap`` (group clean_oracle): the clean oracles' mean val accuracy − the
       teachers', what corrective unlearning can recover;
     * where that gap is positive, per full ensemble of ``groups`` and the oracles, the
@@ -558,9 +557,9 @@ def clean_reference_scores(
       models: 0 = no better than no unlearning, 1 = as good as retraining without any poison.
       (No gap, nothing to recover: no recovery rows.)"""
     out = []
-    size = compared["teacher"].shape[0]
-    sized = {g: m for g, m in compared.items() if g != "oracle_half"} | {"oracle": oracles[:size]}
-    for group, margins in sized.items():
+    for group, margins in compared.items():
+        if group == "oracle_half":
+            continue
         for split in SPLITS:
             sel = idx[split]
             for name, d in distances(margins[:, sel], clean[:, sel], bins).items():

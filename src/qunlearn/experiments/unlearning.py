@@ -196,7 +196,7 @@ class _ModelCells:
             | {"teacher": t, "metric": "n_forget", "value": int(mask[t].sum()), "seed": config.seed}
             for t in range(self.n_teachers)
         ]
-        if self.request.kind != "poison":  # D_f and the poison differ
+        if not self.request.whole_poison:  # D_f and the poison differ
             rows += [
                 base
                 | {

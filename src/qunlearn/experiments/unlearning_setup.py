@@ -51,11 +51,15 @@ class ForgetRequest(NamedTuple):
     n_forget: int  # |D_f|
 
     @property
+    def whole_poison(self) -> bool:
+        """Whether D_f is all of the poison (poison_partial with known = 1 is "poison")."""
+        return self.kind != "clean_random" and self.n_forget == self.n_poison
+
+    @property
     def clean_reference(self) -> bool:
         """Whether retraining on D minus all poison differs from retraining on D_r: some poison
-        exists and D_f is not all of it (poison_partial with known = 1 is "poison")."""
-        whole = self.kind != "clean_random" and self.n_forget == self.n_poison
-        return self.n_poison > 0 and not whole
+        exists and D_f is not all of it."""
+        return self.n_poison > 0 and not self.whole_poison
 
 
 def forget_request(config, n_train: int) -> ForgetRequest:
