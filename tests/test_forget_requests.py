@@ -12,7 +12,7 @@ import pytest
 from qunlearn.data import Dataset
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments import evaluation, runner, unlearning
-from qunlearn.experiments.config import CONFIG_TYPES, build
+from qunlearn.experiments.config import CONFIG_TYPES, build, config_hash
 from qunlearn.experiments.keys import forget_keys, poison_keys
 from qunlearn.experiments.unlearning_setup import (
     forget_mask,
@@ -147,6 +147,16 @@ def test_a_fully_known_poison_is_the_default_to_the_byte(kind, tmp_path, toy_dat
         assert (default / table).read_bytes() == (known / table).read_bytes(), table
 
 
+def test_the_default_request_keeps_the_config_hash():
+    """Result directories written before requests existed still resume."""
+    base = build(CONFIG_TYPES["evaluation"], TINY["evaluation"])
+    explicit = build(CONFIG_TYPES["evaluation"], TINY["evaluation"] | {"forget": "poison"})
+    partial = build(
+        CONFIG_TYPES["evaluation"], TINY["evaluation"] | {"forget": "poison_partial", "known": 1.0}
+    )
+    assert config_hash(explicit) == config_hash(base) != config_hash(partial)
+
+
 def _table(root, name="results.csv"):
     return runner.VerifiedResults(root).table(name)
 
@@ -188,6 +198,9 @@ def test_an_evaluation_reports_both_references_and_the_recovery(request_, tmp_pa
     labels = manifest["data"]["non_members"]["labels"]
     assert labels.startswith("true" if request_["forget"] == "clean_random" else "flipped")
     assert manifest["config"]["forget"] == request_["forget"]
+    n_forget = 6 if request_["forget"] == "poison_partial" else 12  # known = 0.5 of 12
+    resolved = {"kind": request_["forget"], "n_forget": n_forget, "n_poisoned": 12}
+    assert manifest["data"]["forget_request"] == resolved
     text = compare_results_dir(root)["text"]
     assert f"forget request: {request_['forget']}" in text and "recov" in text
     assert plot_results_dir(root)

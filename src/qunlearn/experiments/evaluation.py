@@ -71,6 +71,7 @@ from qunlearn.experiments.unlearning_setup import (
     forget_mask,
     load_teacher_npz,
     plan_models,
+    request_info,
     retrain_method,
     run_split,
     shared_split,
@@ -128,7 +129,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             else "flipped (the forget set's corruption)",
         }
     }
-    return Plan(cells, lambda store, final: write_tables(store), data)
+    return Plan(cells, lambda store, final: write_tables(store), data | request_info(request))
 
 
 def split_indices(poisoning: dict) -> dict:

@@ -42,6 +42,7 @@ from qunlearn.experiments.unlearning_setup import (
     forget_masks,
     load_teacher_npz,
     plan_models,
+    request_info,
     retrain_method,
     shared_split,
     teacher_npz,
@@ -70,7 +71,8 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     for model_name, mp in plans.items():
         model = _ModelCells(config, model_name, mp, dataset, root, poisons, request, progress)
         cells |= model.cells()
-    return Plan(cells, lambda store, final: write_tables(store), dataset.info)
+    data = dataset.info | request_info(request)
+    return Plan(cells, lambda store, final: write_tables(store), data)
 
 
 class _ModelCells:

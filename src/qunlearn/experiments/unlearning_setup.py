@@ -62,6 +62,20 @@ class ForgetRequest(NamedTuple):
         return self.n_poison > 0 and not self.whole_poison
 
 
+def request_info(request: ForgetRequest) -> dict:
+    """The resolved request for the manifest's data record; none for the whole poison (whose
+    manifests read as before requests existed)."""
+    if request.whole_poison:
+        return {}
+    return {
+        "forget_request": {
+            "kind": request.kind,
+            "n_forget": request.n_forget,
+            "n_poisoned": request.n_poison,
+        }
+    }
+
+
 def forget_request(config, n_train: int) -> ForgetRequest:
     """The request of an unlearning-style config on ``n_train`` samples; a D_f of fewer than two
     samples fails with one line (for "poison": an empty one, as before requests existed)."""
