@@ -238,3 +238,38 @@ def test_every_group_is_judged_at_one_size(toy_run):
     teachers = config.models["mlp"].teachers
     assert {sizes[g] for g in ("teacher", "retrain", "finetune", "scrub")} == {teachers}
     assert sizes["oracle_half"] == config.models["mlp"].oracles // 2
+
+
+def test_the_leaderboard_has_one_row_per_method_with_intervals(toy_run, tmp_path):
+    from qunlearn.compare import compare_results_dir, read_csv
+    from qunlearn.plotting.results import plot_results_dir
+
+    store, config = toy_run
+    result = compare_results_dir(store.root, tmp_path / "cmp")
+    board = read_csv(tmp_path / "cmp" / "leaderboard.csv")
+    methods = [(r["model"], r["method"]) for r in board if r["method"] != "teacher"]
+    assert sorted(methods) == [("mlp", m) for m in ("finetune", "retrain", "scrub")]
+    assert methods[0] == ("mlp", "retrain")  # by rank: retrain's residual is 0 by definition
+    for r in board:
+        for stat in ("resid", "ulira_tpr_at_1pct_fpr", "val_acc"):
+            lo, value, hi = (float(r[f"{stat}{end}"]) for end in ("_lo", "", "_hi"))
+            assert np.isfinite([lo, value, hi]).all() and lo <= hi, (r["method"], stat)
+        if r["method"] != "teacher":
+            assert 1 <= int(r["rank_lo"]) <= int(r["rank"]) <= int(r["rank_hi"]) <= 3
+            assert float(r["cost"]) > 0  # the runs' wall time over retrain's
+    assert "leaderboard, forget request 'poison'" in result["text"]
+    written = plot_results_dir(store.root, tmp_path / "fig")
+    assert tmp_path / "fig" / "evaluation_leaderboard.png" in written
+
+
+def test_the_leaderboard_of_a_run_without_run_times_shows_cost_n_a(toy_run):
+    from qunlearn.compare import evaluation_leaderboard
+
+    store, _ = toy_run
+    verified = runner.VerifiedResults(store.root)
+    manifest = json.loads(json.dumps(verified.manifest))
+    for timing in manifest["timings"].values():  # as a run before run_seconds recorded them
+        timing.pop("run_seconds", None)
+    board = evaluation_leaderboard(verified.table(), verified.table("bootstrap.csv"), manifest)
+    assert board and all(r["cost"] is None for r in board)
+    assert all(r["resid_lo"] is not None for r in board)

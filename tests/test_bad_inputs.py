@@ -711,8 +711,23 @@ def test_unknown_unlearning_method(tmp_path, capsys):
             ],
             ["sweep.scrub has 20,000 grid points (200 x 100)", "more than 10,000"],
         ),
+        (
+            ["methods=['eu_k']", "method_options={eu_k={k=3}}"],
+            ["eu_k k must be an integer from 1 to the model's 2 layers, got 3"],
+        ),
+        (
+            ["methods=['newton']", "method_options={newton={dampnig=0.1}}"],
+            ["method 'newton' has no option 'dampnig'", "did you mean 'damping'?"],
+        ),
     ],
-    ids=["negative-weight", "unknown-option", "repeated-grid-value", "grid-too-large"],
+    ids=[
+        "negative-weight",
+        "unknown-option",
+        "repeated-grid-value",
+        "grid-too-large",
+        "k-beyond-the-layers",
+        "unknown-newton-option",
+    ],
 )
 def test_unlearning_options_and_sweeps(tmp_path, capsys, overrides, phrases):
     """Found by a probe beyond the catalogue: a negative weight and a repeated grid value ran

@@ -1,6 +1,6 @@
 """Imports flow one way: errors/atomic/families -> data, models, noise -> train -> unlearn, hessian,
-testing -> experiments -> compare -> plotting -> report -> cli, api. A module importing from a
-layer above it fails here (function-level imports included: a lazy import is still a
+testing -> experiments -> compare, leaderboard -> plotting -> report -> cli, api. A module importing
+from a layer above it fails here (function-level imports included: a lazy import is still a
 dependency)."""
 
 import ast
@@ -12,9 +12,9 @@ LAYERS = [
     {"errors", "atomic", "families"},
     {"data", "models", "noise"},
     {"train"},
-    {"unlearn", "hessian", "audit", "testing"},
+    {"unlearn", "surgery", "hessian", "audit", "testing"},
     {"experiments"},
-    {"compare"},
+    {"compare", "leaderboard"},
     {"plotting"},
     {"report"},
     {"cli", "api", "__main__", "__init__"},

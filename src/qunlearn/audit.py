@@ -56,7 +56,8 @@ def histogram_kl(sample, reference, bins: int = 20):
 
     def histogram(values):
         idx = np.clip(((values - lo) / width * bins).astype(int), 0, bins - 1)
-        counts = (idx[..., None] == np.arange(bins)).sum(0)  # (E, bins)
+        flat = idx + bins * np.arange(idx.shape[1])  # example e's bins: e·bins ... e·bins + bins-1
+        counts = np.bincount(flat.ravel(), minlength=flat.shape[1] * bins).reshape(-1, bins)
         smoothed = counts + PSEUDO_COUNT
         return smoothed / smoothed.sum(1, keepdims=True)
 
@@ -121,6 +122,20 @@ def tpr_at_fpr(positive, negative, fpr: float) -> float:
     """The largest true-positive rate at a threshold whose false-positive rate is ≤ ``fpr``."""
     f, t = roc_curve(positive, negative)
     return float(t[f <= fpr].max())
+
+
+def tpr_at_fpr_rows(positive, negative, fpr: float) -> np.ndarray:
+    """:func:`tpr_at_fpr` of each row of ``positive`` (R, P) against the same row of
+    ``negative`` (R, N), without a ROC curve per row: with m the most negatives an FPR of ``fpr``
+    admits (m / N ≤ fpr, as the curve divides), every threshold above the (m+1)-th largest
+    negative v is admitted and none at or below it, so the TPR is the share of positives > v."""
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    n = negative.shape[1]
+    m = int(np.count_nonzero(np.arange(n + 1) / n <= fpr)) - 1
+    if m >= n:
+        return np.ones(len(positive))
+    v = -np.partition(-negative, m, axis=1)[:, m : m + 1]
+    return np.count_nonzero(positive > v, axis=1) / positive.shape[1]
 
 
 def log_likelihood(margins, labels):

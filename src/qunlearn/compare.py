@@ -456,8 +456,12 @@ def compare_results_dir(results_dir: str | Path, out: str | Path | None = None) 
     out = check_target(out if out is not None else results_dir)  # never a link
     verified = read_verified(results_dir)
     _comparator(verified.config["experiment"])  # an unknown kind first
-    for name in ("compare.csv", "compare.json"):
-        check_target(out / name)  # a link there too, before either is written
+    for name in (
+        "compare.csv",
+        "compare.json",
+        *COMPARE_FILES.get(verified.config["experiment"], ()),
+    ):
+        check_target(out / name)  # a link there too, before any is written
     if not os.access(out if out.exists() else out.parent, os.W_OK):
         raise QunlearnError(f"{out} is not writable: pass --out DIR for the comparison files")
     return compare_verified(verified, out)
@@ -481,7 +485,7 @@ def compare_verified(verified, out: str | Path | None = None) -> dict:
             return compare_verified(verified, scratch)
     manifest = verified.manifest
     kind = manifest["config"]["experiment"]
-    result = comparator(Path(out), sweep_rows(verified), manifest)
+    result = comparator(Path(out), sweep_rows(verified), manifest, verified.table)
     head = [data_line(manifest["config"])]
     if kind in PROTOCOL_TOP_KEYS:
         head += comparability_lines(protocol_check(manifest["config"]))
@@ -489,7 +493,7 @@ def compare_verified(verified, out: str | Path | None = None) -> dict:
     return result
 
 
-def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
+def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict, tables=None) -> dict:
     check = protocol_check(manifest["config"])
     judged = {t for t, d in check["differences"].items() if not d}
     kinds = {t: k for t, k in check["kinds"].items() if k}
@@ -555,6 +559,8 @@ def _fmt(x):
     return f"{x:.3f}" if math.isfinite(x) else "n/a"
 
 
+COMPARE_FILES: dict[str, tuple[str, ...]] = {}  # kind -> what its comparator writes beside
+# kind -> comparator(out, results.csv rows, manifest, tables: name -> that verified table's rows)
 COMPARATORS = {"noise_sweep": _compare_sweep_dir}
 
 
@@ -792,7 +798,9 @@ def format_unlearning(table: list[dict], ordering: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _compare_unlearning_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
+def _compare_unlearning_dir(
+    results_dir: Path, results: list[dict], manifest: dict, tables=None
+) -> dict:
     check = protocol_check(manifest["config"])
     judged = {t for t, d in check["differences"].items() if not d}
     out = compare_unlearning(results, {t: k for t, k in check["kinds"].items() if k}, judged)
@@ -976,7 +984,9 @@ def compare_roughening(results: list[dict], model_kinds: dict[str, str]) -> list
     return table
 
 
-def _compare_roughening_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
+def _compare_roughening_dir(
+    results_dir: Path, results: list[dict], manifest: dict, tables=None
+) -> dict:
     kinds = {name: spec["model"] for name, spec in manifest["config"]["models"].items()}
     table = compare_roughening(results, kinds)
     fields = [
@@ -1212,7 +1222,53 @@ def evaluation_findings(scores: dict) -> list[str]:
     return lines
 
 
-def _compare_evaluation_dir(results_dir: Path, results: list[dict], manifest: dict) -> dict:
+def _cell_seconds(timings: dict, model: str, group: str) -> tuple[float, bool] | None:
+    """(seconds of its runs, includes a compilation) of an evaluation's ensemble cell
+    ``<model>__<group>`` as the manifest records them; None where they are not (a run made
+    before ``run_seconds`` was recorded: its cell's wall time includes compilations that are
+    not the method's cost)."""
+    t = timings.get(f"{model}__{group}")
+    if not isinstance(t, dict) or not isinstance(t.get("run_seconds"), int | float):
+        return None
+    return float(t["run_seconds"]), bool(t.get("includes_compile"))
+
+
+def evaluation_leaderboard(
+    results: list[dict], bootstrap: list[dict], manifest: dict
+) -> list[dict]:
+    """The leaderboard rows (:mod:`qunlearn.leaderboard`) of an evaluation's ``results.csv``
+    and ``bootstrap.csv`` rows, with the manifest's cell timings; one block per forget request
+    (a ``forget`` column, else the config's ``forget``, else "poison")."""
+    from qunlearn import leaderboard
+
+    named = manifest["config"].get("forget")
+    default = named if isinstance(named, str) else leaderboard.DEFAULT_FORGET
+
+    def forget_of(row: dict) -> str:
+        return row.get("forget") or default
+
+    resampled = leaderboard.resamples_by_group(bootstrap, forget_of)
+    timings = manifest.get("timings", {}) or {}
+    rows = []
+    for forget in dict.fromkeys(map(forget_of, results)):
+        scores = evaluation_scores([r for r in results if forget_of(r) == forget])
+        seconds = {key: _cell_seconds(timings, *key) for key in scores}
+        rows += leaderboard.leaderboard_rows(
+            scores,
+            {(m, g): v for (f, m, g), v in resampled.items() if f == forget},
+            {key: s for key, s in seconds.items() if s is not None},
+            forget=forget,
+        )
+    return rows
+
+
+def _compare_evaluation_dir(
+    results_dir: Path, results: list[dict], manifest: dict, tables=None
+) -> dict:
+    from qunlearn.leaderboard import COLUMNS, format_leaderboard
+
+    board = evaluation_leaderboard(results, tables("bootstrap.csv") if tables else [], manifest)
+    _write_compare_csv(results_dir / "leaderboard.csv", board, list(COLUMNS))
     scores = evaluation_scores(results)
     table = [
         {"model": m, "group": g, "split": split, "metric": metric}
@@ -1227,7 +1283,8 @@ def _compare_evaluation_dir(results_dir: Path, results: list[dict], manifest: di
         ["model", "group", "split", "metric", "value", "not_comparable"],
     )
     findings = evaluation_findings(scores)
-    atomic_write_text(results_dir / "compare.json", json.dumps({"findings": findings}, indent=2))
+    summary = {"findings": findings, "leaderboard": board}
+    atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = (
         "evaluation against retrain oracles (beyond the paper: no published numbers). KLoM: "
         "per-example histogram KL of margins vs the oracles (f/r/v = forget/retain/val); resid: "
@@ -1246,7 +1303,9 @@ def _compare_evaluation_dir(results_dir: Path, results: list[dict], manifest: di
         text = text.replace("with flipped labels", "with true labels (D_f is clean)")
     text = request_line(manifest["config"]) + text
     text += format_evaluation(scores) + "\n\n" + "\n".join(findings) + "\n"
-    return {"table": table, "summary": {"findings": findings}, "text": text}
+    text += "\n" + format_leaderboard(board) + "\n"
+    return {"table": table, "summary": summary, "text": text}
 
 
 COMPARATORS["evaluation"] = _compare_evaluation_dir
+COMPARE_FILES["evaluation"] = ("leaderboard.csv",)

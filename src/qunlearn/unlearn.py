@@ -35,6 +35,16 @@ import optax
 
 from qunlearn.errors import QunlearnError, did_you_mean, user_code
 from qunlearn.families import Family, keyword_options
+from qunlearn.surgery import (
+    CURVATURES,
+    last_layers_mask,
+    layer_count,
+    mean_square_per_example,
+    newton_step,
+    ssd_dampen,
+    top_fraction_mask,
+    trainable,
+)
 from qunlearn.train import (
     BCE_EPS,
     bce,
@@ -133,7 +143,10 @@ class Method(NamedTuple):
     params``; ``weights``: default weights (floats); ``form``: hashable, equal forms promise equal
     objective, plan, inputs and optimizer, so the compiled program can be shared; ``variant``:
     "reference" or "corrected"; ``steps``: optimizer updates applied per run;
-    ``optimizer(lr) -> optax.GradientTransformation``.
+    ``optimizer(lr) -> optax.GradientTransformation``; ``prepare(key, params, data, extra) ->
+    (params, data, extra)``, optional: runs once inside the program, after ``start`` and before
+    the first step, with the run's data (a saliency mask, random labels, a Newton step or
+    Fisher dampening: what a method computes from the data before, or instead of, training).
     """
 
     objective: Callable
@@ -145,6 +158,7 @@ class Method(NamedTuple):
     variant: str
     steps: int
     optimizer: Callable = optax.adam
+    prepare: Callable | None = None
 
 
 def _from_teacher(key, teacher):
@@ -181,10 +195,23 @@ def _check_weights(**weights) -> None:
             )
 
 
-def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, start, variant):
+def _reference_form(
+    model,
+    *,
+    n_retain,
+    n_forget,
+    epochs,
+    batch_size,
+    weights,
+    start,
+    variant,
+    train_only=None,
+    tag=(),
+):
     """ce·CE(D_r batch) + kl·KL1(teacher‖student, batch) − forget_kl·KL1(teacher‖student, D_f)
     − forget_ce_poisoned·CE(D_f, poisoned labels) − forget_ce_true·CE(D_f, true labels), with all
-    of D_f in every step."""
+    of D_f in every step. ``weights["l1"]`` adds l1·Σ|θ|; ``train_only`` (a static mask like the
+    params) freezes what it leaves out; ``tag`` names either in the form."""
     _check_sizes(n_retain, n_forget, epochs, batch_size)
     bs = _full_batch(batch_size, n_retain)
     plan = shuffled_plan(n_retain, bs)
@@ -216,10 +243,16 @@ def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, s
 
     def objective(params, batch, extra):
         wt = extra["weights"]
+        if train_only is not None:
+            params = trainable(params, train_only)
         p = predict(model, params, batch["x"])
         retain = wt["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"]) + wt[
             "kl"
         ] * weighted_mean(kl_one_term(batch["p_teacher"], p), batch["w"])
+        if "l1" in wt:
+            retain = retain + wt["l1"] * sum(
+                jnp.sum(jnp.abs(leaf)) for leaf in jax.tree_util.tree_leaves(params)
+            )
         # Retrain and fine-tune (and a sweep's fo_w = 0 points) weigh D_f by zero: skip its
         # forward and backward pass, which is as large as the retain batch's (all of D_f per
         # step). A real branch where the weights are per program (runs in a lax.map); under a
@@ -247,7 +280,7 @@ def _reference_form(model, *, n_retain, n_forget, epochs, batch_size, weights, s
         inputs,
         start,
         {k: float(v) for k, v in full.items()},
-        ("reference", n_retain, n_forget, bs, epochs),
+        ("reference", n_retain, n_forget, bs, epochs, *tag),
         variant,
         epochs * math.ceil(n_retain / bs),
     )
@@ -452,6 +485,414 @@ def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
     )
 
 
+# --- the methods the field compares (EU-k, CF-k, random labels, SalUn, l1-sparse, SSD, Fisher
+# forgetting, Newton removal): variant "benchmark". Each is the training engine's objective, data
+# and start, plus (for the last five) a `prepare` step that reads the data once in the program.
+
+BENCHMARK = "benchmark"
+PREPARE_KEY = 2**32 - 1  # fold_in index of prepare's key: epochs use 0, 1, ... (make_train)
+
+
+def _check_number(
+    method: str, name: str, value, low: float, high: float = math.inf, *, integer=False
+):
+    """``low < value <= high`` (ints only if ``integer``), else one line naming the option."""
+    kind = int if integer else int | float
+    if not isinstance(value, kind) or isinstance(value, bool) or not (low < value <= high):
+        span = f"> {low}" if high == math.inf else f"in ({low}, {high}]"
+        what = "an integer" if integer else "a number"
+        raise QunlearnError(f"{method} option {name} must be {what} {span}, got {value!r}")
+
+
+def _last_layers(model, k, method: str):
+    """The static mask of the model's last ``k`` layers; k outside [1, layers] fails in one line."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    n = layer_count(shapes)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+        raise QunlearnError(
+            f"{method} k must be an integer from 1 to the model's {n} layers, got {k!r}"
+        )
+    return last_layers_mask(shapes, k)
+
+
+def eu_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
+    """EU-k (Goel et al. 2022): the teacher with its last ``k`` layers re-initialised from the run
+    key, only those trained, CE on D_r. ``k`` = every layer is :func:`retrain`."""
+    mask = _last_layers(model, k, "eu_k")
+
+    def start(key, teacher):
+        fresh = model.init(key)
+        return jax.tree_util.tree_map(lambda f, t, m: jnp.where(m, f, t), fresh, teacher, mask)
+
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": 1.0},
+        start=start,
+        variant=BENCHMARK,
+        train_only=mask,
+        tag=("last", k),
+    )
+
+
+def cf_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
+    """CF-k (Goel et al. 2022): fine-tune only the teacher's last ``k`` layers on D_r."""
+    mask = _last_layers(model, k, "cf_k")
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": 1.0},
+        start=_from_teacher,
+        variant=BENCHMARK,
+        train_only=mask,
+        tag=("last", k),
+    )
+
+
+def l1_sparse(model, *, n_retain, n_forget, epochs, batch_size, l1=1e-4):
+    """ℓ1-sparse fine-tuning (Jia et al. 2023), from the teacher: CE(D_r) + l1·Σ|θ|. The weight is
+    constant (theirs decays linearly to 0); it is a loss weight, so a sweep can vary it."""
+    _check_weights(l1=l1)
+    return _reference_form(
+        model,
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        weights={"ce": 1.0, "l1": l1},
+        start=_from_teacher,
+        variant=BENCHMARK,
+        tag=("l1",),
+    )
+
+
+def _random_label_form(model, name, *, n_retain, n_forget, epochs, batch_size, saliency=None):
+    """From the teacher, CE on D_r (its labels) and D_f relabelled at random (one fair coin per
+    forget sample, drawn in ``prepare``), shuffled together. ``saliency`` = f: only the fraction
+    f of the weights with the largest forget-loss gradient at the teacher are trained (SalUn)."""
+    _check_sizes(n_retain, n_forget, epochs, batch_size)
+    n = n_retain + n_forget
+    bs = min(_full_batch(batch_size, n_retain), n)
+
+    def inputs(teacher, split):
+        data = {
+            "x": jnp.concatenate([split["x_retain"], split["x_forget"]]),
+            "y": jnp.concatenate([split["y_retain"], split["y_forget_poisoned"]]),
+        }
+        return data, {"x_forget": split["x_forget"], "y_forget": split["y_forget_poisoned"]}
+
+    def prepare(key, params, data, extra):
+        coins = jax.random.bernoulli(key, 0.5, (n_forget,)).astype(data["y"].dtype)
+        data = data | {"y": data["y"].at[n_retain:].set(coins)}
+        if saliency is not None:
+
+            def forget_loss(params):
+                return jnp.mean(bce(predict(model, params, extra["x_forget"]), extra["y_forget"]))
+
+            grads = jax.grad(forget_loss)(params)
+            mask = top_fraction_mask(jax.tree_util.tree_map(jnp.abs, grads), saliency)
+            extra = extra | {"train_only": mask}
+        return params, data, extra
+
+    def objective(params, batch, extra):
+        if "train_only" in extra:
+            params = trainable(params, extra["train_only"])
+        p = predict(model, params, batch["x"])
+        return extra["weights"]["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"])
+
+    return Method(
+        objective,
+        shuffled_plan(n, bs),
+        inputs,
+        _from_teacher,
+        {"ce": 1.0},
+        (name, n_retain, n_forget, bs, epochs, saliency),
+        BENCHMARK,
+        epochs * math.ceil(n / bs),
+        optax.adam,
+        prepare,
+    )
+
+
+def random_label(model, *, n_retain, n_forget, epochs, batch_size):
+    """Random-label fine-tuning (Golatkar et al. 2020's baseline, SalUn's "RL"): D_r with its
+    labels and D_f with random ones, from the teacher."""
+    return _random_label_form(
+        model,
+        "random_label",
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+    )
+
+
+def salun(model, *, n_retain, n_forget, epochs, batch_size, sparsity=0.5):
+    """SalUn (Fan et al. 2024): random-label fine-tuning of only the salient weights, the
+    ``sparsity`` fraction with the largest |∇ CE(D_f)| at the teacher (their default: half)."""
+    _check_number("salun", "sparsity", sparsity, 0.0, 1.0)
+    return _random_label_form(
+        model,
+        "salun",
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        batch_size=batch_size,
+        saliency=float(sparsity),
+    )
+
+
+def _edit_form(model, name, options: tuple, *, n_retain, n_forget, epochs, edit) -> Method:
+    """A method that edits the teacher once and trains no further (zero optimizer steps):
+    ``edit(key, params, split) -> params`` runs as ``prepare``; the epochs only log metrics."""
+    _check_sizes(n_retain, n_forget, epochs, 0)
+
+    def inputs(teacher, split):
+        return {"x": split["x_retain"], "y": split["y_retain"]}, {"edit_split": split}
+
+    def plan(key):
+        del key
+        return jnp.zeros((0, 1), jnp.int32), jnp.zeros((0, 1))
+
+    def objective(params, batch, extra):  # traced by the (empty) step scan, never run
+        return weighted_mean(bce(predict(model, params, batch["x"]), batch["y"]), batch["w"])
+
+    def prepare(key, params, data, extra):
+        return edit(key, params, extra["edit_split"]), data, extra
+
+    return Method(
+        objective,
+        plan,
+        inputs,
+        _from_teacher,
+        {},
+        (name, n_retain, n_forget, epochs, *options),
+        BENCHMARK,
+        0,
+        optax.adam,
+        prepare,
+    )
+
+
+def _example_loss(model):
+    """``(params, x, y) -> CE`` of one example: its gradient squared is the empirical Fisher."""
+    return lambda params, x, y: bce(model.apply(params, x), y)
+
+
+def ssd(model, *, n_retain, n_forget, epochs, batch_size, selection=10.0, dampening=1.0):
+    """Selective Synaptic Dampening (Foster et al. 2023; their α = ``selection``, λ =
+    ``dampening``): the diagonal empirical Fisher of D_f and of the whole training set D (the
+    labels trained on); weights far more important to D_f are scaled down. No training."""
+    del batch_size
+    _check_number("ssd", "selection", selection, 0.0)
+    _check_number("ssd", "dampening", dampening, 0.0)
+    grad_one = jax.grad(_example_loss(model))
+
+    def edit(key, params, split):
+        del key
+        fisher_forget = mean_square_per_example(
+            grad_one, params, split["x_forget"], split["y_forget_poisoned"]
+        )
+        fisher_all = mean_square_per_example(
+            grad_one, params, split["x_train"], split["y_train_noisy"]
+        )
+        return ssd_dampen(
+            params, fisher_forget, fisher_all, selection=selection, dampening=dampening
+        )
+
+    return _edit_form(
+        model,
+        "ssd",
+        (float(selection), float(dampening)),
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        edit=edit,
+    )
+
+
+def fisher_forgetting(
+    model, *, n_retain, n_forget, epochs, batch_size, scale=1e-6, max_inverse=1e3
+):
+    """Fisher forgetting (Golatkar et al. 2020): Gaussian noise on the teacher with variance
+    ``scale · min(1 / (F_r + 1e-8), max_inverse)``, F_r the diagonal (true) Fisher of D_r: weights
+    the retain set does not pin down are scrambled. Their defaults. No training."""
+    del batch_size
+    _check_number("fisher_forgetting", "scale", scale, 0.0)
+    _check_number("fisher_forgetting", "max_inverse", max_inverse, 0.0)
+
+    def score(params, x, y):  # ∇p / sqrt(p(1-p)): its square is the class-averaged Fisher
+        del y
+        p, grad = jax.value_and_grad(model.apply)(params, x)
+        norm = jax.lax.rsqrt(jnp.maximum(p * (1 - p), BCE_EPS))
+        return jax.tree_util.tree_map(lambda g: g * norm, grad)
+
+    def edit(key, params, split):
+        fisher = mean_square_per_example(score, params, split["x_retain"], split["y_retain"])
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(key, len(leaves))
+        noisy = [
+            p
+            + jnp.sqrt(scale * jnp.minimum(1 / (f + 1e-8), max_inverse))
+            * jax.random.normal(k, p.shape, jnp.result_type(p))
+            for p, f, k in zip(leaves, jax.tree_util.tree_leaves(fisher), keys, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(tree, noisy)
+
+    return _edit_form(
+        model,
+        "fisher_forgetting",
+        (float(scale), float(max_inverse)),
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        edit=edit,
+    )
+
+
+def retain_loss(model, x, y, l2: float = 0.0) -> Callable:
+    """``params -> mean CE(D_r) + l2/2·‖θ‖²``, whose optimum Newton removal aims at."""
+
+    def loss(params):
+        ce = jnp.mean(bce(predict(model, params, x), y))
+        norm = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(params))
+        return ce + 0.5 * l2 * norm
+
+    return loss
+
+
+def gauss_newton_product(model, x, l2: float = 0.0) -> Callable:
+    """``params -> (v -> G v)``: the Gauss-Newton (Fisher) matrix of mean CE on ``x`` plus l2·I,
+    ``Jᵀ diag(1 / (p(1-p))) J / n`` with J = ∂p/∂θ; positive semi-definite, unlike the Hessian
+    of a non-convex model."""
+
+    def at(params):
+        def probs(theta):
+            return predict(model, theta, x)
+
+        p, vjp = jax.vjp(probs, params)
+
+        def product(v):
+            jv = jax.jvp(probs, (params,), (v,))[1]
+            back = vjp(jv / jnp.maximum(p * (1 - p), BCE_EPS) / x.shape[0])[0]
+            return jax.tree_util.tree_map(lambda b, u: b + l2 * u, back, v)
+
+        return product
+
+    return at
+
+
+def _newton_options(method, damping, cg_steps, newton_steps, curvature, l2):
+    _check_weights(damping=damping)
+    _check_number(method, "cg_steps", cg_steps, 0, integer=True)
+    _check_number(method, "newton_steps", newton_steps, 0, integer=True)
+    _check_weights(l2=l2)
+    if curvature not in CURVATURES:
+        raise QunlearnError(
+            f"{method} curvature must be one of {list(CURVATURES)}, got {curvature!r}"
+            f"{did_you_mean(str(curvature), CURVATURES)}"
+        )
+
+
+def _newton_edit(model, damping, cg_steps, newton_steps, curvature, l2):
+    """``(params, split) -> params``: ``newton_steps`` damped Newton steps on the retain loss."""
+
+    def edit(params, split):
+        x, y = split["x_retain"], split["y_retain"]
+        loss = retain_loss(model, x, y, l2)
+        product = gauss_newton_product(model, x, l2) if curvature == "gauss_newton" else None
+        for _ in range(newton_steps):
+            params, _ = newton_step(
+                loss, params, damping=damping, cg_steps=cg_steps, gauss_newton=product
+            )
+        return params
+
+    return edit
+
+
+def newton(
+    model,
+    *,
+    n_retain,
+    n_forget,
+    epochs,
+    batch_size,
+    damping=1e-3,
+    cg_steps=32,
+    newton_steps=1,
+    curvature="gauss_newton",
+    l2=0.0,
+):
+    """Newton (influence) removal: θ − (C_r + λI)⁻¹ ∇L_r(θ) from the teacher, L_r the mean CE on
+    D_r (+ l2/2·‖θ‖²), C_r its Gauss-Newton matrix or Hessian, solved by CG on matrix-vector
+    products. At the optimum of the loss on D, ∇L_r = −(n_f / n_r)·∇L_f: one step removes D_f's
+    influence to second order (Koh & Liang 2017; Guo et al. 2020). No training."""
+    del batch_size
+    _newton_options("newton", damping, cg_steps, newton_steps, curvature, l2)
+    edit = _newton_edit(model, damping, cg_steps, newton_steps, curvature, l2)
+    return _edit_form(
+        model,
+        "newton",
+        (float(damping), cg_steps, newton_steps, curvature, float(l2)),
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        edit=lambda key, params, split: edit(params, split),
+    )
+
+
+def certified_newton(
+    model,
+    *,
+    n_retain,
+    n_forget,
+    epochs,
+    batch_size,
+    sigma=0.01,
+    damping=1e-3,
+    cg_steps=32,
+    newton_steps=1,
+    curvature="gauss_newton",
+    l2=0.0,
+):
+    """Certified removal's mechanism (Guo et al. 2020): :func:`newton` then Gaussian noise of
+    scale ``sigma`` on every weight (the run key). Its (ε, δ) guarantee
+    (:func:`qunlearn.surgery.certified_epsilon`) holds only for strongly convex losses (an
+    L2-regularised linear model); for the MLPs and QNNs it is the same mechanism, uncertified."""
+    del batch_size
+    _check_number("certified_newton", "sigma", sigma, 0.0)
+    _newton_options("certified_newton", damping, cg_steps, newton_steps, curvature, l2)
+    edit = _newton_edit(model, damping, cg_steps, newton_steps, curvature, l2)
+
+    def noisy(key, params, split):
+        params = edit(params, split)
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(key, len(leaves))
+        return jax.tree_util.tree_unflatten(
+            tree,
+            [
+                p + sigma * jax.random.normal(k, p.shape, jnp.result_type(p))
+                for p, k in zip(leaves, keys, strict=True)
+            ],
+        )
+
+    return _edit_form(
+        model,
+        "certified_newton",
+        (float(sigma), float(damping), cg_steps, newton_steps, curvature, float(l2)),
+        n_retain=n_retain,
+        n_forget=n_forget,
+        epochs=epochs,
+        edit=noisy,
+    )
+
+
 METHODS = Family(
     "unlearning method",
     "qunlearn.methods",
@@ -462,6 +903,15 @@ METHODS = Family(
         "gradient_ascent": gradient_ascent,
         "scrub_kurmanji": scrub_kurmanji,
         "neggrad_plus": neggrad_plus,
+        "eu_k": eu_k,
+        "cf_k": cf_k,
+        "random_label": random_label,
+        "salun": salun,
+        "l1_sparse": l1_sparse,
+        "ssd": ssd,
+        "fisher_forgetting": fisher_forgetting,
+        "newton": newton,
+        "certified_newton": certified_newton,
     },
 )
 """name -> factory ``(model, *, n_retain, n_forget, epochs, batch_size, **options) -> Method``."""
@@ -516,6 +966,8 @@ def check_method_value(name: str, method) -> None:
     for field in ("objective", "plan", "inputs", "start", "optimizer"):
         if not callable(getattr(method, field)):
             fail(f"Method.{field} must be a function")
+    if method.prepare is not None and not callable(method.prepare):
+        fail("Method.prepare must be a function or None")
     if not isinstance(method.weights, dict) or not all(
         isinstance(k, str) and isinstance(v, float) and math.isfinite(v)
         for k, v in method.weights.items()
@@ -566,6 +1018,9 @@ def make_unlearn(
 
     def unlearn(key, params, teacher, split, weights):
         data, extra = method.inputs(teacher, split)
+        if method.prepare is not None:
+            prepare_key = jax.random.fold_in(key, PREPARE_KEY)
+            params, data, extra = method.prepare(prepare_key, params, data, extra)
         params, log = train(key, params, data, extra | {"weights": weights, "split": split})
         return params, log | {"final": unlearning_metrics(model, params, split)}
 

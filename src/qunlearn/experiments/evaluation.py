@@ -33,7 +33,8 @@ Per model, on ONE poisoning draw (the unlearning experiment's, so the forget set
 
 Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
 model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
-distances) and ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid).
+distances), ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid) and ``bootstrap.csv`` (the
+leaderboard's statistics on each bootstrap draw of the teachers, :func:`bootstrap_groups`).
 
 Cost: each ensemble is one program over its runs; on the 2-core CPU the K oracles of the QNN
 dominate (one retrain run of the 10-qubit depth-6 QNN per K). docs/evaluation.md has the costs.
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import io
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -168,7 +170,8 @@ def ensemble_program(
         params, log = unlearn(
             key, start, teacher, run_split(shared, y_noisy, mask, n_forget, n_removed), weights
         )
-        final = log["final"] | {"loss": log["loss"][-1]}
+        # a method that only edits the teacher (steps = 0) takes no step: it has no loss
+        final = log["final"] | ({"loss": log["loss"][-1]} if method.steps else {})
         return final, audit.margin(predict(model, params, probes))
 
     fn = jax.jit(over_runs(one, (0, 0, 0, 0, None, None, None, None), run_chunk))
@@ -316,22 +319,26 @@ class _ModelCells:
         return self._teachers
 
     def ensemble(self, method, keys, teachers, n_removed: int | None = None):
-        """(final metrics, margins) of one run per key row (start key, batch-order key) and
-        teacher (leading axis), in calls of T x U runs (the last one padded): one compiled
-        program serves the oracles and every method of one form. ``n_removed``: a clean
-        reference's runs (trained on D minus all poison, judged on D_f)."""
+        """(final metrics, margins, seconds) of one run per key row (start key, batch-order key)
+        and teacher (leading axis), in calls of T x U runs (the last one padded): one compiled
+        program serves the oracles and every method of one form. ``seconds``: the wall time of
+        the program calls (the runs, and a compilation where the form is new), not of the
+        starting points (a fresh init's compilation would swamp a small ensemble's runs).
+        ``n_removed``: a clean reference's runs (trained on D minus all poison, judged on D_f)."""
         program, chunk = self.program(method, n_removed), self.n_teachers * self.n_seeds
         mask = self.poisoning["mask"]
         if n_removed is not None:
             mask = (mask, self.poisoning["poison_mask"])
         weights = {k: np.full(chunk, v) for k, v in method.weights.items()}
         start = jax.jit(jax.vmap(method.start))
-        parts = []
+        parts, seconds = [], 0.0
         for sel, n_real in padded_chunks(keys.shape[0], chunk):
             teacher = jax.tree_util.tree_map(lambda a, sel=sel: a[sel], teachers)
+            starts = jax.block_until_ready(start(keys[sel, 0], teacher))
+            began = time.perf_counter()
             out = program(
                 keys[sel, 1],
-                start(keys[sel, 0], teacher),
+                starts,
                 teacher,
                 weights,
                 self.poisoning["y_noisy"],
@@ -340,7 +347,8 @@ class _ModelCells:
                 self.probes,
             )
             parts.append(jax.tree_util.tree_map(lambda a, n=n_real: np.asarray(a)[:n], out))
-        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
+            seconds += time.perf_counter() - began
+        return (*jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts), seconds)
 
     def oracles_cell(self, store: ResultStore, clean: bool = False) -> CellResult:
         """K retrain oracles on D_r; ``clean``: K clean oracles on D minus all poison (their own
@@ -357,7 +365,7 @@ class _ModelCells:
         )
         n_removed = self.request.n_poison if clean else None
         traces = len(self.program(method, n_removed).traces)
-        final, margins = self.ensemble(method, keys, teachers, n_removed)
+        final, margins, _ = self.ensemble(method, keys, teachers, n_removed)
         return CellResult(
             self.rows(group, final, lambda r: "", lambda r: r),
             info={"kind": "ensemble", "group": group, "options": options},
@@ -375,7 +383,7 @@ class _ModelCells:
         per_run = jax.tree_util.tree_map(lambda a: jnp.repeat(a, u, axis=0), params)
         keys = unlearning_keys(self.root, self.config.dataset, self.name, t * u)
         traces = len(self.program(method).traces)
-        final, margins = self.ensemble(method, keys, per_run)
+        final, margins, seconds = self.ensemble(method, keys, per_run)
         compiled = len(self.program(method).traces) > traces
         return CellResult(
             self.rows(name, final, lambda r: r // u, lambda r: r % u),
@@ -387,6 +395,7 @@ class _ModelCells:
                 "options": options,
             },
             files={f"{self.name}__{name}.margins.npz": margins_npz(margins)},
+            timing={"run_seconds": round(seconds, 3)},  # the leaderboard's cost; not a result
             compiled=compiled,
         )
 
@@ -412,6 +421,14 @@ class _ModelCells:
             seed=self.config.seed,
             clean=clean,
         )
+        resampled = bootstrap_groups(
+            groups,
+            oracles,
+            self.poisoning,
+            bins=self.config.bins,
+            design=(self.n_teachers, self.n_seeds),
+            seed=self.config.seed,
+        )
         base = {"dataset": self.config.dataset, "model": self.name}
         return CellResult(
             [base | row | {"seed": self.config.seed} for row in rows],
@@ -419,6 +436,7 @@ class _ModelCells:
             tables={
                 "per_example": [base | row for row in per_example],
                 "roc": [base | row for row in roc],
+                "bootstrap": [base | row for row in resampled],
             },
         )
 
@@ -429,7 +447,7 @@ def score_groups(
     """(rows, per-example rows, ROC rows) of every group's margins (models, probes) against the
     oracles' (K, probes); ``design`` = (teachers, unlearning seeds) of the method ensembles.
     ``seed`` draws the oracle subsets of the null band (group ``oracle_null``). ``clean``: the
-    clean oracles' margins (K', probes), a second reference (:func:`clean_reference_rows`)."""
+    clean oracles' margins (K', probes), a second reference (:func:`clean_reference_scores`)."""
     idx = split_indices(poisoning)
     half = oracles.shape[0] // 2
     labels = {
@@ -620,8 +638,78 @@ def null_band(oracles, idx: dict, *, bins: int, sizes: tuple[int, int], seed: in
     return dict(out), first_roc
 
 
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_STREAM = 1  # the bootstrap's draws: a stream of its own beside the null band's
+# the statistics the leaderboard needs intervals of: metric -> its split (as in results.csv)
+BOOTSTRAP_METRICS = {
+    "klom_p50": "forget",
+    "ulira_tpr_at_1pct_fpr": "forget",
+    "acc_true_mean": "val",
+}
+
+
+def bootstrap_groups(
+    groups: dict,
+    oracles,
+    poisoning: dict,
+    *,
+    bins: int,
+    design,
+    seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    chunk: int = 50,
+) -> list[dict]:
+    """Rows {group, resample, <metric>: value for :data:`BOOTSTRAP_METRICS`}: each statistic of
+    :func:`score_groups` recomputed on ``resamples`` draws of the T teachers with replacement. One
+    draw serves every group (a teacher's unlearned runs go with it; the runs of ``retrain``, made
+    per teacher too, likewise), so differences between groups are paired; the K oracles stay
+    fixed. Resample 0 is the first draw, not the identity: the point values are results.csv's."""
+    idx = split_indices(poisoning)
+    forget, val = idx["forget"], idx["val"]
+    truth = (np.concatenate([poisoning["y_true"], poisoning["y_val"]])[val] > 0.5)[None]
+    t, u = design
+    picks = np.random.default_rng((seed, BOOTSTRAP_STREAM)).integers(0, t, (resamples, t))
+    reference = oracles[:, forget]
+    rows = []
+    for group, margins in groups.items():
+        per = margins.shape[0] // t  # runs per teacher: U for a method, 1 for the teachers
+        runs = (picks[..., None] * per + np.arange(per)).reshape(resamples, -1)  # (B, T·per)
+        one = picks * per  # unlearning seed 0 of each drawn teacher: the distances' size
+        acc = ((margins[:, val] > 0) == truth).mean(1)[runs].mean(1)
+        on_forget = margins[:, forget]
+        klom, tpr = [], []
+        for lo in range(0, resamples, chunk):  # resamples side by side, as extra examples
+            sel = slice(lo, lo + chunk)
+            n = len(runs[sel])
+            references = np.tile(reference, n)
+            d = audit.histogram_kl(_side_by_side(on_forget, one[sel]), references, bins)
+            klom.append(np.quantile(d.reshape(n, -1), 0.5, axis=1))
+            positive, negative = audit.ulira(_side_by_side(on_forget, runs[sel]), references)
+            tpr.append(
+                audit.tpr_at_fpr_rows(_per_resample(positive, n), _per_resample(negative, n), 0.01)
+            )
+        values = {"klom_p50": np.concatenate(klom), "ulira_tpr_at_1pct_fpr": np.concatenate(tpr)}
+        values["acc_true_mean"] = acc
+        rows += [
+            {"group": group, "resample": b} | {k: float(v[b]) for k, v in values.items()}
+            for b in range(resamples)
+        ]
+    return rows
+
+
+def _side_by_side(margins, draws):
+    """(models, F) margins, (n, models') drawn rows -> (models', n·F): draw b in columns b·F..."""
+    picked = margins[draws.T]  # (models', n, F)
+    return picked.reshape(picked.shape[0], -1)
+
+
+def _per_resample(scores, n: int):
+    """(models, n·F) scores of n resamples side by side -> (n, models·F), one row each."""
+    return scores.reshape(scores.shape[0], n, -1).transpose(1, 0, 2).reshape(n, -1)
+
+
 TABLES = {"ensemble": "ensemble.csv", "scores": "results.csv"}
-EXTRA_TABLES = {"per_example": "per_example.csv", "roc": "roc.csv"}
+EXTRA_TABLES = {"per_example": "per_example.csv", "roc": "roc.csv", "bootstrap": "bootstrap.csv"}
 
 
 def write_tables(store: ResultStore) -> None:

@@ -263,6 +263,7 @@ class _ModelCells:
             method=name,
             variant=method.variant,
             seed=config.seed,
+            with_loss=method.steps > 0,  # a method that only edits the teacher has no loss
         )
         info = {
             "kind": "trajectory",
@@ -328,17 +329,20 @@ class _ModelCells:
         )
 
 
-def trajectory_rows(log, *, dataset, model, method, variant, seed) -> list[dict]:
+def trajectory_rows(
+    log, *, dataset, model, method, variant, seed, with_loss: bool = True
+) -> list[dict]:
     """Tidy rows from a vmapped log: epoch e < E at the start of epoch e, E = after the last."""
     runs, epochs = log["loss"].shape
     start = {m: np.asarray(log["start"][m]) for m in METRICS} | {"loss": np.asarray(log["loss"])}
     final = {m: np.asarray(log["final"][m]) for m in METRICS}
     base = {"dataset": dataset, "model": model, "method": method, "variant": variant}
+    metrics = TRAJECTORY_METRICS if with_loss else METRICS
     rows = [
         base | {"run": r, "epoch": e, "metric": m, "value": float(start[m][r, e]), "seed": seed}
         for r in range(runs)
         for e in range(epochs)
-        for m in TRAJECTORY_METRICS
+        for m in metrics
     ]
     rows += [
         base | {"run": r, "epoch": epochs, "metric": m, "value": float(final[m][r]), "seed": seed}

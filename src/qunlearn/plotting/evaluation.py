@@ -4,6 +4,7 @@ bars (val-accuracy spread, flip rate, the training seed's share of the variance)
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -107,9 +108,101 @@ def stability_bars(results: list[dict], model: str, title: str = "") -> Figure:
     return fig
 
 
-def evaluation_figures(results, config: dict, per_example, roc) -> dict[str, Figure]:
-    """{file stem: Figure} for every model of an evaluation."""
+COST_AREA = 80.0  # marker area (points²) of a method as costly as retrain
+COST_SIZES = (0.25, 1.0, 4.0)  # the marker-size key
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (x lower, y higher are better), by x."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _errors(row: dict, stat: str):
+    value, lo, hi = row[stat], row.get(f"{stat}_lo"), row.get(f"{stat}_hi")
+    return None if lo is None else [[value - lo], [hi - value]]
+
+
+def _marker_area(cost) -> float:
+    return COST_AREA * float(np.clip(cost, 0.05, 10.0)) if cost is not None else COST_AREA
+
+
+def leaderboard_figure(board: list[dict], title: str = "") -> Figure | None:
+    """Forget quality (the KLoM residual, x, lower is better) against utility (val accuracy, y),
+    one panel per forget request and model: a method's marker area is its cost relative to
+    retrain (a ring where it is not recorded), its bars the bootstrap intervals, the dashed line
+    the Pareto front of the methods; the teacher (no unlearning) for reference. None when no
+    method has both values."""
+    shown = [r for r in board if r["resid"] is not None and r["val_acc"] is not None]
+    if not shown:
+        return None
+    forgets = list(dict.fromkeys(r["forget"] for r in board))
+    models = list(dict.fromkeys(r["model"] for r in board))
+    fig = new_figure(4.8 * len(models), 4.2 * len(forgets))
+    axes = fig.subplots(len(forgets), len(models), squeeze=False)
+    for (i, forget), (j, model) in itertools.product(enumerate(forgets), enumerate(models)):
+        ax, rows = axes[i, j], [r for r in shown if (r["forget"], r["model"]) == (forget, model)]
+        methods = [r for r in rows if r["method"] != "teacher"]
+        for r in rows:
+            label, color = _style(r["method"])
+            ax.errorbar(
+                r["resid"],
+                r["val_acc"],
+                xerr=_errors(r, "resid"),
+                yerr=_errors(r, "val_acc"),
+                fmt="none",
+                ecolor=color,
+                elinewidth=1.2,
+                alpha=0.7,
+            )
+            ring = r["cost"] is None and r["method"] != "teacher"
+            ax.scatter(
+                r["resid"],
+                r["val_acc"],
+                s=_marker_area(r["cost"]),
+                marker="X" if r["method"] == "teacher" else "o",
+                facecolors="none" if ring else color,
+                edgecolors=color if ring else "k",
+                linewidths=1.2 if ring else 0.5,
+                label=label,
+                zorder=3,
+            )
+        front = pareto_front([(r["resid"], r["val_acc"]) for r in methods])
+        if len(front) > 1:
+            x, y = np.array(front).T
+            # a staircase: what the front's methods dominate, no line between them claimed
+            ax.step(x, y, "--", where="post", color="0.45", lw=1, zorder=2, label="Pareto front")
+        ax.axvline(0.0, color="0.8", lw=0.8, zorder=1)
+        ax.set_title(f"{model}, forget {forget}" if len(forgets) > 1 else model)
+        ax.set_xlabel("KLoM residual on D_f (0 = retrain, 1 = no unlearning)")
+        ax.set_ylabel("val accuracy")
+        ax.legend(fontsize=7, loc="best")
+    for cost in COST_SIZES:  # the size key, once, below the panels
+        axes[-1, -1].scatter([], [], s=_marker_area(cost), color="0.6", label=f"{cost:g}× retrain")
+    handles = [h for h in axes[-1, -1].collections if h.get_label().endswith("× retrain")]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=len(COST_SIZES),
+        fontsize=8,
+        title="marker area: wall time relative to retrain",
+        title_fontsize=8,
+    )
+    fig.suptitle(title or "unlearning leaderboard: forget quality against utility")
+    return fig
+
+
+def evaluation_figures(results, config: dict, per_example, roc, board=()) -> dict[str, Figure]:
+    """{file stem: Figure} for every model of an evaluation, and the leaderboard's Pareto figure
+    (``board``: :func:`qunlearn.compare.evaluation_leaderboard` rows)."""
     figures = {}
+    pareto = leaderboard_figure(list(board), f"{config['name']}: forget quality against utility")
+    if pareto is not None:
+        figures["evaluation_leaderboard"] = pareto
     for model in config["models"]:
         name = config["name"]
         figures[f"evaluation_{model}_distances"] = distance_histograms(

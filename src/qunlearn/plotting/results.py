@@ -61,9 +61,11 @@ def results_figures(verified) -> dict[str, Figure]:
         fig = draw_roughening(rows, models=models, title=config["name"])
         return {"roughening_trace_ratio": fig}
     if config["experiment"] == "evaluation":
+        from qunlearn.compare import evaluation_leaderboard
         from qunlearn.plotting.evaluation import evaluation_figures
 
+        board = evaluation_leaderboard(rows, verified.table("bootstrap.csv"), verified.manifest)
         return evaluation_figures(
-            rows, config, verified.table("per_example.csv"), verified.table("roc.csv")
+            rows, config, verified.table("per_example.csv"), verified.table("roc.csv"), board
         )
     raise QunlearnError(f"no figure for experiment kind {config['experiment']!r}")
