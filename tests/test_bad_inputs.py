@@ -739,6 +739,80 @@ def test_unlearning_options_and_sweeps(tmp_path, capsys, overrides, phrases):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "phrases"),
+    [
+        (["forget='posion'"], ["config.forget = 'posion'", "did you mean 'poison'?"]),
+        (["forget='poison_partial'"], ["config.known = 0.0 must be in (0, 1]", "known = 0.5"]),
+        (
+            ["forget='poison_partial'", "known=0"],
+            ["config.known = 0.0 must be in (0, 1]", "known = 0.5"],
+        ),
+        (["forget='poison_partial'", "known=-0.1"], ["config.known = -0.1", "(0, 1]"]),
+        (["forget='poison_partial'", "known=1.5"], ["config.known = 1.5", "(0, 1]"]),
+        (["forget='poison_partial'", "known='a'"], ["config.known must be a number", "'a'"]),
+        (["known=0.5"], ["config.known = 0.5", 'option of forget = "poison_partial" only']),
+        (
+            ["forget='poison_partial'", "known=0.5", "alpha=0.0"],
+            ['forget = "poison_partial"', "alpha = 0 poisons nothing", "alpha = 0.3"],
+        ),
+        (["forget='clean_random'", "forget_fraction=1.0"], ["forget_fraction = 1.0", "(0, 1)"]),
+        (["forget='clean_random'", "forget_fraction=-0.2"], ["forget_fraction = -0.2", "(0, 1)"]),
+        (["forget_fraction=0.1"], ['option of forget = "clean_random" only']),
+        (
+            ["forget='clean_random'", "alpha=0.0"],
+            ["alpha = 0 has no poison set to match", "forget_fraction = 0.1"],
+        ),
+        (
+            ["forget='poison_partial'", "known=0.01"],
+            ["leaves D_f with 1 sample(s)", "known = 0.01 of the 150", "at least 2"],
+        ),
+        (
+            ["forget='clean_random'", "forget_fraction=0.001", "alpha=0.0"],
+            ["leaves D_f with 0 sample(s)", "of the 500 clean samples", "raise forget_fraction"],
+        ),
+    ],
+    ids=[
+        "unknown-request",
+        "partial-without-known",
+        "known-zero",
+        "known-negative",
+        "known-above-one",
+        "known-a-word",
+        "known-without-partial",
+        "partial-alpha-zero",
+        "fraction-one",
+        "fraction-negative",
+        "fraction-without-clean-random",
+        "clean-random-alpha-zero-no-fraction",
+        "partial-too-few",
+        "clean-random-too-few",
+    ],
+)
+@pytest.mark.parametrize("kind", ["unlearning", "evaluation"])
+def test_forget_requests_refused(tmp_path, capsys, overrides, phrases, kind):
+    """Every bad forget request is one line before anything is written, in both kinds."""
+    config_path = tmp_path / "unlearn.toml"
+    text = UNLEARNING
+    if kind == "evaluation":
+        text = text.replace('"unlearning"', '"evaluation"').replace("runs = 1\n", "")
+        text += "oracles = 6\nteachers = 3\nunlearn_seeds = 1\n"
+    config_path.write_text(text)
+    message = cli_error(capsys, "run", config_path, *overrides, "--out", tmp_path / "out")
+    assert_mentions(message, *phrases)
+    assert not (tmp_path / "out").exists()
+
+
+def test_curvature_forgets_the_poison_only(tmp_path, capsys):
+    config_path = tmp_path / "curvature.toml"
+    config_path.write_text(UNLEARNING.replace('"unlearning"', '"curvature"'))
+    message = cli_error(
+        capsys, "run", config_path, "every=1", "forget='clean_random'", "--out", tmp_path / "out"
+    )
+    assert_mentions(message, "unknown key config.forget")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_dense_hessian_that_cannot_fit_is_refused(tmp_path, capsys, monkeypatch):
     """dense_max_params above an MLP's size asked for 26 GB and died in XLA with a traceback
     after --out was written; now refused up front, from the machine's memory."""

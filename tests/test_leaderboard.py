@@ -24,7 +24,7 @@ def _poisoning(n_train=30, n_val=20, n_out=6, seed=0):
         "y_noisy": rng.integers(0, 2, n_train),
         "y_true": rng.integers(0, 2, n_train),
         "y_val": rng.integers(0, 2, n_val),
-        "y_non_member_flipped": rng.integers(0, 2, n_out),
+        "y_non_member": rng.integers(0, 2, n_out),
     }
 
 

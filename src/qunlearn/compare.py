@@ -151,6 +151,8 @@ def protocol_check(config: dict) -> dict:
     for key in PROTOCOL_TOP_KEYS.get(experiment, ()):
         if config.get(key, paper.get(key)) != paper.get(key, config.get(key)):
             general.append(f"{key} = {config.get(key)!r} (paper {paper.get(key)!r})")
+    if config.get("forget", "poison") != "poison":  # the paper forgets the whole poison
+        general.append(f"forget = {config['forget']!r} (paper 'poison')")
     ours_options = {k: v for k, v in config.get("dataset_options", {}).items() if k not in VARIANTS}
     paper_options = {k: v for k, v in paper.get("dataset_options", {}).items() if k not in VARIANTS}
     if ours_options != paper_options:
@@ -175,6 +177,18 @@ def protocol_check(config: dict) -> dict:
                 diffs.append(f"models.{table}.{key} = {ours!r} (paper {theirs!r})")
         differences[table] = general + diffs
     return {"kinds": kinds, "differences": differences, "general": general}
+
+
+def request_line(config: dict) -> str:
+    """The forget request of an unlearning-style result, for a compare header; "" for the
+    default (the whole poison), so those outputs read as before requests existed."""
+    forget = config.get("forget", "poison")
+    if forget == "poison":
+        return ""
+    option = {"poison_partial": "known", "clean_random": "forget_fraction"}.get(forget, "")
+    value = config.get(option, 0.0)
+    shown = f", {option} = {value}" if value else ""
+    return f"forget request: {forget}{shown}\n"
 
 
 def data_line(config: dict) -> str:
@@ -804,7 +818,7 @@ def _compare_unlearning_dir(
         "ordering": out["ordering"],
     }
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
-    text = format_unlearning(table, out["ordering"])
+    text = request_line(manifest["config"]) + format_unlearning(table, out["ordering"])
     text += (
         f"\n\nfinal val acc: passed {summary['final_passed']}/{summary['cells']}; "
         f"start: passed {summary['start_passed']}/{summary['start_checked']}"
@@ -1073,7 +1087,13 @@ EVALUATION_COLUMNS = (  # (header, split, metric, format)
     ("flip", "val", "flip_rate", ".3f"),
     ("seed share", "val", "margin_var_share_training_seed", ".2f"),
 )
-GROUP_ORDER = ("oracle", "oracle_half", "oracle_null", "retrain", "teacher")
+# shown only where a result has them (a forget request with a clean reference)
+RECOVERY_COLUMNS = (
+    ("clean KLoM f", "forget", "clean_klom_p50", ".3f"),
+    ("recov", "val", "recovery_mean", "+.2f"),
+    ("±", "val", "recovery_std", ".2f"),
+)
+GROUP_ORDER = ("oracle", "oracle_half", "oracle_null", "clean_oracle", "retrain", "teacher")
 
 
 def evaluation_scores(results: list[dict]) -> dict:
@@ -1099,14 +1119,16 @@ def _group_rank(group: str) -> tuple:
 
 
 def format_evaluation(scores: dict) -> str:
+    present = {key for s in scores.values() for key in s}
+    columns = EVALUATION_COLUMNS + tuple(c for c in RECOVERY_COLUMNS if (c[1], c[2]) in present)
     header = f"{'model':6} {'group':16} {'n':>4} " + " ".join(
-        f"{h:>{max(len(h), 6)}}" for h, *_ in EVALUATION_COLUMNS
+        f"{h:>{max(len(h), 6)}}" for h, *_ in columns
     )
     lines = [header]
     for model, group in sorted(scores, key=lambda k: (k[0], _group_rank(k[1]))):
         s = scores[(model, group)]
         cells = []
-        for h, split, metric, fmt in EVALUATION_COLUMNS:
+        for h, split, metric, fmt in columns:
             v = s.get((split, metric))
             shown = "-" if v is None else format(v, fmt) if math.isfinite(v) else "n/a"
             cells.append(f"{shown:>{max(len(h), 6)}}")
@@ -1271,6 +1293,15 @@ def _compare_evaluation_dir(
         "ident: forget examples still identified at 5 % FPR; flip: pairwise prediction flip "
         "rate; seed share: share of the margin variance due to the training seed\n"
     )
+    if any(("val", "recovery_gap") in s for s in scores.values()):
+        text += (
+            "clean KLoM: forget P50 vs the clean oracles (retrained on D minus all poison); "
+            "recov: clean val accuracy recovered, (acc - teachers') / (clean oracles' - "
+            "teachers'), mean and std over models\n"
+        )
+    if manifest["config"].get("forget") == "clean_random":
+        text = text.replace("with flipped labels", "with true labels (D_f is clean)")
+    text = request_line(manifest["config"]) + text
     text += format_evaluation(scores) + "\n\n" + "\n".join(findings) + "\n"
     text += "\n" + format_leaderboard(board) + "\n"
     return {"table": table, "summary": summary, "text": text}

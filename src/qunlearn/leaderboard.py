@@ -19,7 +19,13 @@ from collections import defaultdict
 import numpy as np
 
 LEVEL = 0.95
-REFERENCE_GROUPS = ("oracle", "oracle_half", "oracle_null", "teacher")  # never ranked
+REFERENCE_GROUPS = (
+    "oracle",
+    "oracle_half",
+    "oracle_null",
+    "clean_oracle",
+    "teacher",
+)  # never ranked
 DEFAULT_FORGET = "poison"  # the forget request of an evaluation that names none
 # leaderboard column -> (split, metric) of its point value in results.csv (residual: compare's)
 STATISTICS = {

@@ -11,8 +11,8 @@ sweep is a ``vmap`` over weights. Static choices (the batch plan, which
 terms the objective has) are closed over and recorded in ``form``.
 
 The data of one run is a *split* (a dict of arrays, built by :func:`make_split`): the retain set
-D_r (true labels), the forget set D_f = the flipped samples (true and poisoned labels), the whole
-noisy training set and the clean validation set.
+D_r (the labels the learner holds), the forget set D_f (the request's samples: the flipped ones by
+default; held and true labels), the whole noisy training set and the clean validation set.
 
 Variants. ``retrain``, ``finetune``, ``scrub`` and ``gradient_ascent`` are the reference code's
 definitions (variant "reference"): CE(D_r batch) + kl·KL1(teacher‖student on the batch) −
@@ -58,9 +58,11 @@ from qunlearn.train import (
 METRICS = (
     "train_acc_noisy_labels",  # the whole training set against its poisoned labels
     "val_acc",  # clean validation set
-    "retain_acc",  # D_r against its (true) labels
+    "retain_acc",  # D_r against its TRUE labels (an unidentified poisoned sample: its true one)
     "forget_acc_true",  # D_f against its TRUE labels
-    "forget_frac_poisoned_label",  # D_f predicted with its POISONED label; 1 = memorised
+    # D_f predicted with its HELD label (the one trained on: poisoned, where poisoned); 1 =
+    # memorised. On a clean D_f (forget = "clean_random") it equals forget_acc_true.
+    "forget_frac_poisoned_label",
 )
 LABELS = ("poisoned", "true")
 
@@ -82,8 +84,12 @@ def kl_bernoulli(p, q, eps: float = BCE_EPS):
 def make_split(x_train, y_true, y_noisy, mask, x_val, y_val, *, n_forget: int) -> dict:
     """The arrays one unlearning run sees; traceable (``n_forget`` fixes the shapes).
 
-    x_train (N, D); y_true, y_noisy (N,) labels; mask (N,) bool, True = flipped (= D_f);
-    x_val (M, D), y_val (M,). D_f and D_r keep the training order.
+    x_train (N, D); y_true (N,) true labels, y_noisy (N,) the labels the learner holds (flipped
+    where poisoned); mask (N,) bool, True = D_f (the forget request; by default the flipped
+    samples); x_val (M, D), y_val (M,). D_f and D_r keep the training order. D_r carries the held
+    labels: an unidentified poisoned sample stays in it with its poisoned label (where D_r holds
+    no poison, as for the default request, held = true). "poisoned" in a key means held.
+    Methods read the ``*_retain`` and ``*_forget*`` entries, metrics the others.
     """
     n_total = y_true.shape[0]
     forget_idx = jnp.nonzero(mask, size=n_forget)[0]
@@ -92,7 +98,7 @@ def make_split(x_train, y_true, y_noisy, mask, x_val, y_val, *, n_forget: int) -
     y_true, y_noisy = jnp.asarray(y_true, dtype), jnp.asarray(y_noisy, dtype)
     return {
         "x_retain": x_train[retain_idx],
-        "y_retain": y_true[retain_idx],
+        "y_retain": y_noisy[retain_idx],
         "x_forget": x_train[forget_idx],
         "y_forget_true": y_true[forget_idx],
         "y_forget_poisoned": y_noisy[forget_idx],
@@ -387,7 +393,7 @@ def joint_plan(n_retain: int, n_forget: int, bs_retain: int) -> Callable:
 
 
 def _joined(model, teacher, split, forget_labels: str) -> dict:
-    """D_r then D_f as one data array: x, y (D_r true, D_f ``forget_labels``), role (+1 / −1) and
+    """D_r then D_f as one data array: x, y (D_r held, D_f ``forget_labels``), role (+1 / −1) and
     the teacher's class-1 probability."""
     x = jnp.concatenate([split["x_retain"], split["x_forget"]])
     n_r, n_f = split["x_retain"].shape[0], split["x_forget"].shape[0]

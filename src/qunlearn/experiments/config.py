@@ -103,6 +103,12 @@ class UnlearningConfig:
     # the QNN's arithmetic in the weight sweeps (its teacher and trajectories keep their own):
     # "model" or "complex64" (float32 states, float64 angles, readout and loss)
     sweep_dtype: str = "model"
+    # the forget request (docs/evaluation.md): "poison" (D_f = every flipped sample),
+    # "clean_random" (a seeded share of the clean samples) or "poison_partial" (a seeded share
+    # `known` of the flipped samples); 0.0 = not given (the checks tell it from a given 0)
+    forget: str = "poison"
+    known: float = 0.0  # poison_partial: the identified share rho of the poison, in (0, 1]
+    forget_fraction: float = 0.0  # clean_random: the share of clean samples; 0 = |poison|
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,9 @@ class EvaluationConfig:
     method_options: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
     bins: int = 20  # histogram bins of the per-example distance
+    forget: str = "poison"  # the forget request, as UnlearningConfig's
+    known: float = 0.0
+    forget_fraction: float = 0.0
 
 
 CONFIG_TYPES: dict[str, type] = {
@@ -288,12 +297,37 @@ def _trace_probes(where, value):
 
 
 def _forget_alpha(where, value):
-    if not 0.0 < value < 1.0:
-        return (
-            f"{where} = {value} must be in (0, 1): alpha = 0 leaves an empty forget set, "
-            "so set e.g. alpha = 0.3"
-        )
+    # alpha = 0 is refused by _check_request, except for a clean_random request
+    if not 0.0 <= value < 1.0:
+        return _alpha_problem(where, value)
     return None
+
+
+def _alpha_problem(where, value) -> str:
+    return (
+        f"{where} = {value} must be in (0, 1): alpha = 0 leaves an empty forget set, "
+        'so set e.g. alpha = 0.3 (or forget = "clean_random" with a forget_fraction)'
+    )
+
+
+FORGET_REQUESTS = ("poison", "clean_random", "poison_partial")
+
+
+def _share(what: str, *, closed: bool):
+    """A share in (0, 1] (``closed``) or (0, 1); 0.0 passes here: it means "not given", which
+    :func:`_check_request` tells from a given 0 by the request."""
+    interval = "(0, 1]" if closed else "(0, 1)"
+
+    def check(where, value):
+        if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+            return _share_problem(where, value, what, interval)
+        return None
+
+    return check
+
+
+def _share_problem(where, value, what: str, interval: str) -> str:
+    return f"{where} = {value} must be in {interval}: {what}"
 
 
 def _names(what: str, *, allow_empty: bool = False, alias: str = ""):
@@ -365,6 +399,9 @@ CHECKS = {
     "n_train_per_class": _at_least(1, 10_000_000),
     "n_hessian_per_class": _at_least(1, 10_000_000),
     "alpha": _forget_alpha,
+    "forget": _one_of(*FORGET_REQUESTS),
+    "known": _share("the identified share of the poison, e.g. known = 0.5", closed=True),
+    "forget_fraction": _share("the share of clean samples to forget, e.g. 0.1", closed=False),
     "runs": _at_least(1, 100_000, " runs per cell"),
     "seed": _seed,
     "seeds": _seeds,
@@ -501,8 +538,47 @@ def resolve_method(method_options: dict, name: str) -> tuple[str, dict]:
     return options.pop("method", name), options
 
 
+def _check_request(config) -> None:
+    """The forget request against alpha and its own options (curvature configs have none: they
+    forget the poison)."""
+    forget = getattr(config, "forget", "poison")
+    known, fraction = getattr(config, "known", 0.0), getattr(config, "forget_fraction", 0.0)
+    if forget == "poison_partial" and config.alpha == 0:
+        raise QunlearnError(
+            'forget = "poison_partial" forgets part of the poison, but alpha = 0 poisons '
+            "nothing: set e.g. alpha = 0.3"
+        )
+    if config.alpha == 0 and forget != "clean_random":
+        raise QunlearnError(_alpha_problem("config.alpha", config.alpha))
+    for key, value, owner in (
+        ("known", known, "poison_partial"),
+        ("forget_fraction", fraction, "clean_random"),
+    ):
+        if value != 0 and forget != owner:
+            raise QunlearnError(
+                f'config.{key} = {value} is an option of forget = "{owner}" only (forget = '
+                f'"{forget}" here): drop it or set forget = "{owner}"'
+            )
+    if forget == "poison_partial" and known == 0:
+        raise QunlearnError(
+            _share_problem(
+                "config.known",
+                known,
+                'forget = "poison_partial" needs the identified share of the poison, e.g. '
+                "known = 0.5",
+                "(0, 1]",
+            )
+        )
+    if forget == "clean_random" and config.alpha == 0 and fraction == 0:
+        raise QunlearnError(
+            'forget = "clean_random" with alpha = 0 has no poison set to match in size: set '
+            "forget_fraction, e.g. forget_fraction = 0.1"
+        )
+
+
 def _check_unlearning(config) -> None:
     """Whole-config checks of the Fig 3 set-up (unlearning and curvature configs)."""
+    _check_request(config)
     noise = getattr(config, "noise", "label_flip")
     if noise != "label_flip":
         raise QunlearnError(
@@ -773,6 +849,9 @@ ADDED_WITH_DEFAULT = {
     "hessian_dtype": "model",
     "sweep_dtype": "model",
     "noise_options": {},
+    "forget": "poison",
+    "known": 0.0,
+    "forget_fraction": 0.0,
 }
 
 

@@ -10,18 +10,26 @@ Per model, on ONE poisoning draw (the unlearning experiment's, so the forget set
 * ``<model>__<method>``: T x U unlearned models, unlearning seed u of teacher t (keys
   ``unlearning_keys`` index t·U + u: teacher 0's runs are Fig 3a's runs). ``retrain`` listed here
   is a second, independent oracle ensemble: the calibration of every statistic.
+* ``<model>__clean_oracles``, where the forget request's D_f is not all of the poison
+  (``forget`` = "poison_partial" or "clean_random" on poisoned data): K clean oracles, retrained
+  on D minus ALL poison (keys ``clean_oracle_keys``), the second reference of corrective
+  unlearning. (For "poison" the oracles are that reference: nothing is computed twice.)
 * ``<model>__scores``: from the margins the cells above saved (``.margins.npz``), per group
   (teacher, each method, and ``oracle_half``: the first half of the oracles against the second)
   and split (forget, retain, val, non_member):
   - distances (:mod:`qunlearn.audit`): per-example histogram KL ("klom") and Gaussian KL against
     the K oracles, P50 / P95 / mean over the split's examples, every group at one size (one model
     per teacher: the estimators' bias depends on the sample size);
-  - membership: a population loss-threshold attack (forget examples, poisoned labels, against
-    ``non_member`` examples of the same distribution, never trained on, with flipped labels: the
-    same corruption) and the per-example likelihood-ratio attack (U-LiRA style) on D_f;
+  - membership: a population loss-threshold attack (forget examples with their held labels,
+    against ``non_member`` examples of the same distribution, never trained on, with the same
+    corruption: flipped labels, or true ones where D_f is clean) and the per-example
+    likelihood-ratio attack (U-LiRA style) on D_f;
   - accuracies (from the margins) and stability: val-accuracy spread, the pairwise prediction
     flip rate, and the share of the variance due to the training seed (teachers) vs the
-    unlearning seed (nested design).
+    unlearning seed (nested design);
+  - with clean oracles: every group's distances to them too (``clean_*`` metrics) and the
+    corrective-unlearning ``recovery`` (val split): (val acc − the teachers' mean) / (the clean
+    oracles' mean − the teachers'), mean and std over the group's models.
 
 Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
 model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
@@ -48,21 +56,33 @@ from qunlearn import audit
 from qunlearn.data import load_dataset, non_member_pool
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import features, padded_chunks, rectangular_rows
-from qunlearn.experiments.config import EvalSpec, resolve_method
+from qunlearn.experiments.config import EvalSpec
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
-from qunlearn.experiments.keys import oracle_keys, poison_keys, teacher_keys, unlearning_keys
+from qunlearn.experiments.keys import (
+    clean_oracle_keys,
+    forget_keys,
+    oracle_keys,
+    poison_keys,
+    teacher_keys,
+    unlearning_keys,
+)
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
+    ForgetRequest,
     ModelPlan,
+    forget_mask,
     load_teacher_npz,
     plan_models,
+    request_info,
+    retrain_method,
+    run_split,
     shared_split,
     teacher_npz,
     train_teachers,
 )
 from qunlearn.noise import flip_labels
 from qunlearn.train import over_runs, predict, progress_ticks
-from qunlearn.unlearn import METRICS, make_method, make_unlearn, unlearning_metrics
+from qunlearn.unlearn import METRICS, make_unlearn, unlearning_metrics
 
 SPLITS = ("forget", "retain", "val", "non_member")
 FPR_GRID = np.logspace(-3, 0, 61)  # the ROC table's false-positive rates
@@ -76,36 +96,42 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     """The cells of an :class:`~qunlearn.experiments.config.EvaluationConfig` (checked by the
     config layer); data, non-members, models and methods are built before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
-    n_forget, plans = plan_models(config, dataset)
+    request, plans = plan_models(config, dataset)
     root = jax.random.PRNGKey(config.seed)
     poison = poison_keys(root, config.dataset, config.alpha, 1)[0]
-    _, y_noisy, mask = flip_labels(
+    _, y_noisy, poison_mask = flip_labels(
         poison, jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train), config.alpha
     )
+    mask = forget_mask(forget_keys(root, config.dataset, config.alpha, 1)[0], poison_mask, request)
     x_out, y_out = non_member_pool(
-        dataset, n_forget // 2, cache_dir=cache_dir, **config.dataset_options
+        dataset, request.n_forget // 2, cache_dir=cache_dir, **config.dataset_options
     )
+    clean_forget = request.kind == "clean_random"
     poisoning = {
         "y_noisy": np.asarray(y_noisy),
-        "mask": np.asarray(mask),
+        "mask": np.asarray(mask),  # D_f
+        "poison_mask": np.asarray(poison_mask),
         "y_true": np.asarray(dataset.y_train),
         "y_val": np.asarray(dataset.y_val),
-        "y_non_member_flipped": 1 - np.asarray(y_out),
+        # the non-members' labels: D_f's corruption (none where D_f is clean)
+        "y_non_member": np.asarray(y_out) if clean_forget else 1 - np.asarray(y_out),
     }
     cells: dict[str, Cell] = {}
     for name, mp in plans.items():
         probes = jnp.concatenate(
             [mp.shared["x_train"], mp.shared["x_val"], jnp.asarray(features(x_out, mp.spec.input))]
         )
-        cells |= _ModelCells(config, name, mp, root, poisoning, probes, n_forget, progress).cells()
+        cells |= _ModelCells(config, name, mp, root, poisoning, probes, request, progress).cells()
     data = dataset.info | {
         "non_members": {
             "count": len(y_out),
             "source": NON_MEMBER_SOURCES.get(config.dataset, NON_MEMBER_SOURCES["xxz"]),
-            "labels": "flipped (the forget set's corruption)",
+            "labels": "true (the forget set is clean)"
+            if clean_forget
+            else "flipped (the forget set's corruption)",
         }
     }
-    return Plan(cells, lambda store, final: write_tables(store), data)
+    return Plan(cells, lambda store, final: write_tables(store), data | request_info(request))
 
 
 def split_indices(poisoning: dict) -> dict:
@@ -116,7 +142,7 @@ def split_indices(poisoning: dict) -> dict:
         "forget": np.flatnonzero(mask),
         "retain": np.flatnonzero(~mask),
         "val": n_train + np.arange(n_val),
-        "non_member": n_train + n_val + np.arange(len(poisoning["y_non_member_flipped"])),
+        "non_member": n_train + n_val + np.arange(len(poisoning["y_non_member"])),
     }
 
 
@@ -129,18 +155,20 @@ def ensemble_program(
     n_forget: int,
     run_chunk: int = 0,
     on_epoch=None,
+    n_removed: int | None = None,
 ):
     """``fn(keys, starts, teachers, weights, y_noisy, mask, shared, probes) -> (final, margins)``
     over a leading run axis (teachers too): each run unlearns (or retrains) and returns its final
-    :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``. ``.traces``
-    counts its tracings."""
+    :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``. ``mask``: D_f,
+    or with ``n_removed`` the pair of :func:`~qunlearn.experiments.unlearning_setup.
+    reference_split` (a clean reference). ``.traces`` counts its tracings."""
     unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=False, on_epoch=on_epoch)
     traces = []
 
     def one(key, start, teacher, weights, y_noisy, mask, shared, probes):
         traces.append(1)
         params, log = unlearn(
-            key, start, teacher, shared_split(shared, y_noisy, mask, n_forget), weights
+            key, start, teacher, run_split(shared, y_noisy, mask, n_forget, n_removed), weights
         )
         # a method that only edits the teacher (steps = 0) takes no step: it has no loss
         final = log["final"] | ({"loss": log["loss"][-1]} if method.steps else {})
@@ -163,14 +191,24 @@ class _ModelCells:
     """The cells of one model: teachers, oracles, one ensemble per method, then the scores."""
 
     def __init__(
-        self, config, name: str, mp: ModelPlan, root, poisoning, probes, n_forget, progress
+        self,
+        config,
+        name: str,
+        mp: ModelPlan,
+        root,
+        poisoning,
+        probes,
+        request: ForgetRequest,
+        progress,
     ):
         self.config, self.name, self.mp, self.root = config, name, mp, root
-        self.poisoning, self.probes, self.n_forget, self.progress = (
-            poisoning,
-            probes,
-            n_forget,
-            progress,
+        self.poisoning, self.probes, self.progress = poisoning, probes, progress
+        self.request, self.n_forget = request, request.n_forget
+        # the references' (options, Method): retrain on D_r, and on D minus all poison; built
+        # here, before --out is touched
+        self.oracle = retrain_method(config, mp, self.n_forget)
+        self.clean = (
+            retrain_method(config, mp, request.n_poison) if request.clean_reference else None
         )
         spec = mp.spec
         assert isinstance(spec, EvalSpec)  # an evaluation config's models are EvalSpecs
@@ -196,6 +234,11 @@ class _ModelCells:
                 ticks=progress_ticks(spec.unlearn_epochs, self.n_oracles, spec.run_chunk),
             ),
         }
+        if self.clean is not None:
+            out[f"{self.name}__clean_oracles"] = Cell(
+                self.clean_oracles_cell,
+                ticks=progress_ticks(spec.unlearn_epochs, self.n_oracles, spec.run_chunk),
+            )
         for method in self.mp.methods:
             out[f"{self.name}__{method}"] = Cell(
                 functools.partial(self.method_cell, name=method),
@@ -224,8 +267,8 @@ class _ModelCells:
             for metric in metrics
         ]
 
-    def program(self, method):
-        key = method.form
+    def program(self, method, n_removed: int | None = None):
+        key = (method.form, n_removed)
         if key not in self._programs:
             spec = self.mp.spec
             self._programs[key] = ensemble_program(
@@ -236,6 +279,7 @@ class _ModelCells:
                 n_forget=self.n_forget,
                 run_chunk=spec.run_chunk,
                 on_epoch=self.progress.on_epoch,
+                n_removed=n_removed,
             )
         return self._programs[key]
 
@@ -245,10 +289,10 @@ class _ModelCells:
         y_noisy = jnp.broadcast_to(
             self.poisoning["y_noisy"], (self.n_teachers, len(self.poisoning["mask"]))
         )
-        mask = jnp.broadcast_to(self.poisoning["mask"], y_noisy.shape)
+        poison = jnp.broadcast_to(self.poisoning["poison_mask"], y_noisy.shape)
         params = train_teachers(self.mp, keys, y_noisy, on_epoch=self.progress.on_epoch)
-        self._teachers = (params, y_noisy, mask)
-        split = shared_split(shared, y_noisy[0], mask[0], self.n_forget)
+        self._teachers = (params, y_noisy, poison)
+        split = shared_split(shared, y_noisy[0], self.poisoning["mask"], self.n_forget)
 
         @jax.jit
         def evaluate(p):
@@ -261,7 +305,7 @@ class _ModelCells:
             self.rows("teacher", final, lambda r: r, lambda r: ""),
             info={"kind": "ensemble", "group": "teacher"},
             files={
-                f"{self.teachers_id}.npz": teacher_npz(params, y_noisy, mask),
+                f"{self.teachers_id}.npz": teacher_npz(params, y_noisy, poison),
                 f"{self.teachers_id}.margins.npz": margins_npz(margins),
             },
             compiled=True,
@@ -274,13 +318,17 @@ class _ModelCells:
             )
         return self._teachers
 
-    def ensemble(self, method, keys, teachers):
+    def ensemble(self, method, keys, teachers, n_removed: int | None = None):
         """(final metrics, margins, seconds) of one run per key row (start key, batch-order key)
         and teacher (leading axis), in calls of T x U runs (the last one padded): one compiled
         program serves the oracles and every method of one form. ``seconds``: the wall time of
         the program calls (the runs, and a compilation where the form is new), not of the
-        starting points (a fresh init's compilation would swamp a small ensemble's runs)."""
-        program, chunk = self.program(method), self.n_teachers * self.n_seeds
+        starting points (a fresh init's compilation would swamp a small ensemble's runs).
+        ``n_removed``: a clean reference's runs (trained on D minus all poison, judged on D_f)."""
+        program, chunk = self.program(method, n_removed), self.n_teachers * self.n_seeds
+        mask = self.poisoning["mask"]
+        if n_removed is not None:
+            mask = (mask, self.poisoning["poison_mask"])
         weights = {k: np.full(chunk, v) for k, v in method.weights.items()}
         start = jax.jit(jax.vmap(method.start))
         parts, seconds = [], 0.0
@@ -294,7 +342,7 @@ class _ModelCells:
                 teacher,
                 weights,
                 self.poisoning["y_noisy"],
-                self.poisoning["mask"],
+                mask,
                 self.mp.shared,
                 self.probes,
             )
@@ -302,32 +350,31 @@ class _ModelCells:
             seconds += time.perf_counter() - began
         return (*jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts), seconds)
 
-    def oracles_cell(self, store: ResultStore) -> CellResult:
-        spec, model = self.mp.spec, self.mp.model
-        _, options = resolve_method(self.config.method_options, "retrain")
-        method = make_method(
-            "retrain",
-            model,
-            n_retain=len(self.poisoning["mask"]) - self.n_forget,
-            n_forget=self.n_forget,
-            epochs=spec.unlearn_epochs,
-            batch_size=spec.unlearn_batch_size,
-            **options,
+    def oracles_cell(self, store: ResultStore, clean: bool = False) -> CellResult:
+        """K retrain oracles on D_r; ``clean``: K clean oracles on D minus all poison (their own
+        keys), judged on the same D_f."""
+        model, group = self.mp.model, "clean_oracle" if clean else "oracle"
+        options, method = self.clean if clean and self.clean else self.oracle
+        keys = (clean_oracle_keys if clean else oracle_keys)(
+            self.root, self.config.dataset, self.name, self.n_oracles
         )
-        keys = oracle_keys(self.root, self.config.dataset, self.name, self.n_oracles)
         # Retrain reads no teacher output (its teacher terms have weight 0): any params will do.
         placeholder = model.init(jax.random.PRNGKey(0))
         teachers = jax.tree_util.tree_map(
             lambda a: jnp.broadcast_to(a, (self.n_oracles, *a.shape)), placeholder
         )
-        traces = len(self.program(method).traces)
-        final, margins, _ = self.ensemble(method, keys, teachers)
+        n_removed = self.request.n_poison if clean else None
+        traces = len(self.program(method, n_removed).traces)
+        final, margins, _ = self.ensemble(method, keys, teachers, n_removed)
         return CellResult(
-            self.rows("oracle", final, lambda r: "", lambda r: r),
-            info={"kind": "ensemble", "group": "oracle", "options": options},
-            files={f"{self.name}__oracles.margins.npz": margins_npz(margins)},
-            compiled=len(self.program(method).traces) > traces,
+            self.rows(group, final, lambda r: "", lambda r: r),
+            info={"kind": "ensemble", "group": group, "options": options},
+            files={f"{self.name}__{group}s.margins.npz": margins_npz(margins)},
+            compiled=len(self.program(method, n_removed).traces) > traces,
         )
+
+    def clean_oracles_cell(self, store: ResultStore) -> CellResult:
+        return self.oracles_cell(store, clean=True)
 
     def method_cell(self, store: ResultStore, name: str) -> CellResult:
         base, options, method = self.mp.methods[name]
@@ -362,6 +409,9 @@ class _ModelCells:
         oracles = self.load_margins(store, f"{self.name}__oracles")
         groups = {"teacher": self.load_margins(store, self.teachers_id)}
         groups |= {m: self.load_margins(store, f"{self.name}__{m}") for m in self.mp.methods}
+        clean = None
+        if self.clean is not None:
+            clean = self.load_margins(store, f"{self.name}__clean_oracles")
         rows, per_example, roc = score_groups(
             groups,
             oracles,
@@ -369,6 +419,7 @@ class _ModelCells:
             bins=self.config.bins,
             design=(self.n_teachers, self.n_seeds),
             seed=self.config.seed,
+            clean=clean,
         )
         resampled = bootstrap_groups(
             groups,
@@ -391,16 +442,17 @@ class _ModelCells:
 
 
 def score_groups(
-    groups: dict, oracles, poisoning: dict, *, bins: int, design, seed: int = 0
+    groups: dict, oracles, poisoning: dict, *, bins: int, design, seed: int = 0, clean=None
 ) -> tuple:
     """(rows, per-example rows, ROC rows) of every group's margins (models, probes) against the
     oracles' (K, probes); ``design`` = (teachers, unlearning seeds) of the method ensembles.
-    ``seed`` draws the oracle subsets of the null band (group ``oracle_null``)."""
+    ``seed`` draws the oracle subsets of the null band (group ``oracle_null``). ``clean``: the
+    clean oracles' margins (K', probes), a second reference (:func:`clean_reference_scores`)."""
     idx = split_indices(poisoning)
     half = oracles.shape[0] // 2
     labels = {
-        "forget": poisoning["y_noisy"][idx["forget"]],  # members with their poisoned labels
-        "non_member": poisoning["y_non_member_flipped"],  # non-members, same corruption
+        "forget": poisoning["y_noisy"][idx["forget"]],  # members with their held labels
+        "non_member": poisoning["y_non_member"],  # non-members, the same corruption
     }
     truth = np.concatenate([poisoning["y_true"], poisoning["y_val"]])
     rows, per_example, roc = [], [], []
@@ -428,14 +480,10 @@ def score_groups(
         n = margins.shape[0]
         for split in SPLITS:
             sel = idx[split]
-            distances = {
-                "klom": audit.histogram_kl(margins[:, sel], reference[:, sel], bins),
-                "gauss_kl": audit.gaussian_kl(margins[:, sel], reference[:, sel]),
-            }
-            for name, d in distances.items():
-                add(group, split, f"{name}_p50", np.quantile(d, 0.5), n)
-                add(group, split, f"{name}_p95", np.quantile(d, 0.95), n)
-                add(group, split, f"{name}_mean", d.mean(), n)
+            per_split = distances(margins[:, sel], reference[:, sel], bins)
+            for name, d in per_split.items():
+                for stat, value in summaries(d).items():
+                    add(group, split, f"{name}_{stat}", value, n)
             per_example += [
                 {
                     "group": group,
@@ -444,9 +492,10 @@ def score_groups(
                     "klom": float(k),
                     "gauss_kl": float(g),
                 }
-                for i, k, g in zip(sel, distances["klom"], distances["gauss_kl"], strict=True)
+                for i, k, g in zip(sel, per_split["klom"], per_split["gauss_kl"], strict=True)
             ]
-    for group, margins in (dict(groups) | {"oracle": oracles}).items():
+    references = {"oracle": oracles} | ({} if clean is None else {"clean_oracle": clean})
+    for group, margins in (dict(groups) | references).items():
         n = margins.shape[0]
         hits = margins > 0
         for split in ("forget", "retain", "val"):
@@ -465,7 +514,7 @@ def score_groups(
         )
         add(group, "forget", "mia_loss_auc_mean", auc.mean(), n)
         add(group, "forget", "mia_loss_auc_std", auc.std(ddof=1), n)
-        if group == "oracle":
+        if group in references:
             continue
         reference = oracles
         positive, negative = audit.ulira(margins[:, idx["forget"]], reference[:, idx["forget"]])
@@ -484,6 +533,12 @@ def score_groups(
             between, within = audit.nested_variance(margins[:, val].reshape(t, u, -1))
             share = between / (between + within) if between + within > 0 else 0.0
             add(group, "val", "margin_var_share_training_seed", share, n)
+    if clean is not None:
+        val_truth = truth[idx["val"]] > 0.5
+        for score in clean_reference_scores(
+            groups, compared, oracles, clean, idx, val_truth, bins=bins
+        ):
+            add(*score)
     null, null_roc = null_band(oracles, idx, bins=bins, sizes=(t, t * u), seed=seed)
     for (split, metric), values in null.items():
         n = t if metric.startswith("klom") else t * u
@@ -492,6 +547,60 @@ def score_groups(
         add("oracle_null", split, f"{metric}_hi", np.quantile(values, 0.975), n)
     roc += [{"group": "oracle_null", "fpr": float(f), "tpr": t_} for f, t_ in null_roc]
     return rows, per_example, roc
+
+
+def distances(margins, reference, bins: int) -> dict:
+    """Per-example distances of ``margins`` (models, examples) to ``reference`` (K, examples)."""
+    return {
+        "klom": audit.histogram_kl(margins, reference, bins),
+        "gauss_kl": audit.gaussian_kl(margins, reference),
+    }
+
+
+def summaries(d) -> dict:
+    """The summaries of per-example distances that the scores report."""
+    return {"p50": np.quantile(d, 0.5), "p95": np.quantile(d, 0.95), "mean": d.mean()}
+
+
+def clean_reference_scores(
+    groups: dict, compared: dict, oracles, clean, idx: dict, val_truth, *, bins: int
+) -> list[tuple]:
+    """(group, split, metric, value, models) of the second reference of corrective unlearning,
+    the clean oracles (``clean``, retrained on D minus all poison):
+
+    * every ``compared`` group's distances to them (``clean_`` + the distance metrics);
+    * ``recovery_gap`` (group clean_oracle): the clean oracles' mean val accuracy − the
+      teachers', what corrective unlearning can recover;
+    * where that gap is positive, per full ensemble of ``groups`` and the oracles, the
+      ``recovery`` of clean val accuracy, (acc − the teachers' mean) / gap, mean and std over its
+      models: 0 = no better than no unlearning, 1 = as good as retraining without any poison.
+      (No gap, nothing to recover: no recovery rows.)"""
+    out = []
+    for group, margins in compared.items():
+        if group == "oracle_half":
+            continue
+        for split in SPLITS:
+            sel = idx[split]
+            for name, d in distances(margins[:, sel], clean[:, sel], bins).items():
+                out += [
+                    (group, split, f"clean_{name}_{stat}", value, margins.shape[0])
+                    for stat, value in summaries(d).items()
+                ]
+
+    def val_acc(margins):
+        return ((margins[:, idx["val"]] > 0) == val_truth).mean(1)
+
+    start = val_acc(groups["teacher"]).mean()
+    gap = val_acc(clean).mean() - start
+    out.append(("clean_oracle", "val", "recovery_gap", gap, clean.shape[0]))
+    if gap <= 0:
+        return out
+    for group, margins in (dict(groups) | {"oracle": oracles}).items():
+        recovery = (val_acc(margins) - start) / gap
+        n = margins.shape[0]
+        out.append((group, "val", "recovery_mean", recovery.mean(), n))
+        out.append((group, "val", "recovery_std", recovery.std(ddof=1) if n > 1 else 0.0, n))
+    return out
 
 
 NULL_DRAWS = 20

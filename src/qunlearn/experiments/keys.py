@@ -8,6 +8,10 @@ split or resumed, or whether progress bars were on.
   :func:`poison_keys` (one label-flip draw per teacher index, shared by every model),
   :func:`teacher_keys` (init, batch order per teacher of a model) and :func:`unlearning_keys`
   (start, batch order per unlearning run, the same for every method: paired comparisons).
+* The forget request (``forget`` other than "poison"): :func:`forget_keys`, one selection draw
+  per teacher index, a key of its own, so the poisoning, the teachers and every other draw are
+  those of a "poison" run. The evaluation's references: :func:`oracle_keys` and
+  :func:`clean_oracle_keys`.
 """
 
 from __future__ import annotations
@@ -33,10 +37,21 @@ def run_keys(cell_key: jax.Array, runs: int) -> jax.Array:
     return _split_per_index(cell_key, runs, 3)
 
 
+def _per_teacher(root, dataset: str, alpha: float, what: str, n: int):
+    key = stable_key(root, dataset, "label_flip", f"{alpha:.6f}", what)
+    return jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(n))
+
+
 def poison_keys(root, dataset: str, alpha: float, n: int):
     """(n,) keys of the label-flip draws; one per teacher index, shared by every model."""
-    poison = stable_key(root, dataset, "label_flip", f"{alpha:.6f}", "poison")
-    return jax.vmap(lambda t: jax.random.fold_in(poison, t))(jnp.arange(n))
+    return _per_teacher(root, dataset, alpha, "poison", n)
+
+
+def forget_keys(root, dataset: str, alpha: float, n: int):
+    """(n,) keys of the forget-request draws (which clean or poisoned samples D_f takes); one per
+    teacher index, shared by every model and by every request and share (so D_f grows nested
+    with ``known`` or ``forget_fraction``)."""
+    return _per_teacher(root, dataset, alpha, "forget", n)
 
 
 def teacher_keys(root, dataset: str, model_name: str, n: int):
@@ -52,3 +67,9 @@ def unlearning_keys(root, dataset: str, model_name: str, runs: int):
 def oracle_keys(root, dataset: str, model_name: str, k: int):
     """(k, 2) keys (initialisation, batch order) of the retrain oracles of one model."""
     return _split_per_index(stable_key(root, dataset, model_name, "oracle"), k, 2)
+
+
+def clean_oracle_keys(root, dataset: str, model_name: str, k: int):
+    """(k, 2) keys (initialisation, batch order) of the clean oracles of one model (retrained on
+    D minus all poison)."""
+    return _split_per_index(stable_key(root, dataset, model_name, "clean_oracle"), k, 2)

@@ -8,6 +8,11 @@ same key for every method (paired comparison). One program is compiled per metho
 (``Method.form``): all reference methods share one, weights and starting params being traced
 inputs. Weight sweeps ``vmap`` over (grid point, run) in chunks and keep final metrics only.
 
+The forget request (``forget``): D_f is the poison (the paper's), a seeded share of the clean
+samples or of the poison; every metric is relative to D_f. Where D_f is not all of the poison,
+``<model>__clean_retrain`` adds the clean reference's trajectories (method ``clean_retrain``:
+retrain on D minus all poison, the run keys of every method, judged on the same D_f).
+
 Cells: ``<model>__teacher`` (+ companion ``.npz`` with the teacher params and poisoning, no
 pickle), ``<model>__<method>``, ``<model>__sweep__<method>``; tables ``results.csv`` (dataset,
 model, method, variant, run, epoch, metric, value, seed; epoch = epochs means after the last
@@ -26,14 +31,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from qunlearn.data import load_dataset
+from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import padded_chunks, rectangular_rows
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
-from qunlearn.experiments.keys import poison_keys, teacher_keys, unlearning_keys
+from qunlearn.experiments.keys import forget_keys, poison_keys, teacher_keys, unlearning_keys
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
+    ForgetRequest,
     ModelPlan,
+    forget_masks,
     load_teacher_npz,
     plan_models,
+    request_info,
+    retrain_method,
     shared_split,
     teacher_npz,
     train_teachers,
@@ -44,6 +54,7 @@ from qunlearn.train import progress_ticks
 from qunlearn.unlearn import METRICS, unlearning_metrics
 
 TRAJECTORY_METRICS = (*METRICS, "loss")
+CLEAN_RETRAIN = "clean_retrain"  # the clean reference's method name in the tables
 
 
 def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
@@ -51,16 +62,17 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     config layer); the data set, every model and every method (sweep points included) are built
     here, before ``--out`` is touched."""
     dataset = load_dataset(config.dataset, cache_dir=cache_dir, **config.dataset_options)
-    n_forget, plans = plan_models(config, dataset)
+    request, plans = plan_models(config, dataset)
     root = jax.random.PRNGKey(config.seed)
     n_teachers = config.runs if config.redraw_teacher else 1
     # one poisoning draw per teacher index, shared by all models (as in the reference script)
     poisons = poison_keys(root, config.dataset, config.alpha, n_teachers)
     cells: dict[str, Cell] = {}
     for model_name, mp in plans.items():
-        model = _ModelCells(config, model_name, mp, dataset, root, poisons, n_forget, progress)
+        model = _ModelCells(config, model_name, mp, dataset, root, poisons, request, progress)
         cells |= model.cells()
-    return Plan(cells, lambda store, final: write_tables(store), dataset.info)
+    data = dataset.info | request_info(request)
+    return Plan(cells, lambda store, final: write_tables(store), data)
 
 
 class _ModelCells:
@@ -74,16 +86,27 @@ class _ModelCells:
         dataset,
         root,
         poisons,
-        n_forget: int,
+        request: ForgetRequest,
         progress: Progress,
     ):
         self.config, self.name, self.mp, self.dataset = config, name, mp, dataset
-        self.root, self.poisons, self.n_forget, self.progress = root, poisons, n_forget, progress
+        self.root, self.poisons, self.progress = root, poisons, progress
+        self.request, self.n_forget = request, request.n_forget
         self.n_teachers = len(poisons)
         self.teacher_id = f"{name}__teacher"
-        self._teacher: tuple | None = None  # (params, y_noisy, mask), a leading teacher axis
-        self._programs: dict[tuple, Any] = {}  # (form, trajectory) -> jitted program
+        self._teacher: tuple | None = None  # (params, y_noisy, poison mask), a teacher axis
+        self._programs: dict[tuple, Any] = {}  # (form, trajectory, model, removed) -> program
         self.run_keys = unlearning_keys(root, config.dataset, name, config.runs)
+        self.forget_keys = forget_keys(root, config.dataset, config.alpha, self.n_teachers)
+        # the clean reference's (options, Method), built here: before --out is touched
+        self.clean = None
+        if request.clean_reference:
+            if CLEAN_RETRAIN in mp.methods:
+                raise QunlearnError(
+                    f"methods: {CLEAN_RETRAIN!r} names the clean reference of this forget "
+                    "request: name your method otherwise"
+                )
+            self.clean = retrain_method(config, mp, request.n_poison)
 
     def cells(self) -> dict:
         spec, runs = self.mp.spec, self.config.runs
@@ -100,6 +123,12 @@ class _ModelCells:
                 ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk),
                 after=after,
             )
+        if self.request.clean_reference:
+            out[f"{self.name}__{CLEAN_RETRAIN}"] = Cell(
+                functools.partial(self.trajectories, name=CLEAN_RETRAIN),
+                ticks=progress_ticks(spec.unlearn_epochs, runs, spec.run_chunk),
+                after=after,
+            )
         for method, (grid, _) in self.mp.sweeps.items():
             chunk = min(self.config.sweep_chunk, len(grid) * runs)
             calls = math.ceil(len(grid) * runs / chunk)
@@ -110,9 +139,9 @@ class _ModelCells:
             )
         return out
 
-    def program(self, method, trajectory: bool, model=None):
+    def program(self, method, trajectory: bool, model=None, n_removed: int | None = None):
         model = model or self.mp.model
-        key = (method.form, trajectory, model is self.mp.model)
+        key = (method.form, trajectory, model is self.mp.model, n_removed)
         if key not in self._programs:
             spec = self.mp.spec
             self._programs[key] = unlearning_program(
@@ -125,11 +154,12 @@ class _ModelCells:
                 trajectory=trajectory,
                 on_epoch=self.progress.on_epoch,
                 run_chunk=spec.run_chunk,
+                n_removed=n_removed,
             )
         return self._programs[key]
 
     def poisoned_teachers(self):
-        """(params, y_noisy, mask) with a leading teacher axis."""
+        """(params, y_noisy, poison mask) with a leading teacher axis."""
         config, shared = self.config, self.mp.shared
         _, y_noisy, mask = jax.vmap(
             lambda k: flip_labels(k, shared["x_train"], self.dataset.y_train, config.alpha)
@@ -140,7 +170,8 @@ class _ModelCells:
 
     def teacher_cell(self, store: ResultStore) -> CellResult:
         config, spec, shared = self.config, self.mp.spec, self.mp.shared
-        params, y_noisy, mask = self._teacher = self.poisoned_teachers()
+        params, y_noisy, poison = self._teacher = self.poisoned_teachers()
+        mask = forget_masks(self.request, self.forget_keys, poison)
 
         def metrics_of(p, yn, m):
             return unlearning_metrics(
@@ -167,19 +198,31 @@ class _ModelCells:
             | {"teacher": t, "metric": "n_forget", "value": int(mask[t].sum()), "seed": config.seed}
             for t in range(self.n_teachers)
         ]
+        if not self.request.whole_poison:  # D_f and the poison differ
+            rows += [
+                base
+                | {
+                    "teacher": t,
+                    "metric": "n_poisoned",
+                    "value": int(poison[t].sum()),
+                    "seed": config.seed,
+                }
+                for t in range(self.n_teachers)
+            ]
         n_train = len(self.dataset.y_train)
         steps = spec.epochs * math.ceil(n_train / min(spec.batch_size, n_train))
         return CellResult(
             rows,
             info={"kind": "teacher", "optimizer_steps": steps},
-            files={f"{self.teacher_id}.npz": teacher_npz(params, y_noisy, mask)},
+            files={f"{self.teacher_id}.npz": teacher_npz(params, y_noisy, poison)},
             timing={"optimizer_steps": steps},
             compiled=True,
         )
 
-    def teacher(self, store: ResultStore):
-        """The teacher(s): as just trained, or from the verified teacher cell's ``.npz``; without
-        a leading teacher axis unless ``redraw_teacher``."""
+    def teacher(self, store: ResultStore, clean: bool = False):
+        """The teacher(s) as (params, y_noisy, D_f mask): as just trained, or from the verified
+        teacher cell's ``.npz``; without a leading teacher axis unless ``redraw_teacher``.
+        ``clean``: the mask is the pair (D_f, poison) of the clean reference's split."""
         if self._teacher is None:
             cell = store.load_cell(self.teacher_id)
             self._teacher = (
@@ -187,16 +230,25 @@ class _ModelCells:
                 if cell is not None
                 else self.poisoned_teachers()
             )
+        params, y_noisy, poison = self._teacher
+        mask = forget_masks(self.request, self.forget_keys, poison)
+        teacher = (params, y_noisy, (mask, poison) if clean else mask)
         if self.config.redraw_teacher:
-            return self._teacher
-        return jax.tree_util.tree_map(lambda a: a[0], self._teacher)
+            return teacher
+        return jax.tree_util.tree_map(lambda a: a[0], teacher)
 
     def trajectories(self, store: ResultStore, name: str) -> CellResult:
         """All runs of one method in one vmap; metrics at the start of every epoch."""
         config = self.config
-        base, options, method = self.mp.methods[name]
-        teacher = self.teacher(store)
-        program = self.program(method, True)
+        clean = name == CLEAN_RETRAIN
+        if clean:
+            assert self.clean is not None  # the cell exists only with a clean reference
+            base, (options, method) = "retrain", self.clean
+        else:
+            base, options, method = self.mp.methods[name]
+        teacher = self.teacher(store, clean)
+        removed = self.request.n_poison if clean else None
+        program = self.program(method, True, n_removed=removed)
         traces = len(program.traces)
         t_axis = 0 if config.redraw_teacher else None
         starts = jax.vmap(method.start, in_axes=(0, t_axis))(self.run_keys[:, 0], teacher[0])

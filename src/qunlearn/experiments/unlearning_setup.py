@@ -1,12 +1,21 @@
 """The Fig 3 set-up, shared by every experiment built on a poisoned teacher (unlearning, curvature):
-the forget set's size, each model's plan (inputs, methods, sweep grids, all checked), the teacher
-and unlearning programs, and teacher files. Keys: :mod:`qunlearn.experiments.keys`.
+the forget request (which samples D_f holds, and its size), each model's plan (inputs, methods,
+sweep grids, all checked), the teacher and unlearning programs, and teacher files. Keys:
+:mod:`qunlearn.experiments.keys`.
+
+Forget requests (``forget`` in unlearning and evaluation configs; docs/evaluation.md): "poison"
+forgets every flipped sample (the paper's); "clean_random" a seeded share of the clean samples (a
+privacy deletion request); "poison_partial" a seeded share ``known`` of the flipped samples, the
+rest of the poison staying in D_r with its poisoned labels (corrective unlearning). Where D_f is
+not the whole poison, a *clean reference* (retrain on D minus all poison) differs from retraining
+on D_r: :func:`reference_split` is what it trains on.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +43,89 @@ def forget_set_size(n_train: int, alpha: float) -> int:
     return n_forget
 
 
+class ForgetRequest(NamedTuple):
+    """A resolved forget request: its kind, the flipped samples' count and |D_f|."""
+
+    kind: str  # "poison", "clean_random" or "poison_partial"
+    n_poison: int  # flipped samples (0 for clean_random at alpha = 0)
+    n_forget: int  # |D_f|
+
+    @property
+    def whole_poison(self) -> bool:
+        """Whether D_f is all of the poison (poison_partial with known = 1 is "poison")."""
+        return self.kind != "clean_random" and self.n_forget == self.n_poison
+
+    @property
+    def clean_reference(self) -> bool:
+        """Whether retraining on D minus all poison differs from retraining on D_r: some poison
+        exists and D_f is not all of it."""
+        return self.n_poison > 0 and not self.whole_poison
+
+
+def request_info(request: ForgetRequest) -> dict:
+    """The resolved request for the manifest's data record; none for the whole poison (whose
+    manifests read as before requests existed)."""
+    if request.whole_poison:
+        return {}
+    return {
+        "forget_request": {
+            "kind": request.kind,
+            "n_forget": request.n_forget,
+            "n_poisoned": request.n_poison,
+        }
+    }
+
+
+def forget_request(config, n_train: int) -> ForgetRequest:
+    """The request of an unlearning-style config on ``n_train`` samples; a D_f of fewer than two
+    samples fails with one line (for "poison": an empty one, as before requests existed)."""
+    kind = getattr(config, "forget", "poison")
+    if kind == "poison":
+        n_forget = forget_set_size(n_train, config.alpha)
+        return ForgetRequest(kind, n_forget, n_forget)
+    n_poison = n_poisoned(n_train, config.alpha, "label_flip")
+    if kind == "poison_partial":
+        n_forget = math.floor(config.known * n_poison + 1e-9)
+        what, fix = (
+            f"known = {config.known} of the {n_poison} flipped samples",
+            "raise known or alpha",
+        )
+    else:
+        fraction = config.forget_fraction
+        n_clean = n_train - n_poison
+        n_forget = math.floor(fraction * n_clean + 1e-9) if fraction else n_poison
+        what = (
+            f"forget_fraction = {fraction} of the {n_clean} clean samples"
+            if fraction
+            else f"as many clean samples as alpha = {config.alpha} flips"
+        )
+        fix = "raise forget_fraction" if fraction else "raise alpha or set forget_fraction"
+    if n_forget < 2:
+        raise QunlearnError(
+            f'forget = "{kind}" leaves D_f with {n_forget} sample(s) ({what}); unlearning needs '
+            f"at least 2: {fix}"
+        )
+    return ForgetRequest(kind, n_poison, n_forget)
+
+
+def forget_mask(key, poison_mask, request: ForgetRequest):
+    """(N,) bool, True = D_f of ``request`` under one poisoning (``poison_mask``, (N,) bool):
+    the poison itself, or the ``n_forget`` eligible samples (clean, or flipped) of smallest
+    uniform score under ``key``. One key serves every share: D_f grows nested with it.
+    Traceable (``n_forget`` fixes the shapes)."""
+    if request.kind == "poison":
+        return poison_mask
+    eligible = poison_mask if request.kind == "poison_partial" else ~poison_mask
+    score = jnp.where(eligible, jax.random.uniform(key, poison_mask.shape), jnp.inf)
+    chosen = jnp.argsort(score)[: request.n_forget]
+    return jnp.zeros(poison_mask.shape, bool).at[chosen].set(True)
+
+
+def forget_masks(request: ForgetRequest, keys, poison_masks):
+    """:func:`forget_mask` per row of ``keys`` (T,) and ``poison_masks`` (T, N)."""
+    return jax.vmap(lambda k, m: forget_mask(k, m, request))(keys, poison_masks)
+
+
 def shared_split(shared: dict, y_noisy, mask, n_forget: int) -> dict:
     """:func:`qunlearn.unlearn.make_split` of a plan's ``shared`` arrays (x_train, y_true, x_val,
     y_val) under one poisoning (``y_noisy``, ``mask``)."""
@@ -46,6 +138,28 @@ def shared_split(shared: dict, y_noisy, mask, n_forget: int) -> dict:
         shared["y_val"],
         n_forget=n_forget,
     )
+
+
+TRAINED_ON = ("x_retain", "y_retain", "x_forget", "y_forget_true", "y_forget_poisoned")
+"""The split entries a method reads (the others are the metrics')."""
+
+
+def reference_split(shared: dict, y_noisy, masks, n_forget: int, n_removed: int) -> dict:
+    """The split of a clean reference: it trains on D minus the ``n_removed`` rows of
+    ``masks[1]`` (all the poison) and is judged, like every run, on the request's D_f
+    (``masks[0]``, ``n_forget`` rows)."""
+    forget, removed = masks
+    judged = shared_split(shared, y_noisy, forget, n_forget)
+    trained = shared_split(shared, y_noisy, removed, n_removed)
+    return judged | {k: trained[k] for k in TRAINED_ON}
+
+
+def run_split(shared: dict, y_noisy, mask, n_forget: int, n_removed: int | None) -> dict:
+    """The split one run of a program sees: ``mask`` is D_f, or with ``n_removed`` the pair
+    (D_f, the rows a clean reference leaves out) of :func:`reference_split`."""
+    if n_removed is None:
+        return shared_split(shared, y_noisy, mask, n_forget)
+    return reference_split(shared, y_noisy, mask, n_forget, n_removed)
 
 
 def teacher_program(
@@ -108,11 +222,13 @@ def unlearning_program(
     on_epoch=None,
     run_chunk: int = 0,
     snapshot_every: int = 0,
+    n_removed: int | None = None,
 ):
     """``fn(keys, start, teacher, y_noisy, mask, weights, shared) -> log`` over a leading run axis.
 
     ``keys`` (R,) batch-order keys, ``start`` (R, ...) starting params, ``weights`` {name: (R,)};
-    ``teacher``, ``y_noisy``, ``mask`` are shared (``shared_teacher``) or per run; ``shared`` =
+    ``teacher``, ``y_noisy``, ``mask`` (D_f; with ``n_removed`` the pair of
+    :func:`reference_split`) are shared (``shared_teacher``) or per run; ``shared`` =
     {x_train, y_true, x_val, y_val}. Jitted once; ``.traces`` counts its tracings.
     ``snapshot_every = k > 0`` adds ``log["snapshots"]`` (R, S, ...): params every k epochs.
     """
@@ -129,7 +245,7 @@ def unlearning_program(
 
     def run_one(key, start, teacher, y_noisy, mask, weights, shared):
         traces.append(1)
-        split = shared_split(shared, y_noisy, mask, n_forget)
+        split = run_split(shared, y_noisy, mask, n_forget, n_removed)
         return unlearn(key, start, teacher, split, weights)[1]
 
     t = None if shared_teacher else 0
@@ -255,12 +371,30 @@ def trace_method(table, name, model, method: Method, shared: dict, n_forget: int
         )
 
 
-def plan_models(config, dataset) -> tuple[int, dict[str, ModelPlan]]:
-    """(|D_f|, {table: ModelPlan}) of every ``models.<table>`` of a config on ``dataset``."""
+def plan_models(config, dataset) -> tuple[ForgetRequest, dict[str, ModelPlan]]:
+    """(the forget request, {table: ModelPlan}) of every ``models.<table>`` of a config on
+    ``dataset``."""
     n_train = len(dataset.y_train)
-    n_forget = forget_set_size(n_train, config.alpha)
+    request = forget_request(config, n_train)
+    n_forget = request.n_forget
     plans = {
         name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)
         for name, spec in config.models.items()
     }
-    return n_forget, plans
+    return request, plans
+
+
+def retrain_method(config, mp: ModelPlan, n_removed: int) -> tuple[dict, Method]:
+    """(options, Method) of ``retrain`` (with ``method_options.retrain``) on D minus
+    ``n_removed`` rows: D_f's for the oracles, all the poison's for a clean reference."""
+    _, options = resolve_method(config.method_options, "retrain")
+    method = make_method(
+        "retrain",
+        mp.model,
+        n_retain=mp.shared["y_true"].shape[0] - n_removed,
+        n_forget=n_removed,
+        epochs=mp.spec.unlearn_epochs,
+        batch_size=mp.spec.unlearn_batch_size,
+        **options,
+    )
+    return options, method

@@ -14,11 +14,12 @@ from matplotlib.lines import Line2D
 from qunlearn.plotting.style import ENSEMBLE_STYLE, method_color, new_figure, ordered_methods
 
 SPLITS = ("forget", "retain", "val")
+REFERENCES = ("oracle", "clean_oracle")  # drawn last, where a figure shows them
 
 
 def _groups(names) -> list[str]:
     """Calibration groups first, then the methods in the house order."""
-    names = set(names) - {"oracle"}
+    names = set(names) - set(REFERENCES)
     first = [g for g in ("oracle_half", "oracle_null", "teacher") if g in names]
     return first + ordered_methods(names - set(first))
 
@@ -95,7 +96,7 @@ def stability_bars(results: list[dict], model: str, title: str = "") -> Figure:
         if r["model"] == model and r["split"] == "val" and np.isfinite(float(r["value"]))
     }
     groups = [g for g in _groups({g for g, _ in value}) if not g.startswith("oracle_")]
-    groups += ["oracle"] if any(g == "oracle" for g, _ in value) else []
+    groups += [r for r in REFERENCES if any(g == r for g, _ in value)]
     fig = new_figure(12, 3.6)
     axes = fig.subplots(1, len(STABILITY))
     for ax, (metric, label) in zip(axes, STABILITY, strict=True):

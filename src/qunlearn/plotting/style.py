@@ -43,6 +43,7 @@ METHOD_COLORS = {
 ENSEMBLE_STYLE = {
     "oracle_half": ("oracle halves", "0.55"),
     "oracle": ("oracles", "tab:gray"),
+    "clean_oracle": ("clean oracles", "0.3"),  # retrained on D minus all poison
     "oracle_null": ("oracles (attack null)", "0.55"),
     "teacher": ("no unlearning", "k"),
 }
