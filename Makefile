@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow bench lint typecheck docs fig2c fig2d fig3a fig3b roughening report paper clean
+.PHONY: setup demo test test-slow bench lint typecheck docs fig2c fig2d fig3a fig3b roughening benchmark corrective report paper clean
 
 $(BIN)/.installed: pyproject.toml requirements-mnist.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,26 @@ fig3b: setup
 	$(BIN)/qunlearn run configs/fig3b_xxz.toml
 roughening: setup
 	$(BIN)/qunlearn run configs/roughening_mnist.toml
+
+# The unlearning leaderboard (beyond the paper): every method, MLP and QNN, judged against retrain
+# oracles for three forget requests (the poison; as many random clean samples; half the
+# poison identified), on MNIST and XXZ; compare and plot each, one report
+# (results/benchmark.html). BENCHMARK_MODELS="--models mlp" keeps the minutes-long half.
+BENCHMARK_MODELS ?=
+BENCHMARK_RUNS := $(foreach d,mnist xxz,benchmark_$(d) benchmark_$(d)_clean_random benchmark_$(d)_poison_partial)
+benchmark: setup
+	for data in mnist xxz; do \
+	  $(BIN)/qunlearn run configs/benchmark_$$data.toml $(BENCHMARK_MODELS) --out results/benchmark_$$data && \
+	  $(BIN)/qunlearn run configs/benchmark_$$data.toml forget=clean_random $(BENCHMARK_MODELS) --out results/benchmark_$${data}_clean_random && \
+	  $(BIN)/qunlearn run configs/benchmark_$$data.toml forget=poison_partial known=0.5 $(BENCHMARK_MODELS) --out results/benchmark_$${data}_poison_partial || exit 1; \
+	done
+	for run in $(BENCHMARK_RUNS); do $(BIN)/qunlearn compare results/$$run && $(BIN)/qunlearn plot results/$$run || exit 1; done
+	$(BIN)/qunlearn report $(addprefix results/,$(BENCHMARK_RUNS)) --out results/benchmark.html
+
+# Corrective unlearning: clean accuracy recovered against the share of the poison identified
+# (Fig 3a's set-up, known = 0.25 ... 1), into results/corrective_mnist/.
+corrective: setup
+	$(BIN)/python bench/corrective.py
 
 # Every paper figure: run, compare, plot, then the report; each step's wall time and the total,
 # with the machine's yardstick, into results/paper_times.json and docs/results.md (bench/paper.py
