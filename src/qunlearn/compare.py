@@ -1226,11 +1226,11 @@ def _cell_seconds(timings: dict, model: str, group: str) -> tuple[float, bool] |
     """(seconds of its runs, includes a compilation) of an evaluation's ensemble cell
     ``<model>__<group>`` as the manifest records them; None where they are not (a run made
     before ``run_seconds`` was recorded: its cell's wall time includes compilations that are
-    not the method's cost)."""
+    not the method's cost). Runs that record ``compile_seconds`` compiled apart from the runs."""
     t = timings.get(f"{model}__{group}")
     if not isinstance(t, dict) or not isinstance(t.get("run_seconds"), int | float):
         return None
-    return float(t["run_seconds"]), bool(t.get("includes_compile"))
+    return float(t["run_seconds"]), bool(t.get("includes_compile")) and "compile_seconds" not in t
 
 
 def evaluation_leaderboard(
