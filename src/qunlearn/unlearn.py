@@ -515,21 +515,21 @@ def _last_layers(model, k, method: str):
     return last_layers_mask(shapes, k)
 
 
-def eu_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
-    """EU-k (Goel et al. 2022): the teacher with its last ``k`` layers re-initialised from the run
-    key, only those trained, CE on D_r. ``k`` = every layer is :func:`retrain`."""
-    mask = _last_layers(model, k, "eu_k")
+def _last_k(model, name: str, k, *, fresh: bool, **sizes) -> Method:
+    """CE on D_r training only the last ``k`` layers, from the teacher with those layers
+    re-initialised from the run key (``fresh``) or as they are."""
+    mask = _last_layers(model, k, name)
 
     def start(key, teacher):
-        fresh = model.init(key)
-        return jax.tree_util.tree_map(lambda f, t, m: jnp.where(m, f, t), fresh, teacher, mask)
+        if not fresh:
+            return teacher
+        return jax.tree_util.tree_map(
+            lambda f, t, m: jnp.where(m, f, t), model.init(key), teacher, mask
+        )
 
     return _reference_form(
         model,
-        n_retain=n_retain,
-        n_forget=n_forget,
-        epochs=epochs,
-        batch_size=batch_size,
+        **sizes,
         weights={"ce": 1.0},
         start=start,
         variant=BENCHMARK,
@@ -538,21 +538,17 @@ def eu_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
     )
 
 
+def eu_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
+    """EU-k (Goel et al. 2022): the teacher with its last ``k`` layers re-initialised from the run
+    key, only those trained, CE on D_r. ``k`` = every layer is :func:`retrain`."""
+    sizes = {"n_retain": n_retain, "n_forget": n_forget, "epochs": epochs}
+    return _last_k(model, "eu_k", k, fresh=True, batch_size=batch_size, **sizes)
+
+
 def cf_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
     """CF-k (Goel et al. 2022): fine-tune only the teacher's last ``k`` layers on D_r."""
-    mask = _last_layers(model, k, "cf_k")
-    return _reference_form(
-        model,
-        n_retain=n_retain,
-        n_forget=n_forget,
-        epochs=epochs,
-        batch_size=batch_size,
-        weights={"ce": 1.0},
-        start=_from_teacher,
-        variant=BENCHMARK,
-        train_only=mask,
-        tag=("last", k),
-    )
+    sizes = {"n_retain": n_retain, "n_forget": n_forget, "epochs": epochs}
+    return _last_k(model, "cf_k", k, fresh=False, batch_size=batch_size, **sizes)
 
 
 def l1_sparse(model, *, n_retain, n_forget, epochs, batch_size, l1=1e-4):
