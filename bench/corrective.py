@@ -159,7 +159,7 @@ def plot(rows, models, methods, path: Path) -> None:
         ax.set_ylabel("clean val accuracy recovered")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=7)
-    fig.suptitle("corrective unlearning: recovery against the share of poison identified")
+    fig.suptitle("corrective unlearning")
     fig.savefig(path, dpi=130)
     print(f"figure: {path}")
 

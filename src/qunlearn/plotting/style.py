@@ -32,7 +32,7 @@ METHOD_COLORS = {
     "eu_k": "#1b9e77",
     "cf_k": "#66a61e",
     "random_label": "#e7298a",
-    "salun": "#7570b3",
+    "salun": "#9e0142",
     "l1_sparse": "#d95f02",
     "ssd": "#a6761d",
     "fisher_forgetting": "#e6ab02",
