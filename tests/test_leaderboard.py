@@ -145,6 +145,17 @@ def test_a_clearly_better_method_ranks_first_and_identical_ones_tie():
     assert all(r["cost"] is None for r in rows)  # no timings: n/a
 
 
+def test_a_clean_reference_without_resamples_keeps_the_intervals_and_is_not_ranked():
+    """A partial or clean-data request adds the clean oracles: a reference row, never resampled."""
+    klom = {"teacher": 2.0, "retrain": 1.0, "good": 1.1}
+    scores = _scores({g: (v - 1.0) for g, v in klom.items()} | {"clean_oracle": None})
+    rows = leaderboard.leaderboard_rows(scores, _klom(klom), {})
+    assert [r["method"] for r in rows] == ["retrain", "good", "clean_oracle", "teacher"]
+    by = {r["method"]: r for r in rows}
+    assert by["good"]["resid_lo"] is not None and by["good"]["rank"] == 2
+    assert by["clean_oracle"]["rank"] is None and by["clean_oracle"]["resid_lo"] is None
+
+
 def test_overlapping_methods_share_a_rank_interval():
     klom = {"teacher": 2.0, "retrain": 1.0}
     noise = np.random.default_rng(1).normal(0, 0.05, (2, 300))

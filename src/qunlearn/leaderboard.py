@@ -154,18 +154,19 @@ def leaderboard_rows(
     for model in sorted({m for m, _ in scores}):
         groups = [g for (m, g) in scores if m == model and g not in REFERENCE_GROUPS[:3]]
         boot = {g: resampled[(model, g)] for g in groups if (model, g) in resampled}
-        draws = dict(boot) if len(boot) == len(groups) else {}  # all groups or no interval
+        # every method and the teacher resampled, or no interval (a clean reference has none)
+        needed = [g for g in groups if g not in REFERENCE_GROUPS or g == "teacher"]
+        draws = dict(boot) if all(g in boot for g in needed) else {}
         resid = residual({g: d["klom_p50"] for g, d in draws.items()})
         per_stat = {"resid": resid} | {
             s: {g: d[m] for g, d in draws.items() if m in d} for s, m in RESAMPLED.items()
         }
-        ranked = [g for g in groups if g != "teacher"]
+        ranked = [g for g in groups if g not in REFERENCE_GROUPS]
         point = {g: scores[(model, g)].get(STATISTICS["resid"]) for g in ranked}
         order = rank_table(point, {g: resid[g] for g in ranked} if resid else None)
         n = len(next(iter(draws.values()))["klom_p50"]) if draws else 0
-        for g in sorted(ranked, key=lambda g: (order.get(g, (math.inf,))[0], g)) + (
-            ["teacher"] if "teacher" in groups else []
-        ):
+        references = [g for g in ("clean_oracle", "teacher") if g in groups]  # unranked
+        for g in sorted(ranked, key=lambda g: (order.get(g, (math.inf,))[0], g)) + references:
             rank, lo, hi = order.get(g, (None, None, None))
             row = {"forget": forget, "model": model, "method": g}
             row |= {"rank": rank, "rank_lo": lo, "rank_hi": hi}
@@ -176,7 +177,7 @@ def leaderboard_rows(
                 row[f"{stat}_lo"], row[f"{stat}_hi"] = (
                     bounds if bounds and value is not None else (None, None)
                 )
-            row |= _cost(seconds, model, g) if g != "teacher" else {"cost": None}
+            row |= _cost(seconds, model, g) if g in ranked else {"cost": None}
             rows.append(row | {"resamples": n or None})
     return rows
 
