@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -49,10 +50,16 @@ def final_val(results_dir: Path) -> tuple[dict, dict]:
     return runs, teacher
 
 
+GAP = 0.01  # the least val-accuracy gap (clean retrain - teacher) a recovery is a share of
+
+
 def recovery(vals, clean, teacher, rng, resamples: int = 1000) -> tuple[float, float, float]:
     """Point value and 95 % bootstrap interval (runs of the method and of the reference drawn
-    with replacement, paired by run index as they share keys)."""
+    with replacement, paired by run index as they share keys); NaN where retraining without the
+    poison beats the teacher by less than ``GAP``: then there is nothing to recover."""
     vals, clean = np.asarray(vals), np.asarray(clean)
+    if clean.mean() - teacher < GAP:
+        return math.nan, math.nan, math.nan
 
     def stat(v, c):
         return (v.mean() - teacher) / (c.mean() - teacher)
@@ -122,10 +129,23 @@ def main() -> None:
         for method in args.methods:
             cells = [
                 f"{r['recovery']:+.2f} [{r['recovery_lo']:+.2f}, {r['recovery_hi']:+.2f}]"
+                if math.isfinite(r["recovery"])
+                else f"n/a (val {r['val_acc']:.3f})"
                 for r in rows
                 if (r["model"], r["method"]) == (model, method)
             ]
             print(f"{model:5s} {method:16s} " + " ".join(f"{c:>20s}" for c in cells))
+        gaps = {
+            r["known"]: r["clean_val_acc"] - r["teacher_val_acc"]
+            for r in rows
+            if r["model"] == model
+        }
+        if any(gap < GAP for gap in gaps.values()):
+            teacher = next(r["teacher_val_acc"] for r in rows if r["model"] == model)
+            print(
+                f"{model}: n/a where retraining without any poison beats the teacher's val "
+                f"{teacher:.3f} by less than {GAP}: nothing to recover"
+            )
     plot(rows, args.models, args.methods, args.out / "recovery.png")
 
 
