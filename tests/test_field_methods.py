@@ -289,6 +289,17 @@ def test_fisher_forgetting_noise_has_the_stated_variance():
     assert z.size > 150 and abs(z.mean()) < 4 / math.sqrt(z.size) and abs(z.var() - 1) < 0.25
 
 
+def test_the_editing_methods_keep_float32_params_float32():
+    """A complex64 QNN has float32 angles and a float64 readout (the Fisher scores widen)."""
+    model = make_model("mlp", D, False, hidden=(4,), dtype="float32")
+    x, y = _toy()
+    split = _split(x, y, list(range(0, 36, 3)))
+    teacher = model.init(jax.random.PRNGKey(1))
+    for name in ("ssd", "fisher_forgetting", "newton", "salun"):
+        out = _unlearn(model, _method(name, model), jax.random.PRNGKey(2), teacher, teacher, split)
+        assert {leaf.dtype for leaf in _leaves(out)} == {np.dtype("float32")}, name
+
+
 @pytest.mark.parametrize(
     "name, options, message",
     [

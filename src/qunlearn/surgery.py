@@ -98,8 +98,9 @@ def mean_square_per_example(
     def body(acc, idx_w):
         i, keep = idx_w
         g = jax.vmap(per_example, (None, 0, 0))(params, xs[i], ys[i])
+        # summed in the params' dtype: a float64 readout's score must not widen float32 params
         return jax.tree_util.tree_map(
-            lambda a, gi: a + jnp.tensordot(keep.astype(a.dtype), jnp.abs(gi) ** 2, 1), acc, g
+            lambda a, gi: a + jnp.tensordot(keep, jnp.abs(gi) ** 2, 1).astype(a.dtype), acc, g
         ), None
 
     zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.result_type(p)), params)
