@@ -194,7 +194,7 @@ def _top_level_distributions() -> Mapping[str, list[str]]:
     ``sys.path`` changed (installing or removing a package changes its folder): the read goes
     through every installed distribution's file list, about a second, and a run records several
     members."""
-    stamp = []
+    stamp: list[tuple[str, int | None]] = []
     for entry in sys.path:
         try:
             stamp.append((entry, os.stat(entry or ".").st_mtime_ns))
