@@ -142,6 +142,23 @@ def test_entry_points_offer_names_imported_only_when_used(monkeypatch):
     assert MODELS.provenance("ep_mlp")["reference"] == "test_families:user_mlp"
 
 
+def test_a_package_installed_after_a_run_is_named_by_the_next(tmp_path, monkeypatch):
+    """The distributions behind members are read once, and again when a folder on ``sys.path``
+    changed: a package installed in a running process (a notebook's ``pip install``) is named
+    with its version by the next run, not hidden by what the first one read."""
+    (tmp_path / "late_pkg.py").write_text("def ansatz(input_dim, complex_input):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = MODELS.provenance("late_pkg:ansatz")
+    assert "distribution" not in first and first["file"] == str(tmp_path / "late_pkg.py")
+    info = tmp_path / "late_pkg-1.2.3.dist-info"  # what pip writes beside the module
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: late-pkg\nVersion: 1.2.3\n")
+    (info / "top_level.txt").write_text("late_pkg\n")
+    later = MODELS.provenance("late_pkg:ansatz")
+    assert (later["distribution"], later["version"]) == ("late-pkg", "1.2.3")
+    assert later["sha256"] == first["sha256"]
+
+
 # --- the contract checks: built-ins pass, each breach is one line ----------------------------
 
 

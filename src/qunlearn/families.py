@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -184,13 +185,33 @@ def _import_reference(reference: str, what: str, via: str = "") -> Callable:
     return target
 
 
+# (sys.path folders' modification times, packages_distributions() read under them)
+_DISTRIBUTIONS: list = [None, {}]
+
+
+def _top_level_distributions() -> Mapping[str, list[str]]:
+    """``importlib.metadata.packages_distributions()``, read again only when a folder on
+    ``sys.path`` changed (installing or removing a package changes its folder): the read goes
+    through every installed distribution's file list, about a second, and a run records several
+    members."""
+    stamp: list[tuple[str, int | None]] = []
+    for entry in sys.path:
+        try:
+            stamp.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            stamp.append((entry, None))
+    if _DISTRIBUTIONS[0] != stamp:
+        _DISTRIBUTIONS[:] = [stamp, importlib.metadata.packages_distributions()]
+    return _DISTRIBUTIONS[1]
+
+
 def _module_identity(module: str) -> dict:
     """The installed distribution (and its version) that provides ``module``, and the sha256 of
     its source file (an editable install keeps its version while its code changes); {} for a
     member defined where there is no file (a notebook)."""
     out: dict = {}
     top = module.split(".")[0]
-    for dist in importlib.metadata.packages_distributions().get(top, []):
+    for dist in _top_level_distributions().get(top, []):
         try:
             out |= {"distribution": dist, "version": importlib.metadata.version(dist)}
             break
