@@ -199,6 +199,17 @@ def test_the_pareto_front_keeps_what_nothing_beats():
     assert pareto_front(points) == [(0.0, 0.7), (0.5, 0.9), (1.0, 0.95)]
 
 
+def test_an_interval_that_misses_its_point_still_draws():
+    """A bootstrap percentile interval can lie beside its point (clean_random's GA: .94 in
+    [.96, .98]); matplotlib refuses negative bar lengths."""
+    from qunlearn.plotting.evaluation import leaderboard_figure
+
+    row = {"forget": "poison", "model": "mlp", "method": "gradient_ascent", "cost": 1.0}
+    row |= {"resid": 0.94, "resid_lo": 0.96, "resid_hi": 0.98}
+    row |= {"val_acc": 0.5, "val_acc_lo": 0.45, "val_acc_hi": 0.55}
+    assert leaderboard_figure([row]) is not None
+
+
 def test_a_leaderboard_with_nothing_to_draw_has_no_figure():
     assert (
         leaderboard_figure(

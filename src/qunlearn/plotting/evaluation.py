@@ -124,8 +124,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def _errors(row: dict, stat: str):
+    """Bar lengths below and above the point. A bootstrap percentile interval can miss its point
+    (the draws repeat teachers: docs/evaluation.md); the bar then ends at the point."""
     value, lo, hi = row[stat], row.get(f"{stat}_lo"), row.get(f"{stat}_hi")
-    return None if lo is None else [[value - lo], [hi - value]]
+    return None if lo is None else [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
 
 
 def _marker_area(cost) -> float:
