@@ -150,7 +150,7 @@ def main() -> None:
 
 
 def plot(rows, models, methods, path: Path) -> None:
-    from qunlearn.plotting.style import method_color, new_figure
+    from qunlearn.plotting.style import interval_bars, method_color, new_figure
 
     fig = new_figure(4.2 * len(models) + 1.4, 3.6)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
@@ -159,9 +159,9 @@ def plot(rows, models, methods, path: Path) -> None:
             mine = [r for r in rows if (r["model"], r["method"]) == (model, method)]
             x = [r["known"] for r in mine]
             y = np.array([r["recovery"] for r in mine])
-            err = np.array(
-                [[r["recovery"] - r["recovery_lo"], r["recovery_hi"] - r["recovery"]] for r in mine]
-            ).T
+            err = np.hstack(
+                [interval_bars(r["recovery"], r["recovery_lo"], r["recovery_hi"]) for r in mine]
+            )
             ax.errorbar(
                 x,
                 y,

@@ -11,7 +11,8 @@ Pure functions of a params pytree and arrays, traceable (they run inside the unl
 * :func:`mean_square_per_example`: the diagonal of an (empirical or true) Fisher information,
   summed in chunks so memory stays (chunk x params) whatever the data size (SSD, Fisher
   forgetting, SalUn's saliency);
-* :func:`top_fraction_mask` (SalUn), :func:`ssd_dampen` (Foster et al. 2023);
+* :func:`top_fraction_mask` (SalUn), :func:`ssd_dampen` (Foster et al. 2023),
+  :func:`add_gaussian_noise` (Fisher forgetting, certified removal);
 * :func:`newton_step`: ``θ − (H + λI)⁻¹ ∇L(θ)``, solved matrix-free by conjugate gradients on
   Hessian-vector products (:func:`qunlearn.hessian.flat_hvp`) or on Gauss-Newton products;
   :func:`certified_epsilon` is Guo et al. 2020's privacy level of Gaussian noise on top of it.
@@ -111,7 +112,7 @@ def mean_square_per_example(
 def top_fraction_mask(scores: Params, fraction: float) -> Params:
     """True on the ``fraction`` of all entries with the largest ``scores`` (one threshold over
     every leaf, as SalUn's global saliency threshold); ties at the threshold are kept."""
-    flat, unravel = ravel_pytree(scores)
+    flat = ravel_pytree(scores)[0]
     keep = max(1, round(fraction * flat.size))
     threshold = jnp.sort(flat)[flat.size - keep]
     return jax.tree_util.tree_map(lambda s: s >= threshold, scores)
@@ -129,6 +130,21 @@ def ssd_dampen(
         return jnp.where(chosen, beta * p, p)
 
     return jax.tree_util.tree_map(dampen, params, fisher_forget, fisher_all)
+
+
+def add_gaussian_noise(key: jax.Array, params: Params, std) -> Params:
+    """``params + std · N(0, 1)`` in each leaf's dtype, one key per leaf (``jax.random.split``);
+    ``std``: a scalar or a pytree like ``params`` (Fisher forgetting's per-weight scales)."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    stds = [std] * len(leaves) if isinstance(std, int | float) else jax.tree_util.tree_leaves(std)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree,
+        [
+            p + s * jax.random.normal(k, p.shape, p.dtype)
+            for p, s, k in zip(leaves, stds, keys, strict=True)
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from qunlearn.errors import QunlearnError, did_you_mean, user_code
 from qunlearn.families import Family, keyword_options
 from qunlearn.surgery import (
     CURVATURES,
+    add_gaussian_noise,
     last_layers_mask,
     layer_count,
     mean_square_per_example,
@@ -744,15 +745,10 @@ def fisher_forgetting(
 
     def edit(key, params, split):
         fisher = mean_square_per_example(score, params, split["x_retain"], split["y_retain"])
-        leaves, tree = jax.tree_util.tree_flatten(params)
-        keys = jax.random.split(key, len(leaves))
-        noisy = [
-            p
-            + jnp.sqrt(scale * jnp.minimum(1 / (f + 1e-8), max_inverse))
-            * jax.random.normal(k, p.shape, jnp.result_type(p))
-            for p, f, k in zip(leaves, jax.tree_util.tree_leaves(fisher), keys, strict=True)
-        ]
-        return jax.tree_util.tree_unflatten(tree, noisy)
+        std = jax.tree_util.tree_map(
+            lambda f: jnp.sqrt(scale * jnp.minimum(1 / (f + 1e-8), max_inverse)), fisher
+        )
+        return add_gaussian_noise(key, params, std)
 
     return _edit_form(
         model,
@@ -880,16 +876,7 @@ def certified_newton(
     edit = _newton_edit(model, damping, cg_steps, newton_steps, curvature, l2)
 
     def noisy(key, params, split):
-        params = edit(params, split)
-        leaves, tree = jax.tree_util.tree_flatten(params)
-        keys = jax.random.split(key, len(leaves))
-        return jax.tree_util.tree_unflatten(
-            tree,
-            [
-                p + sigma * jax.random.normal(k, p.shape, jnp.result_type(p))
-                for p, k in zip(leaves, keys, strict=True)
-            ],
-        )
+        return add_gaussian_noise(key, edit(params, split), sigma)
 
     return _edit_form(
         model,

@@ -422,23 +422,16 @@ class _ModelCells:
         clean = None
         if self.clean is not None:
             clean = self.load_margins(store, f"{self.name}__clean_oracles")
+        # the scores and their bootstrap draws: the same groups, binning, design and seed
+        settings = {
+            "bins": self.config.bins,
+            "design": (self.n_teachers, self.n_seeds),
+            "seed": self.config.seed,
+        }
         rows, per_example, roc = score_groups(
-            groups,
-            oracles,
-            self.poisoning,
-            bins=self.config.bins,
-            design=(self.n_teachers, self.n_seeds),
-            seed=self.config.seed,
-            clean=clean,
+            groups, oracles, self.poisoning, clean=clean, **settings
         )
-        resampled = bootstrap_groups(
-            groups,
-            oracles,
-            self.poisoning,
-            bins=self.config.bins,
-            design=(self.n_teachers, self.n_seeds),
-            seed=self.config.seed,
-        )
+        resampled = bootstrap_groups(groups, oracles, self.poisoning, **settings)
         base = {"dataset": self.config.dataset, "model": self.name}
         return CellResult(
             [base | row | {"seed": self.config.seed} for row in rows],

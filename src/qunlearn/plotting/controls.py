@@ -7,7 +7,7 @@ from collections import defaultdict
 from matplotlib.figure import Figure
 
 from qunlearn.experiments.transition import bootstrap_transition
-from qunlearn.plotting.style import finite_curve, mean_std_band, new_figure
+from qunlearn.plotting.style import finite_curve, interval_bars, mean_std_band, new_figure
 
 FIGURE = "control_variants"  # the file stem
 MIN_VARIANTS = 3  # a sweep with more model tables than the paper's two is a control
@@ -48,8 +48,9 @@ def draw_control(rows: list[dict], *, noise: str = "label_flip", title: str = ""
             continue
         labels.append(f"{name}\nwidth {fit['width']:.2f}")  # α_c alone is pinned near 0.5
         x, lo, hi = fit["alpha_c"], fit["alpha_c_lo"], fit["alpha_c_hi"]
-        xerr = None if lo is None else [[x - lo], [hi - x]]
-        marks.errorbar([x], [i], xerr=xerr, fmt="D", color=color, mec="k", capsize=3)
+        marks.errorbar(
+            [x], [i], xerr=interval_bars(x, lo, hi), fmt="D", color=color, mec="k", capsize=3
+        )
     marks.set_yticks(range(len(names)), labels, fontsize=8)
     marks.invert_yaxis()
     marks.set(xlabel=r"$\alpha_c$ (fit, 95 % CI)")

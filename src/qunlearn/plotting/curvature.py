@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from qunlearn.compare import compare_roughening, read_csv
 from qunlearn.plotting.style import (
     TEACHER_STYLE,
+    interval_bars,
     mean_std_band,
     method_color,
     model_color,
@@ -248,7 +249,7 @@ def draw_roughening(rows: list[dict], *, models: dict[str, str], title: str = ""
                     ax.errorbar(
                         [i - 0.2],
                         [med],
-                        yerr=[[med - r["ratio_median_lo"]], [r["ratio_median_hi"] - med]],
+                        yerr=interval_bars(med, r["ratio_median_lo"], r["ratio_median_hi"]),
                         fmt="_",
                         color="k",
                         ms=12,

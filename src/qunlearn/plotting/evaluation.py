@@ -11,7 +11,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from qunlearn.plotting.style import ENSEMBLE_STYLE, method_color, new_figure, ordered_methods
+from qunlearn.plotting.style import (
+    ENSEMBLE_STYLE,
+    interval_bars,
+    method_color,
+    new_figure,
+    ordered_methods,
+)
 
 SPLITS = ("forget", "retain", "val")
 REFERENCES = ("oracle", "clean_oracle")  # drawn last, where a figure shows them
@@ -124,10 +130,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def _errors(row: dict, stat: str):
-    """Bar lengths below and above the point. A bootstrap percentile interval can miss its point
-    (the draws repeat teachers: docs/evaluation.md); the bar then ends at the point."""
-    value, lo, hi = row[stat], row.get(f"{stat}_lo"), row.get(f"{stat}_hi")
-    return None if lo is None else [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+    return interval_bars(row[stat], row.get(f"{stat}_lo"), row.get(f"{stat}_hi"))
 
 
 def _marker_area(cost) -> float:

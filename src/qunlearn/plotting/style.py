@@ -114,6 +114,16 @@ def new_figure(
     return fig
 
 
+def interval_bars(value, lo, hi) -> list[list[float]] | None:
+    """Error-bar lengths ``[[below], [above]]`` of a point and its interval for matplotlib's
+    ``errorbar``; None without an interval. A bootstrap percentile interval can miss its point
+    (the resamples are not centred on it): the bar then ends at the point, as matplotlib refuses
+    negative lengths."""
+    if lo is None or hi is None:
+        return None
+    return [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+
+
 def finite_curve(by_x: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, mean, std) over the finite values at each x of ``by_x`` ({x: [value per run]}): NaN
     or infinite runs (diverged) are left out, an x with none is left out, and one value has no

@@ -8,7 +8,14 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from qunlearn.experiments.transition import bootstrap_transition
-from qunlearn.plotting.style import finite_curve, mean_std_band, model_color, new_figure, save
+from qunlearn.plotting.style import (
+    finite_curve,
+    interval_bars,
+    mean_std_band,
+    model_color,
+    new_figure,
+    save,
+)
 
 NOISE_TITLES = {"label_flip": "label flipping", "feature_randomization": "feature randomisation"}
 
@@ -40,9 +47,7 @@ def mark_critical_alpha(ax, runs_by_alpha, *, color, label: str) -> dict | None:
     if fit is None or fit["alpha_c"] is None:
         return None
     x = fit["alpha_c"]
-    xerr = None
-    if fit["alpha_c_lo"] is not None:
-        xerr = [[x - fit["alpha_c_lo"]], [fit["alpha_c_hi"] - x]]
+    xerr = interval_bars(x, fit["alpha_c_lo"], fit["alpha_c_hi"])
     ax.errorbar(
         [x], [0.5], xerr=xerr, fmt="D", ms=6, color=color, mec="k", capsize=3, zorder=5, label=label
     )
