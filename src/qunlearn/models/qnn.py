@@ -55,6 +55,8 @@ applies a plan to one example) -> this module (the factories :func:`qnn` and :fu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,9 +70,12 @@ from qunlearn.models.qnn_exec import _factor_matrices, _realrep, _run
 __all__ = [  # the gate helpers are re-exported: callers import them from here
     "DTYPES",
     "READOUTS",
+    "CircuitParts",
     "cnot_ring_permutation",
     "qnn",
     "qnn_cnot",
+    "qnn_cnot_parts",
+    "qnn_parts",
     "ring_pairs",
     "rx",
     "ry",
@@ -138,6 +143,16 @@ def _readout(readout: str, scale: float, readout_dtype: str = "state"):
     raise QunlearnError(f"unknown QNN readout {readout!r}: choose one of {', '.join(READOUTS)}")
 
 
+class CircuitParts(NamedTuple):
+    """A QNN factory's pieces: ``init(key)``, ``expectation(params, x) -> ⟨Z_readout⟩`` (one
+    example, exact) and ``to_prob(z) -> p`` (the readout). ``apply = to_prob ∘ expectation``;
+    finite-shot and noisy evaluation (estimators of ⟨Z⟩) replace only the expectation."""
+
+    init: Callable
+    expectation: Callable
+    to_prob: Callable
+
+
 def qnn(
     input_dim: int,
     complex_input: bool,
@@ -162,6 +177,76 @@ def qnn(
     did: ⟨Z⟩ here is ⟨x|U†ZU|x⟩, so ⟨Z⟩(c·x) = c²·⟨Z⟩(x) (tested). With the reference MNIST
     encoding (‖x‖² = number of non-blank columns) the readout is sigmoid(scale·‖x‖²·⟨Z⟩_unit).
     """
+    return _compose(
+        qnn_parts(
+            input_dim,
+            complex_input,
+            depth=depth,
+            n_qubits=n_qubits,
+            readout_qubit=readout_qubit,
+            scale=scale,
+            dtype=dtype,
+            init_std=init_std,
+            readout=readout,
+            readout_dtype=readout_dtype,
+        )
+    )
+
+
+def qnn_cnot(
+    input_dim: int,
+    complex_input: bool,
+    *,
+    depth: int = 5,
+    n_qubits: int | None = None,
+    readout_qubit: int = -1,
+    scale: float = 5.0,
+    dtype: str = "complex128",
+    init_std: float = 0.01,
+    readout: str = "sigmoid",
+    readout_dtype: str = "state",
+):
+    """The Hessian study's circuit (protocol §5): per layer Rx(θ0), Ry(θ1) on every qubit, then a
+    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout`` as for :func:`qnn`."""
+    return _compose(
+        qnn_cnot_parts(
+            input_dim,
+            complex_input,
+            depth=depth,
+            n_qubits=n_qubits,
+            readout_qubit=readout_qubit,
+            scale=scale,
+            dtype=dtype,
+            init_std=init_std,
+            readout=readout,
+            readout_dtype=readout_dtype,
+        )
+    )
+
+
+def _compose(parts: CircuitParts):
+    expectation, to_prob = parts.expectation, parts.to_prob
+
+    def apply(params, x):
+        return to_prob(expectation(params, x))
+
+    return parts.init, apply
+
+
+def qnn_parts(
+    input_dim: int,
+    complex_input: bool,
+    *,
+    depth: int = 6,
+    n_qubits: int | None = None,
+    readout_qubit: int = -1,
+    scale: float = 5.0,
+    dtype: str = "complex128",
+    init_std: float = 0.01,
+    readout: str = "sigmoid",
+    readout_dtype: str = "state",
+):
+    """The :class:`CircuitParts` of :func:`qnn` (same options)."""
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
@@ -203,7 +288,7 @@ def qnn(
         else:
             uses.append(None)
 
-    def apply(params, x):
+    def expectation(params, x):
         theta = params.astype(rdtype)
         u = (rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])).astype(cdtype)
         # all matrices depend on the params only: computed once per call, outside the batch
@@ -237,12 +322,12 @@ def qnn(
                 )
             else:
                 mats.append(None)
-        return to_prob(_run(ops, mats, x, rdtype, cdtype))
+        return _run(ops, mats, x, rdtype, cdtype)
 
-    return init, apply
+    return CircuitParts(init, expectation, to_prob)
 
 
-def qnn_cnot(
+def qnn_cnot_parts(
     input_dim: int,
     complex_input: bool,
     *,
@@ -255,8 +340,7 @@ def qnn_cnot(
     readout: str = "sigmoid",
     readout_dtype: str = "state",
 ):
-    """The Hessian study's circuit (protocol §5): per layer Rx(θ0), Ry(θ1) on every qubit, then a
-    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout`` as for :func:`qnn`."""
+    """The :class:`CircuitParts` of :func:`qnn_cnot` (same options)."""
     del complex_input
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
@@ -283,7 +367,7 @@ def qnn_cnot(
         if op[0] == "gemm":
             specs.append((tuple(op[1] * n + q for q in op[2]), (), ()))
 
-    def apply(params, x):
+    def expectation(params, x):
         theta = params.astype(rdtype)
         u = (ry(theta[..., 1]) @ rx(theta[..., 0])).astype(cdtype)
         factors = _factor_matrices(specs, u, theta[..., 0], cdtype)
@@ -294,6 +378,6 @@ def qnn_cnot(
                 real = False
             else:
                 mats.append(consts.get(i))
-        return to_prob(_run(ops, mats, x, rdtype, cdtype))
+        return _run(ops, mats, x, rdtype, cdtype)
 
-    return init, apply
+    return CircuitParts(init, expectation, to_prob)
