@@ -24,33 +24,20 @@ naming ``dataset_options.<key>``) before anything is generated.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
 
 import jax
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as sla
-from tqdm.auto import tqdm
 
-from qunlearn.data.cache import (
-    Dataset,
-    cache_dir_path,
-    check_writable,
-    read_npz,
-    resolve_cache_dir,
-    sha256_bytes,
-    write_npz,
-)
+from qunlearn.data import ed
+from qunlearn.data.cache import Dataset, cache_dir_path
 from qunlearn.data.options import check_choice, check_int, check_real
 from qunlearn.errors import QunlearnError
 
-BOUNDARIES = ("periodic", "open")
+BOUNDARIES = ed.BOUNDARIES
 CACHE_FORMAT = 1
 _REF_GRID = np.linspace(-1.0, 2.0, 293)
 # Δ windows of the reference selection (class 0, class 1); 189-198 (around Δ = 1) and the
@@ -64,22 +51,15 @@ PHASES = ("fixed", "random")
 MAX_SPINS = 20
 MAX_N_DELTA = 1_000_000
 
-# Size guard (see the module docstring). Measured on a 2-core x86 machine: one ground state takes
-# ~0.04 s at 12 spins, ~0.35 s at 14, ~4 s at 16 and ~9 s at 17 (2.2-2.9x per spin; the Lanczos
-# vectors leave the CPU caches from ~16 spins on), so 3x per spin extrapolates conservatively.
-CALIBRATION_SPINS = 12
-SPIN_TIME_FACTOR = 3.0
-CALIBRATION_MARGIN = 1.5  # the timed points vary by ~2x over the grid and with the machine's load
+# Size guard (see the module docstring; the machinery is qunlearn.data.ed's). Measured on a 2-core
+# x86 machine: one ground state takes ~0.04 s at 12 spins, ~0.35 s at 14, ~4 s at 16 and ~9 s at 17
+# (2.2-2.9x per spin; the Lanczos vectors leave the CPU caches from ~16 spins on), so 3x per spin
+# (ed.SPIN_TIME_FACTOR, from ed.CALIBRATION_SPINS = 12) extrapolates conservatively. Checked with
+# tracemalloc: 150 states of 12 spins peaked at 28 MiB above the interpreter (estimate 33 MiB);
+# 3 states of 16 spins at 36 MiB (estimate 113 MiB: the Hamiltonian part is generous).
 MAX_HOURS_ENV = "QUNLEARN_XXZ_MAX_HOURS"
-DEFAULT_MAX_HOURS = 2.0
-GRID_COPIES = 3  # states: the generated array, np.savez's in-memory buffer and its bytes copy
-SOLVER_BYTES_PER_NNZ = 64  # COO rows/cols lists and arrays, CSR, the diagonal added to it
-LANCZOS_VECTORS = 24  # ARPACK's ncv = 20 basis vectors + its work vectors, float64
-BASE_BYTES = 512 * 2**20  # the interpreter, NumPy, SciPy and JAX themselves
-# Checked with tracemalloc: 150 states of 12 spins peaked at 28 MiB above the interpreter
-# (estimate 33 MiB); 3 states of 16 spins at 36 MiB (estimate 113 MiB: the Hamiltonian part is
-# generous).
-PROGRESS_AFTER_S = 3.0  # generation shorter than this shows no progress
+BASE_BYTES = ed.BASE_BYTES  # the interpreter, NumPy, SciPy and JAX themselves
+PROGRESS_AFTER_S = ed.PROGRESS_AFTER_S  # generation shorter than this shows no progress
 
 
 def xxz_grid(delta_min: float = -1.0, delta_max: float = 2.0, n_delta: int = 293) -> np.ndarray:
@@ -99,14 +79,11 @@ def _check_chain(n_spins: int, boundary: str) -> None:
 
 
 def _bonds(n_spins: int, boundary: str) -> list[tuple[int, int]]:
-    bonds = [(i, i + 1) for i in range(n_spins - 1)]
-    return bonds + [(n_spins - 1, 0)] if boundary == "periodic" else bonds
+    return ed.bonds(n_spins, boundary)
 
 
 def _spins(n_spins: int) -> np.ndarray:
-    """(2**n, n) int8: z_i(b) = ±1, the Z eigenvalue of qubit i (MSB first) in basis state b."""
-    bits = (np.arange(1 << n_spins)[:, None] >> (n_spins - 1 - np.arange(n_spins))) & 1
-    return (1 - 2 * bits).astype(np.int8)
+    return ed.spins(n_spins)
 
 
 def xxz_hamiltonian(delta: float, n_spins: int, boundary: str = "periodic") -> sp.csr_matrix:
@@ -128,13 +105,7 @@ def xxz_hamiltonian(delta: float, n_spins: int, boundary: str = "periodic") -> s
     return (hop + sp.diags(diag)).tocsr()  # duplicates (N = 2 periodic) are summed
 
 
-def fix_phase(psi: np.ndarray) -> np.ndarray:
-    """psi times the conjugate phase of its largest amplitude, so that amplitude is real > 0.
-    Amplitudes within 1e-8 (relative) of the largest count as ties; the lowest index wins, so the
-    choice does not hinge on round-off between symmetry-equivalent amplitudes."""
-    mag = np.abs(psi)
-    pivot = psi[np.flatnonzero(mag >= mag.max() * (1 - 1e-8))[0]]
-    return psi * (np.conj(pivot) / np.abs(pivot))
+fix_phase = ed.fix_phase
 
 
 def ground_state(
@@ -146,12 +117,7 @@ def ground_state(
     tolerance, so repeated calls give identical bits. At Δ = -1 the ground level is degenerate
     and psi is one (deterministic) member of it.
     """
-    h = xxz_hamiltonian(delta, n_spins, boundary)
-    v0 = np.random.default_rng(0).standard_normal(h.shape[0])
-    energies, vectors = sla.eigsh(h, k=1, which="SA", v0=v0 / np.linalg.norm(v0), tol=0)
-    psi = vectors[:, np.argmin(energies)]
-    psi = fix_phase(psi / np.linalg.norm(psi)).astype(np.complex128)
-    return float(np.min(energies)), psi
+    return ed.lowest_eigenpair(xxz_hamiltonian(delta, n_spins, boundary))
 
 
 def zz_observables(
@@ -172,72 +138,26 @@ def generate_xxz_grid(
     """Ground states on a grid: deltas (G,), energies (G,), states (G, 2**n) complex128,
     zz_nn (G,), s_pi (G,). Shows progress on stderr when it takes longer than a few seconds."""
     deltas = np.asarray(deltas, dtype=np.float64)
-    energies, zz_nn, s_pi = (np.empty(len(deltas)) for _ in range(3))
-    states = np.empty((len(deltas), 1 << n_spins), dtype=np.complex128)  # one copy, filled in place
-    progress = _GridProgress(len(deltas), f"xxz n_spins={n_spins}")
-    try:
-        for k, delta in enumerate(deltas):
-            energies[k], states[k] = ground_state(delta, n_spins, boundary)
-            zz_nn[k], s_pi[k] = zz_observables(states[k], n_spins, boundary)
-            progress.update()
-    finally:
-        progress.close()
-    return {"deltas": deltas, "energies": energies, "states": states, "zz_nn": zz_nn, "s_pi": s_pi}
+
+    def observe(psi):
+        zz_nn, s_pi = zz_observables(psi, n_spins, boundary)
+        return {"zz_nn": zz_nn, "s_pi": s_pi}
+
+    arrays = ed.generate_grid(
+        [partial(xxz_hamiltonian, delta, n_spins, boundary) for delta in deltas],
+        observe,
+        n_spins,
+        _GridProgress(len(deltas), f"xxz n_spins={n_spins}"),
+    )
+    return {"deltas": deltas, **arrays}
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+_duration = ed.duration
 
 
-class _GridProgress:
-    """Progress over the grid points on ``stream`` (stderr): a tqdm bar on a terminal that
-    appears after ``PROGRESS_AFTER_S``; elsewhere (a log, a pipe) one plain line per 10% once
-    ``PROGRESS_AFTER_S`` have passed, never a carriage return."""
-
-    def __init__(self, total: int, desc: str, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.total, self.desc, self.done, self.decile = total, desc, 0, 0
-        self.after_s = PROGRESS_AFTER_S
-        self.start = time.perf_counter()
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.bar = (
-            tqdm(
-                total=total,
-                desc=desc,
-                unit="state",
-                file=self.stream,
-                leave=False,
-                delay=self.after_s,
-            )
-            if tty
-            else None
-        )
-
-    def update(self) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            return
-        elapsed = time.perf_counter() - self.start
-        decile = self.done * 10 // self.total
-        if decile > self.decile and elapsed >= self.after_s:
-            self.decile = decile
-            left = elapsed / self.done * (self.total - self.done)
-            print(
-                f"{self.desc}: {self.done}/{self.total} ground states "
-                f"({100 * self.done // self.total}%), {_duration(elapsed)} elapsed, "
-                f"~{_duration(left)} left",
-                file=self.stream,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _GridProgress(total: int, desc: str, stream=None) -> ed.GridProgress:  # noqa: N802
+    """:class:`qunlearn.data.ed.GridProgress` after this module's ``PROGRESS_AFTER_S``."""
+    return ed.GridProgress(total, desc, stream, after_s=PROGRESS_AFTER_S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,58 +166,31 @@ class _GridProgress:
 
 def memory_limit_bytes() -> int:
     """Physical memory of this machine (``os.sysconf``), or a smaller cgroup v2 limit."""
-    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-    except OSError:
-        cgroup = "max"
-    return min(limit, int(cgroup)) if cgroup.isdigit() else limit
+    return ed.memory_limit_bytes()
 
 
 def max_seconds() -> float:
     """The longest generation allowed: ``$QUNLEARN_XXZ_MAX_HOURS`` (default 2) hours."""
-    raw = os.environ.get(MAX_HOURS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_HOURS * 3600
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = math.nan
-    if not hours > 0 or not math.isfinite(hours):
-        raise QunlearnError(
-            f"{MAX_HOURS_ENV}={raw!r} is not a positive number of hours: "
-            f"set it to e.g. {DEFAULT_MAX_HOURS:g} or unset it"
-        )
-    return hours * 3600
+    return ed.max_seconds(MAX_HOURS_ENV)
 
 
 def estimate_bytes(n_spins: int, n_delta: int) -> tuple[int, int]:
     """(bytes of one copy of the states, peak bytes of generating and caching the grid)."""
-    dim = 1 << n_spins
-    grid = 16 * dim * n_delta
-    nnz = dim * (n_spins + 1)  # diagonal + at most one hop per bond and basis state
-    solver = SOLVER_BYTES_PER_NNZ * nnz + 8 * dim * (LANCZOS_VECTORS + 3 * n_spins)  # + _spins
-    return grid, BASE_BYTES + GRID_COPIES * grid + solver
+    # diagonal + at most one hop per bond and basis state
+    return ed.estimate_bytes(n_spins, n_delta, n_spins + 1, BASE_BYTES)
 
 
 def seconds_per_state(n_spins: int, boundary: str, delta_min: float, delta_max: float) -> float:
     """Seconds per grid point here: five Δ across the grid (ground state and observables) timed
     at ``min(n_spins, CALIBRATION_SPINS)`` spins, times ``CALIBRATION_MARGIN``, times
     ``SPIN_TIME_FACTOR`` per further spin."""
-    n_cal = min(n_spins, CALIBRATION_SPINS)
     probes = delta_min + (delta_max - delta_min) * np.array([0.02, 0.25, 0.5, 0.75, 0.98])
-    start = time.perf_counter()
-    for delta in probes:
-        zz_observables(ground_state(delta, n_cal, boundary)[1], n_cal, boundary)
-    per_state = max(time.perf_counter() - start, 1e-6) / len(probes) * CALIBRATION_MARGIN
-    return per_state * SPIN_TIME_FACTOR ** (n_spins - n_cal)
 
+    def probe(n_cal):
+        for delta in probes:
+            zz_observables(ground_state(delta, n_cal, boundary)[1], n_cal, boundary)
 
-def _size(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}" if unit == "GiB" else f"{n / scale:.0f} {unit}"
-    return f"{n / 2**10:.0f} KiB"
+    return ed.seconds_per_state(n_spins, probe, len(probes))
 
 
 def check_size(
@@ -306,40 +199,9 @@ def check_size(
     """Refuse a grid whose generation would not fit this machine's memory or would take longer
     than :func:`max_seconds` (one-line ``QunlearnError`` with the estimates and the fix). Returns
     the estimated seconds."""
-    grid, need = estimate_bytes(n_spins, n_delta)
-    have = memory_limit_bytes()
+    job = ed.SizeJob("xxz", n_spins, n_delta, lambda n: n + 1, "n_delta", MAX_HOURS_ENV, BASE_BYTES)
     per_state = seconds_per_state(n_spins, boundary, delta_min, delta_max)
-    seconds, limit = per_state * n_delta, max_seconds()
-    if need <= have and seconds <= limit:
-        return seconds
-
-    def fits(n, g):
-        return (
-            estimate_bytes(n, g)[1] <= have
-            and per_state * SPIN_TIME_FACTOR ** (n - n_spins) * g <= limit
-        )
-
-    fixes = []
-    spins = [n for n in range(n_spins - 1, 1, -1) if fits(n, n_delta)]
-    if spins:
-        fixes.append(f"use n_spins <= {spins[0]}")
-    per_point = GRID_COPIES * 16 * (1 << n_spins)  # memory and time are linear in n_delta
-    points = min(
-        n_delta - 1,
-        (have - (need - GRID_COPIES * grid)) // per_point,
-        math.floor(limit / per_state),
-    )
-    if points >= 2:
-        fixes.append(f"n_delta <= {points}")
-    if need <= have:
-        fixes.append(f"set {MAX_HOURS_ENV}={math.ceil(seconds / 3600)} to wait that long")
-    raise QunlearnError(
-        f"xxz with n_spins = {n_spins} needs ~{_size(need)} for {n_delta} ground states "
-        f"({_size(grid)} of states, held up to {GRID_COPIES} times while generated and cached; "
-        f"this machine has {_size(have)}) and ~{_duration(seconds)} of exact diagonalisation here "
-        f"(limit {_duration(limit)}, {MAX_HOURS_ENV}): "
-        + (", or ".join(fixes) if fixes else "use a machine with more memory")
-    )
+    return ed.check_size(job, per_state, memory_limit_bytes(), max_seconds())
 
 
 def _grid_params(n_spins, boundary, delta_min, delta_max, n_delta) -> dict:
@@ -363,8 +225,7 @@ def _grid_params(n_spins, boundary, delta_min, delta_max, n_delta) -> dict:
 
 def cache_name(params: dict) -> str:
     """File name of a parameter set: readable prefix + 12 hex digits of its canonical JSON."""
-    tag = sha256_bytes(json.dumps(params, sort_keys=True).encode())[:12]
-    return f"xxz_N{params['n_spins']}_{params['boundary']}_{tag}.npz"
+    return ed.cache_name("xxz", params)
 
 
 def load_xxz_grid(
@@ -381,30 +242,20 @@ def load_xxz_grid(
     params = _grid_params(n_spins, boundary, delta_min, delta_max, n_delta)
     n_spins, boundary, n_delta = params["n_spins"], params["boundary"], params["n_delta"]
     delta_min, delta_max = params["delta_min"], params["delta_max"]
-    path = cache_dir_path(cache_dir) / cache_name(params)
-    cached = read_npz(path)
-    if cached is not None and cached[1].get("parameters") == params:
-        arrays, meta = cached
-    else:
+    return ed.cached_grid(
+        cache_dir_path(cache_dir) / cache_name(params),
+        params,
         # Refused before anything is created or written, and before any long computation.
-        seconds = check_size(n_spins, boundary, delta_min, delta_max, n_delta)
-        check_writable(resolve_cache_dir(cache_dir))
-        if seconds > PROGRESS_AFTER_S:
-            print(
-                f"xxz: exact diagonalisation of {n_delta} ground states of {n_spins} spins "
-                f"({boundary}), ~{_duration(seconds)} here; cached in {path.parent}",
-                file=sys.stderr,
-                flush=True,
-            )
-        start = time.perf_counter()
-        arrays = generate_xxz_grid(xxz_grid(delta_min, delta_max, n_delta), n_spins, boundary)
-        meta = {
-            "parameters": params,
-            "generator": "scipy.sparse.linalg.eigsh(k=1, which='SA', tol=0, v0=default_rng(0))",
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        meta["sha256"] = write_npz(path, arrays, meta)
-    return arrays, {**meta, "cache_path": str(path)}
+        guard=lambda: check_size(n_spins, boundary, delta_min, delta_max, n_delta),
+        generate=lambda: generate_xxz_grid(
+            xxz_grid(delta_min, delta_max, n_delta), n_spins, boundary
+        ),
+        announce=lambda seconds: (
+            f"xxz: exact diagonalisation of {n_delta} ground states of {n_spins} spins "
+            f"({boundary}), ~{_duration(seconds)} here"
+        ),
+        after_s=PROGRESS_AFTER_S,
+    )
 
 
 def split_indices(deltas, train_idx=None, val_idx=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
