@@ -1,4 +1,5 @@
-"""Data sets (protocol §1): MNIST 1 vs 9 and XXZ ground states, each a class-sorted ``Dataset``.
+"""Data sets (protocol §1): MNIST digit pairs (1 vs 9 by default), XXZ, TFIM and cluster-Ising
+ground states and Iris, each a class-sorted ``Dataset``.
 
 Every loader has the signature ``load_x(*, cache_dir=None, **options) -> Dataset``; ``DATASETS``
 maps names to loaders and ``load_dataset`` dispatches by name. The family is open
@@ -14,7 +15,9 @@ import os
 import numpy as np
 
 from qunlearn.data.cache import Dataset, default_cache_dir
+from qunlearn.data.cluster_ising import load_cluster_ising
 from qunlearn.data.mnist import load_mnist, normalise_and_pad, preprocess_mnist
+from qunlearn.data.tfim import load_tfim
 from qunlearn.data.xxz import ground_state, load_xxz, load_xxz_grid, xxz_grid, xxz_hamiltonian
 from qunlearn.errors import QunlearnError, user_code
 from qunlearn.families import Family, keyword_options
@@ -26,8 +29,10 @@ __all__ = [
     "default_cache_dir",
     "describe",
     "ground_state",
+    "load_cluster_ising",
     "load_dataset",
     "load_mnist",
+    "load_tfim",
     "load_xxz",
     "load_xxz_grid",
     "non_member_pool",
@@ -37,7 +42,16 @@ __all__ = [
     "xxz_hamiltonian",
 ]
 
-DATASETS = Family("dataset", "qunlearn.datasets", {"mnist": load_mnist, "xxz": load_xxz})
+DATASETS = Family(
+    "dataset",
+    "qunlearn.datasets",
+    {
+        "mnist": load_mnist,
+        "xxz": load_xxz,
+        "tfim": load_tfim,
+        "cluster_ising": load_cluster_ising,
+    },
+)
 """name -> loader ``(*, cache_dir=None, **options) -> Dataset``; open (see above)."""
 
 

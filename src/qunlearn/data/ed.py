@@ -79,9 +79,11 @@ def _signs(z: np.ndarray, sites: Sequence[int]) -> np.ndarray:
     return out
 
 
-def pauli_hamiltonian(
-    n_spins: int, terms: Sequence[tuple[float, Sequence[int], Sequence[int]]]
-) -> sp.csr_matrix:
+Term = tuple[float, Sequence[int], Sequence[int]]
+"""(coefficient, sites of X, sites of Z) of one Pauli string."""
+
+
+def pauli_hamiltonian(n_spins: int, terms: Sequence[Term]) -> sp.csr_matrix:
     """``(2**n, 2**n)`` real sparse Σ c · X_{xs} Z_{zs} over ``terms`` = (c, x sites, z sites),
     the x and z sites disjoint (no Y: the matrix is real). X_{xs} Z_{zs}|b> = z_{zs}(b) |b ^ xs>."""
     z = spins(n_spins)

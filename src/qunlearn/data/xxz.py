@@ -28,13 +28,13 @@ import os
 from collections.abc import Sequence
 from functools import partial
 
-import jax
 import numpy as np
 import scipy.sparse as sp
 
 from qunlearn.data import ed
 from qunlearn.data.cache import Dataset, cache_dir_path
 from qunlearn.data.options import check_choice, check_int, check_real
+from qunlearn.data.phases import grid_dataset
 from qunlearn.errors import QunlearnError
 
 BOUNDARIES = ed.BOUNDARIES
@@ -362,34 +362,5 @@ def load_xxz(
         n_delta=n_delta,
     )
 
-    def take(name):
-        idx = np.concatenate(split[name])
-        labels = np.concatenate(
-            [np.full(len(i), label, np.int32) for label, i in enumerate(split[name])]
-        )
-        return arrays["states"][idx], labels
-
-    (x_train, y_train), (x_val, y_val) = take("train"), take("val")
-    if phase == "random":
-        phis = np.asarray(
-            jax.random.uniform(
-                jax.random.PRNGKey(phase_seed), (len(arrays["states"]),), maxval=2 * np.pi
-            )
-        )
-        rotate = np.exp(1j * phis)
-        x_train = x_train * rotate[np.concatenate(split["train"])][:, None]
-        x_val = x_val * rotate[np.concatenate(split["val"])][:, None]
-    info = {
-        "dataset": "xxz",
-        "source": {"kind": "exact-diagonalisation", "generator": meta["generator"]},
-        "cache_path": meta["cache_path"],
-        "cache_sha256": meta["sha256"],
-        "parameters": meta["parameters"],
-        "hamiltonian": "H = sum_i X_i X_{i+1} + Y_i Y_{i+1} + Delta Z_i Z_{i+1}",
-        "train_idx": [s.tolist() for s in split["train"]],
-        "val_idx": [s.tolist() for s in split["val"]],
-        "phase": phase if phase == "fixed" else f"random (PRNGKey({phase_seed}))",
-        "n_train_per_class": [len(s) for s in split["train"]],
-        "n_val_per_class": [len(s) for s in split["val"]],
-    }
-    return Dataset("xxz", x_train, y_train, x_val, y_val, info)
+    info = {"hamiltonian": "H = sum_i X_i X_{i+1} + Y_i Y_{i+1} + Delta Z_i Z_{i+1}"}
+    return grid_dataset("xxz", arrays, meta, split, phase, phase_seed, info)
