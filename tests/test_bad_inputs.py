@@ -177,7 +177,11 @@ CASES = [
         "unknown-dataset",
         None,
         ["dataset=mnst"],
-        ["dataset = 'mnst'", "did you mean 'mnist'?", "choose one of ['mnist', 'xxz']"],
+        [
+            "dataset = 'mnst'",
+            "did you mean 'mnist'?",
+            "choose one of ['mnist', 'xxz', 'tfim', 'cluster_ising', 'iris']",
+        ],
     ),
     (
         "unknown-model",

@@ -323,8 +323,8 @@ def test_every_dataset_meets_the_public_contract(name, options):
 
 
 def test_unknown_dataset_and_option():
-    assert set(DATASETS) == {"mnist", "xxz"}
-    with pytest.raises(QunlearnError, match="'cifar' is not a known dataset.*'mnist', 'xxz'"):
+    assert set(DATASETS) == {"mnist", "xxz", "tfim", "cluster_ising", "iris"}
+    with pytest.raises(QunlearnError, match="'cifar' is not a known dataset.*'xxz', 'tfim'"):
         load_dataset("cifar")
     with pytest.raises(QunlearnError, match="unknown option.*n_spins"):
         load_dataset("mnist", n_spins=3)
@@ -413,3 +413,31 @@ def test_real_reference_encoding_norms_count_nonblank_columns(real_cache):
     nonblank = np.sum(np.abs(pixels.x_train[:, :784].reshape(-1, 28, 28)).sum(axis=1) > 0, axis=1)
     np.testing.assert_allclose(norm2, nonblank, rtol=1e-5)
     assert 8 < norm2[:250].mean() < 12 and 12 < norm2[250:].mean() < 16  # ones narrower than nines
+
+
+# ---------------------------------------------------------------------------------------------
+# Other digit pairs
+
+
+def test_other_digit_pair_from_the_same_file(real, real_cache, raw_by_hand):
+    before = sha256_file(real_cache / "mnist_1v9.npz")
+    pair = load_dataset("mnist", cache_dir=real_cache, digits=[3, 8], n_per_class=20)
+    x_train, y_train, _, y_test = raw_by_hand
+    assert pair.info["parameters"]["digits"] == [3, 8]
+    np.testing.assert_array_equal(pair.y_train, np.repeat([0, 1], 20))
+    assert pair.info["n_val_per_class"] == [int(np.sum(y_test == 3)), int(np.sum(y_test == 8))]
+    v = np.rint(x_train[np.flatnonzero(y_train == 8)[0]].astype(np.float64) * 256) / 255
+    np.testing.assert_allclose(pair.x_train[20, :784], v / np.linalg.norm(v), atol=1e-15)
+    assert (real_cache / "mnist_3v8.npz").exists()
+    assert sha256_file(real_cache / "mnist_1v9.npz") == before  # the default pair untouched
+    same = load_dataset("mnist", cache_dir=real_cache, digits=[1, 9])
+    np.testing.assert_array_equal(same.x_val, real.x_val)
+    assert same.info == real.info  # the default, spelt out, is the default
+
+
+@pytest.mark.parametrize("digits", [[1, 1], [1, 10], [-1, 9], [1], [1, 9, 3], "19", [True, 9]])
+def test_bad_digits_refused_in_one_line(tmp_path, digits):
+    cache = tmp_path / "c"
+    with pytest.raises(QunlearnError, match=r"dataset_options.digits must be two different") as e:
+        load_dataset("mnist", cache_dir=cache, digits=digits)
+    assert "\n" not in str(e.value) and not cache.exists()

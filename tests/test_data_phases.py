@@ -223,3 +223,26 @@ def test_40_spins_refused_with_the_estimate(tmp_path, name):
     assert "of exact diagonalisation here" in message and "\n" not in message
     assert "use n_spins <= " in message
     assert not cache.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Iris
+
+
+def test_iris_two_classes_amplitude_encoded():
+    from sklearn.datasets import load_iris
+
+    ds = load_dataset("iris")
+    assert ds.x_train.shape == (50, 4) and ds.x_val.shape == (50, 4)
+    np.testing.assert_array_equal(ds.y_train, np.repeat([0, 1], 25))
+    np.testing.assert_allclose(np.linalg.norm(ds.x_val, axis=1), 1.0, atol=1e-12)
+    raw = load_iris()
+    versicolor = raw.data[raw.target == 1]
+    mean, std = np.array(ds.info["train_mean"]), np.array(ds.info["train_std"])
+    z = (versicolor[1] - mean) / std  # the first validation flower: the class's second row
+    np.testing.assert_allclose(ds.x_val[0], z / np.linalg.norm(z), atol=1e-15)
+    other = load_dataset("iris", classes=[2, 0])
+    assert other.info["classes"] == ["virginica", "setosa"]
+    for bad in ([1, 1], [0, 3], [1], "12"):
+        with pytest.raises(QunlearnError, match=r"dataset_options.classes must be two different"):
+            load_dataset("iris", classes=bad)

