@@ -246,3 +246,18 @@ def test_iris_two_classes_amplitude_encoded():
     for bad in ([1, 1], [0, 3], [1], "12"):
         with pytest.raises(QunlearnError, match=r"dataset_options.classes must be two different"):
             load_dataset("iris", classes=bad)
+
+
+def test_phase_figures(tmp_path):
+    import matplotlib
+
+    from qunlearn.plotting.data import cluster_ising_figure, tfim_figure
+
+    before = dict(matplotlib.rcParams)
+    tfim = tfim_figure(tmp_path, tmp_path / "fig" / "tfim.png", n_spins=5, n_h=21)
+    cluster = cluster_ising_figure(tmp_path, tmp_path / "ci.pdf", n_spins=5, n_h1=5, n_h2=7)
+    assert tfim == [tmp_path / "fig" / "tfim.png"] and cluster == [tmp_path / "ci.pdf"]
+    assert all(p.stat().st_size > 1000 for p in tfim + cluster)
+    assert dict(matplotlib.rcParams) == before
+    with pytest.raises(QunlearnError, match="unknown option"):
+        tfim_figure(tmp_path, tmp_path / "x.png", n_qubits=4)

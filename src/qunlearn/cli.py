@@ -21,16 +21,21 @@ def _setup_jax() -> None:
     enable_x64()
 
 
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what plotting.data.xxz_figure writes
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what the plotting.data figures write
+DATA_FIGURES = {  # dataset -> the name of its phase-diagram figure in qunlearn.plotting.data
+    "xxz": "xxz_figure",
+    "tfim": "tfim_figure",
+    "cluster_ising": "cluster_ising_figure",
+}
 
 
 def cmd_data(args) -> None:
     from qunlearn.data import describe, load_dataset
 
-    if args.figure is not None and args.name != "xxz":
+    if args.figure is not None and args.name not in DATA_FIGURES:
         raise QunlearnError(
-            f"--figure draws the XXZ phase diagram; dataset {args.name!r} has no "
-            "figure: drop --figure"
+            f"--figure draws a phase diagram ({', '.join(DATA_FIGURES)}); dataset {args.name!r} "
+            "has no figure: drop --figure"
         )
     if args.figure is not None and Path(args.figure).suffix.lower() not in FIGURE_SUFFIXES:
         raise QunlearnError(
@@ -38,11 +43,12 @@ def cmd_data(args) -> None:
         )
     dataset = load_dataset(args.name, cache_dir=args.cache_dir)
     print(describe(dataset))
-    if args.name == "xxz":
-        from qunlearn.plotting.data import xxz_figure
+    if args.name in DATA_FIGURES:
+        from qunlearn.plotting import data as data_figures
 
-        path = Path(args.figure or Path(dataset.info.get("cache_path", ".")).parent / "xxz.png")
-        for written in xxz_figure(args.cache_dir, path):
+        figure = getattr(data_figures, DATA_FIGURES[args.name])
+        default = Path(dataset.info.get("cache_path", ".")).parent / f"{args.name}.png"
+        for written in figure(args.cache_dir, Path(args.figure or default)):
             print(f"figure: {written}")
 
 
@@ -255,8 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("data", parents=cache, help="prepare, cache and describe a dataset")
-    p.add_argument("name", help="mnist or xxz")
-    p.add_argument("--figure", default=None, help="xxz: where to save the phase-diagram figure")
+    p.add_argument("name", help="mnist, xxz, tfim, cluster_ising or iris")
+    p.add_argument(
+        "--figure",
+        default=None,
+        help="xxz, tfim, cluster_ising: where to save the phase-diagram figure",
+    )
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser(
