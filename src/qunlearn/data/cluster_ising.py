@@ -36,7 +36,7 @@ from qunlearn.data.cache import Dataset
 from qunlearn.data.options import check_real
 from qunlearn.data.phases import (
     Family,
-    check_phase,
+    check_label_options,
     check_points,
     check_spins,
     grid_dataset,
@@ -190,10 +190,7 @@ def load_cluster_ising(
     out. ``phase``: as :func:`qunlearn.data.xxz.load_xxz`'s. A grid with fewer than two points in
     either phase is refused in one line (after its ground states, which the labels need)."""
     params = _grid_params(n_spins, boundary, h1_min, h1_max, n_h1, h2_min, h2_max, n_h2)
-    margin = check_real("margin", margin)
-    if margin < 0:
-        raise QunlearnError(f"dataset_options.margin must be >= 0, got {margin}")
-    phase, phase_seed = check_phase(phase, phase_seed)
+    margin, phase, phase_seed = check_label_options(margin, phase, phase_seed)
     arrays, meta = load_grid(FAMILY, _points(params), params, cache_dir)
     s_c = critical_sop(params["n_spins"], params["boundary"], cache_dir)
     split = phase_split(

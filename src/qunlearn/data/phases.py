@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from qunlearn.data import ed
 from qunlearn.data.cache import Dataset, cache_dir_path
-from qunlearn.data.options import check_choice, check_int
+from qunlearn.data.options import check_choice, check_int, check_real
 from qunlearn.errors import QunlearnError
 
 MAX_HOURS_ENV = "QUNLEARN_ED_MAX_HOURS"
@@ -52,9 +52,14 @@ def check_spins(n_spins, boundary, minimum: int = 3) -> tuple[int, str]:
     return check_int("n_spins", n_spins, minimum), check_choice("boundary", boundary, ed.BOUNDARIES)
 
 
-def check_phase(phase, phase_seed) -> tuple[str, int]:
+def check_label_options(margin, phase, phase_seed) -> tuple[float, str, int]:
+    """The options every phase data set shares: ``margin`` >= 0 (points that close to the
+    transition are left out), ``phase`` and ``phase_seed`` (as XXZ's)."""
+    margin = check_real("margin", margin)
+    if margin < 0:
+        raise QunlearnError(f"dataset_options.margin must be >= 0, got {margin}")
     check_choice("phase", phase, PHASES)
-    return phase, check_int("phase_seed", phase_seed, -(2**63), 2**63 - 1)
+    return margin, phase, check_int("phase_seed", phase_seed, -(2**63), 2**63 - 1)
 
 
 def load_grid(

@@ -31,7 +31,7 @@ from qunlearn.data.cache import Dataset
 from qunlearn.data.options import check_real
 from qunlearn.data.phases import (
     Family,
-    check_phase,
+    check_label_options,
     check_points,
     check_spins,
     grid_dataset,
@@ -148,10 +148,7 @@ def load_tfim(
     are left out. ``phase``: as :func:`qunlearn.data.xxz.load_xxz`'s."""
     # Every option is checked, and the split made, before anything is generated.
     params = _grid_params(n_spins, boundary, h_min, h_max, n_h)
-    margin = check_real("margin", margin)
-    if margin < 0:
-        raise QunlearnError(f"dataset_options.margin must be >= 0, got {margin}")
-    phase, phase_seed = check_phase(phase, phase_seed)
+    margin, phase, phase_seed = check_label_options(margin, phase, phase_seed)
     fields = tfim_grid(params["h_min"], params["h_max"], params["n_h"])
     split = phase_split(tfim_labels(fields, margin), "tfim", PHASE_NAMES)
     arrays, meta = load_grid(FAMILY, fields[:, None], params, cache_dir)

@@ -41,23 +41,16 @@ def plot_xxz_phase_diagram(
         (energies, r"ground-state energy per site $E_0/N$"),
         (observable, r"staggered $S(\pi)$"),
     )
+    chosen = {"train": train_deltas, "val": val_deltas}
     for ax, (values, ylabel) in zip(axes, panels, strict=True):
         ax.axvspan(*excluded_window, color="0.88", lw=0, label="excluded")
         ax.plot(deltas, values, color="0.35", lw=1.0, zorder=1)
-        for label, colour in enumerate(CLASS_COLORS):
-            for split, points, marker in (("train", train_deltas, "o"), ("val", val_deltas, "x")):
-                d = np.asarray(points[label], dtype=np.float64)
-                ax.plot(
-                    d,
-                    np.interp(d, deltas, values),
-                    marker,
-                    color=colour,
-                    ms=3.5,
-                    ls="none",
-                    mfc="none" if marker == "o" else None,
-                    label=f"{split}, label {label}",
-                    zorder=2,
-                )
+
+        def at(split, label, v=values):
+            d = np.asarray(chosen[split][label], dtype=np.float64)
+            return d, np.interp(d, deltas, v)
+
+        mark_points(ax, at, ms=3.5, zorder=2)
         ax.set_xlabel(r"anisotropy $\Delta$")
         ax.set_ylabel(ylabel)
     axes[0].legend(fontsize=7, frameon=False)
@@ -99,24 +92,28 @@ def xxz_figure(
     )
 
 
-def _mark_split(ax, dataset_info: dict, to_xy) -> None:
-    """Mark the data set's train (o) and val (x) points, coloured by class; ``to_xy(idx)`` gives
-    their plot coordinates."""
+def mark_points(ax, at, *, ms: float = 3.0, zorder: int = 3) -> None:
+    """Mark train (o) and val (x) points of each class, coloured by class; ``at(split, label)``
+    gives their (x, y) plot coordinates."""
     for label, colour in enumerate(CLASS_COLORS):
         for split, marker in (("train", "o"), ("val", "x")):
-            idx = np.asarray(dataset_info[f"{split}_idx"][label], dtype=np.int64)
-            px, py = to_xy(idx)
+            px, py = at(split, label)
             ax.plot(
                 px,
                 py,
                 marker,
                 color=colour,
-                ms=3.0,
+                ms=ms,
                 ls="none",
                 mfc="none" if marker == "o" else None,
                 label=f"{split}, label {label}",
-                zorder=3,
+                zorder=zorder,
             )
+
+
+def _split_at(info: dict, to_xy):
+    """``at(split, label)`` for :func:`mark_points` from a data set's train/val grid indices."""
+    return lambda split, label: to_xy(np.asarray(info[f"{split}_idx"][label], dtype=np.int64))
 
 
 def tfim_figure(
@@ -146,7 +143,7 @@ def tfim_figure(
         ax.axvspan(1 - margin, 1 + margin, color="0.88", lw=0, label="left out")
         ax.axvline(1.0, color="0.3", lw=0.8, ls="--", label="critical $h = 1$")
         ax.plot(h, values, color="0.35", lw=1.0, zorder=1)
-        _mark_split(ax, dataset.info, lambda idx, v=values: (h[idx], v[idx]))
+        mark_points(ax, _split_at(dataset.info, lambda idx, v=values: (h[idx], v[idx])))
         ax.set_xlabel("transverse field $h$")
         ax.set_ylabel(ylabel)
     axes[0].legend(fontsize=7, frameon=False, loc="lower left")
@@ -187,7 +184,7 @@ def cluster_ising_figure(
     ax.contour(h1, h2, sop.reshape(n1, n2).T, levels=[s_c], colors="goldenrod", linewidths=1.5)
     ax.plot([], [], color="goldenrod", label=f"$S = S_c = {s_c:.3f}$")
     ax.plot([1.0], [0.0], "*", color="goldenrod", ms=10, mec="k", label="exact critical point")
-    _mark_split(ax, dataset.info, lambda idx: (points[idx, 0], points[idx, 1]))
+    mark_points(ax, _split_at(dataset.info, lambda idx: (points[idx, 0], points[idx, 1])))
     ax.set_xlabel("$h_1$")
     ax.set_ylabel("$h_2$")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.6, -0.13), ncol=3, frameon=False)
