@@ -103,7 +103,7 @@ FAMILY = Family(
     "cluster_ising",
     cluster_ising_hamiltonian,
     cluster_ising_observables,
-    lambda n: 2 * n + 1,  # ZXZ and X flip the same site (one entry), XX two: 2N per row
+    lambda n: 3 * n,  # COO entries before summing: ZXZ, X and XX terms, N of each
     "n_h1 x n_h2",
 )
 

@@ -88,7 +88,7 @@ FAMILY = Family(
     "tfim",
     tfim_hamiltonian,
     tfim_observables,
-    lambda n: n + 1,  # the ZZ diagonal + one flip per site
+    lambda n: 2 * n,  # COO entries before summing: one per ZZ bond (diagonal) + one flip per site
     "n_h",
 )
 
