@@ -33,17 +33,16 @@ import scipy.sparse as sp
 
 from qunlearn.data import ed
 from qunlearn.data.cache import Dataset
-from qunlearn.data.options import check_real
 from qunlearn.data.phases import (
     Family,
+    check_axis,
     check_label_options,
-    check_points,
     check_spins,
     grid_dataset,
+    grid_options,
     load_grid,
     phase_split,
 )
-from qunlearn.errors import QunlearnError
 
 CRITICAL_POINT = (1.0, 0.0)
 PHASE_NAMES = ("SPT (S > S_c)", "non-SPT (S < S_c)")
@@ -122,22 +121,26 @@ def cluster_ising_grid(
     return np.stack(np.meshgrid(h1, h2, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
+GRID_DEFAULTS = {
+    "n_spins": 12,
+    "boundary": "open",
+    "h1_min": 0.0,
+    "h1_max": 1.6,
+    "n_h1": 17,
+    "h2_min": -1.6,
+    "h2_max": 1.6,
+    "n_h2": 33,
+}
+
+
 def _grid_params(n_spins, boundary, h1_min, h1_max, n_h1, h2_min, h2_max, n_h2) -> dict:
     n_spins, boundary = check_spins(n_spins, boundary, MIN_SPINS)
-    params = {"n_spins": n_spins, "boundary": boundary}
-    for axis, lo, hi, count in (("h1", h1_min, h1_max, n_h1), ("h2", h2_min, h2_max, n_h2)):
-        lo, hi = check_real(f"{axis}_min", lo), check_real(f"{axis}_max", hi)
-        if not lo < hi:
-            raise QunlearnError(
-                f"dataset_options.{axis}_min must be below dataset_options.{axis}_max, got {lo} "
-                f"and {hi}: the grid runs from {axis}_min to {axis}_max"
-            )
-        params |= {
-            f"{axis}_min": lo,
-            f"{axis}_max": hi,
-            f"n_{axis}": check_points(f"n_{axis}", count),
-        }
-    return params
+    return {
+        "n_spins": n_spins,
+        "boundary": boundary,
+        **check_axis("h1", h1_min, h1_max, n_h1),
+        **check_axis("h2", h2_min, h2_max, n_h2),
+    }
 
 
 def _points(params: dict) -> np.ndarray:
@@ -146,20 +149,12 @@ def _points(params: dict) -> np.ndarray:
 
 
 def load_cluster_ising_grid(
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    n_spins: int = 12,
-    boundary: str = "open",
-    h1_min: float = 0.0,
-    h1_max: float = 1.6,
-    n_h1: int = 17,
-    h2_min: float = -1.6,
-    h2_max: float = 1.6,
-    n_h2: int = 33,
+    *, cache_dir: str | os.PathLike | None = None, **grid
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The grid's ground states: points (G, 2) = (h1, h2), energies, states (G, 2**n), sop, zxz,
-    mx; and the cache metadata (read from the cache or generated and cached)."""
-    params = _grid_params(n_spins, boundary, h1_min, h1_max, n_h1, h2_min, h2_max, n_h2)
+    mx; and the cache metadata (read from the cache or generated and cached). ``grid``: the grid
+    options of :func:`load_cluster_ising` (``GRID_DEFAULTS``)."""
+    params = _grid_params(**grid_options("cluster_ising", GRID_DEFAULTS, grid))
     return load_grid(FAMILY, _points(params), params, cache_dir)
 
 

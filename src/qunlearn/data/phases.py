@@ -52,6 +52,33 @@ def check_spins(n_spins, boundary, minimum: int = 3) -> tuple[int, str]:
     return check_int("n_spins", n_spins, minimum), check_choice("boundary", boundary, ed.BOUNDARIES)
 
 
+def check_axis(axis: str, lo, hi, count) -> dict:
+    """One field axis of a grid: ``{axis}_min`` < ``{axis}_max``, finite, ``n_{axis}`` >= 2."""
+    lo_value, hi_value = check_real(f"{axis}_min", lo), check_real(f"{axis}_max", hi)
+    if not lo_value < hi_value:
+        raise QunlearnError(
+            f"dataset_options.{axis}_min must be below dataset_options.{axis}_max, got {lo} and "
+            f"{hi}: the grid runs from {axis}_min to {axis}_max"
+        )
+    return {
+        f"{axis}_min": lo_value,
+        f"{axis}_max": hi_value,
+        f"n_{axis}": check_points(f"n_{axis}", count),
+    }
+
+
+def grid_options(dataset: str, defaults: dict, given: dict) -> dict:
+    """``defaults`` updated with ``given``, refusing in one line a key that is not a grid option
+    (the ``load_<name>_grid`` functions take the grid options of their data set's loader)."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise QunlearnError(
+            f"unknown grid option(s) {', '.join(unknown)} for {dataset}: valid options are "
+            f"{', '.join(defaults)}"
+        )
+    return {**defaults, **given}
+
+
 def check_label_options(margin, phase, phase_seed) -> tuple[float, str, int]:
     """The options every phase data set shares: ``margin`` >= 0 (points that close to the
     transition are left out), ``phase`` and ``phase_seed`` (as XXZ's)."""

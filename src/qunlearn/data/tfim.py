@@ -28,13 +28,13 @@ import scipy.sparse as sp
 
 from qunlearn.data import ed
 from qunlearn.data.cache import Dataset
-from qunlearn.data.options import check_real
 from qunlearn.data.phases import (
     Family,
+    check_axis,
     check_label_options,
-    check_points,
     check_spins,
     grid_dataset,
+    grid_options,
     load_grid,
     phase_split,
 )
@@ -93,21 +93,12 @@ FAMILY = Family(
 )
 
 
+GRID_DEFAULTS = {"n_spins": 12, "boundary": "periodic", "h_min": 0.0, "h_max": 2.0, "n_h": 201}
+
+
 def _grid_params(n_spins, boundary, h_min, h_max, n_h) -> dict:
     n_spins, boundary = check_spins(n_spins, boundary)
-    lo, hi = check_real("h_min", h_min), check_real("h_max", h_max)
-    if not lo < hi:
-        raise QunlearnError(
-            f"dataset_options.h_min must be below dataset_options.h_max, got {h_min} and {h_max}: "
-            "the grid runs from h_min to h_max"
-        )
-    return {
-        "n_spins": n_spins,
-        "boundary": boundary,
-        "h_min": lo,
-        "h_max": hi,
-        "n_h": check_points("n_h", n_h),
-    }
+    return {"n_spins": n_spins, "boundary": boundary, **check_axis("h", h_min, h_max, n_h)}
 
 
 def tfim_grid(h_min: float = 0.0, h_max: float = 2.0, n_h: int = 201) -> np.ndarray:
@@ -116,17 +107,12 @@ def tfim_grid(h_min: float = 0.0, h_max: float = 2.0, n_h: int = 201) -> np.ndar
 
 
 def load_tfim_grid(
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    n_spins: int = 12,
-    boundary: str = "periodic",
-    h_min: float = 0.0,
-    h_max: float = 2.0,
-    n_h: int = 201,
+    *, cache_dir: str | os.PathLike | None = None, **grid
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The grid's ground states: points (G, 1) = h, energies, states (G, 2**n) complex128, zz_far,
-    mx; and the cache metadata (read from the cache or generated and cached)."""
-    params = _grid_params(n_spins, boundary, h_min, h_max, n_h)
+    mx; and the cache metadata (read from the cache or generated and cached). ``grid``: the grid
+    options of :func:`load_tfim` (``GRID_DEFAULTS``)."""
+    params = _grid_params(**grid_options("tfim", GRID_DEFAULTS, grid))
     fields = tfim_grid(params["h_min"], params["h_max"], params["n_h"])
     return load_grid(FAMILY, fields[:, None], params, cache_dir)
 
