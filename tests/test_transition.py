@@ -164,3 +164,26 @@ def test_refine_adds_only_new_alphas_and_compare_reads_them(tmp_path, toy_data, 
 def _rows_of_compare(out):
     with open(out / "compare.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_finite_shot_metrics_get_their_own_transition_beside_the_exact_one():
+    """A sweep with ``eval_shots`` has ``val_acc_shots<S>`` rows: compare fits α_c per S (here a
+    curve shifted by +0.1 under S = 100) next to the exact ``val_acc``; without them, nothing."""
+    from qunlearn.compare import shot_transitions
+
+    def rows(curve, metric):
+        return [
+            {"dataset": "d", "model": "qnn", "noise": "label_flip", "alpha": a, "run": i}
+            | {"metric": metric, "value": v}
+            for a, values in curve.items()
+            for i, v in enumerate(values)
+        ]
+
+    exact = _synthetic(runs=4, seed=1)
+    shifted = {round(a + 0.1, 3): v for a, v in exact.items() if a + 0.1 < 0.95}
+    found = shot_transitions(rows(exact, "val_acc") + rows(shifted, "val_acc_shots100"))
+    by_shots = {r["shots"]: r for r in found}
+    assert sorted(by_shots, key=str) == [100, None]
+    assert by_shots[100]["alpha_c"] == pytest.approx(by_shots[None]["alpha_c"] + 0.1, abs=1e-3)
+    assert by_shots[100]["alpha_c_lo"] < by_shots[100]["alpha_c"] < by_shots[100]["alpha_c_hi"]
+    assert shot_transitions(rows(exact, "val_acc")) == []

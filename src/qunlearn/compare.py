@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections import defaultdict
 from importlib import resources
@@ -305,16 +306,17 @@ def compare_sweep(
     return table
 
 
-def sweep_runs(rows: list[dict], model_kinds: dict | None = None) -> dict:
-    """{(dataset, model, noise): {alpha: [val acc per run]}} from tidy rows (metric, value) or the
-    paper's wide rows (a ``val_acc`` column); ``model_kinds`` renames models (ours -> paper's)."""
+def sweep_runs(rows: list[dict], model_kinds: dict | None = None, metric: str = "val_acc") -> dict:
+    """{(dataset, model, noise): {alpha: [``metric`` per run]}} from tidy rows (metric, value) or
+    the paper's wide rows (a ``val_acc`` column); ``model_kinds`` renames models (ours ->
+    paper's)."""
     model_kinds = model_kinds or {}
     out: defaultdict[tuple[str, str, str], defaultdict[float, list[float]]]
     out = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if "metric" in row and row["metric"] != "val_acc":
+        if "metric" in row and row["metric"] != metric:
             continue
-        value = row["value"] if "metric" in row else row["val_acc"]
+        value = row["value"] if "metric" in row else row[metric]
         key = (row["dataset"], model_kinds.get(row["model"], row["model"]), row["noise"])
         out[key][round(float(row["alpha"]), 3)].append(float(value))
     return out
@@ -393,6 +395,48 @@ def critical_alphas(
             entry |= paper_fits[paper_key]
         out.append(entry)
     return out
+
+
+SHOTS_METRIC = re.compile(r"val_acc_shots(\d+)$")
+
+
+def shot_transitions(rows: list[dict]) -> list[dict]:
+    """α_c and transition width per (dataset, model, noise) and shot count S, from a sweep's
+    ``val_acc_shots<S>`` metrics (``eval_shots``: the same trained params read out with S shots)
+    beside the exact ``val_acc`` (S = None), each with its bootstrap 95 % intervals over runs
+    (:func:`qunlearn.experiments.transition.bootstrap_transition`); [] without shot metrics."""
+    shots = sorted(
+        {int(m[1]) for r in rows if "metric" in r and (m := SHOTS_METRIC.match(r["metric"]))}
+    )
+    if not shots:
+        return []
+    out = []
+    for count in (*shots, None):
+        metric = "val_acc" if count is None else f"val_acc_shots{count}"
+        for (dataset, model, noise), runs in sorted(sweep_runs(rows, metric=metric).items()):
+            fields = _transition_fields(runs, "ours")
+            out.append(
+                {"dataset": dataset, "model": model, "noise": noise, "shots": count}
+                | {k.replace("_fit_ours", "").replace("_ours", ""): v for k, v in fields.items()}
+            )
+    return out
+
+
+def format_shot_transitions(rows: list[dict]) -> str:
+    """One line per (dataset, model, noise, S): α_c and width with their intervals."""
+    lines = ["finite shots (eval_shots: the same trained params, S measurements per example):"]
+    for r in rows:
+        shots = "exact" if r["shots"] is None else f"S={r['shots']}"
+        head = f"  {r['dataset']} {r['model']} {r['noise']} {shots:>8}:"
+        if "fit_not_comparable" in r:
+            lines.append(f"{head} fit {r['fit_not_comparable']}")
+            continue
+        lines.append(
+            f"{head} alpha_c "
+            f"{_fmt(r.get('alpha_c'))}{_interval(r, 'alpha_c')}, width {_fmt(r.get('width'))}"
+            f"{_interval(r, 'width')}"
+        )
+    return "\n".join(lines)
 
 
 def format_critical(crit: list[dict]) -> str:
@@ -528,6 +572,9 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict, t
         "not_comparable": sum("not_comparable" in r for r in table),
         "critical_alpha": crit,
     }
+    shots = shot_transitions(results)
+    if shots:
+        summary["finite_shots"] = shots
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = format_table(table) + "\n\n" + f"passed {summary['passed']}/{summary['cells']} cells"
     if summary["not_comparable"]:
@@ -539,6 +586,8 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict, t
         "[lo, hi]; width: its 90 %..10 % drop\n"
     )
     text += format_critical(crit)
+    if shots:
+        text += "\n\n" + format_shot_transitions(shots)
     return {"table": table, "summary": summary, "text": text}
 
 
