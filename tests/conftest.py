@@ -34,28 +34,3 @@ os.environ["XLA_FLAGS"] = (
 import jax  # noqa: E402  (after the cache settings above)
 
 jax.config.update("jax_enable_x64", True)
-
-
-# The heaviest files first (CPU seconds of each file alone with a cold compilation cache, measured
-# 2026-12-06 on the 2-core machine): with --dist loadfile each worker takes whole files, so a long
-# file that starts last keeps one worker busy while the other idles. Longest first, the short
-# files fill in at the end. pyproject's --no-loadscope-reorder keeps this order (xdist would
-# otherwise order files by their number of tests). The rest keep their collection order.
-HEAVY_FIRST = (
-    "test_reliability.py",  # ~95 s (CLI subprocesses killed mid-run)
-    "test_qnn.py",  # ~80 s (tensorcircuit references op by op)
-    "test_experiment_contract.py",  # ~70 s (every kind end to end)
-    "test_unlearn.py",  # ~55 s
-    "test_curvature.py",
-    "test_families.py",
-    "test_forget_requests.py",
-    "test_train.py",
-    "test_field_methods.py",
-    "test_bad_inputs.py",
-    "test_dask_executor.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))  # stable
