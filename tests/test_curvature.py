@@ -267,7 +267,7 @@ def test_a_complex64_hessian_stays_finite_where_the_float32_readout_saturates():
     qnn = make_model("qnn", D, False, depth=2, init_std=0.5)
     params = jax.vmap(qnn.init)(jax.random.split(jax.random.PRNGKey(3), 2))
     narrow = make_model("qnn", D, False, depth=2, init_std=0.5, dtype="complex64")
-    p32 = jax.vmap(lambda p: predict(narrow, p, split["x_retain"]))(params)
+    p32 = jax.jit(jax.vmap(lambda p: predict(narrow, p, split["x_retain"])))(params)
     assert np.any((p32 == 0) | (p32 == 1))  # saturated in float32: the case this test is about
     keys = jnp.zeros((3, 2), jnp.uint32)
     kw = dict(method="dense", top_k=3, lanczos_steps=0, slq_probes=0, hvp_batch=8)

@@ -314,7 +314,7 @@ def test_a_collapsed_models_top_k_after_breakdown_is_its_spectrum():
             params, jax.random.PRNGKey(0)
         )
         np.testing.assert_allclose(top, exact, atol=1e-12)
-    nodes, weights = hs._slq(lambda x: A @ x, jnp.ones((1, 20)), 6, 1)
+    nodes, weights = jax.jit(lambda v: hs._slq(lambda x: A @ x, v, 6, 1))(jnp.ones((1, 20)))
     np.testing.assert_allclose(np.sort(nodes[0])[::-1][:3], exact[:3], atol=1e-12)
     np.testing.assert_allclose(weights.sum(), 1.0, atol=1e-12)
 

@@ -102,7 +102,10 @@ def test_float32_mlp_ends_at_the_float64_accuracies(mnist):
         init=lambda k: jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), wide(k))
     )
     params = wide(keys[0, 0])
-    out = {d: jax.vmap(m.apply, (None, 0))(params, mnist["x_val"][:64]) for d, m in pair.items()}
+    out = {
+        d: jax.jit(jax.vmap(m.apply, (None, 0)))(params, mnist["x_val"][:64])
+        for d, m in pair.items()
+    }
     assert out["float32"].dtype == jnp.float64 and float(jnp.std(out["float64"])) > 0.01
     np.testing.assert_allclose(out["float32"], out["float64"], atol=1e-5)
     assert not np.array_equal(out["float32"], out["float64"])  # float32 arithmetic did run
