@@ -1,0 +1,217 @@
+"""Finite shots (qunlearn.models.shots): the exact path unchanged, the shot estimate unbiased with
+binomial variance, parameter shift exact without shots and unbiased with variance ∝ 1/S with
+them, SPSA unbiased in expectation. Statistical bounds are 5 sigma or wider with fixed keys: a
+failure is a real bias, not bad luck."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qunlearn.errors import QunlearnError
+from qunlearn.models import make_model, qnn_plan
+from qunlearn.models.qnn import qnn_cnot_parts, qnn_parts
+from qunlearn.models.shots import (
+    check_shots,
+    light_cone_mask,
+    measured_expectation,
+    sample_expectation,
+)
+
+PARTS = {"qnn": qnn_parts, "qnn_cnot": qnn_cnot_parts}
+KEYS = 2000  # keys per statistical test
+
+
+def _state(seed, n, complex_input=True):
+    kr, ki = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(kr, (2**n,))
+    if complex_input:
+        x = x + 1j * jax.random.normal(ki, (2**n,))
+    return x / jnp.linalg.norm(x)
+
+
+def _params(seed, shape):
+    return jax.random.uniform(jax.random.PRNGKey(seed), shape, maxval=2 * np.pi)
+
+
+@functools.cache
+def _case(name="qnn", n=4, depth=2):
+    parts = PARTS[name](2**n, True, depth=depth)
+    params = _params(7, parts.init(jax.random.PRNGKey(0)).shape)
+    x = _state(8, n)
+    return parts, params, x
+
+
+@functools.cache
+def _grads_over_keys(gradient, shots, spsa_c=0.1):
+    """The estimator's gradient of ⟨Z⟩ for KEYS keys (one compiled program per setting)."""
+    parts, params, x = _case()
+    f = measured_expectation(parts.expectation, shots=shots, gradient=gradient, spsa_c=spsa_c)
+    keys = jax.random.split(jax.random.PRNGKey(shots or 0), KEYS)
+    return np.asarray(jax.jit(jax.vmap(jax.grad(f), (None, None, 0)))(params, x, keys))
+
+
+# ---- shots = None is the exact model ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["qnn", "qnn_cnot"])
+def test_no_shots_is_the_exact_expectation_bit_for_bit(name):
+    n, depth = 4, 2
+    parts = PARTS[name](2**n, False, depth=depth)
+    model = make_model(name, 2**n, False, depth=depth)
+    params = _params(1, parts.init(jax.random.PRNGKey(0)).shape)
+    x = jnp.abs(_state(2, n, complex_input=False))
+    key = jax.random.PRNGKey(3)
+    exact = parts.expectation(params, x)
+    for gradient in ("exact", "parameter_shift", "spsa"):
+        f = measured_expectation(parts.expectation, shots=None, gradient=gradient)
+        z = f(params, x, key)
+        assert z.dtype == exact.dtype and z.tobytes() == exact.tobytes(), gradient
+        assert parts.to_prob(z).tobytes() == model.apply(params, x).tobytes()
+    assert sample_expectation(key, exact, None) is exact
+
+
+# ---- the shot estimate of ⟨Z⟩ ------------------------------------------------------------------
+
+
+def test_sample_expectation_is_unbiased_with_binomial_variance():
+    shots, k = 100, 20_000
+    z = jnp.array([-1.0, -0.9, -0.3, 0.0, 0.5, 0.95, 1.0])
+    keys = jax.random.split(jax.random.PRNGKey(0), k)
+    est = np.asarray(jax.vmap(sample_expectation, (0, None, None))(keys, z, shots))
+    counts = (est + 1) * shots / 2  # 2k/S - 1 on the grid of shot counts
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+    var = (1 - np.asarray(z) ** 2) / shots
+    assert np.all(np.abs(est.mean(0) - z) <= 5 * np.sqrt(var / k))
+    assert np.all(est[:, [0, -1]] == [-1.0, 1.0])  # z = ±1: a certain outcome
+    inner = slice(1, -1)
+    p = (1 + np.asarray(z[inner])) / 2
+    excess = (1 - 6 * p * (1 - p)) / (shots * p * (1 - p))  # the binomial's excess kurtosis
+    ratio = est[:, inner].var(0, ddof=1) / var[inner]
+    assert np.all(np.abs(ratio - 1) <= 5 * np.sqrt((2 + excess) / k)), ratio
+
+
+def test_sample_expectation_keeps_the_dtype_and_the_scale_of_unnormalised_inputs():
+    z32 = jnp.array([0.3, -0.2], jnp.float32)
+    assert sample_expectation(jax.random.PRNGKey(0), z32, 10).dtype == jnp.float32
+    parts, params, x = _case()
+    f = measured_expectation(parts.expectation, shots=50, gradient="exact")
+    key = jax.random.PRNGKey(4)
+    # the device measures the normalised state; ‖x‖² scales the estimate, as the exact path
+    np.testing.assert_allclose(f(params, 3 * x, key), 9 * f(params, x, key), rtol=1e-12)
+
+
+# ---- parameter shift ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "n", "depth"), [("qnn", 4, 3), ("qnn_cnot", 4, 2)])
+def test_parameter_shift_without_shots_is_the_autodiff_gradient(name, n, depth):
+    parts = PARTS[name](2**n, True, depth=depth)
+    params = _params(5, parts.init(jax.random.PRNGKey(0)).shape)
+    xs = jnp.stack([_state(s, n) for s in range(3)])
+    keys = jax.random.split(jax.random.PRNGKey(6), 3)
+    weights = jnp.array([0.3, -1.0, 2.0])
+    f = measured_expectation(parts.expectation, shots=None, gradient="parameter_shift")
+
+    def loss(fn, p):  # a batch under vmap, as training runs it
+        return jnp.sum(weights * jax.vmap(fn, (None, 0, 0))(p, xs, keys))
+
+    shifted = jax.jit(jax.grad(functools.partial(loss, f)))(params)
+    exact = jax.jit(jax.grad(functools.partial(loss, lambda p, x, k: parts.expectation(p, x))))(
+        params
+    )
+    np.testing.assert_allclose(shifted, exact, atol=1e-10, rtol=0)
+    assert float(jnp.max(jnp.abs(exact))) > 1e-2  # not vacuous
+
+
+def test_the_light_cone_is_the_planners():
+    n, depth = 6, 3
+    parts = qnn_parts(2**n, True, depth=depth, readout_qubit=2)
+    mask = light_cone_mask(parts.expectation, (depth, n, 4), jnp.float64, (2**n,), jnp.complex128)
+    ref = np.zeros_like(mask)
+    for layer, (qubits, edges) in enumerate(qnn_plan._light_cone(n, depth, 2)):
+        ref[layer, sorted(qubits), :3] = True
+        ref[layer, sorted(edges), 3] = True
+    np.testing.assert_array_equal(mask, ref)
+    assert 0 < mask.sum() < mask.size  # some angles are skipped
+
+
+def _shift_variance(parts, params, x, mask, shots):
+    """Var of the parameter-shift estimate per angle: Σ± (1 − ⟨Z⟩±²)/(4S) (zero off the cone)."""
+    idx = np.flatnonzero(mask)
+    shift = np.zeros((idx.size, params.size))
+    shift[np.arange(idx.size), idx] = np.pi / 2
+    flat = np.asarray(params).reshape(1, -1)
+    batch = jnp.asarray(np.concatenate([flat + shift, flat - shift])).reshape(-1, *params.shape)
+    z = np.asarray(jax.jit(jax.vmap(parts.expectation, (0, None)))(batch, x))
+    var = np.zeros(params.size)
+    var[idx] = ((1 - z[: idx.size] ** 2) + (1 - z[idx.size :] ** 2)) / (4 * shots)
+    return var.reshape(params.shape)
+
+
+def test_parameter_shift_with_shots_is_unbiased_and_its_variance_scales_as_one_over_shots():
+    parts, params, x = _case()
+    exact = np.asarray(jax.grad(parts.expectation)(params, x))
+    mask = light_cone_mask(parts.expectation, params.shape, params.dtype, x.shape, x.dtype)
+    empirical, rels = {}, []
+    for shots in (100, 1000):
+        grads = _grads_over_keys("parameter_shift", shots)
+        var = _shift_variance(parts, params, x, mask, shots)
+        assert np.all(grads[:, ~mask] == 0) and np.all(exact[~mask] == 0)
+        se = np.sqrt(var[mask] / KEYS)
+        assert np.all(np.abs(grads.mean(0)[mask] - exact[mask]) <= 5 * se)
+        empirical[shots] = grads.var(0, ddof=1)[mask].sum()
+        # the summed variance against Σ σ², within 5 of its standard errors (kurtosis margin 3)
+        rel = np.sqrt(3 * np.sum(var[mask] ** 2) / KEYS) / var[mask].sum()
+        assert abs(empirical[shots] / var[mask].sum() - 1) <= 5 * rel
+        rels.append(rel)
+    # 1/S: the ratio of the two measured variances is ~10 (exactly Σσ²(100)/Σσ²(1000) = 10)
+    ratio = empirical[100] / empirical[1000] / 10
+    assert abs(ratio - 1) <= 5 * np.hypot(*rels), ratio
+
+
+# ---- SPSA ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shots", [None, 1000])
+def test_spsa_is_unbiased_in_expectation(shots):
+    parts, params, x = _case()
+    exact = np.asarray(jax.grad(parts.expectation)(params, x))
+    # c = 0.05: the O(c²) bias (< 0.1 % of the gradient here) is far below the 5-sigma bound
+    grads = _grads_over_keys("spsa", shots, spsa_c=0.05)
+    se = grads.std(0, ddof=1) / np.sqrt(KEYS)
+    mask = se > 0
+    assert np.all(grads[:, ~mask] == 0) and np.all(exact[~mask] == 0)  # off the light cone
+    assert np.all(np.abs(grads.mean(0)[mask] - exact[mask]) <= 5 * se[mask])
+    mean = grads.mean(0).ravel()
+    cosine = mean @ exact.ravel() / np.linalg.norm(mean) / np.linalg.norm(exact)
+    assert cosine > 0.9, cosine  # the direction, not only each coordinate within its noise
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shots", [0, -1, 1.5, True, "100"])
+def test_bad_shots_are_refused_with_one_line(shots):
+    parts, _, _ = _case()
+    for call in (
+        lambda: check_shots(shots),
+        lambda: measured_expectation(parts.expectation, shots=shots),
+        lambda: sample_expectation(jax.random.PRNGKey(0), jnp.zeros(2), shots),
+    ):
+        with pytest.raises(QunlearnError, match=r"shots = .* must be a positive integer") as err:
+            call()
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"gradient": "adjoint"}, "not a shot gradient"), ({"spsa_c": 0.0}, "spsa_c = 0.0")],
+)
+def test_bad_gradient_settings_are_refused_with_one_line(kwargs, match):
+    parts, _, _ = _case()
+    with pytest.raises(QunlearnError, match=match) as err:
+        measured_expectation(parts.expectation, shots=100, **kwargs)
+    assert "\n" not in str(err.value)
