@@ -16,6 +16,7 @@ from qunlearn.models.qnn import qnn_cnot_parts, qnn_parts
 from qunlearn.models.shots import (
     check_shots,
     light_cone_mask,
+    measure_batch,
     measured_expectation,
     sample_expectation,
 )
@@ -49,8 +50,9 @@ def _grads_over_keys(gradient, shots, spsa_c=0.1):
     """The estimator's gradient of ⟨Z⟩ for KEYS keys (one compiled program per setting)."""
     parts, params, x = _case()
     f = measured_expectation(parts.expectation, shots=shots, gradient=gradient, spsa_c=spsa_c)
-    keys = jax.random.split(jax.random.PRNGKey(shots or 0), KEYS)
-    return np.asarray(jax.jit(jax.vmap(jax.grad(f), (None, None, 0)))(params, x, keys))
+    keys = jax.random.split(jax.random.PRNGKey(shots or 0), (2, KEYS))
+    grad = jax.vmap(jax.grad(f), (None, None, 0, 0))  # a shot key and a Δ key per draw
+    return np.asarray(jax.jit(grad)(params, x, keys[0], keys[1]))
 
 
 # ---- shots = None is the exact model ----------------------------------------------------------
@@ -188,6 +190,26 @@ def test_spsa_is_unbiased_in_expectation(shots):
     mean = grads.mean(0).ravel()
     cosine = mean @ exact.ravel() / np.linalg.norm(mean) / np.linalg.norm(exact)
     assert cosine > 0.9, cosine  # the direction, not only each coordinate within its noise
+
+
+def test_a_batch_shares_one_spsa_perturbation():
+    parts, params, x = _case()
+    f = measured_expectation(parts.expectation, shots=None, gradient="spsa")
+    xs = jnp.stack([x, x])
+    key = jax.random.PRNGKey(9)
+
+    @jax.jit
+    def run(p):
+        shared = jax.jacrev(lambda q: measure_batch(f, q, xs, key))(p)
+        own = jax.vmap(jax.grad(f), (None, 0, 0))(p, xs, jax.random.split(key))  # own Δ each
+        return measure_batch(f, p, xs, key), shared, own
+
+    zs, shared, own = map(np.asarray, run(params))
+    assert zs.tobytes() == np.asarray(jax.vmap(parts.expectation, (None, 0))(params, xs)).tobytes()
+    np.testing.assert_array_equal(shared[0], shared[1])  # the same Δ for both examples
+    on_cone = np.abs(shared[0][shared[0] != 0])
+    np.testing.assert_allclose(on_cone, on_cone[0], rtol=1e-12)  # ĝ = (scalar)·Δ
+    assert np.any(own[0] != own[1])
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------
