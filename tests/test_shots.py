@@ -20,6 +20,7 @@ from qunlearn.models.shots import (
     measured_expectation,
     sample_expectation,
 )
+from qunlearn.train import make_supervised_train, predict
 
 PARTS = {"qnn": qnn_parts, "qnn_cnot": qnn_cnot_parts}
 KEYS = 2000  # keys per statistical test
@@ -236,4 +237,64 @@ def test_bad_gradient_settings_are_refused_with_one_line(kwargs, match):
     parts, _, _ = _case()
     with pytest.raises(QunlearnError, match=match) as err:
         measured_expectation(parts.expectation, shots=100, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+# ---- models and training: the hyperparameters shots and gradient --------------------------------
+
+
+def _tiny_data(n=4, rows=9):
+    x = jnp.abs(jax.random.normal(jax.random.PRNGKey(11), (rows, 2**n)))
+    return x / jnp.linalg.norm(x, axis=1, keepdims=True), (jnp.arange(rows) % 2).astype(float)
+
+
+def test_shot_hyperparameters_give_a_sampling_model_whose_apply_is_exact():
+    exact = make_model("qnn", 16, False, depth=2, readout="linear")
+    assert exact.sample is None
+    assert make_model("qnn", 16, False, depth=2, shots=None).sample is None
+    model = make_model("qnn", 16, False, depth=2, readout="linear", shots=100, gradient="spsa")
+    params = _params(12, (2, 4, 4))
+    x, _ = _tiny_data()
+    assert model.apply(params, x[0]).tobytes() == exact.apply(params, x[0]).tobytes()
+    assert predict(model, params, x).tobytes() == predict(exact, params, x).tobytes()
+    p = np.asarray(jax.jit(functools.partial(predict, model))(params, x, jax.random.PRNGKey(0)))
+    np.testing.assert_allclose(p * 100, np.round(p * 100), atol=1e-9)  # (1 + ẑ)/2 = k/S
+    assert np.any(p != np.asarray(predict(exact, params, x)))
+
+
+def test_parameter_shift_training_without_shots_is_exact_training():
+    x, y = _tiny_data()
+    runs = {}
+    for label, extra in (("exact", {}), ("shift", {"shots": None, "gradient": "parameter_shift"})):
+        model = make_model("qnn", 16, False, depth=2, **extra)
+        train = make_supervised_train(model, lr=0.1, epochs=2, batch_size=4, n_train=len(x))
+        runs[label] = jax.jit(train)(
+            jax.random.PRNGKey(1), _params(13, (2, 4, 4)), {"x": x, "y": y}, None
+        )
+    np.testing.assert_allclose(runs["shift"][0], runs["exact"][0], atol=1e-10, rtol=0)
+    assert float(jnp.max(jnp.abs(runs["exact"][0] - _params(13, (2, 4, 4))))) > 1e-2  # it moved
+
+
+def test_training_with_shots_draws_from_its_key():
+    x, y = _tiny_data()
+    model = make_model("qnn", 16, False, depth=2, shots=50, gradient="parameter_shift")
+    train = jax.jit(make_supervised_train(model, lr=0.1, epochs=2, batch_size=4, n_train=len(x)))
+    start = _params(13, (2, 4, 4))
+    a, b, c = (train(jax.random.PRNGKey(k), start, {"x": x, "y": y}, None)[0] for k in (1, 1, 2))
+    assert a.tobytes() == b.tobytes() and a.tobytes() != c.tobytes()
+    assert np.all(np.isfinite(np.asarray(a)))
+
+
+@pytest.mark.parametrize(
+    ("name", "hyper", "match"),
+    [
+        ("qnn", {"shots": 0}, r"hyper\.shots = 0 must be a positive integer"),
+        ("qnn_cnot", {"shots": 1.5}, r"hyper\.shots = 1\.5 must be a positive integer"),
+        ("qnn", {"gradient": "adjoint"}, r"hyper\.gradient = 'adjoint' is not a shot gradient"),
+        ("mlp", {"shots": 100}, r"unknown hyperparameter 'shots'"),
+    ],
+)
+def test_bad_shot_hyperparameters_are_refused_with_one_line(name, hyper, match):
+    with pytest.raises(QunlearnError, match=match) as err:
+        make_model(name, 16, False, **hyper)
     assert "\n" not in str(err.value)
