@@ -298,3 +298,49 @@ def test_bad_shot_hyperparameters_are_refused_with_one_line(name, hyper, match):
     with pytest.raises(QunlearnError, match=match) as err:
         make_model(name, 16, False, **hyper)
     assert "\n" not in str(err.value)
+
+
+# ---- the noise sweep's eval_shots ---------------------------------------------------------------
+
+
+@pytest.mark.slow  # two sweep programs compiled (48 s on the loaded 2-core machine)
+def test_sweep_measures_validation_accuracy_with_shots_from_the_same_params():
+    from qunlearn.experiments.noise_sweep import shot_metric, sweep_program
+
+    x, y = _tiny_data(rows=12)
+    hyper = {"depth": 2, "readout": "linear"}
+    model = make_model("qnn", 16, False, **hyper)
+    shot_models = {s: make_model("qnn", 16, False, shots=s, **hyper) for s in (1, 10**6)}
+    keys = jax.random.split(jax.random.PRNGKey(3), 4).reshape(2, 2, -1)
+    xs, ys = jnp.stack([x, x]), jnp.stack([y, 1 - y])
+    settings = {"epochs": 2, "batch_size": 4, "lr": 0.1, "n_train": len(x)}
+    plain = sweep_program(model, **settings)(keys[:, 0], keys[:, 1], xs, ys, x, y)
+    shots = sweep_program(model, shot_models=shot_models, **settings)(
+        keys[:, 0], keys[:, 1], xs, ys, x, y
+    )
+    assert sorted(shots) == sorted([*plain, shot_metric(1), shot_metric(10**6)])
+    for name in plain:  # the exact metrics are untouched
+        assert np.asarray(plain[name]).tobytes() == np.asarray(shots[name]).tobytes(), name
+    # 10⁶ shots: ẑ within ~1e-3 of ⟨Z⟩, every prediction on the same side of 1/2 with these
+    # fixed keys (a wrong sign or readout in the sampler flips them); one shot: a coin each
+    np.testing.assert_array_equal(shots[shot_metric(10**6)], plain["val_acc"])
+    correct = np.asarray(shots[shot_metric(1)]) * len(x)
+    np.testing.assert_allclose(correct, np.round(correct), atol=1e-9)
+
+
+def test_eval_shots_are_checked_and_keep_old_hashes(tmp_path):
+    from qunlearn.experiments.config import config_hash, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'experiment = "noise_sweep"\nname = "s"\ndataset = "mnist"\nnoises = ["label_flip"]\n'
+        'alphas = [0.0]\nruns = 1\n[models.qnn]\nmodel = "qnn"\nepochs = 1\nbatch_size = 8\n'
+        "lr = 0.01\n"
+    )
+    plain = load_config(path)
+    assert config_hash(load_config(path, ["eval_shots=[]"])) == config_hash(plain)
+    assert config_hash(load_config(path, ["eval_shots=[100]"])) != config_hash(plain)
+    for value, needle in (("[0]", "has 0: list positive shot counts"), ("[5, 5]", "twice")):
+        with pytest.raises(QunlearnError, match=needle) as err:
+            load_config(path, [f"eval_shots={value}"])
+        assert "\n" not in str(err.value)

@@ -62,6 +62,9 @@ class NoiseSweepConfig:
     # {name: {noise = "pkg.module:fn" or a kind, option = value, ...}}: a name in `noises` for a
     # user's noise kind or a kind with options (as method_options does for methods)
     noise_options: dict = field(default_factory=dict)
+    # finite shots at inference: each QNN's validation accuracy also from S shots per example
+    # (metric val_acc_shots<S>), for each S listed, from the same exact-trained params, seeded
+    eval_shots: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,15 @@ def _alphas(where, value):
     return None
 
 
+def _eval_shots(where, value):
+    for shots in value:
+        if not 1 <= shots <= 10**9:
+            return f"{where} has {shots}: list positive shot counts, e.g. [100, 1000]"
+    if len(set(value)) < len(value):
+        return f"{where} lists a shot count twice: list each once"
+    return None
+
+
 def _non_negative_finite(where, value):
     if not (math.isfinite(value) and value >= 0):
         return f"{where} = {value} must be a finite number >= 0: e.g. 0.0 (off) or 1e-2"
@@ -405,6 +417,7 @@ CHECKS = {
     "runs": _at_least(1, 100_000, " runs per cell"),
     "seed": _seed,
     "seeds": _seeds,
+    "eval_shots": _eval_shots,
     "epochs": _at_least(1, 1_000_000),
     "batch_size": _at_least(1, 10_000_000),
     "lr": _learning_rate,
@@ -852,6 +865,7 @@ ADDED_WITH_DEFAULT = {
     "forget": "poison",
     "known": 0.0,
     "forget_fraction": 0.0,
+    "eval_shots": [],
 }
 
 
