@@ -344,3 +344,14 @@ def test_eval_shots_are_checked_and_keep_old_hashes(tmp_path):
         with pytest.raises(QunlearnError, match=needle) as err:
             load_config(path, [f"eval_shots={value}"])
         assert "\n" not in str(err.value)
+
+
+def test_other_experiments_refuse_shot_models_with_one_line():
+    from importlib.resources import files
+
+    from qunlearn.experiments.config import load_config
+
+    path = files("qunlearn") / "configs" / "fig3a_mnist.toml"  # unlearning: would stay exact
+    with pytest.raises(QunlearnError, match="wired into the noise_sweep experiment only") as err:
+        load_config(path, ["models.qnn.hyper.shots=100"])
+    assert "\n" not in str(err.value)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, did_you_mean
 from qunlearn.families import is_reference
-from qunlearn.models import MODELS
+from qunlearn.models import MODELS, SHOT_HYPER
 from qunlearn.noise import NOISE
 from qunlearn.train import BATCHINGS
 from qunlearn.unlearn import METHODS, RESERVED
@@ -537,7 +537,22 @@ def build(cls, data: Mapping, where: str = "config"):
     config = cls(**values)
     if cls in VALIDATE:
         VALIDATE[cls](config)
+    if cls in CONFIG_TYPES.values() and cls is not NoiseSweepConfig:
+        _refuse_shots(config)
     return config
+
+
+def _refuse_shots(config) -> None:
+    """Finite shots (hyper ``shots``/``gradient``) reach the noise sweep only: the unlearning
+    methods, Hessians and other evaluations here would silently stay exact."""
+    models = getattr(config, "models", None)
+    for name, spec in models.items() if isinstance(models, Mapping) else ():
+        used = [k for k in SHOT_HYPER if k in (getattr(spec, "hyper", None) or {})]
+        if used:
+            raise QunlearnError(
+                f"models.{name}.hyper.{used[0]}: finite shots are wired into the noise_sweep "
+                f"experiment only: remove it from this {config.experiment} config"
+            )
 
 
 MAX_SWEEP_POINTS = 10_000  # a 10^6-point grid started without complaint and ran for hours

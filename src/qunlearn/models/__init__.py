@@ -16,7 +16,10 @@ integer, or None = exact) and ``gradient`` (one of :data:`~qunlearn.models.shots
 Either one gives the model a ``sample(params, x, key) -> p`` for a batch ``x``: class-1
 probabilities read out from ⟨Z⟩ estimated with ``shots`` measurements, differentiable with that
 gradient estimator. ``apply`` stays the exact model, bit for bit; a model without them has
-``sample = None`` and is exactly today's.
+``sample = None`` and is exactly today's. Who uses ``sample``: :func:`qunlearn.train.predict` and
+``accuracy`` given a key, and the supervised objective in training (step keys); everything else
+(unlearning methods, Hessians) calls ``apply``, so the experiment configs accept these keys in
+the noise sweep only.
 """
 
 from __future__ import annotations
