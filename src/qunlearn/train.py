@@ -31,6 +31,7 @@ import optax
 from qunlearn.errors import QunlearnError
 
 BCE_EPS = 1e-14
+STEP_KEY_TAG = 0x5407  # fold_in tag of the steps' keys (finite shots), apart from the plan's key
 
 
 def bce(p, y, eps: float = BCE_EPS):
@@ -42,13 +43,16 @@ def weighted_mean(values, w):
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def predict(model, params, x):
-    """Probabilities for a batch ``x`` of shape (n, D)."""
+def predict(model, params, x, key=None):
+    """Probabilities for a batch ``x`` of shape (n, D). With a ``key`` and a model that samples
+    (finite shots: ``model.sample``), the shot estimate drawn from that key; otherwise exact."""
+    if key is not None and getattr(model, "sample", None) is not None:
+        return model.sample(params, x, key)
     return jax.vmap(model.apply, (None, 0))(params, x)
 
 
-def accuracy(model, params, x, y):
-    p = predict(model, params, x)
+def accuracy(model, params, x, y, key=None):
+    p = predict(model, params, x, key)
     return jnp.mean(((p > 0.5) == (y > 0.5)).astype(p.dtype))
 
 
@@ -61,7 +65,9 @@ def supervised_objective(model, label_smoothing: float = 0.0) -> Callable:
         target = batch["y"]
         if label_smoothing:  # no ops otherwise: the paper's loss, to the last bit
             target = target * (1 - label_smoothing) + 0.5 * label_smoothing
-        return weighted_mean(bce(predict(model, params, batch["x"]), target), batch["w"])
+        # batch["key"]: a step key, there when make_train(step_keys=True) (finite-shot models)
+        p = predict(model, params, batch["x"], batch.get("key"))
+        return weighted_mean(bce(p, target), batch["w"])
 
     return objective
 
@@ -187,6 +193,7 @@ def make_train(
     evaluate: Callable | None = None,
     on_epoch: Callable[[jax.Array], None] | None = None,
     snapshot_every: int = 0,
+    step_keys: bool = False,
 ) -> Callable:
     """Build ``train(key, params, data, extra) -> (params, log)`` (pure; jit/vmap it outside).
 
@@ -196,6 +203,9 @@ def make_train(
     host after each epoch (progress bars); it must not affect results. ``snapshot_every = k > 0``
     adds ``log["snapshots"]``: the params (pytree, leading axis S) at the epochs
     :func:`snapshot_epochs` lists, i.e. the start of epochs 0, k, 2k, ... and after the last epoch.
+    ``step_keys``: every step's batch gets ``batch["key"]``, drawn from
+    ``fold_in(epoch key, STEP_KEY_TAG)`` (the batch plan's draws are unchanged) for stochastic
+    objectives (finite shots); off, the program is exactly the one without it.
     """
     check_positive(epochs=epochs)
     if snapshot_every:
@@ -206,19 +216,25 @@ def make_train(
     last_rows = getattr(plan, "last_rows", None)
 
     def train(key, params, data, extra):
-        def run_batches(state, idx_w):
+        def run_batches(state, idx_w, epoch_key):
             idx, w = idx_w
+            xs: tuple = (idx, w)
+            if step_keys:
+                xs += (jax.random.split(jax.random.fold_in(epoch_key, STEP_KEY_TAG), len(idx)),)
             if last_rows is None or last_rows == idx.shape[1]:
-                return jax.lax.scan(step, state, (idx, w))
+                return jax.lax.scan(step, state, xs)
             # the short last batch on its real rows: its padding would cost a full batch of work
-            state, losses = jax.lax.scan(step, state, (idx[:-1], w[:-1]))
-            state, last = step(state, (idx[-1, :last_rows], w[-1, :last_rows]))
+            state, losses = jax.lax.scan(step, state, tuple(a[:-1] for a in xs))
+            last_xs = (idx[-1, :last_rows], w[-1, :last_rows], *(a[-1] for a in xs[2:]))
+            state, last = step(state, last_xs)
             return state, jnp.concatenate([losses, last[None]])
 
         def step(carry, idx_w):
             params, opt_state = carry
-            idx, w = idx_w
+            idx, w, *step_key = idx_w
             batch = jax.tree_util.tree_map(lambda a: a[idx], data) | {"w": w}
+            if step_key:
+                batch["key"] = step_key[0]
             loss, grads = jax.value_and_grad(objective)(params, batch, extra)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
@@ -231,7 +247,8 @@ def make_train(
                 snaps = jax.tree_util.tree_map(
                     lambda s, p: s.at[slot].set(jnp.where(take, p, s[slot])), snaps, state[0]
                 )
-            state, losses = run_batches(state, plan(jax.random.fold_in(key, epoch_index)))
+            epoch_key = jax.random.fold_in(key, epoch_index)
+            state, losses = run_batches(state, plan(epoch_key), epoch_key)
             if on_epoch is not None:
                 jax.debug.callback(on_epoch, epoch_index)
             return (state, snaps), (metrics, jnp.mean(losses))
@@ -274,6 +291,7 @@ def make_supervised_train(
         epochs=scan_epochs,
         plan=plan,
         on_epoch=on_epoch,
+        step_keys=getattr(model, "sample", None) is not None,
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, did_you_mean
 from qunlearn.families import is_reference
-from qunlearn.models import MODELS
+from qunlearn.models import MODELS, SHOT_HYPER
 from qunlearn.noise import NOISE
 from qunlearn.train import BATCHINGS
 from qunlearn.unlearn import METHODS, RESERVED
@@ -62,6 +62,9 @@ class NoiseSweepConfig:
     # {name: {noise = "pkg.module:fn" or a kind, option = value, ...}}: a name in `noises` for a
     # user's noise kind or a kind with options (as method_options does for methods)
     noise_options: dict = field(default_factory=dict)
+    # finite shots at inference: each QNN's validation accuracy also from S shots per example
+    # (metric val_acc_shots<S>), for each S listed, from the same exact-trained params, seeded
+    eval_shots: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,15 @@ def _alphas(where, value):
     return None
 
 
+def _eval_shots(where, value):
+    for shots in value:
+        if not 1 <= shots <= 10**9:
+            return f"{where} has {shots}: list positive shot counts, e.g. [100, 1000]"
+    if len(set(value)) < len(value):
+        return f"{where} lists a shot count twice: list each once"
+    return None
+
+
 def _non_negative_finite(where, value):
     if not (math.isfinite(value) and value >= 0):
         return f"{where} = {value} must be a finite number >= 0: e.g. 0.0 (off) or 1e-2"
@@ -405,6 +417,7 @@ CHECKS = {
     "runs": _at_least(1, 100_000, " runs per cell"),
     "seed": _seed,
     "seeds": _seeds,
+    "eval_shots": _eval_shots,
     "epochs": _at_least(1, 1_000_000),
     "batch_size": _at_least(1, 10_000_000),
     "lr": _learning_rate,
@@ -524,7 +537,22 @@ def build(cls, data: Mapping, where: str = "config"):
     config = cls(**values)
     if cls in VALIDATE:
         VALIDATE[cls](config)
+    if cls in CONFIG_TYPES.values() and cls is not NoiseSweepConfig:
+        _refuse_shots(config)
     return config
+
+
+def _refuse_shots(config) -> None:
+    """Finite shots (hyper ``shots``/``gradient``) reach the noise sweep only: the unlearning
+    methods, Hessians and other evaluations here would silently stay exact."""
+    models = getattr(config, "models", None)
+    for name, spec in models.items() if isinstance(models, Mapping) else ():
+        used = [k for k in SHOT_HYPER if k in (getattr(spec, "hyper", None) or {})]
+        if used:
+            raise QunlearnError(
+                f"models.{name}.hyper.{used[0]}: finite shots are wired into the noise_sweep "
+                f"experiment only: remove it from this {config.experiment} config"
+            )
 
 
 MAX_SWEEP_POINTS = 10_000  # a 10^6-point grid started without complaint and ran for hours
@@ -852,6 +880,7 @@ ADDED_WITH_DEFAULT = {
     "forget": "poison",
     "known": 0.0,
     "forget_fraction": 0.0,
+    "eval_shots": [],
 }
 
 

@@ -4,10 +4,16 @@ One cell per (model, noise, alpha), all its runs in one ``vmap``. One compiled p
 serves every cell: poisoning happens outside it (the poisoned count is static per alpha). A run
 whose loss ends non-finite gets NaN metrics (never the accuracy of NaN parameters); ``n_poisoned``
 stays. Cell keys: :mod:`qunlearn.experiments.keys`.
+
+``eval_shots = [S, ...]``: a QNN's validation accuracy is also measured with S shots per example
+(``val_acc_shots<S>``, :mod:`qunlearn.models.shots`), from the same trained params, each S from
+its own key ``fold_in(fold_in(shuffle key, EVAL_SHOTS_TAG), S)``. Not wired: the training-set
+accuracy under shots, and shots for the MLP (it has no measurement).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -19,7 +25,7 @@ import jax.numpy as jnp
 from qunlearn.data import load_dataset
 from qunlearn.errors import user_code
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
-from qunlearn.experiments.config import resolve_noise
+from qunlearn.experiments.config import QNN_MODELS, resolve_noise
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.models import Model
@@ -27,6 +33,11 @@ from qunlearn.noise import NOISE, check_poisoned
 from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_ticks
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
+EVAL_SHOTS_TAG = 0x5A07
+
+
+def shot_metric(shots: int) -> str:
+    return f"val_acc_shots{shots}"
 
 
 def sweep_program(
@@ -42,6 +53,7 @@ def sweep_program(
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
     devices=None,
+    shot_models: dict[int, Model] | None = None,
 ):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
@@ -50,7 +62,8 @@ def sweep_program(
     ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
     :func:`qunlearn.train.batching_plan`; ``weight_decay``, ``label_smoothing``: see
     :func:`qunlearn.train.make_supervised_train`; ``devices``: the run axis split over them
-    (:func:`qunlearn.train.shard_runs`).
+    (:func:`qunlearn.train.shard_runs`); ``shot_models``: {S: the model sampling S shots}, each
+    adds the metric :func:`shot_metric` (S).
     """
     train = make_supervised_train(
         model,
@@ -68,11 +81,15 @@ def sweep_program(
     def run_one(init_key, shuffle_key, x, y, x_val, y_val):
         traces.append(1)
         params, log = train(shuffle_key, model.init(init_key), {"x": x, "y": y}, None)
-        return {
+        out = {
             "train_acc_noisy_labels": accuracy(model, params, x, y),
             "val_acc": accuracy(model, params, x_val, y_val),
             "final_loss": log["loss"][-1],
         }
+        for shots, sampled in (shot_models or {}).items():
+            key = jax.random.fold_in(jax.random.fold_in(shuffle_key, EVAL_SHOTS_TAG), shots)
+            out[shot_metric(shots)] = accuracy(sampled, params, x_val, y_val, key)
+        return out
 
     fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk, devices))
     # jit's wrapper takes attributes; jax's stubs declare none
@@ -127,7 +144,7 @@ def run_cell(
     out = jax.block_until_ready(
         program(keys[:, 1], keys[:, 2], xp, yp.astype(x_val.real.dtype), x_val, y_val)
     )
-    metrics = {k: [float(v) for v in out[k]] for k in METRICS}
+    metrics = {k: [float(v) for v in out[k]] for k in out}
     metrics["n_poisoned"] = [int(m) for m in jnp.sum(mask, axis=1)]
     return metrics, time.perf_counter() - start
 
@@ -149,6 +166,16 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     cells = {}
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex)
+        shot_models = {
+            shots: build_model(
+                model_name,
+                dataclasses.replace(spec, hyper=spec.hyper | {"shots": shots}),
+                dim,
+                is_complex,
+            )
+            for shots in (config.eval_shots if spec.model in QNN_MODELS else ())
+        }
+        names = (*METRICS, *map(shot_metric, shot_models))
         program = sweep_program(
             model,
             epochs=spec.epochs,
@@ -161,6 +188,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             weight_decay=spec.weight_decay,
             label_smoothing=spec.label_smoothing,
             devices=run_devices(spec.devices),
+            shot_models=shot_models,
         )
         ticks = progress_ticks(
             spec.epochs, config.runs, spec.run_chunk, spec.batching, run_devices(spec.devices)
@@ -169,7 +197,12 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             for alpha in config.alphas:
 
                 def compute(
-                    store, model_name=model_name, program=program, noise=noise, alpha=alpha
+                    store,
+                    model_name=model_name,
+                    program=program,
+                    noise=noise,
+                    alpha=alpha,
+                    names=names,
                 ):
                     keys = run_keys(
                         stable_key(root, config.dataset, model_name, noise, f"{alpha:.6f}"),
@@ -189,8 +222,8 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
                         options=noises[noise][1],
                     )
                     for run in range(config.runs):  # NaN params: their "accuracy" would mislead
-                        if not all(math.isfinite(metrics[m][run]) for m in METRICS):
-                            for m in METRICS:
+                        if not all(math.isfinite(metrics[m][run]) for m in names):
+                            for m in names:
                                 metrics[m][run] = math.nan
                     rows = [
                         {
@@ -204,7 +237,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
                             "value": metrics[metric][run],
                         }
                         for run in range(config.runs)
-                        for metric in (*METRICS, "n_poisoned")
+                        for metric in (*names, "n_poisoned")
                     ]
                     return CellResult(rows, compiled=len(program.traces) > traces)
 

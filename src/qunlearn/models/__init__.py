@@ -10,6 +10,16 @@ built-in or not, passes.
 :func:`make_model` is the checked way in: before any work it refuses unknown names, any
 hyperparameter of the wrong type or out of range (:mod:`qunlearn.models.hyper`, nothing is
 coerced) and a model too large for this machine (:mod:`qunlearn.models.memory`), each with one line.
+
+Finite shots (:mod:`qunlearn.models.shots`): the built-in QNNs also take ``shots`` (a positive
+integer, or None = exact) and ``gradient`` (one of :data:`~qunlearn.models.shots.SHOT_GRADIENTS`).
+Either one gives the model a ``sample(params, x, key) -> p`` for a batch ``x``: class-1
+probabilities read out from ⟨Z⟩ estimated with ``shots`` measurements, differentiable with that
+gradient estimator. ``apply`` stays the exact model, bit for bit; a model without them has
+``sample = None`` and is exactly today's. Who uses ``sample``: :func:`qunlearn.train.predict` and
+``accuracy`` given a key, and the supervised objective in training (step keys); everything else
+(unlearning methods, Hessians) calls ``apply``, so the experiment configs accept these keys in
+the noise sweep only.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ from qunlearn.families import Family, keyword_options
 from qunlearn.models.hyper import check_hyper
 from qunlearn.models.memory import check_fits, estimate_bytes
 from qunlearn.models.mlp import mlp
-from qunlearn.models.qnn import qnn, qnn_cnot
+from qunlearn.models.qnn import qnn, qnn_cnot, qnn_cnot_parts, qnn_parts
+from qunlearn.models.shots import check_gradient, check_shots, measure_batch, measured_expectation
 
 Params = Any
 
@@ -38,10 +49,16 @@ class Model(NamedTuple):
     apply: Callable[[Params, jax.Array], jax.Array]
     name: str
     hyper: dict
+    sample: Callable[[Params, jax.Array, jax.Array], jax.Array] | None = None
+    """A batch's probabilities from finite shots, ``sample(params, x, key)``; None: exact only."""
 
 
 MODELS = Family("model", "qunlearn.models", {"mlp": mlp, "qnn": qnn, "qnn_cnot": qnn_cnot})
 """name -> factory ``(input_dim, complex_input, **hyper) -> (init, apply)``; open (see above)."""
+
+SHOT_HYPER = ("shots", "gradient")
+"""Hyperparameters of the built-in QNNs that :func:`make_model` handles (finite shots)."""
+_CIRCUIT_PARTS = {"qnn": qnn_parts, "qnn_cnot": qnn_cnot_parts}
 
 
 def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model:
@@ -50,19 +67,44 @@ def make_model(name: str, input_dim: int, complex_input: bool, **hyper) -> Model
     its factory's own errors, each one line naming the model)."""
     factory = MODELS.resolve(name)
     valid, takes_any = keyword_options(factory, 2)
+    circuit = MODELS.is_builtin(name) and name in _CIRCUIT_PARTS
+    if circuit:
+        valid = [*valid, *SHOT_HYPER]
     for key in hyper:
         if key not in valid and not takes_any:
             raise QunlearnError(
                 f"unknown hyperparameter {key!r}{did_you_mean(key, valid)} for model {name!r}: "
                 f"valid ones are {valid}"
             )
+    shot_hyper = {k: hyper[k] for k in SHOT_HYPER if k in hyper} if circuit else {}
+    circuit_hyper = {k: v for k, v in hyper.items() if k not in shot_hyper}
+    sample = None
     if MODELS.is_builtin(name):
-        check_hyper(name, hyper)
-        check_fits(name, input_dim, complex_input, hyper)
-        init, apply = factory(input_dim, complex_input, **hyper)
+        check_hyper(name, circuit_hyper)
+        if shot_hyper:
+            sample = _shot_sampler(name, input_dim, complex_input, circuit_hyper, **shot_hyper)
+        check_fits(name, input_dim, complex_input, circuit_hyper)
+        init, apply = factory(input_dim, complex_input, **circuit_hyper)
     else:
         init, apply = call_factory(name, factory, input_dim, complex_input, hyper)
-    return Model(init, apply, name, dict(hyper))
+    return Model(init, apply, name, dict(hyper), sample)
+
+
+def _shot_sampler(name, input_dim, complex_input, hyper, shots=None, gradient="exact"):
+    """``sample(params, x, key)`` of a built-in QNN (one line for bad ``shots``/``gradient``)."""
+    try:
+        shots, gradient = check_shots(shots), check_gradient(gradient)
+    except QunlearnError as err:
+        raise QunlearnError(f"hyper.{err}") from None
+    if shots is None and gradient == "exact":
+        return None
+    parts = _CIRCUIT_PARTS[name](input_dim, complex_input, **hyper)
+    f = measured_expectation(parts.expectation, shots=shots, gradient=gradient)
+
+    def sample(params, x, key):
+        return parts.to_prob(measure_batch(f, params, x, key))
+
+    return sample
 
 
 def call_factory(name: str, factory: Callable, input_dim: int, complex_input: bool, hyper: dict):
