@@ -182,9 +182,11 @@ def test_snapshot_parameters_reproduce_the_snapshot_gate_errors():
     assert noise["readout_p01"] == pytest.approx(p01)
 
 
-# Model error of the logical channel model against the device noise model, per example's unit
-# ⟨Z⟩ (measured here: ≤ 0.026 with prepare="ideal"; the device has per-qubit errors, 2 CNOTs per
-# RZZ and ~2 sx per rotation where we count one gate each, and no crosstalk in either model).
+# Model error of our channel model (one uniform dict, noise after logical gates) against the
+# device's noise model (per-qubit figures, noise after each physical gate), per unit-norm ⟨Z⟩.
+# Measured on fake_yorktown, 3 qubits, depth 2, 6 examples, 2 seeds x 2 ansätze: max gap 0.027 to
+# 0.052 either way of parametrising, while the device noise itself moves ⟨Z⟩ by 0.09 to 0.17
+# (the cause: see the hardware module docstring).
 MODEL_TOLERANCE = 0.05
 
 
@@ -192,18 +194,21 @@ MODEL_TOLERANCE = 0.05
 def test_channel_model_tracks_aer_under_the_device_noise_model(name):
     n = 3
     params, x = _case(name, n, 2, 1, unit=True, count=6)
-    qubits = hardware.used_qubits(name, params, n, backend=BACKEND, seed=1)
-    noise = hardware.circuit_noise_from_backend(BACKEND, qubits=qubits)
-    ours = hardware.channel_model_expectation(name, params, x, noise)
     aer = hardware.evaluate_on_backend(
         name, params, x, backend=BACKEND, shots=SHOTS, seed=1, prepare="ideal"
     )
     exact = _exact(name, params, x)
-    gap = np.abs(aer - ours)
-    assert np.all(gap <= 5 * _shot_sigma(ours, x, SHOTS) + MODEL_TOLERANCE), gap
-    # not vacuous: the device noise moves ⟨Z⟩ by more than the tolerance, and our model follows
+    # not vacuous: the device noise moves ⟨Z⟩ by more than the tolerance
     assert np.max(np.abs(aer - exact)) > MODEL_TOLERANCE
-    assert np.mean(gap) < 0.5 * np.mean(np.abs(aer - exact))
+    per_gate = hardware.circuit_noise_from_backend(
+        BACKEND, qubits=hardware.device_qubits(BACKEND, n)
+    )
+    calibrated = hardware.circuit_noise_for_circuit(BACKEND, name, params, n, seed=1)
+    for noise in (per_gate, calibrated):
+        ours = hardware.channel_model_expectation(name, params, x, noise)
+        gap = np.abs(aer - ours)
+        assert np.all(gap <= 5 * _shot_sigma(ours, x, SHOTS) + MODEL_TOLERANCE), gap
+        assert np.mean(gap) < 0.5 * np.mean(np.abs(aer - exact))  # our model follows the device
 
 
 # ---- bad inputs: one line each ------------------------------------------------------------------
