@@ -1,7 +1,7 @@
-"""Imports flow one way: errors/atomic/families -> data, models, noise -> train -> unlearn, hessian,
-testing -> experiments -> compare, leaderboard -> plotting -> report -> cli, api. A module importing
-from a layer above it fails here (function-level imports included: a lazy import is still a
-dependency)."""
+"""Imports flow one way: errors/atomic/families -> data, models, noise -> hardware -> train ->
+unlearn, hessian, testing -> experiments -> compare, leaderboard -> plotting -> report -> cli, api.
+A module importing from a layer above it fails here (function-level imports included: a lazy
+import is still a dependency)."""
 
 import ast
 from pathlib import Path
@@ -11,6 +11,7 @@ import qunlearn
 LAYERS = [
     {"errors", "atomic", "families"},
     {"data", "models", "noise"},
+    {"hardware"},
     {"train"},
     {"unlearn", "surgery", "hessian", "audit", "testing"},
     {"experiments"},
