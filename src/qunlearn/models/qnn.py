@@ -233,25 +233,12 @@ def _compose(parts: CircuitParts):
     return parts.init, apply
 
 
-def qnn_parts(
-    input_dim: int,
-    complex_input: bool,
-    *,
-    depth: int = 6,
-    n_qubits: int | None = None,
-    readout_qubit: int = -1,
-    scale: float = 5.0,
-    dtype: str = "complex128",
-    init_std: float = 0.01,
-    readout: str = "sigmoid",
-    readout_dtype: str = "state",
-):
-    """The :class:`CircuitParts` of :func:`qnn` (same options)."""
-    del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
-    n = _qubits_for(input_dim, n_qubits)
-    cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale, readout_dtype)
-    readout_index = _readout_index(readout_qubit, n)
+def _hea_program(n: int, depth: int, readout_index: int, dtype: str) -> Callable:
+    """``run(u, zz, x) -> ⟨Z_readout⟩`` of :func:`qnn`'s circuit with its per-qubit rotations
+    given as 2x2 unitaries ``u`` (depth, n, 2, 2) and its RZZ angles ``zz`` (depth, n): the seam
+    where Monte Carlo trajectories put their Pauli errors
+    (:mod:`qunlearn.models.noisy_trajectories`)."""
+    cdtype, rdtype = DTYPES[dtype]
     cones = plan._light_cone(n, depth, readout_index)
     ops = plan._hea_plan(n, depth, readout_index, plan._STORE_COST[dtype])
     consts = {}
@@ -264,9 +251,6 @@ def qnn_parts(
                 pattern |= (z[:, pos[j]] * z[:, pos[(j + 1) % n]] < 0).astype(np.int64) << t
             signs = 1 - 2 * ((np.arange(2 ** len(op[1]))[:, None] >> np.arange(len(op[1]))) & 1)
             consts[i] = (np.eye(2 ** len(op[1]))[pattern], signs)
-
-    def init(key):
-        return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
 
     specs: list[tuple] = []  # factor specs
     uses: list[int | list[int] | None] = []  # per op: None, a factor index, or a list (tail)
@@ -288,11 +272,9 @@ def qnn_parts(
         else:
             uses.append(None)
 
-    def expectation(params, x):
-        theta = params.astype(rdtype)
-        u = (rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])).astype(cdtype)
+    def run(u, zz, x):
         # all matrices depend on the params only: computed once per call, outside the batch
-        factors = _factor_matrices(specs, u, theta[..., 3], cdtype)
+        factors = _factor_matrices(specs, u.astype(cdtype), zz, cdtype)
         mats, real = [], not jnp.iscomplexobj(x)
         for i, (op, use) in enumerate(zip(ops, uses, strict=True)):
             kind = op[0]
@@ -305,7 +287,7 @@ def qnn_parts(
                 ang = (
                     -0.5
                     * jnp.asarray(signs, rdtype)
-                    @ theta[np.array([lay for lay, _ in items]), np.array([j for _, j in items]), 3]
+                    @ zz[np.array([lay for lay, _ in items]), np.array([j for _, j in items])]
                 )
                 # expand the 2**m distinct phases with a GEMM: XLA materialises them once
                 # instead of fusing (and recomputing) cos/sin into every example's loop
@@ -324,7 +306,76 @@ def qnn_parts(
                 mats.append(None)
         return _run(ops, mats, x, rdtype, cdtype)
 
+    return run
+
+
+def qnn_parts(
+    input_dim: int,
+    complex_input: bool,
+    *,
+    depth: int = 6,
+    n_qubits: int | None = None,
+    readout_qubit: int = -1,
+    scale: float = 5.0,
+    dtype: str = "complex128",
+    init_std: float = 0.01,
+    readout: str = "sigmoid",
+    readout_dtype: str = "state",
+):
+    """The :class:`CircuitParts` of :func:`qnn` (same options)."""
+    del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
+    n = _qubits_for(input_dim, n_qubits)
+    cdtype, rdtype = _check(depth, dtype)
+    to_prob = _readout(readout, scale, readout_dtype)
+    readout_index = _readout_index(readout_qubit, n)
+    run = _hea_program(n, depth, readout_index, dtype)
+
+    def init(key):
+        return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
+
+    def expectation(params, x):
+        theta = params.astype(rdtype)
+        u = rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])
+        return run(u, theta[..., 3], x)
+
     return CircuitParts(init, expectation, to_prob)
+
+
+def _cnot_program(n: int, depth: int, readout_index: int, dtype: str) -> Callable:
+    """``run(u, x) -> ⟨Z_readout⟩`` of :func:`qnn_cnot`'s circuit with its per-qubit rotations
+    given as 2x2 unitaries ``u`` (depth, n, 2, 2) (see :func:`_hea_program`)."""
+    cdtype, rdtype = DTYPES[dtype]
+    ops = plan._cnot_plan(n, depth)
+    perm = cnot_ring_permutation(n)
+    consts = {}
+    for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
+        if op[0] == "perm":  # ψ'[j] = ψ[perm[j]] in natural indices, mapped to this order
+            natural = plan._index_map(order)
+            consts[i] = jnp.asarray(np.argsort(natural)[perm[natural]])
+        elif op[0] == "parity":  # ⟨ψ'|Z_r|ψ'⟩ = Σ_i z_r(perm⁻¹[i]) |ψ_i|²
+            z_r = z_signs(n)[:, readout_index]
+            consts[i] = jnp.asarray(z_r[np.argsort(perm)][plan._index_map(order)], rdtype)
+
+    specs: list[tuple] = []
+    uses: list[int | None] = []
+    for op in ops:
+        uses.append(len(specs) if op[0] == "gemm" else None)
+        if op[0] == "gemm":
+            specs.append((tuple(op[1] * n + q for q in op[2]), (), ()))
+
+    def run(u, x):
+        u = u.astype(cdtype)
+        factors = _factor_matrices(specs, u, jnp.zeros(u.shape[:2], rdtype), cdtype)
+        mats, real = [], not jnp.iscomplexobj(x)
+        for i, (op, use) in enumerate(zip(ops, uses, strict=True)):
+            if op[0] == "gemm":
+                mats.append(_realrep(factors[use], real).astype(rdtype))
+                real = False
+            else:
+                mats.append(consts.get(i))
+        return _run(ops, mats, x, rdtype, cdtype)
+
+    return run
 
 
 def qnn_cnot_parts(
@@ -346,38 +397,13 @@ def qnn_cnot_parts(
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale, readout_dtype)
     readout_index = _readout_index(readout_qubit, n)
-    ops = plan._cnot_plan(n, depth)
-    perm = cnot_ring_permutation(n)
-    consts = {}
-    for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
-        if op[0] == "perm":  # ψ'[j] = ψ[perm[j]] in natural indices, mapped to this order
-            natural = plan._index_map(order)
-            consts[i] = jnp.asarray(np.argsort(natural)[perm[natural]])
-        elif op[0] == "parity":  # ⟨ψ'|Z_r|ψ'⟩ = Σ_i z_r(perm⁻¹[i]) |ψ_i|²
-            z_r = z_signs(n)[:, readout_index]
-            consts[i] = jnp.asarray(z_r[np.argsort(perm)][plan._index_map(order)], rdtype)
+    run = _cnot_program(n, depth, readout_index, dtype)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 2), rdtype)
 
-    specs: list[tuple] = []
-    uses: list[int | None] = []
-    for op in ops:
-        uses.append(len(specs) if op[0] == "gemm" else None)
-        if op[0] == "gemm":
-            specs.append((tuple(op[1] * n + q for q in op[2]), (), ()))
-
     def expectation(params, x):
         theta = params.astype(rdtype)
-        u = (ry(theta[..., 1]) @ rx(theta[..., 0])).astype(cdtype)
-        factors = _factor_matrices(specs, u, theta[..., 0], cdtype)
-        mats, real = [], not jnp.iscomplexobj(x)
-        for i, (op, use) in enumerate(zip(ops, uses, strict=True)):
-            if op[0] == "gemm":
-                mats.append(_realrep(factors[use], real).astype(rdtype))
-                real = False
-            else:
-                mats.append(consts.get(i))
-        return _run(ops, mats, x, rdtype, cdtype)
+        return run(ry(theta[..., 1]) @ rx(theta[..., 0]), x)
 
     return CircuitParts(init, expectation, to_prob)
