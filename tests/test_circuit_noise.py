@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from qunlearn.errors import QunlearnError
+from qunlearn.models import estimate_bytes, make_model, memory
 from qunlearn.models.circuit_noise import KEYS, check_circuit_noise
 from qunlearn.models.gates import ring_pairs
 from qunlearn.models.noisy_dm import dm_program, noisy_expectation_dm
@@ -16,6 +17,7 @@ from qunlearn.models.noisy_trajectories import (
 )
 from qunlearn.models.qnn import qnn_cnot_parts, qnn_parts
 from qunlearn.models.qnn_tc import _jax_runtime
+from qunlearn.train import make_supervised_train, predict
 
 NOISE = {
     "depolarizing_1q": 0.05,
@@ -219,3 +221,63 @@ def test_trajectories_are_differentiable():
 def test_bad_trajectory_count(bad):
     with pytest.raises(QunlearnError, match="n_trajectories"):
         trajectory_program("qnn", 3, 1, 0, {}, "complex128", bad)
+
+
+# ---- the QNN hypers circuit_noise and simulator ----
+
+
+def test_noisy_model_trains_through_the_engine():
+    model = make_model("qnn", 16, False, depth=2, circuit_noise=NOISE)
+    params, _ = _case("qnn", 4, 2)
+    xs = jax.random.normal(jax.random.PRNGKey(3), (8, 16))
+    xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True)
+    dm = dm_program("qnn", 4, 2, 3, NOISE, "complex128")
+    np.testing.assert_allclose(
+        predict(model, params, xs),
+        jax.nn.sigmoid(5.0 * jax.vmap(dm, (None, 0))(params, xs)),
+        atol=1e-14,
+        rtol=0,
+    )
+    ys = (xs[:, 0] > 0).astype(jnp.float64)
+    train = make_supervised_train(model, lr=0.05, epochs=3, batch_size=4, n_train=8)
+    trained, log = jax.jit(train)(jax.random.PRNGKey(0), params, {"x": xs, "y": ys}, None)
+    assert log["loss"][-1] < log["loss"][0]  # deterministic: no key reaches the model
+    exact = make_model("qnn", 16, False, depth=2)
+    assert float(jnp.max(jnp.abs(predict(exact, trained, xs) - predict(model, trained, xs)))) > 1e-3
+
+
+def test_density_matrix_without_noise_is_the_statevector():
+    params, x = _case("qnn_cnot", 3, 2, complex_input=False)
+    dm = make_model("qnn_cnot", 8, False, depth=2, simulator="density_matrix")
+    sv = make_model("qnn_cnot", 8, False, depth=2)
+    assert abs(float(dm.apply(params, x)) - float(sv.apply(params, x))) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"circuit_noise": {"phase_damping": 2.0}}, "hyper.circuit_noise.phase_damping = 2.0"),
+        ({"circuit_noise": {"dephasing": 0.1}}, "hyper.circuit_noise.dephasing is not a noise key"),
+        ({"circuit_noise": 0.1}, "hyper.circuit_noise = 0.1 must be a table"),
+        ({"simulator": "density"}, "hyper.simulator = 'density' is not a QNN simulator"),
+        (
+            {"simulator": "statevector", "circuit_noise": {"depolarizing_1q": 0.01}},
+            'hyper.simulator = "statevector" cannot simulate circuit_noise',
+        ),
+    ],
+)
+def test_bad_noise_hypers_are_one_line(values, message):
+    with pytest.raises(QunlearnError) as err:
+        make_model("qnn", 16, False, **values)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_an_oversized_density_matrix_is_refused_before_work(monkeypatch):
+    monkeypatch.setattr(memory, "physical_memory", lambda: 16 * 2**30)
+    noisy = {"circuit_noise": {"depolarizing_2q": 0.01}}
+    assert estimate_bytes("qnn", 2**10, False, depth=6, **noisy) == 16 * 4**10 * 60
+    assert estimate_bytes("qnn", 2**10, False, depth=6) < 16 * 4**10  # the state vector's floor
+    make_model("qnn", 2**14, False, depth=6)  # a state vector fits
+    with pytest.raises(QunlearnError, match="density-matrix simulation on 14 qubits"):
+        make_model("qnn", 2**14, False, depth=6, **noisy)

@@ -61,7 +61,7 @@ def check_circuit_noise(d) -> dict:
     for key, value in d.items():
         if key not in KEYS:
             raise QunlearnError(
-                f"unknown circuit_noise key {key!r}{did_you_mean(key, KEYS)}: "
+                f"circuit_noise.{key} is not a noise key{did_you_mean(key, KEYS)}: "
                 f"valid ones are {', '.join(KEYS)}"
             )
         number = isinstance(value, int | float | np.integer | np.floating)
@@ -76,6 +76,30 @@ def check_circuit_noise(d) -> dict:
 
 def is_noiseless(noise: dict) -> bool:
     return not any(noise.values())
+
+
+SIMULATORS = ("auto", "statevector", "density_matrix")
+"""A QNN's ``simulator`` hyper: ``"auto"`` is the exact state vector without circuit noise and
+the density matrix with it."""
+
+
+def resolve_simulator(simulator: str, circuit_noise) -> str:
+    """``"statevector"`` or ``"density_matrix"`` for a QNN's ``simulator`` and ``circuit_noise``
+    hypers (checked here too: one line each)."""
+    noise = check_circuit_noise(circuit_noise)
+    if simulator not in SIMULATORS:
+        raise QunlearnError(
+            f"unknown QNN simulator {simulator!r}{did_you_mean(simulator, SIMULATORS)}: "
+            f"choose one of {', '.join(SIMULATORS)}"
+        )
+    if simulator == "auto":
+        return "statevector" if is_noiseless(noise) else "density_matrix"
+    if simulator == "statevector" and not is_noiseless(noise):
+        raise QunlearnError(
+            'simulator = "statevector" cannot simulate circuit_noise (it keeps a pure state): '
+            'write simulator = "density_matrix" or leave simulator out'
+        )
+    return simulator
 
 
 # ---- channels as matrices (numpy, complex128; built once per model) ------------------------------

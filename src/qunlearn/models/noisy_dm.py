@@ -43,8 +43,7 @@ from qunlearn.models.circuit_noise import (
     gate_noise_superop,
     readout_observable,
 )
-from qunlearn.models.gates import ring_pairs, rx, ry
-from qunlearn.models.qnn import DTYPES
+from qunlearn.models.gates import DTYPES, ring_pairs, rx, ry
 
 ANSATZE = ("qnn", "qnn_cnot")
 _CNOT = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], complex)

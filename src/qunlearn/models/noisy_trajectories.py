@@ -48,9 +48,9 @@ from qunlearn.models.circuit_noise import (
     pauli_probs_2q,
     readout_observable,
 )
-from qunlearn.models.gates import ring_pairs
+from qunlearn.models.gates import DTYPES, ring_pairs
 from qunlearn.models.noisy_dm import _rotations, check_ansatz
-from qunlearn.models.qnn import DTYPES, _cnot_program, _hea_program
+from qunlearn.models.qnn import _cnot_program, _hea_program
 
 _X_BIT = np.array([0, 1, 1, 0], np.int32)  # I, X, Y, Z
 _Z_BIT = np.array([0, 0, 1, 1], np.int32)

@@ -64,12 +64,15 @@ import numpy as np
 
 from qunlearn.errors import QunlearnError
 from qunlearn.models import qnn_plan as plan
-from qunlearn.models.gates import cnot_ring_permutation, ring_pairs, rx, ry, z_signs
+from qunlearn.models.circuit_noise import SIMULATORS, resolve_simulator
+from qunlearn.models.gates import DTYPES, cnot_ring_permutation, ring_pairs, rx, ry, z_signs
+from qunlearn.models.noisy_dm import dm_program
 from qunlearn.models.qnn_exec import _factor_matrices, _realrep, _run
 
 __all__ = [  # the gate helpers are re-exported: callers import them from here
     "DTYPES",
     "READOUTS",
+    "SIMULATORS",
     "CircuitParts",
     "cnot_ring_permutation",
     "qnn",
@@ -81,8 +84,6 @@ __all__ = [  # the gate helpers are re-exported: callers import them from here
     "ry",
     "z_signs",
 ]
-
-DTYPES = {"complex128": (jnp.complex128, jnp.float64), "complex64": (jnp.complex64, jnp.float32)}
 
 
 def _qubits_for(input_dim: int, n_qubits: int | None) -> int:
@@ -165,6 +166,8 @@ def qnn(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """Hardware-efficient ansatz of the study (protocol §3).
 
@@ -172,6 +175,11 @@ def qnn(
     Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩), or
     (1 + ⟨Z⟩) / 2 with ``readout="linear"``; ``readout_dtype = "float64"`` computes that scalar
     in float64 from a complex64 state (:func:`_readout`).
+
+    ``circuit_noise`` (a dict, :mod:`qunlearn.models.circuit_noise`) adds gate, damping and
+    readout noise; ``simulator``: ``"auto"`` (the exact state vector without noise, the exact
+    density matrix of :mod:`qunlearn.models.noisy_dm` with it), ``"statevector"`` or
+    ``"density_matrix"``. The density matrix is deterministic (no key) and trains like the rest.
 
     The input's amplitudes are used as given, never renormalised, as the reference's simulator
     did: ⟨Z⟩ here is ⟨x|U†ZU|x⟩, so ⟨Z⟩(c·x) = c²·⟨Z⟩(x) (tested). With the reference MNIST
@@ -189,6 +197,8 @@ def qnn(
             init_std=init_std,
             readout=readout,
             readout_dtype=readout_dtype,
+            circuit_noise=circuit_noise,
+            simulator=simulator,
         )
     )
 
@@ -205,9 +215,12 @@ def qnn_cnot(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """The Hessian study's circuit (protocol §5): per layer Rx(θ0), Ry(θ1) on every qubit, then a
-    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout`` as for :func:`qnn`."""
+    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout``, ``circuit_noise`` and
+    ``simulator`` as for :func:`qnn`."""
     return _compose(
         qnn_cnot_parts(
             input_dim,
@@ -220,6 +233,8 @@ def qnn_cnot(
             init_std=init_std,
             readout=readout,
             readout_dtype=readout_dtype,
+            circuit_noise=circuit_noise,
+            simulator=simulator,
         )
     )
 
@@ -321,6 +336,8 @@ def qnn_parts(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """The :class:`CircuitParts` of :func:`qnn` (same options)."""
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
@@ -328,10 +345,14 @@ def qnn_parts(
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale, readout_dtype)
     readout_index = _readout_index(readout_qubit, n)
-    run = _hea_program(n, depth, readout_index, dtype)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
+
+    if resolve_simulator(simulator, circuit_noise) == "density_matrix":
+        dm = dm_program("qnn", n, depth, readout_index, circuit_noise, dtype)
+        return CircuitParts(init, dm, to_prob)
+    run = _hea_program(n, depth, readout_index, dtype)
 
     def expectation(params, x):
         theta = params.astype(rdtype)
@@ -390,6 +411,8 @@ def qnn_cnot_parts(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """The :class:`CircuitParts` of :func:`qnn_cnot` (same options)."""
     del complex_input
@@ -397,10 +420,14 @@ def qnn_cnot_parts(
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale, readout_dtype)
     readout_index = _readout_index(readout_qubit, n)
-    run = _cnot_program(n, depth, readout_index, dtype)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 2), rdtype)
+
+    if resolve_simulator(simulator, circuit_noise) == "density_matrix":
+        dm = dm_program("qnn_cnot", n, depth, readout_index, circuit_noise, dtype)
+        return CircuitParts(init, dm, to_prob)
+    run = _cnot_program(n, depth, readout_index, dtype)
 
     def expectation(params, x):
         theta = params.astype(rdtype)
