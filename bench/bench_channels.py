@@ -87,12 +87,15 @@ def _steps(n: int):
     return out
 
 
-def rows(n_qubits: int, repeats: int = 3) -> list[dict]:
-    """The cost table's rows for ``n_qubits``: one dict per simulator."""
+def rows(n_qubits: int, repeats: int = 3, only: list[str] | None = None) -> list[dict]:
+    """The cost table's rows for ``n_qubits``: one dict per simulator (those named in ``only``,
+    default all)."""
     params, x, y, w = _data(n_qubits)
     memory = physical_memory()
     table = []
     for name, (step, floor) in _steps(n_qubits).items():
+        if only and name not in only:
+            continue
         row = {"simulator": name, "n_qubits": n_qubits, "depth": DEPTH, "batch": BATCH}
         if floor is not None and memory is not None and floor > memory / 2:
             row["skipped"] = (
@@ -127,12 +130,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qubits", type=int, nargs="+", default=[6, 8, 10])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="+", help='simulators to run, e.g. exact "trajectories K=16"')
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     out = []
     print(f"{'n':>3} {'simulator':<20} {'first call s':>12} {'ms/step':>9} {'median':>9}")
     for n in args.qubits:
-        for row in rows(n, args.repeats):
+        for row in rows(n, args.repeats, args.only):
             out.append(row)
             if "skipped" in row:
                 print(f"{n:>3} {row['simulator']:<20} skipped: {row['skipped']}")
