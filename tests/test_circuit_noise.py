@@ -276,8 +276,8 @@ def test_bad_noise_hypers_are_one_line(values, message):
 def test_an_oversized_density_matrix_is_refused_before_work(monkeypatch):
     monkeypatch.setattr(memory, "physical_memory", lambda: 16 * 2**30)
     noisy = {"circuit_noise": {"depolarizing_2q": 0.01}}
-    assert estimate_bytes("qnn", 2**10, False, depth=6, **noisy) == 16 * 4**10 * 60
-    assert estimate_bytes("qnn", 2**10, False, depth=6) < 16 * 4**10  # the state vector's floor
+    assert estimate_bytes("qnn", 2**10, False, depth=6, **noisy) == 8 * 4**10 * 60
+    assert estimate_bytes("qnn", 2**10, False, depth=6) < 8 * 4**10  # the state vector's floor
     make_model("qnn", 2**14, False, depth=6)  # a state vector fits
     with pytest.raises(QunlearnError, match="density-matrix simulation on 14 qubits"):
         make_model("qnn", 2**14, False, depth=6, **noisy)

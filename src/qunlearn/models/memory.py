@@ -9,10 +9,10 @@ example's state vector for a QNN, the weights for an MLP) times a safety factor 
   backward pass: :data:`QNN_STATE_COPIES` = 256, e.g. a batch of 32 x 8 kept states (a depth-6
   circuit keeps about that many). On a 16 GiB machine this allows 21 qubits in complex128.
 * QNN with the density-matrix simulator (``circuit_noise``, :mod:`qunlearn.models.noisy_dm`): the
-  unit is the evolved observable, 4**n amplitudes of 16 (8) bytes. It is evolved once per step,
-  not per example (Heisenberg picture; the batch only adds 2**n per example), and autodiff keeps
-  one per ring-edge block: depth x n copies, e.g. 10 qubits, depth 6: 16 MiB x 60 = 0.94 GiB;
-  12 qubits: 256 MiB x 72 = 18 GiB.
+  unit is the evolved observable, 4**n real Pauli coefficients of 8 bytes (4 for complex64). It
+  is evolved once per step, not per example (Heisenberg picture; the batch only adds 2**n per
+  example), and autodiff keeps one per ring-edge block: depth x n copies, e.g. 10 qubits,
+  depth 6: 8 MiB x 60 = 480 MiB; 12 qubits: 128 MiB x 72 = 9 GiB.
 * MLP: ``n_in·h1 + h1 + h1·h2 + ...`` float64 weights; training holds the parameters, their
   gradients and the optimiser's moments for every vmapped run of a cell:
   :data:`MLP_WEIGHT_COPIES` = 32. Activations (a few widths per example) are negligible.
@@ -76,8 +76,9 @@ def _footprint(name: str, input_dim: int, complex_input: bool, hyper: dict):
     dtype = hyper.get("dtype", "complex128")
     item = 16 if dtype == "complex128" else 8
     simulator = resolve_simulator(hyper.get("simulator", "auto"), hyper.get("circuit_noise"))
-    if simulator == "density_matrix":
-        return _density_matrix_footprint(n, hyper.get("depth", 6 if name == "qnn" else 5), item)
+    if simulator == "density_matrix":  # real coefficients: half a complex amplitude's bytes
+        depth = hyper.get("depth", 6 if name == "qnn" else 5)
+        return _density_matrix_footprint(n, depth, item // 2)
     what = (
         f"a QNN on {n} qubits needs 2^{n} amplitudes x {item} bytes = {_size(item * 2**n)} "
         f"per example state ({dtype})"
@@ -94,7 +95,7 @@ def _footprint(name: str, input_dim: int, complex_input: bool, hyper: dict):
 
 def _density_matrix_footprint(n: int, depth: int, item: int):
     what = (
-        f"a noisy QNN's density-matrix simulation on {n} qubits evolves 4^{n} amplitudes x "
+        f"a noisy QNN's density-matrix simulation on {n} qubits evolves 4^{n} coefficients x "
         f"{item} bytes = {_size(item * 4**n)}"
     )
 
