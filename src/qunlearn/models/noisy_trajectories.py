@@ -28,8 +28,9 @@ populations but drops the non-unital drift towards |0⟩ (AD†(Z) = (1-γ)Z + �
 qubit per layer). Measured against :mod:`qunlearn.models.noisy_dm` (qnn, 6 qubits, depth 6,
 depolarizing 0.001 / 0.01, phase damping 0.002, 4 examples, K = 4000): γ = 0.002 shifts ⟨Z⟩ by
 +0.03..+0.05 exactly, the twirled trajectories miss it by -0.033..-0.038 (± 0.001..0.002);
-γ = 0.02 (shift +0.26..+0.41): by -0.30..-0.31. So use the density matrix whenever amplitude damping is on and it
-fits; trajectories serve Pauli noise (depolarizing, phase damping, readout) exactly.
+γ = 0.02 (shift +0.26..+0.41): by -0.30..-0.31. So use the density matrix whenever amplitude
+damping is on and it fits; trajectories serve Pauli noise (depolarizing, phase damping,
+readout) exactly.
 
 Batches: pass the same key for every example of a batch (``vmap`` over x only). The trajectories
 are then shared by the batch (each example's estimate stays unbiased), and the kernel's factor
