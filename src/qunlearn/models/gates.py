@@ -9,6 +9,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+DTYPES = {"complex128": (jnp.complex128, jnp.float64), "complex64": (jnp.complex64, jnp.float32)}
+"""State dtype name -> (complex dtype, real dtype)."""
+
 
 def rx(t):
     """(..., 2, 2) matrices exp(-i t X / 2)."""

@@ -22,8 +22,9 @@ from collections.abc import Callable
 import numpy as np
 
 from qunlearn.errors import QunlearnError, did_you_mean
+from qunlearn.models.circuit_noise import check_circuit_noise, resolve_simulator
 from qunlearn.models.mlp import DTYPES as MLP_DTYPES
-from qunlearn.models.qnn import DTYPES, READOUT_DTYPES, READOUTS
+from qunlearn.models.qnn import DTYPES, READOUT_DTYPES, READOUTS, SIMULATORS
 
 MAX_DEPTH = 1000
 """Deepest QNN accepted: the layers are unrolled into the compiled program (and planned one by
@@ -123,6 +124,14 @@ def _positive_int_list(example: str, max_len: int) -> Check:
     return check
 
 
+def _circuit_noise(key, value):
+    try:
+        check_circuit_noise(value)
+    except QunlearnError as err:  # its messages start "circuit_noise...", as a check's do
+        return str(err)
+    return None
+
+
 def _qnn_checks(depth: int) -> dict[str, Check]:
     return {
         "depth": _integer(1, MAX_DEPTH, depth),
@@ -133,6 +142,8 @@ def _qnn_checks(depth: int) -> dict[str, Check]:
         "init_std": _number(0.0, False, 0.01),
         "readout": _one_of(READOUTS, "QNN readout"),
         "readout_dtype": _one_of(READOUT_DTYPES, "QNN readout dtype"),
+        "circuit_noise": _circuit_noise,
+        "simulator": _one_of(SIMULATORS, "QNN simulator"),
     }
 
 
@@ -155,3 +166,8 @@ def check_hyper(name: str, hyper: dict) -> None:
         error = checks[key](key, value)
         if error is not None:
             raise QunlearnError(f"hyper.{error}")
+    if "circuit_noise" in checks:  # the pair: a state vector cannot carry noise
+        try:
+            resolve_simulator(hyper.get("simulator", "auto"), hyper.get("circuit_noise"))
+        except QunlearnError as err:
+            raise QunlearnError(f"hyper.{err}") from None

@@ -8,6 +8,11 @@ example's state vector for a QNN, the weights for an MLP) times a safety factor 
   A training step holds a batch of them, and autodiff keeps each GEMM's input state for the
   backward pass: :data:`QNN_STATE_COPIES` = 256, e.g. a batch of 32 x 8 kept states (a depth-6
   circuit keeps about that many). On a 16 GiB machine this allows 21 qubits in complex128.
+* QNN with the density-matrix simulator (``circuit_noise``, :mod:`qunlearn.models.noisy_dm`): the
+  unit is the evolved observable, 4**n real Pauli coefficients of 8 bytes (4 for complex64). It
+  is evolved once per step, not per example (Heisenberg picture; the batch only adds 2**n per
+  example), and autodiff keeps one per ring-edge block: depth x n copies, e.g. 10 qubits,
+  depth 6: 8 MiB x 60 = 480 MiB; 12 qubits: 128 MiB x 72 = 9 GiB.
 * MLP: ``n_in·h1 + h1 + h1·h2 + ...`` float64 weights; training holds the parameters, their
   gradients and the optimiser's moments for every vmapped run of a cell:
   :data:`MLP_WEIGHT_COPIES` = 32. Activations (a few widths per example) are negligible.
@@ -19,6 +24,7 @@ import math
 import os
 
 from qunlearn.errors import QunlearnError
+from qunlearn.models.circuit_noise import resolve_simulator
 from qunlearn.models.mlp import DEFAULT_HIDDEN
 from qunlearn.models.qnn import _qubits_for
 
@@ -69,6 +75,10 @@ def _footprint(name: str, input_dim: int, complex_input: bool, hyper: dict):
     n = _qubits_for(input_dim, hyper.get("n_qubits"))
     dtype = hyper.get("dtype", "complex128")
     item = 16 if dtype == "complex128" else 8
+    simulator = resolve_simulator(hyper.get("simulator", "auto"), hyper.get("circuit_noise"))
+    if simulator == "density_matrix":  # real coefficients: half a complex amplitude's bytes
+        depth = hyper.get("depth", 6 if name == "qnn" else 5)
+        return _density_matrix_footprint(n, depth, item // 2)
     what = (
         f"a QNN on {n} qubits needs 2^{n} amplitudes x {item} bytes = {_size(item * 2**n)} "
         f"per example state ({dtype})"
@@ -81,6 +91,20 @@ def _footprint(name: str, input_dim: int, complex_input: bool, hyper: dict):
 
     why = "a batch of 32 x 8 states kept for the gradient"
     return item * 2**n, QNN_STATE_COPIES, why, what, qnn_fix
+
+
+def _density_matrix_footprint(n: int, depth: int, item: int):
+    what = (
+        f"a noisy QNN's density-matrix simulation on {n} qubits evolves 4^{n} coefficients x "
+        f"{item} bytes = {_size(item * 4**n)}"
+    )
+
+    def fix(allowed):
+        most = int(math.floor(math.log(allowed / item, 4))) if allowed >= item else 0
+        return f"use at most {most} qubits with circuit_noise here (a smaller input)"
+
+    why = f"{depth} layers x {n} ring blocks kept for the gradient"
+    return item * 4**n, depth * n, why, what, fix
 
 
 def estimate_bytes(name: str, input_dim: int, complex_input: bool, **hyper) -> int:

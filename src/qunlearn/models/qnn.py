@@ -64,12 +64,15 @@ import numpy as np
 
 from qunlearn.errors import QunlearnError
 from qunlearn.models import qnn_plan as plan
-from qunlearn.models.gates import cnot_ring_permutation, ring_pairs, rx, ry, z_signs
+from qunlearn.models.circuit_noise import SIMULATORS, resolve_simulator
+from qunlearn.models.gates import DTYPES, cnot_ring_permutation, ring_pairs, rx, ry, z_signs
+from qunlearn.models.noisy_dm import dm_program
 from qunlearn.models.qnn_exec import _factor_matrices, _realrep, _run
 
 __all__ = [  # the gate helpers are re-exported: callers import them from here
     "DTYPES",
     "READOUTS",
+    "SIMULATORS",
     "CircuitParts",
     "cnot_ring_permutation",
     "qnn",
@@ -81,8 +84,6 @@ __all__ = [  # the gate helpers are re-exported: callers import them from here
     "ry",
     "z_signs",
 ]
-
-DTYPES = {"complex128": (jnp.complex128, jnp.float64), "complex64": (jnp.complex64, jnp.float32)}
 
 
 def _qubits_for(input_dim: int, n_qubits: int | None) -> int:
@@ -165,6 +166,8 @@ def qnn(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """Hardware-efficient ansatz of the study (protocol §3).
 
@@ -172,6 +175,11 @@ def qnn(
     Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩), or
     (1 + ⟨Z⟩) / 2 with ``readout="linear"``; ``readout_dtype = "float64"`` computes that scalar
     in float64 from a complex64 state (:func:`_readout`).
+
+    ``circuit_noise`` (a dict, :mod:`qunlearn.models.circuit_noise`) adds gate, damping and
+    readout noise; ``simulator``: ``"auto"`` (the exact state vector without noise, the exact
+    density matrix of :mod:`qunlearn.models.noisy_dm` with it), ``"statevector"`` or
+    ``"density_matrix"``. The density matrix is deterministic (no key) and trains like the rest.
 
     The input's amplitudes are used as given, never renormalised, as the reference's simulator
     did: ⟨Z⟩ here is ⟨x|U†ZU|x⟩, so ⟨Z⟩(c·x) = c²·⟨Z⟩(x) (tested). With the reference MNIST
@@ -189,6 +197,8 @@ def qnn(
             init_std=init_std,
             readout=readout,
             readout_dtype=readout_dtype,
+            circuit_noise=circuit_noise,
+            simulator=simulator,
         )
     )
 
@@ -205,9 +215,12 @@ def qnn_cnot(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """The Hessian study's circuit (protocol §5): per layer Rx(θ0), Ry(θ1) on every qubit, then a
-    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout`` as for :func:`qnn`."""
+    CNOT ring i → i+1 mod L. Params: (depth, L, 2). ``readout``, ``circuit_noise`` and
+    ``simulator`` as for :func:`qnn`."""
     return _compose(
         qnn_cnot_parts(
             input_dim,
@@ -220,6 +233,8 @@ def qnn_cnot(
             init_std=init_std,
             readout=readout,
             readout_dtype=readout_dtype,
+            circuit_noise=circuit_noise,
+            simulator=simulator,
         )
     )
 
@@ -233,25 +248,12 @@ def _compose(parts: CircuitParts):
     return parts.init, apply
 
 
-def qnn_parts(
-    input_dim: int,
-    complex_input: bool,
-    *,
-    depth: int = 6,
-    n_qubits: int | None = None,
-    readout_qubit: int = -1,
-    scale: float = 5.0,
-    dtype: str = "complex128",
-    init_std: float = 0.01,
-    readout: str = "sigmoid",
-    readout_dtype: str = "state",
-):
-    """The :class:`CircuitParts` of :func:`qnn` (same options)."""
-    del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
-    n = _qubits_for(input_dim, n_qubits)
-    cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale, readout_dtype)
-    readout_index = _readout_index(readout_qubit, n)
+def _hea_program(n: int, depth: int, readout_index: int, dtype: str) -> Callable:
+    """``run(u, zz, x) -> ⟨Z_readout⟩`` of :func:`qnn`'s circuit with its per-qubit rotations
+    given as 2x2 unitaries ``u`` (depth, n, 2, 2) and its RZZ angles ``zz`` (depth, n): the seam
+    where Monte Carlo trajectories put their Pauli errors
+    (:mod:`qunlearn.models.noisy_trajectories`)."""
+    cdtype, rdtype = DTYPES[dtype]
     cones = plan._light_cone(n, depth, readout_index)
     ops = plan._hea_plan(n, depth, readout_index, plan._STORE_COST[dtype])
     consts = {}
@@ -264,9 +266,6 @@ def qnn_parts(
                 pattern |= (z[:, pos[j]] * z[:, pos[(j + 1) % n]] < 0).astype(np.int64) << t
             signs = 1 - 2 * ((np.arange(2 ** len(op[1]))[:, None] >> np.arange(len(op[1]))) & 1)
             consts[i] = (np.eye(2 ** len(op[1]))[pattern], signs)
-
-    def init(key):
-        return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
 
     specs: list[tuple] = []  # factor specs
     uses: list[int | list[int] | None] = []  # per op: None, a factor index, or a list (tail)
@@ -288,11 +287,9 @@ def qnn_parts(
         else:
             uses.append(None)
 
-    def expectation(params, x):
-        theta = params.astype(rdtype)
-        u = (rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])).astype(cdtype)
+    def run(u, zz, x):
         # all matrices depend on the params only: computed once per call, outside the batch
-        factors = _factor_matrices(specs, u, theta[..., 3], cdtype)
+        factors = _factor_matrices(specs, u.astype(cdtype), zz, cdtype)
         mats, real = [], not jnp.iscomplexobj(x)
         for i, (op, use) in enumerate(zip(ops, uses, strict=True)):
             kind = op[0]
@@ -305,7 +302,7 @@ def qnn_parts(
                 ang = (
                     -0.5
                     * jnp.asarray(signs, rdtype)
-                    @ theta[np.array([lay for lay, _ in items]), np.array([j for _, j in items]), 3]
+                    @ zz[np.array([lay for lay, _ in items]), np.array([j for _, j in items])]
                 )
                 # expand the 2**m distinct phases with a GEMM: XLA materialises them once
                 # instead of fusing (and recomputing) cos/sin into every example's loop
@@ -324,7 +321,82 @@ def qnn_parts(
                 mats.append(None)
         return _run(ops, mats, x, rdtype, cdtype)
 
+    return run
+
+
+def qnn_parts(
+    input_dim: int,
+    complex_input: bool,
+    *,
+    depth: int = 6,
+    n_qubits: int | None = None,
+    readout_qubit: int = -1,
+    scale: float = 5.0,
+    dtype: str = "complex128",
+    init_std: float = 0.01,
+    readout: str = "sigmoid",
+    readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
+):
+    """The :class:`CircuitParts` of :func:`qnn` (same options)."""
+    del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
+    n = _qubits_for(input_dim, n_qubits)
+    cdtype, rdtype = _check(depth, dtype)
+    to_prob = _readout(readout, scale, readout_dtype)
+    readout_index = _readout_index(readout_qubit, n)
+
+    def init(key):
+        return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
+
+    if resolve_simulator(simulator, circuit_noise) == "density_matrix":
+        dm = dm_program("qnn", n, depth, readout_index, circuit_noise, dtype)
+        return CircuitParts(init, dm, to_prob)
+    run = _hea_program(n, depth, readout_index, dtype)
+
+    def expectation(params, x):
+        theta = params.astype(rdtype)
+        u = rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])
+        return run(u, theta[..., 3], x)
+
     return CircuitParts(init, expectation, to_prob)
+
+
+def _cnot_program(n: int, depth: int, readout_index: int, dtype: str) -> Callable:
+    """``run(u, x) -> ⟨Z_readout⟩`` of :func:`qnn_cnot`'s circuit with its per-qubit rotations
+    given as 2x2 unitaries ``u`` (depth, n, 2, 2) (see :func:`_hea_program`)."""
+    cdtype, rdtype = DTYPES[dtype]
+    ops = plan._cnot_plan(n, depth)
+    perm = cnot_ring_permutation(n)
+    consts = {}
+    for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
+        if op[0] == "perm":  # ψ'[j] = ψ[perm[j]] in natural indices, mapped to this order
+            natural = plan._index_map(order)
+            consts[i] = jnp.asarray(np.argsort(natural)[perm[natural]])
+        elif op[0] == "parity":  # ⟨ψ'|Z_r|ψ'⟩ = Σ_i z_r(perm⁻¹[i]) |ψ_i|²
+            z_r = z_signs(n)[:, readout_index]
+            consts[i] = jnp.asarray(z_r[np.argsort(perm)][plan._index_map(order)], rdtype)
+
+    specs: list[tuple] = []
+    uses: list[int | None] = []
+    for op in ops:
+        uses.append(len(specs) if op[0] == "gemm" else None)
+        if op[0] == "gemm":
+            specs.append((tuple(op[1] * n + q for q in op[2]), (), ()))
+
+    def run(u, x):
+        u = u.astype(cdtype)
+        factors = _factor_matrices(specs, u, jnp.zeros(u.shape[:2], rdtype), cdtype)
+        mats, real = [], not jnp.iscomplexobj(x)
+        for i, (op, use) in enumerate(zip(ops, uses, strict=True)):
+            if op[0] == "gemm":
+                mats.append(_realrep(factors[use], real).astype(rdtype))
+                real = False
+            else:
+                mats.append(consts.get(i))
+        return _run(ops, mats, x, rdtype, cdtype)
+
+    return run
 
 
 def qnn_cnot_parts(
@@ -339,6 +411,8 @@ def qnn_cnot_parts(
     init_std: float = 0.01,
     readout: str = "sigmoid",
     readout_dtype: str = "state",
+    circuit_noise: dict | None = None,
+    simulator: str = "auto",
 ):
     """The :class:`CircuitParts` of :func:`qnn_cnot` (same options)."""
     del complex_input
@@ -346,38 +420,17 @@ def qnn_cnot_parts(
     cdtype, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale, readout_dtype)
     readout_index = _readout_index(readout_qubit, n)
-    ops = plan._cnot_plan(n, depth)
-    perm = cnot_ring_permutation(n)
-    consts = {}
-    for i, (op, order) in enumerate(zip(ops, plan._orders(ops, n), strict=True)):
-        if op[0] == "perm":  # ψ'[j] = ψ[perm[j]] in natural indices, mapped to this order
-            natural = plan._index_map(order)
-            consts[i] = jnp.asarray(np.argsort(natural)[perm[natural]])
-        elif op[0] == "parity":  # ⟨ψ'|Z_r|ψ'⟩ = Σ_i z_r(perm⁻¹[i]) |ψ_i|²
-            z_r = z_signs(n)[:, readout_index]
-            consts[i] = jnp.asarray(z_r[np.argsort(perm)][plan._index_map(order)], rdtype)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 2), rdtype)
 
-    specs: list[tuple] = []
-    uses: list[int | None] = []
-    for op in ops:
-        uses.append(len(specs) if op[0] == "gemm" else None)
-        if op[0] == "gemm":
-            specs.append((tuple(op[1] * n + q for q in op[2]), (), ()))
+    if resolve_simulator(simulator, circuit_noise) == "density_matrix":
+        dm = dm_program("qnn_cnot", n, depth, readout_index, circuit_noise, dtype)
+        return CircuitParts(init, dm, to_prob)
+    run = _cnot_program(n, depth, readout_index, dtype)
 
     def expectation(params, x):
         theta = params.astype(rdtype)
-        u = (ry(theta[..., 1]) @ rx(theta[..., 0])).astype(cdtype)
-        factors = _factor_matrices(specs, u, theta[..., 0], cdtype)
-        mats, real = [], not jnp.iscomplexobj(x)
-        for i, (op, use) in enumerate(zip(ops, uses, strict=True)):
-            if op[0] == "gemm":
-                mats.append(_realrep(factors[use], real).astype(rdtype))
-                real = False
-            else:
-                mats.append(consts.get(i))
-        return _run(ops, mats, x, rdtype, cdtype)
+        return run(ry(theta[..., 1]) @ rx(theta[..., 0]), x)
 
     return CircuitParts(init, expectation, to_prob)
