@@ -281,3 +281,49 @@ def test_an_oversized_density_matrix_is_refused_before_work(monkeypatch):
     make_model("qnn", 2**14, False, depth=6)  # a state vector fits
     with pytest.raises(QunlearnError, match="density-matrix simulation on 14 qubits"):
         make_model("qnn", 2**14, False, depth=6, **noisy)
+
+
+# ---- the noise sweep's eval_circuit_noise -------------------------------------------------------
+
+
+def test_sweep_reads_the_same_params_out_under_each_named_circuit_noise():
+    """``eval_circuit_noise``: each label adds val_acc_noise_<label> from the trained params.
+    Readout flips of 1/2 make ⟨Z⟩ = 0, so every p = 1/2 predicts class 0 (accuracy = its share);
+    an all-zero noise model is the exact circuit, its accuracy val_acc's to the bit."""
+    from qunlearn.experiments.noise_sweep import noise_metric, sweep_program
+
+    rows = 6
+    x = jnp.abs(jax.random.normal(jax.random.PRNGKey(5), (rows, 4)))
+    x, y = x / jnp.linalg.norm(x, axis=1, keepdims=True), (jnp.arange(rows) % 3 == 0) * 1.0
+    hyper = {"depth": 1}
+    noises = {"coin": {"readout_p01": 0.5, "readout_p10": 0.5}, "none": {}}
+    noisy = {k: make_model("qnn", 4, False, circuit_noise=v, **hyper) for k, v in noises.items()}
+    keys = jax.random.split(jax.random.PRNGKey(3), 2).reshape(1, 2, -1)
+    settings = {"epochs": 1, "batch_size": 3, "lr": 0.1, "n_train": rows}
+    program = sweep_program(make_model("qnn", 4, False, **hyper), noisy_models=noisy, **settings)
+    out = program(keys[:, 0], keys[:, 1], x[None], y[None], x, y)
+    assert float(out[noise_metric("coin")][0]) == pytest.approx(float(jnp.mean(y == 0)))
+    assert np.asarray(out[noise_metric("none")]).tobytes() == np.asarray(out["val_acc"]).tobytes()
+
+
+def test_eval_circuit_noise_is_checked_in_one_line_and_keeps_old_hashes(tmp_path):
+    from qunlearn.experiments.config import config_hash, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'experiment = "noise_sweep"\nname = "s"\ndataset = "mnist"\nnoises = ["label_flip"]\n'
+        'alphas = [0.0]\nruns = 1\n[models.qnn]\nmodel = "qnn"\nepochs = 1\nbatch_size = 8\n'
+        "lr = 0.01\n"
+    )
+    plain = load_config(path)
+    assert config_hash(load_config(path, ["eval_circuit_noise={}"])) == config_hash(plain)
+    noisy = load_config(path, ["eval_circuit_noise={dev={depolarizing_1q=0.01}}"])
+    assert config_hash(noisy) != config_hash(plain)
+    for value, needle in (
+        ("{dev={depolarising_1q=0.01}}", "eval_circuit_noise.dev: .*did you mean"),
+        ("{dev={readout_p01=1.5}}", "must be a probability"),
+        ("{Dev={}}", "name a noise model with a-z"),
+    ):
+        with pytest.raises(QunlearnError, match=needle) as err:
+            load_config(path, [f"eval_circuit_noise={value}"])
+        assert "\n" not in str(err.value)

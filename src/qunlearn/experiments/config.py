@@ -22,6 +22,7 @@ from qunlearn.data import DATASETS
 from qunlearn.errors import QunlearnError, did_you_mean
 from qunlearn.families import is_reference
 from qunlearn.models import MODELS, SHOT_HYPER
+from qunlearn.models.circuit_noise import check_circuit_noise
 from qunlearn.noise import NOISE
 from qunlearn.train import BATCHINGS
 from qunlearn.unlearn import METHODS, RESERVED
@@ -65,6 +66,10 @@ class NoiseSweepConfig:
     # finite shots at inference: each QNN's validation accuracy also from S shots per example
     # (metric val_acc_shots<S>), for each S listed, from the same exact-trained params, seeded
     eval_shots: tuple[int, ...] = ()
+    # circuit noise at inference: each QNN's validation accuracy also under each named noise model
+    # ({label = {depolarizing_1q = ..., ...}}, qunlearn.models.circuit_noise; metric
+    # val_acc_noise_<label>), exact density matrices, from the same noiselessly trained params
+    eval_circuit_noise: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,17 @@ def _eval_shots(where, value):
     return None
 
 
+def _eval_circuit_noise(where, value):
+    for label, noise in value.items():
+        if not re.fullmatch(r"[a-z0-9_]+", label):
+            return f"{where}.{label}: name a noise model with a-z, 0-9 and _, e.g. torino"
+        try:
+            check_circuit_noise(noise)
+        except QunlearnError as error:
+            return f"{where}.{label}: {error}"
+    return None
+
+
 def _non_negative_finite(where, value):
     if not (math.isfinite(value) and value >= 0):
         return f"{where} = {value} must be a finite number >= 0: e.g. 0.0 (off) or 1e-2"
@@ -418,6 +434,7 @@ CHECKS = {
     "seed": _seed,
     "seeds": _seeds,
     "eval_shots": _eval_shots,
+    "eval_circuit_noise": _eval_circuit_noise,
     "epochs": _at_least(1, 1_000_000),
     "batch_size": _at_least(1, 10_000_000),
     "lr": _learning_rate,
@@ -881,6 +898,7 @@ ADDED_WITH_DEFAULT = {
     "known": 0.0,
     "forget_fraction": 0.0,
     "eval_shots": [],
+    "eval_circuit_noise": {},
 }
 
 

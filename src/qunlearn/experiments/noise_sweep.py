@@ -9,6 +9,12 @@ stays. Cell keys: :mod:`qunlearn.experiments.keys`.
 (``val_acc_shots<S>``, :mod:`qunlearn.models.shots`), from the same trained params, each S from
 its own key ``fold_in(fold_in(shuffle key, EVAL_SHOTS_TAG), S)``. Not wired: the training-set
 accuracy under shots, and shots for the MLP (it has no measurement).
+
+``eval_circuit_noise = {label = {...}}``: a QNN's validation accuracy is also computed under each
+named circuit-noise model (``val_acc_noise_<label>``, :mod:`qunlearn.models.circuit_noise`: gate,
+damping and readout channels, exact density matrices), from the same params, trained without
+noise: how a noiselessly trained circuit reads out on a noisy device. The input state is prepared
+ideally (noise acts on the ansatz and the readout only, see docs/quantum.md).
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ def shot_metric(shots: int) -> str:
     return f"val_acc_shots{shots}"
 
 
+def noise_metric(label: str) -> str:
+    return f"val_acc_noise_{label}"
+
+
 def sweep_program(
     model: Model,
     *,
@@ -54,6 +64,7 @@ def sweep_program(
     label_smoothing: float = 0.0,
     devices=None,
     shot_models: dict[int, Model] | None = None,
+    noisy_models: dict[str, Model] | None = None,
 ):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
@@ -63,7 +74,8 @@ def sweep_program(
     :func:`qunlearn.train.batching_plan`; ``weight_decay``, ``label_smoothing``: see
     :func:`qunlearn.train.make_supervised_train`; ``devices``: the run axis split over them
     (:func:`qunlearn.train.shard_runs`); ``shot_models``: {S: the model sampling S shots}, each
-    adds the metric :func:`shot_metric` (S).
+    adds the metric :func:`shot_metric` (S); ``noisy_models``: {label: the model under that
+    circuit noise}, each adds :func:`noise_metric` (label).
     """
     train = make_supervised_train(
         model,
@@ -89,6 +101,8 @@ def sweep_program(
         for shots, sampled in (shot_models or {}).items():
             key = jax.random.fold_in(jax.random.fold_in(shuffle_key, EVAL_SHOTS_TAG), shots)
             out[shot_metric(shots)] = accuracy(sampled, params, x_val, y_val, key)
+        for label, noisy in (noisy_models or {}).items():
+            out[noise_metric(label)] = accuracy(noisy, params, x_val, y_val)
         return out
 
     fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk, devices))
@@ -175,7 +189,18 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             )
             for shots in (config.eval_shots if spec.model in QNN_MODELS else ())
         }
-        names = (*METRICS, *map(shot_metric, shot_models))
+        noisy_models = {
+            label: build_model(
+                model_name,
+                dataclasses.replace(spec, hyper=spec.hyper | {"circuit_noise": noise}),
+                dim,
+                is_complex,
+            )
+            for label, noise in (
+                config.eval_circuit_noise.items() if spec.model in QNN_MODELS else ()
+            )
+        }
+        names = (*METRICS, *map(shot_metric, shot_models), *map(noise_metric, noisy_models))
         program = sweep_program(
             model,
             epochs=spec.epochs,
@@ -189,6 +214,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             label_smoothing=spec.label_smoothing,
             devices=run_devices(spec.devices),
             shot_models=shot_models,
+            noisy_models=noisy_models,
         )
         ticks = progress_ticks(
             spec.epochs, config.runs, spec.run_chunk, spec.batching, run_devices(spec.devices)
