@@ -166,10 +166,11 @@ def _rows_of_compare(out):
         return list(csv.DictReader(f))
 
 
-def test_finite_shot_metrics_get_their_own_transition_beside_the_exact_one():
-    """A sweep with ``eval_shots`` has ``val_acc_shots<S>`` rows: compare fits α_c per S (here a
-    curve shifted by +0.1 under S = 100) next to the exact ``val_acc``; without them, nothing."""
-    from qunlearn.compare import shot_transitions
+def test_shot_and_noise_readouts_get_their_own_transition_beside_the_exact_one():
+    """A sweep with ``eval_shots`` / ``eval_circuit_noise`` has ``val_acc_shots<S>`` /
+    ``val_acc_noise_<label>`` rows: compare fits α_c per readout (here curves shifted by +0.1)
+    next to the exact ``val_acc``; without them, nothing."""
+    from qunlearn.compare import readout_transitions
 
     def rows(curve, metric):
         return [
@@ -181,9 +182,15 @@ def test_finite_shot_metrics_get_their_own_transition_beside_the_exact_one():
 
     exact = _synthetic(runs=4, seed=1)
     shifted = {round(a + 0.1, 3): v for a, v in exact.items() if a + 0.1 < 0.95}
-    found = shot_transitions(rows(exact, "val_acc") + rows(shifted, "val_acc_shots100"))
-    by_shots = {r["shots"]: r for r in found}
-    assert sorted(by_shots, key=str) == [100, None]
-    assert by_shots[100]["alpha_c"] == pytest.approx(by_shots[None]["alpha_c"] + 0.1, abs=1e-3)
-    assert by_shots[100]["alpha_c_lo"] < by_shots[100]["alpha_c"] < by_shots[100]["alpha_c_hi"]
-    assert shot_transitions(rows(exact, "val_acc")) == []
+    found = readout_transitions(
+        rows(exact, "val_acc")
+        + rows(shifted, "val_acc_shots100")
+        + rows(shifted, "val_acc_noise_torino")
+    )
+    by = {r["readout"]: r for r in found}
+    assert list(by) == ["S=100", "noise torino", "exact"]
+    for shifted_readout in ("S=100", "noise torino"):
+        fit = by[shifted_readout]
+        assert fit["alpha_c"] == pytest.approx(by["exact"]["alpha_c"] + 0.1, abs=1e-3)
+        assert fit["alpha_c_lo"] < fit["alpha_c"] < fit["alpha_c_hi"]
+    assert readout_transitions(rows(exact, "val_acc")) == []

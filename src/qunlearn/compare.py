@@ -397,44 +397,55 @@ def critical_alphas(
     return out
 
 
-SHOTS_METRIC = re.compile(r"val_acc_shots(\d+)$")
+READOUT_METRIC = re.compile(r"val_acc_(?:shots(?P<shots>\d+)|noise_(?P<noise>[a-z0-9_]+))$")
 
 
-def shot_transitions(rows: list[dict]) -> list[dict]:
-    """α_c and transition width per (dataset, model, noise) and shot count S, from a sweep's
-    ``val_acc_shots<S>`` metrics (``eval_shots``: the same trained params read out with S shots)
-    beside the exact ``val_acc`` (S = None), each with its bootstrap 95 % intervals over runs
-    (:func:`qunlearn.experiments.transition.bootstrap_transition`); [] without shot metrics."""
-    shots = sorted(
-        {int(m[1]) for r in rows if "metric" in r and (m := SHOTS_METRIC.match(r["metric"]))}
-    )
-    if not shots:
+def readout_transitions(rows: list[dict]) -> list[dict]:
+    """α_c and transition width per (dataset, model, noise) and readout, from a sweep's
+    ``val_acc_shots<S>`` (``eval_shots``) and ``val_acc_noise_<label>`` (``eval_circuit_noise``)
+    metrics, the same trained params read out with S shots or under a circuit-noise model,
+    beside the exact ``val_acc``; each with its bootstrap 95 % intervals over runs
+    (:func:`qunlearn.experiments.transition.bootstrap_transition`). ``readout``: ``"exact"``,
+    ``"S=<S>"`` or ``"noise <label>"``; [] without such metrics."""
+    found = {
+        m.group(0): m for r in rows if "metric" in r and (m := READOUT_METRIC.match(r["metric"]))
+    }
+    if not found:
         return []
+
+    def order(metric):  # shots by count, then noise models by name
+        m = found[metric]
+        return (0, int(m["shots"]), "") if m["shots"] else (1, 0, m["noise"])
+
     out = []
-    for count in (*shots, None):
-        metric = "val_acc" if count is None else f"val_acc_shots{count}"
+    for metric in (*sorted(found, key=order), "val_acc"):
+        m = found.get(metric)
+        readout = (
+            "exact" if m is None else f"S={m['shots']}" if m["shots"] else f"noise {m['noise']}"
+        )
         for (dataset, model, noise), runs in sorted(sweep_runs(rows, metric=metric).items()):
             fields = _transition_fields(runs, "ours")
             out.append(
-                {"dataset": dataset, "model": model, "noise": noise, "shots": count}
+                {"dataset": dataset, "model": model, "noise": noise, "readout": readout}
                 | {k.replace("_fit_ours", "").replace("_ours", ""): v for k, v in fields.items()}
             )
     return out
 
 
-def format_shot_transitions(rows: list[dict]) -> str:
-    """One line per (dataset, model, noise, S): α_c and width with their intervals."""
-    lines = ["finite shots (eval_shots: the same trained params, S measurements per example):"]
+def format_readout_transitions(rows: list[dict]) -> str:
+    """One line per (dataset, model, noise, readout): α_c and width with their intervals."""
+    lines = [
+        "readouts (eval_shots, eval_circuit_noise: the same trained params, read out with S "
+        "shots per example or under a circuit-noise model):"
+    ]
     for r in rows:
-        shots = "exact" if r["shots"] is None else f"S={r['shots']}"
-        head = f"  {r['dataset']} {r['model']} {r['noise']} {shots:>8}:"
+        head = f"  {r['dataset']} {r['model']} {r['noise']} {r['readout']:>16}:"
         if "fit_not_comparable" in r:
             lines.append(f"{head} fit {r['fit_not_comparable']}")
             continue
         lines.append(
-            f"{head} alpha_c "
-            f"{_fmt(r.get('alpha_c'))}{_interval(r, 'alpha_c')}, width {_fmt(r.get('width'))}"
-            f"{_interval(r, 'width')}"
+            f"{head} alpha_c {_fmt(r.get('alpha_c'))}{_interval(r, 'alpha_c')}, width "
+            f"{_fmt(r.get('width'))}{_interval(r, 'width')}"
         )
     return "\n".join(lines)
 
@@ -572,9 +583,9 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict, t
         "not_comparable": sum("not_comparable" in r for r in table),
         "critical_alpha": crit,
     }
-    shots = shot_transitions(results)
-    if shots:
-        summary["finite_shots"] = shots
+    readouts = readout_transitions(results)
+    if readouts:
+        summary["readouts"] = readouts
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = format_table(table) + "\n\n" + f"passed {summary['passed']}/{summary['cells']} cells"
     if summary["not_comparable"]:
@@ -586,8 +597,8 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict, t
         "[lo, hi]; width: its 90 %..10 % drop\n"
     )
     text += format_critical(crit)
-    if shots:
-        text += "\n\n" + format_shot_transitions(shots)
+    if readouts:
+        text += "\n\n" + format_readout_transitions(readouts)
     return {"table": table, "summary": summary, "text": text}
 
 
