@@ -201,6 +201,27 @@ def test_noise_sweep_figure(tmp_path):
     _written(paths, _both("fig2_noise_sweep"))
 
 
+def test_readout_figure_draws_every_readout_of_the_same_params():
+    """eval_shots / eval_circuit_noise metrics: one curve each beside the exact one, in that
+    order (shots by count, then noise models); a sweep without them has no readout figure."""
+    base = [r for r in _sweep_rows(np.random.default_rng(0)) if r["metric"] == "val_acc"]
+    extra = [
+        r | {"metric": m, "value": r["value"] * 0.9}
+        for r in base
+        for m in ("val_acc_shots1000", "val_acc_shots100", "val_acc_noise_torino")
+    ]
+    assert sweep.readout_metrics(base) == []
+    assert sweep.readout_metrics(base + extra) == [
+        "val_acc_shots100",
+        "val_acc_shots1000",
+        "val_acc_noise_torino",
+    ]
+    fig = sweep.draw_readouts(base + extra)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["exact", "S = 100", "S = 1000", "noise torino"]
+    style.close(fig)
+
+
 def test_unlearning_figures(tmp_path):
     rng = np.random.default_rng(1)
     config = {

@@ -35,12 +35,21 @@ def results_figures(verified) -> dict[str, Figure]:
     ``plot_results_dir`` writes each as ``<stem>.png`` and ``<stem>.pdf``."""
     config, rows = verified.config, sweep_rows(verified)
     if config["experiment"] == "noise_sweep":
-        from qunlearn.plotting.sweep import FIGURE, draw_noise_sweep, reference_as_rows
+        from qunlearn.plotting.sweep import (
+            FIGURE,
+            READOUT_FIGURE,
+            draw_noise_sweep,
+            draw_readouts,
+            readout_metrics,
+            reference_as_rows,
+        )
 
         ref = None
         if config["dataset"] in REFERENCE_SWEEPS:
             ref = reference_as_rows(reference_rows(REFERENCE_SWEEPS[config["dataset"]]))
         figures = {FIGURE: draw_noise_sweep(rows, reference=ref, title=config["name"])}
+        if readout_metrics(rows):
+            figures[READOUT_FIGURE] = draw_readouts(rows, title=config["name"])
         from qunlearn.plotting import controls
 
         if len(config["models"]) >= controls.MIN_VARIANTS and "label_flip" in config["noises"]:

@@ -80,6 +80,18 @@ def method_color(method: str) -> str:
     return OTHER_METHOD_COLORS[zlib.crc32(method.encode()) % len(OTHER_METHOD_COLORS)]
 
 
+def readout_colors(n_shots: int, n_noise: int) -> tuple[list, list]:
+    """Colours of a sweep's readouts: blues for the shot counts (ascending: darker = more shots),
+    oranges for the circuit-noise models; the exact readout is black."""
+    import matplotlib
+
+    blues, oranges = matplotlib.colormaps["Blues"], matplotlib.colormaps["Oranges"]
+    return (
+        [blues(0.35 + 0.6 * (i + 1) / n_shots) for i in range(n_shots)],
+        [oranges(0.4 + 0.55 * (i + 1) / n_noise) for i in range(n_noise)],
+    )
+
+
 def ordered_methods(names: Iterable[str]) -> list[str]:
     """Distinct method names, the known ones in ``METHOD_COLORS`` order, then the rest sorted."""
     order = list(METHOD_COLORS)

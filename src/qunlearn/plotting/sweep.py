@@ -14,6 +14,7 @@ from qunlearn.plotting.style import (
     mean_std_band,
     model_color,
     new_figure,
+    readout_colors,
     save,
 )
 
@@ -124,6 +125,57 @@ def draw_noise_sweep(
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+READOUT_FIGURE = "fig2_readouts"  # the file stem of the finite-shot and circuit-noise readouts
+
+
+def readout_metrics(rows) -> list[str]:
+    """The ``val_acc_shots<S>`` metrics by S, then the ``val_acc_noise_<label>`` ones by label."""
+    metrics = {r["metric"] for r in rows}
+    shots = sorted((m for m in metrics if m.startswith("val_acc_shots")), key=lambda m: int(m[13:]))
+    return shots + sorted(m for m in metrics if m.startswith("val_acc_noise_"))
+
+
+def draw_readouts(rows: list[dict], *, title: str = "") -> Figure:
+    """One panel per (model, noise) with readouts: clean validation accuracy of the SAME trained
+    params read out exactly (black), with S shots per example (blues, darker = more shots) and
+    under each circuit-noise model (dashed), mean ± std over runs, α_c of each as a diamond."""
+    metrics = readout_metrics(rows)
+    keys = sorted({(r["model"], r["noise"]) for r in rows if r["metric"] in metrics})
+    fig = new_figure(5.2 * len(keys), 4, layout=None)
+    axes = fig.subplots(1, len(keys), squeeze=False)
+    shots = [m for m in metrics if m.startswith("val_acc_shots")]
+    noise_models = [m for m in metrics if m.startswith("val_acc_noise_")]
+    shot_colors, noise_colors = readout_colors(len(shots), len(noise_models))
+    styles: dict[str, tuple] = {"val_acc": ("o-", "k", "exact")}
+    for m, color in zip(shots, shot_colors, strict=True):
+        styles[m] = ("o-", color, f"S = {int(m[13:])}")
+    for m, color in zip(noise_models, noise_colors, strict=True):
+        styles[m] = ("s--", color, f"noise {m[14:]}")
+    for ax, (model, noise) in zip(axes[0], keys, strict=True):
+        for metric in ("val_acc", *metrics):
+            curve = _series(rows, metric).get((model, noise))
+            if curve is None:
+                continue
+            fmt, color, label = styles[metric]
+            alphas, mean, std = curve
+            mean_std_band(
+                ax, alphas, mean, std, fmt, color=color, band_alpha=0.12, band_lw=None, label=label
+            )
+            mark_critical_alpha(ax, _runs(rows, metric)[(model, noise)], color=color, label="")
+        ax.set(
+            xlabel=r"noise ratio $\alpha$",
+            ylabel="clean validation accuracy",
+            ylim=(-0.02, 1.02),
+            title=f"{model.upper()}, {NOISE_TITLES.get(noise, noise)}",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title=r"readout (diamond: $\alpha_c$, 95 % CI)", title_fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
