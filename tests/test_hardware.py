@@ -283,3 +283,38 @@ def test_bad_inputs_are_one_line(call, match):
     with pytest.raises(QunlearnError, match=match) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+# ---- a device's snapshot as a sweep's eval_circuit_noise ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend, message",
+    [
+        ("fake_manilla", "eval_circuit_noise.dev: unknown fake backend 'fake_manilla' (close: "),
+        ("fake_manila", "the circuit has 10 qubits but fake_manila has 5"),
+    ],
+)
+def test_a_bad_device_in_a_sweep_is_one_line_exit_2_and_nothing_written(
+    tmp_path, capsys, backend, message
+):
+    from qunlearn.cli import main
+
+    out = tmp_path / "out"
+    args = ["run", "configs/fig2c_mnist.toml", "--tiny", "--models", "qnn"]
+    code = main([*args, f'eval_circuit_noise={{dev="{backend}"}}', "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_device_name_resolves_to_its_snapshot_on_the_circuits_qubits():
+    from qunlearn.experiments.noise_sweep import resolve_circuit_noise
+
+    given = {"depolarizing_1q": 0.01}
+    resolved = resolve_circuit_noise({"dev": "fake_torino", "mine": given}, 2**6)
+    assert resolved["mine"] is given
+    assert resolved["dev"] == hardware.circuit_noise_on_device("fake_torino", 6)
+    device = hardware.fake_backend("fake_torino")
+    region = hardware.device_qubits(device, 6)
+    assert resolved["dev"] == hardware.circuit_noise_from_backend("fake_torino", qubits=region)

@@ -461,6 +461,15 @@ def circuit_noise_from_backend(name: str, *, qubits: Sequence[int] | None = None
     }
 
 
+def circuit_noise_on_device(name: str, n_qubits: int) -> dict:
+    """The ``circuit_noise`` dict of an ``n_qubits`` circuit on fake backend ``name``: the
+    snapshot's means over the connected region it would run on (:func:`device_qubits`); a
+    circuit wider than the device is refused in one line."""
+    device = fake_backend(name)
+    _check_width(n_qubits, device)
+    return circuit_noise_from_backend(name, qubits=device_qubits(device, n_qubits))
+
+
 def circuit_noise_for_circuit(
     name: str, model_name: str, params, n_qubits: int, *, seed: int, readout_qubit: int = -1
 ) -> dict:

@@ -67,7 +67,8 @@ class NoiseSweepConfig:
     # (metric val_acc_shots<S>), for each S listed, from the same exact-trained params, seeded
     eval_shots: tuple[int, ...] = ()
     # circuit noise at inference: each QNN's validation accuracy also under each named noise model
-    # ({label = {depolarizing_1q = ..., ...}}, qunlearn.models.circuit_noise; metric
+    # ({label = {depolarizing_1q = ..., ...}}, qunlearn.models.circuit_noise, or {label =
+    # "fake_torino"}: a device's calibration snapshot, qunlearn.hardware; metric
     # val_acc_noise_<label>), exact density matrices, from the same noiselessly trained params
     eval_circuit_noise: dict = field(default_factory=dict)
 
@@ -300,7 +301,12 @@ def _eval_circuit_noise(where, value):
         if not re.fullmatch(r"[a-z0-9_]+", label):
             return f"{where}.{label}: name a noise model with a-z, 0-9 and _, e.g. torino"
         try:
-            check_circuit_noise(noise)
+            if isinstance(noise, str):  # a device's calibration snapshot, e.g. "fake_torino"
+                from qunlearn.hardware import fake_backend
+
+                fake_backend(noise)
+            else:
+                check_circuit_noise(noise)
         except QunlearnError as error:
             return f"{where}.{label}: {error}"
     return None

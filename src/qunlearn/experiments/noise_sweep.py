@@ -13,8 +13,11 @@ accuracy under shots, and shots for the MLP (it has no measurement).
 ``eval_circuit_noise = {label = {...}}``: a QNN's validation accuracy is also computed under each
 named circuit-noise model (``val_acc_noise_<label>``, :mod:`qunlearn.models.circuit_noise`: gate,
 damping and readout channels, exact density matrices), from the same params, trained without
-noise: how a noiselessly trained circuit reads out on a noisy device. The input state is prepared
-ideally (noise acts on the ansatz and the readout only, see docs/quantum.md).
+noise: how a noiselessly trained circuit reads out on a noisy device. A model given as a fake
+backend's name (``"fake_torino"``) is that snapshot's means over the qubits the circuit would run
+on (:func:`qunlearn.hardware.circuit_noise_on_device`), resolved before ``--out`` is touched and
+recorded in the manifest's data description. The input state is prepared ideally (noise acts on
+the ansatz and the readout only, see docs/quantum.md).
 """
 
 from __future__ import annotations
@@ -177,6 +180,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     for name, (kind, options) in noises.items():
         if not NOISE.is_builtin(kind) or options:
             check_user_noise(name, kind, options, x_train, dataset.y_train, config.alphas)
+    circuit_noise = resolve_circuit_noise(config.eval_circuit_noise, dim)
     cells = {}
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex)
@@ -196,9 +200,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
                 dim,
                 is_complex,
             )
-            for label, noise in (
-                config.eval_circuit_noise.items() if spec.model in QNN_MODELS else ()
-            )
+            for label, noise in (circuit_noise.items() if spec.model in QNN_MODELS else ())
         }
         names = (*METRICS, *map(shot_metric, shot_models), *map(noise_metric, noisy_models))
         program = sweep_program(
@@ -270,4 +272,20 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
                 cells[cell_id(model_name, noise, alpha)] = Cell(
                     compute, ticks=ticks, nonfinite_hint=f"lower models.{model_name}.lr"
                 )
-    return Plan(cells, lambda store, final: write_table(store), dataset.info)
+    info = dataset.info
+    if any(isinstance(v, str) for v in config.eval_circuit_noise.values()):
+        info = info | {"eval_circuit_noise": circuit_noise}  # what the device names resolved to
+    return Plan(cells, lambda store, final: write_table(store), info)
+
+
+def resolve_circuit_noise(models: dict, dim: int) -> dict:
+    """{label: circuit_noise dict}, a fake backend's name resolved for a circuit of log2(dim)
+    qubits (:func:`qunlearn.hardware.circuit_noise_on_device`: one line if it is too wide)."""
+    resolved = {}
+    for label, noise in models.items():
+        if isinstance(noise, str):
+            from qunlearn.hardware import circuit_noise_on_device
+
+            noise = circuit_noise_on_device(noise, max(int(dim).bit_length() - 1, 1))
+        resolved[label] = noise
+    return resolved
