@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qunlearn.cli import main
-from qunlearn.compare import protocol_check
+from qunlearn.compare import compare_sweep, protocol_check
 from qunlearn.data import Dataset
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments import noise_sweep
@@ -106,6 +106,16 @@ def test_a_control_variant_is_not_judged_against_the_paper(tmp_path):
     assert protocol_check(base)["differences"]["mlp"] == []
     decayed = to_dict(load_config(path, ["models.mlp.weight_decay=0.5"]))
     assert any("weight_decay" in d for d in protocol_check(decayed)["differences"]["mlp"])
+    # other digits are other data: nothing of the paper's 1 vs 9 is put beside them
+    assert protocol_check(base)["same_data"]
+    other = base | {"dataset_options": {"encoding": "reference", "digits": [3, 5]}}
+    assert not protocol_check(other)["same_data"]
+    rows = [
+        {"dataset": "mnist", "model": "mlp", "noise": "label_flip", "alpha": 0.1}
+        | {"run": 0, "metric": "val_acc", "value": 0.9}
+    ]
+    assert "paper_mean" in compare_sweep(rows)[0]
+    assert "paper_mean" not in compare_sweep(rows, with_paper=False)[0]
 
 
 def _rows(variants):

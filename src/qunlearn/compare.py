@@ -137,8 +137,9 @@ def protocol_check(config: dict) -> dict:
     """Which of our model tables can be judged against the paper, and why not.
 
     Returns {"kinds": {table: paper model "mlp"/"qnn" or None}, "differences": {table: ["key =
-    ours (paper ...)", ...]}, "general": [...]}: a table is comparable when its model kind is
-    the paper's and every setting of the paper's protocol (the shipped figure config) is the
+    ours (paper ...)", ...]}, "general": [...], "same_data": whether the data set's options are
+    the paper's (other MNIST digits are not)}: a table is comparable when its model kind is the
+    paper's and every setting of the paper's protocol (the shipped figure config) is the
     same; dataset options that name a documented variant (encoding, phase) and numerics-only
     hyperparameters (dtype, readout_dtype) do not count.
     """
@@ -148,7 +149,12 @@ def protocol_check(config: dict) -> dict:
     differences: dict[str, list[str]] = {}
     general: list[str] = []
     if paper is None:
-        return {"kinds": {}, "differences": {}, "general": ["no published numbers"]}
+        return {
+            "kinds": {},
+            "differences": {},
+            "general": ["no published numbers"],
+            "same_data": False,
+        }
     for key in PROTOCOL_TOP_KEYS.get(experiment, ()):
         if config.get(key, paper.get(key)) != paper.get(key, config.get(key)):
             general.append(f"{key} = {config.get(key)!r} (paper {paper.get(key)!r})")
@@ -177,7 +183,8 @@ def protocol_check(config: dict) -> dict:
             if ours != theirs:
                 diffs.append(f"models.{table}.{key} = {ours!r} (paper {theirs!r})")
         differences[table] = general + diffs
-    return {"kinds": kinds, "differences": differences, "general": general}
+    same_data = ours_options == paper_options
+    return {"kinds": kinds, "differences": differences, "general": general, "same_data": same_data}
 
 
 def request_line(config: dict) -> str:
@@ -246,12 +253,16 @@ def critical_alpha(alphas, accs, threshold: float = 0.5) -> float | None:
 
 
 def compare_sweep(
-    results: list[dict], model_kinds: dict | None = None, judged: set | None = None
+    results: list[dict],
+    model_kinds: dict | None = None,
+    judged: set | None = None,
+    with_paper: bool = True,
 ) -> list[dict]:
     """One row per (dataset, model, noise, alpha, metric) present in ``results``, ours vs paper.
 
     ``model_kinds`` maps our model table names to the paper's model ("mlp"/"qnn"; default: the
-    table name); only tables in ``judged`` (default: all) get a pass mark."""
+    table name); only tables in ``judged`` (default: all) get a pass mark; ``with_paper=False``
+    (other data than the paper's, e.g. MNIST 3 vs 5): ours only."""
     model_kinds = model_kinds or {}
     ours = defaultdict(list)
     for row in results:
@@ -266,7 +277,7 @@ def compare_sweep(
             ours[key].append(float(row["value"]))
     paper = defaultdict(list)
     for dataset in {k[0] for k in ours}:
-        if dataset not in REFERENCE_SWEEPS:
+        if dataset not in REFERENCE_SWEEPS or not with_paper:
             continue
         for row in reference_rows(REFERENCE_SWEEPS[dataset]):
             for metric in SWEEP_METRICS:
@@ -552,10 +563,11 @@ def _compare_sweep_dir(results_dir: Path, results: list[dict], manifest: dict, t
     check = protocol_check(manifest["config"])
     judged = {t for t, d in check["differences"].items() if not d}
     kinds = {t: k for t, k in check["kinds"].items() if k}
-    table = compare_sweep(results, kinds, judged)
+    table = compare_sweep(results, kinds, judged, with_paper=check["same_data"])
     paper_runs: dict[tuple[str, str, str], dict[float, list[float]]] = {}
     for dataset in {r["dataset"] for r in results} & set(REFERENCE_SWEEPS):
-        paper_runs |= sweep_runs(reference_rows(REFERENCE_SWEEPS[dataset]))
+        if check["same_data"]:  # other data (e.g. MNIST 3 vs 5): the paper's curve is not its
+            paper_runs |= sweep_runs(reference_rows(REFERENCE_SWEEPS[dataset]))
     crit = critical_alphas(table, sweep_runs(results), paper_runs, kinds)
     fields = [
         "dataset",

@@ -8,7 +8,13 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from qunlearn.atomic import check_target
-from qunlearn.compare import REFERENCE_SWEEPS, read_verified, reference_rows, sweep_rows
+from qunlearn.compare import (
+    REFERENCE_SWEEPS,
+    protocol_check,
+    read_verified,
+    reference_rows,
+    sweep_rows,
+)
 from qunlearn.errors import QunlearnError
 from qunlearn.plotting.style import figure_paths, save
 
@@ -45,7 +51,7 @@ def results_figures(verified) -> dict[str, Figure]:
         )
 
         ref = None
-        if config["dataset"] in REFERENCE_SWEEPS:
+        if config["dataset"] in REFERENCE_SWEEPS and protocol_check(config)["same_data"]:
             ref = reference_as_rows(reference_rows(REFERENCE_SWEEPS[config["dataset"]]))
         figures = {FIGURE: draw_noise_sweep(rows, reference=ref, title=config["name"])}
         if readout_metrics(rows):
