@@ -265,3 +265,16 @@ def test_docs_quote_every_text():
         for models in ({}, {"m": {"batching": "stream", "hyper": {"readout": "linear"}}})
     ]
     assert {d for c in configs for d in deviations(c)} <= set(texts)
+
+
+def test_other_mnist_digits_are_named_and_not_called_the_papers_validation_set():
+    from qunlearn.experiments.common import deviations
+
+    def topics(options):
+        config = {"experiment": "noise_sweep", "dataset": "mnist", "models": {}}
+        return [d.split(":")[0] for d in deviations(config | {"dataset_options": options})]
+
+    assert "mnist validation" in topics({}) and "mnist digits" not in topics({})
+    assert "mnist validation" in topics({"digits": [1, 9]})
+    other = topics({"digits": [3, 5]})
+    assert "mnist digits" in other and "mnist validation" not in other

@@ -68,7 +68,8 @@ def deviations(config: dict | None = None) -> list[str]:
         # only the topics this config touches (an MNIST sweep has no XXZ data, no Hessian)
         dataset, kind = config.get("dataset", "mnist"), config.get("experiment")
         applies = {
-            "mnist validation": dataset == "mnist",
+            "mnist validation": dataset == "mnist"
+            and list(config.get("dataset_options", {}).get("digits", [1, 9])) == [1, 9],
             "xxz data": dataset == "xxz",
             "unlearning": kind in ("unlearning", "evaluation", "curvature"),
             "hessian": kind in ("roughening", "curvature"),
@@ -80,6 +81,12 @@ def deviations(config: dict | None = None) -> list[str]:
             out["stream batching"] = CHOSEN_DEVIATIONS["stream batching"]
         if any(spec.get("hyper", {}).get("readout") == "linear" for spec in models):
             out["qnn readout"] = CHOSEN_DEVIATIONS["qnn readout"]
+        digits = list(config.get("dataset_options", {}).get("digits", [1, 9]))
+        if config.get("dataset") == "mnist" and digits != [1, 9]:
+            out["mnist digits"] = (
+                f"mnist digits: {digits[0]} vs {digits[1]} (label 0 = {digits[0]}), other data "
+                "than the paper's 1 vs 9: validation = all test images of these two digits"
+            )
         if config.get("dataset") == "mnist":
             out["mnist encoding"] = MNIST_ENCODING_NOTES[
                 config.get("dataset_options", {}).get("encoding", "unit")

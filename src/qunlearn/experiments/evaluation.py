@@ -90,6 +90,7 @@ NON_MEMBER_SOURCES = {  # see qunlearn.data.non_member_pool
     "mnist": "training-split images after the ones the training set took",
     "xxz": "validation states, evenly spaced in delta (never trained on)",
 }
+OTHER_NON_MEMBERS = "validation examples, evenly spaced in the split's order (never trained on)"
 
 
 def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
@@ -125,7 +126,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     data = dataset.info | {
         "non_members": {
             "count": len(y_out),
-            "source": NON_MEMBER_SOURCES.get(config.dataset, NON_MEMBER_SOURCES["xxz"]),
+            "source": NON_MEMBER_SOURCES.get(config.dataset, OTHER_NON_MEMBERS),
             "labels": "true (the forget set is clean)"
             if clean_forget
             else "flipped (the forget set's corruption)",
