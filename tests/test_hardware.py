@@ -274,7 +274,7 @@ def test_missing_package_is_one_line(monkeypatch):
             lambda: hardware.channel_model_expectation(
                 "qnn", np.zeros((1, 3, 4)), np.ones(8), {"depol": 0.1}
             ),
-            "unknown circuit_noise keys",
+            "circuit_noise.depol is not a noise key",
         ),
         (lambda: hardware.circuit_noise_from_backend("yorktown", qubits=[7]), "non-empty subset"),
     ],

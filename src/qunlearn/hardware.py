@@ -54,8 +54,8 @@ Decisions:
     symmetric ``readout_error`` where a snapshot lacks them).
 
 :func:`channel_model_expectation` evaluates the channel model gate by gate with
-tensorcircuit-ng's ``DMCircuit``: the reference until the channels helper's density-matrix
-simulator lands (order after each gate: depolarizing, amplitude damping, phase damping).
+tensorcircuit-ng's ``DMCircuit`` (order after each gate: depolarizing, amplitude damping, phase
+damping), an independent reference for :mod:`qunlearn.models.noisy_dm`.
 """
 
 from __future__ import annotations
@@ -67,19 +67,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from qunlearn.errors import QunlearnError
+from qunlearn.models.circuit_noise import check_circuit_noise
 from qunlearn.models.gates import ring_pairs
 from qunlearn.models.qnn import _readout_index
 
 MISSING = "qiskit-aer is not installed: pip install 'qunlearn[hardware]'"
 MODELS = {"qnn": 4, "qnn_cnot": 2}  # model name -> angles per qubit per layer
-NOISE_KEYS = (
-    "depolarizing_1q",
-    "depolarizing_2q",
-    "amplitude_damping",
-    "phase_damping",
-    "readout_p01",
-    "readout_p10",
-)
 PREPARES = ("gates", "ideal")
 _ONE_QUBIT_GATES = ("sx", "x")
 _TWO_QUBIT_GATES = ("ecr", "cx", "cz")
@@ -524,20 +517,6 @@ def circuit_noise_for_circuit(
     }
 
 
-def _check_noise(circuit_noise: dict) -> dict:
-    """A private stand-in for ``models.circuit_noise.check_circuit_noise`` until it lands."""
-    unknown = sorted(set(circuit_noise) - set(NOISE_KEYS))
-    if unknown:
-        raise QunlearnError(f"unknown circuit_noise keys {unknown}: choose from {NOISE_KEYS}")
-    out = {}
-    for key in NOISE_KEYS:
-        value = circuit_noise.get(key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise QunlearnError(f"circuit_noise.{key} must be a float in [0, 1], got {value!r}")
-        out[key] = float(value)
-    return out
-
-
 def _readout_z(z, noise: dict):
     """⟨Z⟩ through the assignment error: P(read 0) − P(read 1) = (p10 − p01) + (1 − p01 − p10)·z."""
     p01, p10 = noise["readout_p01"], noise["readout_p10"]
@@ -569,7 +548,7 @@ def channel_model_expectation(
     readout error included."""
     from qunlearn.models.qnn_tc import _jax_runtime
 
-    noise = _check_noise(circuit_noise)
+    noise = check_circuit_noise(circuit_noise)
     inputs, n = _batch(x)
     theta = _params(model_name, params, n)
     readout = _readout_index(readout_qubit, n)
@@ -603,7 +582,7 @@ def noise_model(circuit_noise: dict):
     transpiling to a device (the cross-check of :func:`channel_model_expectation`)."""
     _, qiskit_aer, _ = _qiskit()
     nz = qiskit_aer.noise
-    noise = _check_noise(circuit_noise)
+    noise = check_circuit_noise(circuit_noise)
 
     def relax():
         return nz.amplitude_damping_error(noise["amplitude_damping"]).compose(
