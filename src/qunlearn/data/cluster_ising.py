@@ -121,18 +121,6 @@ def cluster_ising_grid(
     return np.stack(np.meshgrid(h1, h2, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
-GRID_DEFAULTS = {
-    "n_spins": 12,
-    "boundary": "open",
-    "h1_min": 0.0,
-    "h1_max": 1.6,
-    "n_h1": 17,
-    "h2_min": -1.6,
-    "h2_max": 1.6,
-    "n_h2": 33,
-}
-
-
 def _grid_params(n_spins, boundary, h1_min, h1_max, n_h1, h2_min, h2_max, n_h2) -> dict:
     n_spins, boundary = check_spins(n_spins, boundary, MIN_SPINS)
     return {
@@ -153,8 +141,8 @@ def load_cluster_ising_grid(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The grid's ground states: points (G, 2) = (h1, h2), energies, states (G, 2**n), sop, zxz,
     mx; and the cache metadata (read from the cache or generated and cached). ``grid``: the grid
-    options of :func:`load_cluster_ising` (``GRID_DEFAULTS``)."""
-    params = _grid_params(**grid_options("cluster_ising", GRID_DEFAULTS, grid))
+    options of :func:`load_cluster_ising`, with its defaults."""
+    params = _grid_params(**grid_options("cluster_ising", load_cluster_ising, grid))
     return load_grid(FAMILY, _points(params), params, cache_dir)
 
 

@@ -13,6 +13,7 @@ count (the data contract's equal halves); the thinned points are used nowhere.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,9 +68,18 @@ def check_axis(axis: str, lo, hi, count) -> dict:
     }
 
 
-def grid_options(dataset: str, defaults: dict, given: dict) -> dict:
-    """``defaults`` updated with ``given``, refusing in one line a key that is not a grid option
+LABEL_OPTIONS = ("cache_dir", "margin", "phase", "phase_seed")  # a loader's non-grid options
+
+
+def grid_options(dataset: str, loader, given: dict) -> dict:
+    """The grid options of ``loader`` (its keyword options other than :data:`LABEL_OPTIONS`, with
+    their defaults) updated with ``given``, refusing in one line a key that is not one of them
     (the ``load_<name>_grid`` functions take the grid options of their data set's loader)."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(loader).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in LABEL_OPTIONS
+    }
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise QunlearnError(

@@ -93,9 +93,6 @@ FAMILY = Family(
 )
 
 
-GRID_DEFAULTS = {"n_spins": 12, "boundary": "periodic", "h_min": 0.0, "h_max": 2.0, "n_h": 201}
-
-
 def _grid_params(n_spins, boundary, h_min, h_max, n_h) -> dict:
     n_spins, boundary = check_spins(n_spins, boundary)
     return {"n_spins": n_spins, "boundary": boundary, **check_axis("h", h_min, h_max, n_h)}
@@ -111,8 +108,8 @@ def load_tfim_grid(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The grid's ground states: points (G, 1) = h, energies, states (G, 2**n) complex128, zz_far,
     mx; and the cache metadata (read from the cache or generated and cached). ``grid``: the grid
-    options of :func:`load_tfim` (``GRID_DEFAULTS``)."""
-    params = _grid_params(**grid_options("tfim", GRID_DEFAULTS, grid))
+    options of :func:`load_tfim`, with its defaults."""
+    params = _grid_params(**grid_options("tfim", load_tfim, grid))
     fields = tfim_grid(params["h_min"], params["h_max"], params["n_h"])
     return load_grid(FAMILY, fields[:, None], params, cache_dir)
 
