@@ -184,23 +184,17 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     cells = {}
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex)
-        shot_models = {
-            shots: build_model(
-                model_name,
-                dataclasses.replace(spec, hyper=spec.hyper | {"shots": shots}),
-                dim,
-                is_complex,
-            )
-            for shots in (config.eval_shots if spec.model in QNN_MODELS else ())
-        }
+
+        def variant(extra: dict, model_name=model_name, spec=spec) -> Model:
+            """The same model with ``extra`` hyperparameters (a readout of its trained params)."""
+            hyper = spec.hyper | extra
+            return build_model(model_name, dataclasses.replace(spec, hyper=hyper), dim, is_complex)
+
+        quantum = spec.model in QNN_MODELS
+        shot_models = {s: variant({"shots": s}) for s in (config.eval_shots if quantum else ())}
         noisy_models = {
-            label: build_model(
-                model_name,
-                dataclasses.replace(spec, hyper=spec.hyper | {"circuit_noise": noise}),
-                dim,
-                is_complex,
-            )
-            for label, noise in (circuit_noise.items() if spec.model in QNN_MODELS else ())
+            label: variant({"circuit_noise": noise})
+            for label, noise in (circuit_noise.items() if quantum else ())
         }
         names = (*METRICS, *map(shot_metric, shot_models), *map(noise_metric, noisy_models))
         program = sweep_program(
