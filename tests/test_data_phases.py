@@ -244,7 +244,8 @@ def test_iris_two_classes_amplitude_encoded():
     other = load_dataset("iris", classes=[2, 0])
     assert other.info["classes"] == ["virginica", "setosa"]
     for bad in ([1, 1], [0, 3], [1], "12"):
-        with pytest.raises(QunlearnError, match=r"dataset_options.classes must be two different"):
+        message = r"dataset_options.classes must be at least two different"
+        with pytest.raises(QunlearnError, match=message):
             load_dataset("iris", classes=bad)
 
 

@@ -50,20 +50,20 @@ def _mask(poisoning, request, key=None):
 def test_the_requests_select_the_right_rows(poisoning):
     poison = poisoning["poison"]
     assert poison.sum() == 12
-    assert _request() == ("poison", 12, 12)
+    assert _request()[:3] == ("poison", 12, 12)
     np.testing.assert_array_equal(_mask(poisoning, _request()), poison)
 
     clean = _request("clean_random")  # default size: as many as the poison
-    assert clean == ("clean_random", 12, 12) and clean.clean_reference
+    assert clean[:3] == ("clean_random", 12, 12) and clean.clean_reference
     mask = _mask(poisoning, clean)
     assert mask.sum() == 12 and not (mask & poison).any()
     quarter = _request("clean_random", forget_fraction=0.25)  # floor(0.25 * 28) = 7
     assert quarter.n_forget == 7 and not (_mask(poisoning, quarter) & poison).any()
-    assert _request("clean_random", forget_fraction=0.1, alpha=0.0) == ("clean_random", 0, 4)
+    assert _request("clean_random", forget_fraction=0.1, alpha=0.0)[:3] == ("clean_random", 0, 4)
     assert not _request("clean_random", forget_fraction=0.1, alpha=0.0).clean_reference
 
     half = _request("poison_partial", known=0.5)
-    assert half == ("poison_partial", 12, 6) and half.clean_reference
+    assert half[:3] == ("poison_partial", 12, 6) and half.clean_reference
     mask = _mask(poisoning, half)
     assert mask.sum() == 6 and (poison[mask]).all()
     # one key serves every share: D_f grows nested with known

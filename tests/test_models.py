@@ -42,8 +42,8 @@ def test_qnn_param_count_and_init_scale():
 def test_unknown_model_and_qubit_mismatch():
     with pytest.raises(QunlearnError, match="did you mean 'qnn'"):
         make_model("qnm", 16, False)
-    with pytest.raises(QunlearnError, match="n_qubits=5 does not match"):
-        make_model("qnn", 16, False, n_qubits=5)
+    with pytest.raises(QunlearnError, match="n_qubits=3 is fewer than the data.s 4 qubits"):
+        make_model("qnn", 16, False, n_qubits=3)
     with pytest.raises(QunlearnError, match="power of two"):
         make_model("qnn", 12, False)
 

@@ -140,7 +140,7 @@ def test_unsorted_or_odd_inputs_rejected():
     x, y = _xxz_like()
     with pytest.raises(QunlearnError, match="class-sorted"):
         flip_labels(jax.random.key(0), x, y[::-1], 0.2)
-    with pytest.raises(QunlearnError, match="even number"):
+    with pytest.raises(QunlearnError, match="divisible by the 2 classes"):
         randomize_features(jax.random.key(0), x[:81], np.r_[y[:40], y[41:]], 0.2)
     with pytest.raises(QunlearnError, match="raw_dim"):
         randomize_features(jax.random.key(0), x, y, 0.2, raw_dim=65)

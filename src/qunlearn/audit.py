@@ -23,6 +23,7 @@ ensemble is judged by how its margin *distribution* on each example differs from
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,10 +33,20 @@ PSEUDO_COUNT = 0.5  # per histogram bin (Krichevsky–Trofimov smoothing)
 VAR_FLOOR = 1e-4  # margin variance floor of the Gaussian fits (margins are O(1)-O(10))
 
 
-def margin(p, eps: float = BCE_EPS):
+def margin(p, labels=None, eps: float = BCE_EPS):
     """The logit of a class-1 probability, guarded as the training loss guards ``log``:
-    log(p + eps) − log(1 − p + eps). Saturated MLP outputs give ±32.2 instead of ±inf."""
-    return jnp.log(p + eps) - jnp.log(1 - p + eps)
+    log(p + eps) − log(1 − p + eps). Saturated MLP outputs give ±32.2 instead of ±inf.
+
+    A C-class model's probabilities (n, C) need ``labels`` (n,): the margin of each example's
+    label, log p_y − max_{k≠y} log p_k (eps-guarded), positive exactly where the label is the
+    most probable class; with two classes it is the logit of p_y, the binary margin oriented
+    by the label. Such margins are *oriented*: the scores read them against label 1."""
+    if labels is None:
+        return jnp.log(p + eps) - jnp.log(1 - p + eps)
+    log_p = jnp.log(p + eps)
+    label = jax.nn.one_hot(jnp.asarray(labels).astype(jnp.int32), p.shape[-1], dtype=bool)
+    own = jnp.sum(jnp.where(label, log_p, 0.0), -1)
+    return own - jnp.max(jnp.where(label, -jnp.inf, log_p), -1)
 
 
 # ---------------------------------------------------------------------------------------------

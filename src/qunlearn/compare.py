@@ -193,9 +193,13 @@ def request_line(config: dict) -> str:
     forget = config.get("forget", "poison")
     if forget == "poison":
         return ""
-    option = {"poison_partial": "known", "clean_random": "forget_fraction"}.get(forget, "")
+    option = {
+        "poison_partial": "known",
+        "clean_random": "forget_fraction",
+        "class": "forget_class",
+    }.get(forget, "")
     value = config.get(option, 0.0)
-    shown = f", {option} = {value}" if value else ""
+    shown = f", {option} = {value}" if value or forget == "class" else ""
     return f"forget request: {forget}{shown}\n"
 
 
@@ -1371,12 +1375,33 @@ def _compare_evaluation_dir(
             "recov: clean val accuracy recovered, (acc - teachers') / (clean oracles' - "
             "teachers'), mean and std over models\n"
         )
-    if manifest["config"].get("forget") == "clean_random":
+    if manifest["config"].get("forget") in ("clean_random", "class"):
         text = text.replace("with flipped labels", "with true labels (D_f is clean)")
     text = request_line(manifest["config"]) + text
     text += format_evaluation(scores) + "\n\n" + "\n".join(findings) + "\n"
+    text += class_deletion_lines(scores)
     text += "\n" + format_leaderboard(board) + "\n"
     return {"table": table, "summary": summary, "text": text}
+
+
+def class_deletion_lines(scores: dict) -> str:
+    """A class deletion's validation accuracy on the deleted class and on the kept ones, per
+    model and group (mean over the group's models); "" for other requests."""
+    rows = [
+        f"{model:<6} {group:<18} {s[(split, 'acc_true_mean')]:.3f}"
+        f" {s[('val_kept_classes', 'acc_true_mean')]:.3f}"
+        for (model, group), s in sorted(scores.items())
+        for split in ("val_deleted_class",)
+        if (split, "acc_true_mean") in s
+    ]
+    if not rows:
+        return ""
+    head = (
+        "\nclass deletion, validation accuracy (mean over the group's models): the deleted "
+        "class (0 = forgotten: never predicted) and the kept classes\n"
+        f"{'model':<6} {'group':<18} deleted kept\n"
+    )
+    return head + "\n".join(rows) + "\n"
 
 
 COMPARATORS["evaluation"] = _compare_evaluation_dir

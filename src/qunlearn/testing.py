@@ -94,11 +94,19 @@ def _example(key, dim: int, complex_input: bool, n: int | None = None):
 
 
 def check_model_pair(
-    name: str, init: Callable, apply: Callable, input_dim: int, complex_input: bool, *, full=True
+    name: str,
+    init: Callable,
+    apply: Callable,
+    input_dim: int,
+    complex_input: bool,
+    *,
+    full=True,
+    n_classes: int = 2,
 ) -> list[str]:
     """The contract of a built model ``(init, apply)``: pure in the key, a finite probability
-    per example, traceable and pure (jit = eager, two calls agree), ``vmap`` = a loop, and
-    (``full``) the gradient against central finite differences."""
+    per example (the class-1 probability, or for ``n_classes`` C ≥ 3 a (C,) vector of class
+    probabilities summing to 1), traceable and pure (jit = eager, two calls agree), ``vmap`` = a
+    loop, and (``full``) the gradient against central finite differences."""
     fail = _breach("model", name, "model")
     ran = []
     params = _call(fail, "init(key)", init, jax.random.PRNGKey(0))
@@ -114,41 +122,53 @@ def check_model_pair(
     ran.append("init pure in the key, finite float params")
     x = _example(jax.random.PRNGKey(1), input_dim, complex_input)
     p = _call(fail, "apply(params, x)", apply, params, x)
-    if not hasattr(p, "shape") or np.shape(p) != ():
+    shape = () if n_classes == 2 else (n_classes,)
+    if not hasattr(p, "shape") or np.shape(p) != shape:
+        what = (
+            "a scalar (the class-1 probability)"
+            if n_classes == 2
+            else f"a ({n_classes},) vector of class probabilities"
+        )
         fail(
-            f"apply(params, x) of ONE example must be a scalar (the class-1 probability), got "
-            f"shape {np.shape(p)}: batches come from jax.vmap"
+            f"apply(params, x) of ONE example must be {what} for the data's {n_classes} "
+            f"classes, got shape {np.shape(p)}: batches come from jax.vmap"
         )
     if not jnp.issubdtype(jnp.result_type(p), jnp.floating):
         fail(f"apply must return a real float, got {jnp.result_type(p)}")
-    if not np.isfinite(float(p)):
-        fail(f"apply(params, x) is {float(p)} (NaN or infinite)")
-    if not 0.0 <= float(p) <= 1.0:
-        fail(f"apply(params, x) = {float(p):.6g} is outside [0, 1]: return a probability")
+    p = np.asarray(p, np.float64)
+    if not np.all(np.isfinite(p)):
+        fail(f"apply(params, x) is {p} (NaN or infinite)")
+    if not np.all((p >= 0.0) & (p <= 1.0)):
+        fail(f"apply(params, x) = {p} is outside [0, 1]: return a probability")
+    if n_classes > 2 and not np.isclose(p.sum(), 1.0, atol=1e-6):
+        fail(f"apply(params, x) sums to {p.sum():.8g} over the classes: return probabilities")
     ran.append("one example -> a finite probability")
-    again = _call(fail, "apply(params, x)", apply, params, x)
-    if float(again) != float(p):
+    again = np.asarray(_call(fail, "apply(params, x)", apply, params, x), np.float64)
+    if not np.array_equal(again, p):
         fail(
             "apply is not pure: two calls with the same params and input gave "
-            f"{float(p):.17g} and {float(again):.17g} (hidden state or randomness?)"
+            f"{p} and {again} (hidden state or randomness?)"
         )
     jitted = jax.jit(apply)
     traced = _call(fail, "jax.jit(apply)", jitted, params, x)
-    tol = 1e-5 if jnp.result_type(p) == jnp.float64 else 1e-3
-    if not np.allclose(float(traced), float(p), rtol=tol, atol=tol):
+    tol = 1e-5 if jnp.result_type(traced) == jnp.float64 else 1e-3
+    if not np.allclose(traced, p, rtol=tol, atol=tol):
         fail(
-            f"apply is not pure: jax.jit(apply) gave {float(traced):.10g}, the plain call "
-            f"{float(p):.10g} (Python state or NumPy on traced values?)"
+            f"apply is not pure: jax.jit(apply) gave {np.asarray(traced)}, the plain call "
+            f"{p} (Python state or NumPy on traced values?)"
         )
     ran.append("pure: repeatable, jit = eager")
     xs = _example(jax.random.PRNGKey(2), input_dim, complex_input, n=3)
     batch = _call(fail, "jax.vmap(apply)", jax.jit(jax.vmap(apply, (None, 0))), params, xs)
-    loop = [float(jitted(params, row)) for row in xs]
-    if np.shape(batch) != (3,) or not np.allclose(batch, loop, rtol=tol, atol=tol):
+    loop = np.stack([np.asarray(jitted(params, row)) for row in xs])
+    if np.shape(batch) != (3, *shape) or not np.allclose(batch, loop, rtol=tol, atol=tol):
         fail(f"jax.vmap(apply) over 3 examples gave {np.asarray(batch)}, a loop {loop}")
     ran.append("vmap = loop")
     if full:
-        ran.append(_check_gradient(fail, jitted, params, x))
+        # a scalar of every class's probability, so one directional derivative checks them all
+        weights = jnp.arange(1.0, n_classes + 1.0) if n_classes > 2 else None
+        scalar = jitted if weights is None else jax.jit(lambda q, e: apply(q, e) @ weights)
+        ran.append(_check_gradient(fail, scalar, params, x))
     return ran
 
 
@@ -189,10 +209,12 @@ def check_model(
     complex_input: bool = False,
     hyper: dict | None = None,
     name: str | None = None,
+    n_classes: int | None = None,
 ) -> list[str]:
     """The model contract of ``factory(input_dim, complex_input, **hyper) -> (init, apply)``:
     its signature, then :func:`check_model_pair` on what it builds (``input_dim`` = 16 suits the
-    built-ins: a QNN needs a power of two)."""
+    built-ins: a QNN needs a power of two). ``n_classes``: the classes it must output
+    (default: ``hyper["n_classes"]``, else 2)."""
     jax.config.update("jax_enable_x64", True)
     name = _name_of(factory, name)
     fail = _breach("model", name, "model")
@@ -211,7 +233,14 @@ def check_model(
     except QunlearnError as err:
         raise ContractError(str(err)) from None
     return ["signature (input_dim, complex_input, **hyper)", "returns (init, apply)"] + (
-        check_model_pair(name, init, apply, input_dim, complex_input)
+        check_model_pair(
+            name,
+            init,
+            apply,
+            input_dim,
+            complex_input,
+            n_classes=n_classes or (hyper or {}).get("n_classes", 2),
+        )
     )
 
 
@@ -335,17 +364,19 @@ def check_dataset(loader: Callable, *, name: str | None = None, **options) -> li
 # --- noise kinds -----------------------------------------------------------------------------
 
 
-def check_noise(fn: Callable, *, name: str | None = None, **options) -> list[str]:
+def check_noise(
+    fn: Callable, *, name: str | None = None, n_classes: int = 2, **options
+) -> list[str]:
     """The noise contract of ``fn(key, x, y, alpha, **options) -> (x', y', mask)`` on a small
-    class-sorted set, real and complex: :func:`qunlearn.noise.check_poisoned` at alpha 0 and
-    0.3, the same output for the same key, and ``jax.vmap`` over keys = a loop (how the
-    sweeps call it)."""
+    class-sorted set of ``n_classes`` classes, real and complex:
+    :func:`qunlearn.noise.check_poisoned` at alpha 0 and 0.3, the same output for the same key,
+    and ``jax.vmap`` over keys = a loop (how the sweeps call it)."""
     jax.config.update("jax_enable_x64", True)
     name = _name_of(fn, name)
     fail = _breach("noise kind", name, "noise")
-    y = jnp.repeat(jnp.arange(2), 10)
+    y = jnp.repeat(jnp.arange(n_classes), 10)
     for complex_input in (False, True):
-        x = _example(jax.random.PRNGKey(20), 8, complex_input, n=20)
+        x = _example(jax.random.PRNGKey(20), 8, complex_input, n=10 * n_classes)
         for alpha in (0.0, 0.3):
             key = jax.random.PRNGKey(0)
             out = _call(fail, f"fn(key, x, y, {alpha})", fn, key, x, y, alpha, **options)

@@ -39,6 +39,24 @@ def bce(p, y, eps: float = BCE_EPS):
     return -(y * jnp.log(p + eps) + (1 - y) * jnp.log(1 - p + eps))
 
 
+def cross_entropy(p, y, eps: float = BCE_EPS):
+    """Per-example cross-entropy of probabilities ``p`` against labels ``y`` (ints, or floats
+    holding ints): :func:`bce` for a binary model (``p`` shaped like ``y``), and
+    −log(p_y + eps) for a C-class model (``p`` one axis longer: (..., C))."""
+    if p.ndim == jnp.ndim(y):
+        return bce(p, y, eps)
+    label = jnp.asarray(y).astype(jnp.int32)[..., None]
+    return -jnp.log(jnp.take_along_axis(p, label, axis=-1)[..., 0] + eps)
+
+
+def hits(p, y):
+    """Per-example correctness: p > ½ against y > ½ for a binary model; the most probable
+    class against ``y`` for a C-class one (``p`` (..., C))."""
+    if p.ndim == jnp.ndim(y):
+        return (p > 0.5) == (y > 0.5)
+    return jnp.argmax(p, axis=-1) == jnp.asarray(y).astype(jnp.int32)
+
+
 def weighted_mean(values, w):
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1e-12)
 
@@ -53,21 +71,27 @@ def predict(model, params, x, key=None):
 
 def accuracy(model, params, x, y, key=None):
     p = predict(model, params, x, key)
-    return jnp.mean(((p > 0.5) == (y > 0.5)).astype(p.dtype))
+    return jnp.mean(hits(p, y).astype(p.dtype))
 
 
 def supervised_objective(model, label_smoothing: float = 0.0) -> Callable:
-    """Weighted BCE of the model on the batch's (x, y). ``label_smoothing`` ε trains on the
-    targets y·(1 − ε) + ε/2 (Keras' binary convention); accuracies still use the labels."""
+    """Weighted cross-entropy (:func:`cross_entropy`) of the model on the batch's (x, y).
+    ``label_smoothing`` ε trains a binary model on the targets y·(1 − ε) + ε/2 (Keras' binary
+    convention), a C-class one on one-hot·(1 − ε) + ε/C; accuracies still use the labels."""
 
     def objective(params, batch, extra):
         del extra
-        target = batch["y"]
-        if label_smoothing:  # no ops otherwise: the paper's loss, to the last bit
-            target = target * (1 - label_smoothing) + 0.5 * label_smoothing
         # batch["key"]: a step key, there when make_train(step_keys=True) (finite-shot models)
         p = predict(model, params, batch["x"], batch.get("key"))
-        return weighted_mean(bce(p, target), batch["w"])
+        if not label_smoothing:  # no ops otherwise: the paper's loss, to the last bit
+            return weighted_mean(cross_entropy(p, batch["y"]), batch["w"])
+        if p.ndim == batch["y"].ndim:
+            target = batch["y"] * (1 - label_smoothing) + 0.5 * label_smoothing
+            return weighted_mean(bce(p, target), batch["w"])
+        n_classes = p.shape[-1]
+        target = jax.nn.one_hot(batch["y"].astype(jnp.int32), n_classes, dtype=p.dtype)
+        target = target * (1 - label_smoothing) + label_smoothing / n_classes
+        return weighted_mean(-jnp.sum(target * jnp.log(p + BCE_EPS), -1), batch["w"])
 
     return objective
 

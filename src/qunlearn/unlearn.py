@@ -48,8 +48,9 @@ from qunlearn.surgery import (
 )
 from qunlearn.train import (
     BCE_EPS,
-    bce,
     check_positive,
+    cross_entropy,
+    hits,
     make_train,
     predict,
     shuffled_plan,
@@ -73,9 +74,32 @@ def kl_one_term(p, q, eps: float = BCE_EPS):
     return p * jnp.log((p + eps) / (q + eps))
 
 
+def teacher_kl(p, q, eps: float = BCE_EPS):
+    """Per-example distance of the student's ``q`` from the teacher's ``p`` (SCRUB's KL): the
+    reference's one term on class-1 probabilities (n,), the full KL over the classes for a
+    C-class model's (n, C)."""
+    return kl_one_term(p, q, eps) if p.ndim == 1 else jnp.sum(kl_one_term(p, q, eps), -1)
+
+
 def kl_bernoulli(p, q, eps: float = BCE_EPS):
     """KL(Bern(p) ‖ Bern(q)) = p·log(p/q) + (1−p)·log((1−p)/(1−q)), elementwise, eps-guarded."""
     return kl_one_term(p, q, eps) + kl_one_term(1 - p, 1 - q, eps)
+
+
+def full_kl(p, q, eps: float = BCE_EPS):
+    """Per-example KL(p ‖ q): :func:`kl_bernoulli` of class-1 probabilities (n,), the categorical
+    KL of a C-class model's (n, C)."""
+    return kl_bernoulli(p, q, eps) if p.ndim == 1 else jnp.sum(kl_one_term(p, q, eps), -1)
+
+
+def _binary_only(method: str, multi_class: bool) -> None:
+    """Refuse, at trace time (the experiments trace every method before ``--out``), a C-class
+    model in a method whose curvature is written for one class-1 probability."""
+    if multi_class:
+        raise QunlearnError(
+            f"{method} uses the Bernoulli Fisher of a binary model's class-1 probability; a "
+            "multi-class model needs another method (e.g. retrain, finetune, scrub, salun, ssd)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,11 +141,11 @@ def unlearning_metrics(model, params, split: dict) -> dict:
     serves the train, retain and forget metrics."""
     f = split["forget_mask"]
     r = 1 - f
-    hit = predict(model, params, split["x_train"]) > 0.5
+    p = predict(model, params, split["x_train"])
     # jnp.mean of bools is float32 even with x64; count in the data's float dtype instead
-    as_true = (hit == (split["y_train_true"] > 0.5)).astype(f.dtype)
-    as_noisy = (hit == (split["y_train_noisy"] > 0.5)).astype(f.dtype)
-    val_hit = (predict(model, params, split["x_val"]) > 0.5) == (split["y_val"] > 0.5)
+    as_true = hits(p, split["y_train_true"]).astype(f.dtype)
+    as_noisy = hits(p, split["y_train_noisy"]).astype(f.dtype)
+    val_hit = hits(predict(model, params, split["x_val"]), split["y_val"])
     return {
         "train_acc_noisy_labels": jnp.mean(as_noisy),
         "val_acc": jnp.mean(val_hit.astype(f.dtype)),
@@ -237,9 +261,9 @@ def _reference_form(
         wt = extra["weights"]
         q = predict(model, params, extra["x_forget"])
         return (
-            wt["forget_kl"] * jnp.mean(kl_one_term(extra["p_teacher_forget"], q))
-            + wt["forget_ce_poisoned"] * jnp.mean(bce(q, extra["y_forget_poisoned"]))
-            + wt["forget_ce_true"] * jnp.mean(bce(q, extra["y_forget_true"]))
+            wt["forget_kl"] * jnp.mean(teacher_kl(extra["p_teacher_forget"], q))
+            + wt["forget_ce_poisoned"] * jnp.mean(cross_entropy(q, extra["y_forget_poisoned"]))
+            + wt["forget_ce_true"] * jnp.mean(cross_entropy(q, extra["y_forget_true"]))
         )
 
     def objective(params, batch, extra):
@@ -247,9 +271,9 @@ def _reference_form(
         if train_only is not None:
             params = trainable(params, train_only)
         p = predict(model, params, batch["x"])
-        retain = wt["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"]) + wt[
+        retain = wt["ce"] * weighted_mean(cross_entropy(p, batch["y"]), batch["w"]) + wt[
             "kl"
-        ] * weighted_mean(kl_one_term(batch["p_teacher"], p), batch["w"])
+        ] * weighted_mean(teacher_kl(batch["p_teacher"], p), batch["w"])
         if "l1" in wt:
             retain = retain + wt["l1"] * sum(
                 jnp.sum(jnp.abs(leaf)) for leaf in jax.tree_util.tree_leaves(params)
@@ -426,12 +450,12 @@ def scrub_kurmanji(
     def objective(params, batch, extra):
         wt = extra["weights"]
         p = predict(model, params, batch["x"])
-        kl = kl_bernoulli(batch["p_teacher"], p)
+        kl = full_kl(batch["p_teacher"], p)
         w_min = batch["w"] * (batch["role"] > 0)
         w_max = batch["w"] * (batch["role"] < 0)
         return (
             wt["kl"] * weighted_mean(kl, w_min)
-            + wt["ce"] * weighted_mean(bce(p, batch["y"]), w_min)
+            + wt["ce"] * weighted_mean(cross_entropy(p, batch["y"]), w_min)
             - wt["forget_kl"] * weighted_mean(kl, w_max)
         )
 
@@ -469,7 +493,7 @@ def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
 
     def objective(params, batch, extra):
         wt = extra["weights"]
-        ce = bce(predict(model, params, batch["x"]), batch["y"])
+        ce = cross_entropy(predict(model, params, batch["x"]), batch["y"])
         return wt["ce"] * weighted_mean(ce, batch["w"] * (batch["role"] > 0)) - wt[
             "forget_ce_poisoned"
         ] * weighted_mean(ce, batch["w"] * (batch["role"] < 0))
@@ -569,6 +593,12 @@ def l1_sparse(model, *, n_retain, n_forget, epochs, batch_size, l1=1e-4):
     )
 
 
+def _classes_of(model, params, x) -> int:
+    """A model's class count from the shape of one output (shapes are static under tracing)."""
+    shape = jax.eval_shape(model.apply, params, x).shape
+    return 2 if shape == () else shape[0]
+
+
 def _random_label_form(model, name, *, n_retain, n_forget, epochs, batch_size, saliency=None):
     """From the teacher, CE on D_r (its labels) and D_f relabelled at random (one fair coin per
     forget sample, drawn in ``prepare``), shuffled together. ``saliency`` = f: only the fraction
@@ -585,12 +615,18 @@ def _random_label_form(model, name, *, n_retain, n_forget, epochs, batch_size, s
         return data, {"x_forget": split["x_forget"], "y_forget": split["y_forget_poisoned"]}
 
     def prepare(key, params, data, extra):
-        coins = jax.random.bernoulli(key, 0.5, (n_forget,)).astype(data["y"].dtype)
+        n_classes = _classes_of(model, params, data["x"][0])
+        if n_classes == 2:  # the binary draw, unchanged
+            coins = jax.random.bernoulli(key, 0.5, (n_forget,)).astype(data["y"].dtype)
+        else:  # a uniformly random class per forget sample
+            coins = jax.random.randint(key, (n_forget,), 0, n_classes).astype(data["y"].dtype)
         data = data | {"y": data["y"].at[n_retain:].set(coins)}
         if saliency is not None:
 
             def forget_loss(params):
-                return jnp.mean(bce(predict(model, params, extra["x_forget"]), extra["y_forget"]))
+                return jnp.mean(
+                    cross_entropy(predict(model, params, extra["x_forget"]), extra["y_forget"])
+                )
 
             grads = jax.grad(forget_loss)(params)
             mask = top_fraction_mask(jax.tree_util.tree_map(jnp.abs, grads), saliency)
@@ -601,7 +637,7 @@ def _random_label_form(model, name, *, n_retain, n_forget, epochs, batch_size, s
         if "train_only" in extra:
             params = trainable(params, extra["train_only"])
         p = predict(model, params, batch["x"])
-        return extra["weights"]["ce"] * weighted_mean(bce(p, batch["y"]), batch["w"])
+        return extra["weights"]["ce"] * weighted_mean(cross_entropy(p, batch["y"]), batch["w"])
 
     return Method(
         objective,
@@ -658,7 +694,9 @@ def _edit_form(model, name, options: tuple, *, n_retain, n_forget, epochs, edit)
         return jnp.zeros((0, 1), jnp.int32), jnp.zeros((0, 1))
 
     def objective(params, batch, extra):  # traced by the (empty) step scan, never run
-        return weighted_mean(bce(predict(model, params, batch["x"]), batch["y"]), batch["w"])
+        return weighted_mean(
+            cross_entropy(predict(model, params, batch["x"]), batch["y"]), batch["w"]
+        )
 
     def prepare(key, params, data, extra):
         return edit(key, params, extra["edit_split"]), data, extra
@@ -679,7 +717,7 @@ def _edit_form(model, name, options: tuple, *, n_retain, n_forget, epochs, edit)
 
 def _example_loss(model):
     """``(params, x, y) -> CE`` of one example: its gradient squared is the empirical Fisher."""
-    return lambda params, x, y: bce(model.apply(params, x), y)
+    return lambda params, x, y: cross_entropy(model.apply(params, x), y)
 
 
 def ssd(model, *, n_retain, n_forget, epochs, batch_size, selection=None, dampening=1.0):
@@ -739,6 +777,7 @@ def fisher_forgetting(
 
     def score(params, x, y):  # ∇p / sqrt(p(1-p)): its square is the class-averaged Fisher
         del y
+        _binary_only("fisher_forgetting", jax.eval_shape(model.apply, params, x).shape != ())
         p, grad = jax.value_and_grad(model.apply)(params, x)
         norm = jax.lax.rsqrt(jnp.maximum(p * (1 - p), BCE_EPS))
         return jax.tree_util.tree_map(lambda g: g * norm, grad)
@@ -765,7 +804,7 @@ def retain_loss(model, x, y, l2: float = 0.0) -> Callable:
     """``params -> mean CE(D_r) + l2/2·‖θ‖²``, whose optimum Newton removal aims at."""
 
     def loss(params):
-        ce = jnp.mean(bce(predict(model, params, x), y))
+        ce = jnp.mean(cross_entropy(predict(model, params, x), y))
         norm = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(params))
         return ce + 0.5 * l2 * norm
 
@@ -782,6 +821,7 @@ def gauss_newton_product(model, x, l2: float = 0.0) -> Callable:
             return predict(model, theta, x)
 
         p, vjp = jax.vjp(probs, params)
+        _binary_only("the Gauss-Newton curvature (newton, certified_newton)", p.ndim > 1)
 
         def product(v):
             jv = jax.jvp(probs, (params,), (v,))[1]

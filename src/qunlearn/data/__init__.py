@@ -37,6 +37,7 @@ __all__ = [
     "load_tfim",
     "load_xxz",
     "load_xxz_grid",
+    "n_classes",
     "non_member_pool",
     "normalise_and_pad",
     "preprocess_mnist",
@@ -86,9 +87,9 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike | None = None, **opt
 def check_loaded(name: str, dataset) -> None:
     """The data contract every experiment relies on, one line per breach naming ``name``:
     a :class:`Dataset`; x (N, D) float or complex and finite, the same D in both splits; y (N,)
-    integer labels in {0, 1}; the training split class-sorted in equal halves (all 0s, then as
-    many 1s: the poisons draw half their samples from each); both classes in validation;
-    ``info`` a JSON-serialisable dict."""
+    integer labels 0..C-1 (C = 2: binary; C ≥ 3: a multi-class set, :func:`n_classes`); the
+    training split class-sorted in equal blocks (all 0s, then as many 1s, ...: the poisons draw
+    the same share of each); every class in validation; ``info`` a JSON-serialisable dict."""
     import json
 
     def fail(what: str):
@@ -104,24 +105,29 @@ def check_loaded(name: str, dataset) -> None:
             fail(f"the {split} split is empty")
         if not np.all(np.isfinite(x)):
             fail(f"x_{split} holds NaN or infinite values")
-        if not np.issubdtype(y.dtype, np.integer) or not np.all((y == 0) | (y == 1)):
-            fail(f"y_{split} must hold integer labels 0 and 1 (binary), got {np.unique(y)[:5]}")
+        if not np.issubdtype(y.dtype, np.integer) or np.any(y < 0):
+            fail(f"y_{split} must hold integer labels 0, 1, ..., got {np.unique(y)[:5]}")
     if dataset.x_train.shape[1] != dataset.x_val.shape[1]:
         fail(f"x_train has {dataset.x_train.shape[1]} features, x_val {dataset.x_val.shape[1]}")
-    y, n = np.asarray(dataset.y_train), len(dataset.y_train)
-    if n % 2 or np.any(y[: n // 2] != 0) or np.any(y[n // 2 :] != 1):
+    y, n, c = np.asarray(dataset.y_train), len(dataset.y_train), n_classes(dataset)
+    if n % c or np.any(y != np.repeat(np.arange(c), n // c)):
         fail(
-            f"the training split is not class-sorted in equal halves (N = {n}: the first N/2 "
-            "labels 0, the rest 1); sort it by label and take as many of each class"
+            f"the training split is not class-sorted in equal blocks (N = {n}, {c} classes: the "
+            f"first N/{c} labels 0, then 1, ...); sort it by label and take as many of each class"
         )
-    if set(np.unique(dataset.y_val)) != {0, 1}:
-        fail("the validation split needs examples of both classes")
+    if set(np.unique(dataset.y_val)) != set(range(c)):
+        fail(f"the validation split needs examples of every class (0..{c - 1})")
     try:
         json.dumps(dataset.info)
     except (TypeError, ValueError) as err:
         fail(f"info must be a JSON-serialisable dict (it goes into the manifest): {err}")
     if not isinstance(dataset.info, dict):
         fail(f"info must be a dict, got {type(dataset.info).__name__}")
+
+
+def n_classes(dataset: Dataset) -> int:
+    """The data set's class count C: its largest training label + 1, at least 2."""
+    return max(2, int(np.max(dataset.y_train)) + 1)
 
 
 def non_member_pool(
@@ -152,7 +158,7 @@ def non_member_pool(
         rows = np.concatenate([np.arange(taken, half), np.arange(half + taken, 2 * half)])
         return wider.x_train[rows], wider.y_train[rows]
     picked = []
-    for label in (0, 1):
+    for label in range(n_classes(dataset)):
         members = np.flatnonzero(dataset.y_val == label)
         if n_per_class > len(members):
             raise QunlearnError(
@@ -192,9 +198,9 @@ def describe(dataset: Dataset) -> str:
     for split in ("train", "val"):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
         counts = np.bincount(np.asarray(y), minlength=2)
+        per_label = ", ".join(f"label {c}: {k}" for c, k in enumerate(counts))
         lines.append(
-            f"{split:<8} {len(y)} samples (label 0: {counts[0]}, label 1: {counts[1]}), "
-            f"x {x.shape} {x.dtype}, y {y.dtype}"
+            f"{split:<8} {len(y)} samples ({per_label}), x {x.shape} {x.dtype}, y {y.dtype}"
         )
     source = info.get("source", {})
     lines.append(

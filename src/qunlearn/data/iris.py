@@ -1,8 +1,9 @@
-"""Iris, two of its three classes (scikit-learn's bundled copy: offline, no download).
+"""Iris (scikit-learn's bundled copy: offline, no download), two or all three classes.
 
 ``classes = [a, b]`` (default [1, 2], versicolor vs virginica, the pair that is not linearly
-separable): label 0 = class a, label 1 = class b, 50 flowers each. Split: within each class, in the
-file's order, even rows train and odd rows validate (25 + 25 each).
+separable): label 0 = class a, label 1 = class b, 50 flowers each; ``classes = [0, 1, 2]``: the
+three-class set (labels in that order), for multi-class models and class deletion. Split: within
+each class, in the file's order, even rows train and odd rows validate (25 + 25 each).
 
 Encoding: amplitude. The 4 features are standardised with the training split's per-feature mean
 and standard deviation (the validation split uses the same), then each row is L2-normalised: a
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from qunlearn.data.cache import Dataset, sha256_bytes
-from qunlearn.data.options import check_pair
+from qunlearn.data.options import check_classes
 
 CLASSES = (1, 2)
 CLASS_NAMES = ("setosa", "versicolor", "virginica")
@@ -33,11 +34,11 @@ def amplitude_encode(features: np.ndarray, mean: np.ndarray, std: np.ndarray) ->
 def load_iris(
     *, cache_dir: str | os.PathLike | None = None, classes: Sequence[int] = CLASSES
 ) -> Dataset:
-    """Iris classes[0] vs classes[1]: train (50, 4), val (50, 4) float64, class-sorted
+    """Iris classes[0] vs classes[1] (or all three): train (25·C, 4), val (25·C, 4) float64,
+    class-sorted
     (``cache_dir`` is unused: the data ship with scikit-learn)."""
-    classes = check_pair(
-        "classes", classes, 2, "Iris classes in 0-2 (0 setosa, 1 versicolor, 2 virginica)", "[1, 2]"
-    )
+    what = "Iris classes in 0-2 (0 setosa, 1 versicolor, 2 virginica)"
+    classes = check_classes("classes", classes, 2, what, "[1, 2] or [0, 1, 2]")
     from sklearn.datasets import load_iris as sklearn_iris
 
     bunch = sklearn_iris()

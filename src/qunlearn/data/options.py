@@ -56,11 +56,23 @@ def check_path(key: str, value) -> None:
 def check_pair(key: str, value, maximum: int, what: str, example: str) -> tuple[int, int]:
     """Two different integers in [0, maximum] (label 0's, label 1's), else one line naming
     ``dataset_options.<key>``, ``what`` they are and an ``example``."""
-    ok = isinstance(value, list | tuple) and len(value) == 2
+    first, second = check_classes(key, value, maximum, what, example, count=2)
+    return first, second
+
+
+def check_classes(
+    key: str, value, maximum: int, what: str, example: str, count: int | None = None
+) -> tuple[int, ...]:
+    """Different integers in [0, maximum] (label 0's, label 1's, ...), ``count`` of them (any
+    number ≥ 2 if None), else one line naming ``dataset_options.<key>``, ``what`` they are and
+    an ``example``."""
+    ok = isinstance(value, list | tuple) and len(value) >= 2
+    ok = ok and (count is None or len(value) == count)
     ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
-    if not ok or not all(0 <= v <= maximum for v in value) or value[0] == value[1]:
+    if not ok or not all(0 <= v <= maximum for v in value) or len(set(value)) != len(value):
+        many = "two" if count == 2 else "at least two"
         raise QunlearnError(
-            f"dataset_options.{key} must be two different {what} (label 0's, label 1's), "
+            f"dataset_options.{key} must be {many} different {what} (label 0's, label 1's, ...), "
             f"got {value!r}: e.g. {key} = {example}"
         )
-    return int(value[0]), int(value[1])
+    return tuple(int(v) for v in value)

@@ -152,21 +152,29 @@ def model_input(dataset, representation: str = "native"):
     return x_train, x_val, x_train.shape[1], bool(np.iscomplexobj(x_train))
 
 
-def build_model(table: str, spec, dim: int, is_complex: bool):
-    """The model of config table ``models.<table>`` for inputs of length ``dim``; a bad
-    hyperparameter fails with one line that names the table. A model that is not built in is
-    held to the model contract here (:func:`qunlearn.testing.check_model_pair`), before
-    ``--out`` is touched."""
+def build_model(table: str, spec, dim: int, is_complex: bool, n_classes: int = 2):
+    """The model of config table ``models.<table>`` for inputs of length ``dim`` and data of
+    ``n_classes`` classes; a bad hyperparameter, or a built-in model whose ``n_classes`` is not
+    the data's, fails with one line that names the table. A model that is not built in is held
+    to the model contract here (:func:`qunlearn.testing.check_model_pair`, its outputs for
+    ``n_classes``), before ``--out`` is touched."""
     try:
         model = make_model(spec.model, dim, is_complex, **spec.hyper)
+        if MODELS.is_builtin(spec.model) and spec.hyper.get("n_classes", 2) != n_classes:
+            raise QunlearnError(
+                f"the data set has {n_classes} classes but hyper.n_classes = "
+                f"{spec.hyper.get('n_classes', 2)}: set hyper.n_classes = {n_classes}"
+            )
         if not MODELS.is_builtin(spec.model):
-            check_model_pair(spec.model, model.init, model.apply, dim, is_complex)
+            check_model_pair(
+                spec.model, model.init, model.apply, dim, is_complex, n_classes=n_classes
+            )
     except QunlearnError as err:
         raise QunlearnError(f"models.{table}: {err}") from None
     return model
 
 
-def model_in_dtype(table: str, spec, dim: int, is_complex: bool, dtype: str):
+def model_in_dtype(table: str, spec, dim: int, is_complex: bool, dtype: str, n_classes: int = 2):
     """The model of ``models.<table>`` with a QNN's circuit in ``dtype`` ("complex64": float32
     states; its float64 angles are rounded on entry, the readout and loss stay in float64), or
     None when ``dtype`` is "model" or the model is not a QNN (MLPs keep their float64): what the
@@ -178,7 +186,7 @@ def model_in_dtype(table: str, spec, dim: int, is_complex: bool, dtype: str):
     if dtype == "model" or spec.model not in QNN_MODELS:
         return None
     hyper = spec.hyper | {"dtype": dtype, "readout_dtype": "float64"}
-    return build_model(table, dataclasses.replace(spec, hyper=hyper), dim, is_complex)
+    return build_model(table, dataclasses.replace(spec, hyper=hyper), dim, is_complex, n_classes)
 
 
 def write_table(store: ResultStore) -> Path:

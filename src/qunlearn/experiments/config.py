@@ -114,10 +114,12 @@ class UnlearningConfig:
     sweep_dtype: str = "model"
     # the forget request (docs/evaluation.md): "poison" (D_f = every flipped sample),
     # "clean_random" (a seeded share of the clean samples) or "poison_partial" (a seeded share
-    # `known` of the flipped samples); 0.0 = not given (the checks tell it from a given 0)
+    # `known` of the flipped samples) or "class" (every training sample of class
+    # `forget_class`, on clean data); 0.0 / -1 = not given (the checks tell it from a given 0)
     forget: str = "poison"
     known: float = 0.0  # poison_partial: the identified share rho of the poison, in (0, 1]
     forget_fraction: float = 0.0  # clean_random: the share of clean samples; 0 = |poison|
+    forget_class: int = -1  # class: the label deleted (checked against the data's classes)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class EvaluationConfig:
     forget: str = "poison"  # the forget request, as UnlearningConfig's
     known: float = 0.0
     forget_fraction: float = 0.0
+    forget_class: int = -1
 
 
 CONFIG_TYPES: dict[str, type] = {
@@ -337,6 +340,13 @@ def _forget_alpha(where, value):
     return None
 
 
+def _forget_class(where, value):
+    # -1 is the default, "not given" (_check_request asks for it where forget = "class")
+    if value < -1:
+        return f"{where} = {value} must be an integer >= 0 (a class label): e.g. forget_class = 0"
+    return None
+
+
 def _alpha_problem(where, value) -> str:
     return (
         f"{where} = {value} must be in (0, 1): alpha = 0 leaves an empty forget set, "
@@ -344,7 +354,7 @@ def _alpha_problem(where, value) -> str:
     )
 
 
-FORGET_REQUESTS = ("poison", "clean_random", "poison_partial")
+FORGET_REQUESTS = ("poison", "clean_random", "poison_partial", "class")
 
 
 def _share(what: str, *, closed: bool):
@@ -436,6 +446,7 @@ CHECKS = {
     "forget": _one_of(*FORGET_REQUESTS),
     "known": _share("the identified share of the poison, e.g. known = 0.5", closed=True),
     "forget_fraction": _share("the share of clean samples to forget, e.g. 0.1", closed=False),
+    "forget_class": _forget_class,
     "runs": _at_least(1, 100_000, " runs per cell"),
     "seed": _seed,
     "seeds": _seeds,
@@ -599,7 +610,24 @@ def _check_request(config) -> None:
             'forget = "poison_partial" forgets part of the poison, but alpha = 0 poisons '
             "nothing: set e.g. alpha = 0.3"
         )
-    if config.alpha == 0 and forget != "clean_random":
+    forget_class = getattr(config, "forget_class", -1)
+    if forget == "class":
+        if config.alpha != 0:
+            raise QunlearnError(
+                f'forget = "class" deletes a class from clean data, but alpha = {config.alpha}: '
+                "set alpha = 0"
+            )
+        if forget_class < 0:
+            raise QunlearnError(
+                'forget = "class" needs the class to delete: set forget_class, e.g. '
+                "forget_class = 0"
+            )
+    elif forget_class >= 0:
+        raise QunlearnError(
+            f'config.forget_class = {forget_class} is an option of forget = "class" only '
+            f'(forget = "{forget}" here): drop it or set forget = "class"'
+        )
+    if config.alpha == 0 and forget not in ("clean_random", "class"):
         raise QunlearnError(_alpha_problem("config.alpha", config.alpha))
     for key, value, owner in (
         ("known", known, "poison_partial"),

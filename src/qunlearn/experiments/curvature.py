@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qunlearn.data import load_dataset
+from qunlearn.data import load_dataset, n_classes
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import (
     model_in_dtype,
@@ -81,7 +81,7 @@ from qunlearn.hessian import (
 from qunlearn.models import n_params
 from qunlearn.models.memory import MEMORY_FRACTION, physical_memory
 from qunlearn.noise import flip_labels
-from qunlearn.train import bce, predict, snapshot_epochs, weighted_mean
+from qunlearn.train import cross_entropy, hits, predict, snapshot_epochs, weighted_mean
 
 LOSSES = ("retain", "forget", "validation")
 TEACHERS = ("clean_teacher", "poisoned_teacher")
@@ -166,12 +166,13 @@ def curvature_program(
 
     def value_and_acc(params, x, y, w):
         p = predict(model, params, x)
-        hit = (p > 0.5) == (y > 0.5)
-        return {"loss": weighted_mean(bce(p, y), w), "acc": weighted_mean(hit.astype(w.dtype), w)}
+        hit = hits(p, y)
+        loss = weighted_mean(cross_entropy(p, y), w)
+        return {"loss": loss, "acc": weighted_mean(hit.astype(w.dtype), w)}
 
     def slq_loss(params, x, y, w, key):
         return spectrum_arrays(
-            lambda p: weighted_mean(bce(predict(curved, p, x), y), w),
+            lambda p: weighted_mean(cross_entropy(predict(curved, p, x), y), w),
             params,
             key,
             k=top_k,
@@ -182,7 +183,7 @@ def curvature_program(
         )
 
     def piece_loss(params, piece):  # this piece's share of its set's mean BCE
-        return jnp.sum(piece["w"] * bce(predict(curved, params, piece["x"]), piece["y"]))
+        return jnp.sum(piece["w"] * cross_entropy(predict(curved, params, piece["x"]), piece["y"]))
 
     def one(params, sets, keys):
         traces.append(1)
@@ -483,7 +484,8 @@ class _ModelCells:
         arithmetic."""
         spec = self.mp.spec
         _, _, dim, is_complex = model_input(self.dataset, spec.input)
-        return model_in_dtype(self.name, spec, dim, is_complex, self.config.hessian_dtype)
+        dtype, classes = self.config.hessian_dtype, n_classes(self.dataset)
+        return model_in_dtype(self.name, spec, dim, is_complex, dtype, classes)
 
     def base(self) -> dict:
         return {"dataset": self.config.dataset, "model": self.name, "seed": self.config.seed}

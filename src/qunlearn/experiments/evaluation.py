@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qunlearn import audit
-from qunlearn.data import load_dataset, non_member_pool
+from qunlearn.data import load_dataset, n_classes, non_member_pool
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import features, padded_chunks, rectangular_rows
 from qunlearn.experiments.config import EvalSpec
@@ -103,12 +103,12 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     _, y_noisy, poison_mask = flip_labels(
         poison, jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train), config.alpha
     )
-    mask = forget_mask(forget_keys(root, config.dataset, config.alpha, 1)[0], poison_mask, request)
-    x_out, y_out = non_member_pool(
-        dataset, request.n_forget // 2, cache_dir=cache_dir, **config.dataset_options
+    mask = forget_mask(
+        forget_keys(root, config.dataset, config.alpha, 1)[0], poison_mask, request, dataset.y_train
     )
-    clean_forget = request.kind == "clean_random"
-    poisoning = {
+    x_out, y_out = non_members(dataset, request, cache_dir, config.dataset_options)
+    clean_forget = request.kind in ("clean_random", "class")
+    poisoning: dict[str, Any] = {
         "y_noisy": np.asarray(y_noisy),
         "mask": np.asarray(mask),  # D_f
         "poison_mask": np.asarray(poison_mask),
@@ -117,6 +117,10 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
         # the non-members' labels: D_f's corruption (none where D_f is clean)
         "y_non_member": np.asarray(y_out) if clean_forget else 1 - np.asarray(y_out),
     }
+    if n_classes(dataset) > 2:  # oriented margins (audit.margin): each probe's true label
+        poisoning["probe_labels"] = np.concatenate([dataset.y_train, dataset.y_val, y_out])
+    if request.kind == "class":
+        poisoning["forget_class"] = request.forget_class
     cells: dict[str, Cell] = {}
     for name, mp in plans.items():
         probes = jnp.concatenate(
@@ -133,6 +137,16 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
         }
     }
     return Plan(cells, lambda store, final: write_tables(store), data | request_info(request))
+
+
+def non_members(dataset, request: ForgetRequest, cache_dir, options: dict):
+    """(x, y) of the membership attack's non-members: |D_f| of them, as many per class (of the
+    deleted class only, for a class deletion: the forget set's distribution)."""
+    if request.kind != "class":
+        return non_member_pool(dataset, request.n_forget // 2, cache_dir=cache_dir, **options)
+    x, y = non_member_pool(dataset, request.n_forget, cache_dir=cache_dir, **options)
+    mine = y == request.forget_class
+    return x[mine], y[mine]
 
 
 def split_indices(poisoning: dict) -> dict:
@@ -157,12 +171,14 @@ def ensemble_program(
     run_chunk: int = 0,
     on_epoch=None,
     n_removed: int | None = None,
+    probe_labels=None,
 ):
     """``fn(keys, starts, teachers, weights, y_noisy, mask, shared, probes) -> (final, margins)``
     over a leading run axis (teachers too): each run unlearns (or retrains) and returns its final
     :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``. ``mask``: D_f,
     or with ``n_removed`` the pair of :func:`~qunlearn.experiments.unlearning_setup.
-    reference_split` (a clean reference). ``.traces`` counts its tracings."""
+    reference_split` (a clean reference). ``probe_labels``: a C-class model's margins are
+    oriented by them (:func:`qunlearn.audit.margin`). ``.traces`` counts its tracings."""
     unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=False, on_epoch=on_epoch)
     traces = []
 
@@ -173,7 +189,7 @@ def ensemble_program(
         )
         # a method that only edits the teacher (steps = 0) takes no step: it has no loss
         final = log["final"] | ({"loss": log["loss"][-1]} if method.steps else {})
-        return final, audit.margin(predict(model, params, probes))
+        return final, audit.margin(predict(model, params, probes), probe_labels)
 
     fn = jax.jit(over_runs(one, (0, 0, 0, 0, None, None, None, None), run_chunk))
     # how often it was traced: a new entry = a compilation (jit's wrapper takes attributes;
@@ -282,6 +298,7 @@ class _ModelCells:
                 run_chunk=spec.run_chunk,
                 on_epoch=self.progress.on_epoch,
                 n_removed=n_removed,
+                probe_labels=self.poisoning.get("probe_labels"),
             )
         return self._programs[key]
 
@@ -299,7 +316,9 @@ class _ModelCells:
         @jax.jit
         def evaluate(p):
             return jax.vmap(lambda q: unlearning_metrics(model, q, split))(p), jax.vmap(
-                lambda q: audit.margin(predict(model, q, self.probes))
+                lambda q: audit.margin(
+                    predict(model, q, self.probes), self.poisoning.get("probe_labels")
+                )
             )(p)
 
         final, margins = evaluate(params)
@@ -458,7 +477,9 @@ def score_groups(
         "forget": poisoning["y_noisy"][idx["forget"]],  # members with their held labels
         "non_member": poisoning["y_non_member"],  # non-members, the same corruption
     }
-    truth = np.concatenate([poisoning["y_true"], poisoning["y_val"]])
+    truth = score_truth(poisoning)
+    if "probe_labels" in poisoning:  # oriented margins: every label reads as 1
+        labels = {k: np.ones_like(v) for k, v in labels.items()}
     rows, per_example, roc = [], [], []
 
     def add(group, split, metric, value, n_models):
@@ -508,6 +529,11 @@ def score_groups(
             add(group, split, "acc_true_mean", acc.mean(), n)
             add(group, split, "acc_true_std", acc.std(ddof=1), n)
             add(group, split, "flip_rate", audit.flip_rate(margins[:, sel]), n)
+        if "forget_class" in poisoning:  # class deletion: the deleted and the kept classes
+            for split, sel in class_splits(poisoning, idx).items():
+                acc = (hits[:, sel] == (truth[sel] > 0.5)).mean(1)
+                add(group, split, "acc_true_mean", acc.mean(), n)
+                add(group, split, "acc_true_std", acc.std(ddof=1), n)
         poisoned = (hits[:, idx["forget"]] == (labels["forget"] > 0.5)).mean(1)
         add(group, "forget", "frac_poisoned_label_mean", poisoned.mean(), n)
         auc = audit.population_attack(
@@ -551,6 +577,19 @@ def score_groups(
         add("oracle_null", split, f"{metric}_hi", np.quantile(values, 0.975), n)
     roc += [{"group": "oracle_null", "fpr": float(f), "tpr": t_} for f, t_ in null_roc]
     return rows, per_example, roc
+
+
+def score_truth(poisoning: dict) -> np.ndarray:
+    """The true labels of the training and validation probes as the margins read them: the
+    labels, or all 1 for oriented margins (a C-class model's, :func:`qunlearn.audit.margin`)."""
+    truth = np.concatenate([poisoning["y_true"], poisoning["y_val"]])
+    return np.ones_like(truth) if "probe_labels" in poisoning else truth
+
+
+def class_splits(poisoning: dict, idx: dict) -> dict:
+    """A class deletion's validation probes: of the deleted class, and of the kept ones."""
+    deleted = poisoning["y_val"] == poisoning["forget_class"]
+    return {"val_deleted_class": idx["val"][deleted], "val_kept_classes": idx["val"][~deleted]}
 
 
 def distances(margins, reference, bins: int) -> dict:
@@ -670,7 +709,7 @@ def bootstrap_groups(
     fixed. Resample 0 is the first draw, not the identity: the point values are results.csv's."""
     idx = split_indices(poisoning)
     forget, val = idx["forget"], idx["val"]
-    truth = (np.concatenate([poisoning["y_true"], poisoning["y_val"]])[val] > 0.5)[None]
+    truth = (score_truth(poisoning)[val] > 0.5)[None]
     t, u = design
     picks = np.random.default_rng((seed, BOOTSTRAP_STREAM)).integers(0, t, (resamples, t))
     reference = oracles[:, forget]

@@ -31,7 +31,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from qunlearn.data import load_dataset
+from qunlearn.data import load_dataset, n_classes
 from qunlearn.errors import user_code
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.config import QNN_MODELS, resolve_noise
@@ -181,14 +181,16 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
         if not NOISE.is_builtin(kind) or options:
             check_user_noise(name, kind, options, x_train, dataset.y_train, config.alphas)
     circuit_noise = resolve_circuit_noise(config.eval_circuit_noise, dim)
+    classes = n_classes(dataset)
     cells = {}
     for model_name, spec in config.models.items():
-        model = build_model(model_name, spec, dim, is_complex)
+        model = build_model(model_name, spec, dim, is_complex, classes)
 
         def variant(extra: dict, model_name=model_name, spec=spec) -> Model:
             """The same model with ``extra`` hyperparameters (a readout of its trained params)."""
             hyper = spec.hyper | extra
-            return build_model(model_name, dataclasses.replace(spec, hyper=hyper), dim, is_complex)
+            new = dataclasses.replace(spec, hyper=hyper)
+            return build_model(model_name, new, dim, is_complex, classes)
 
         quantum = spec.model in QNN_MODELS
         shot_models = {s: variant({"shots": s}) for s in (config.eval_shots if quantum else ())}

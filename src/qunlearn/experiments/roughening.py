@@ -18,13 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qunlearn.data import load_dataset
+from qunlearn.data import load_dataset, n_classes
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.hessian import flat_hvp, hutchinson_trace_fixed, top_eigenvalues, trace_exact
 from qunlearn.models import n_params
-from qunlearn.train import accuracy, bce, make_supervised_train, over_runs, predict
+from qunlearn.train import accuracy, cross_entropy, make_supervised_train, over_runs, predict
 
 COLLAPSE_TOL = 1e-3  # max - min of the predicted probabilities on the Hessian set
 
@@ -121,7 +121,7 @@ def roughening_program(
         params, log = train(k_shuffle, model.init(k_init), {"x": x_tr, "y": y_noisy}, None)
 
         def heldout_loss(p):
-            return jnp.mean(bce(predict(model, p, x_h), y_h))
+            return jnp.mean(cross_entropy(predict(model, p, x_h), y_h))
 
         probs = predict(model, params, x_h)
         top = top_eigenvalues(heldout_loss, params, top_k, k_lanczos)
@@ -209,7 +209,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     x, _, dim, is_complex = model_input(dataset)
     cells = {}
     for name, spec in config.models.items():
-        model = build_model(name, spec, dim, is_complex)
+        model = build_model(name, spec, dim, is_complex, n_classes(dataset))
         check_top_k(config.top_k, model, name)
         program = roughening_program(
             model,

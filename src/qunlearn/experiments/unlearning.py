@@ -171,7 +171,7 @@ class _ModelCells:
     def teacher_cell(self, store: ResultStore) -> CellResult:
         config, spec, shared = self.config, self.mp.spec, self.mp.shared
         params, y_noisy, poison = self._teacher = self.poisoned_teachers()
-        mask = forget_masks(self.request, self.forget_keys, poison)
+        mask = forget_masks(self.request, self.forget_keys, poison, self.dataset.y_train)
 
         def metrics_of(p, yn, m):
             return unlearning_metrics(
@@ -231,7 +231,7 @@ class _ModelCells:
                 else self.poisoned_teachers()
             )
         params, y_noisy, poison = self._teacher
-        mask = forget_masks(self.request, self.forget_keys, poison)
+        mask = forget_masks(self.request, self.forget_keys, poison, self.dataset.y_train)
         teacher = (params, y_noisy, (mask, poison) if clean else mask)
         if self.config.redraw_teacher:
             return teacher

@@ -6,7 +6,9 @@ sweep grids, all checked), the teacher and unlearning programs, and teacher file
 Forget requests (``forget`` in unlearning and evaluation configs; docs/evaluation.md): "poison"
 forgets every flipped sample (the paper's); "clean_random" a seeded share of the clean samples (a
 privacy deletion request); "poison_partial" a seeded share ``known`` of the flipped samples, the
-rest of the poison staying in D_r with its poisoned labels (corrective unlearning). Where D_f is
+rest of the poison staying in D_r with its poisoned labels (corrective unlearning); "class" every
+training sample of class ``forget_class`` (class-level deletion, on clean data: its oracles are
+models that never saw the class). Where D_f is
 not the whole poison, a *clean reference* (retrain on D minus all poison) differs from retraining
 on D_r: :func:`reference_split` is what it trains on.
 """
@@ -23,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qunlearn.data import n_classes
 from qunlearn.errors import QunlearnError, user_code
 from qunlearn.experiments.common import build_model, model_in_dtype, model_input
 from qunlearn.experiments.config import UnlearnSpec, resolve_method
@@ -46,14 +49,15 @@ def forget_set_size(n_train: int, alpha: float) -> int:
 class ForgetRequest(NamedTuple):
     """A resolved forget request: its kind, the flipped samples' count and |D_f|."""
 
-    kind: str  # "poison", "clean_random" or "poison_partial"
+    kind: str  # "poison", "clean_random", "poison_partial" or "class"
     n_poison: int  # flipped samples (0 for clean_random at alpha = 0)
     n_forget: int  # |D_f|
+    forget_class: int = -1  # "class": the deleted label
 
     @property
     def whole_poison(self) -> bool:
         """Whether D_f is all of the poison (poison_partial with known = 1 is "poison")."""
-        return self.kind != "clean_random" and self.n_forget == self.n_poison
+        return self.kind in ("poison", "poison_partial") and self.n_forget == self.n_poison
 
     @property
     def clean_reference(self) -> bool:
@@ -67,19 +71,31 @@ def request_info(request: ForgetRequest) -> dict:
     manifests read as before requests existed)."""
     if request.whole_poison:
         return {}
-    return {
-        "forget_request": {
-            "kind": request.kind,
-            "n_forget": request.n_forget,
-            "n_poisoned": request.n_poison,
-        }
-    }
+    info = {"kind": request.kind, "n_forget": request.n_forget, "n_poisoned": request.n_poison}
+    if request.kind == "class":
+        info["forget_class"] = request.forget_class
+    return {"forget_request": info}
 
 
-def forget_request(config, n_train: int) -> ForgetRequest:
-    """The request of an unlearning-style config on ``n_train`` samples; a D_f of fewer than two
-    samples fails with one line (for "poison": an empty one, as before requests existed)."""
+def forget_request(config, n_train: int, n_classes: int = 2) -> ForgetRequest:
+    """The request of an unlearning-style config on ``n_train`` class-sorted samples of
+    ``n_classes`` classes; a D_f of fewer than two samples, or a ``forget_class`` that is not
+    one of the classes, fails with one line (for "poison": an empty one, as before requests
+    existed)."""
     kind = getattr(config, "forget", "poison")
+    if kind == "class":
+        forget_class = config.forget_class
+        if not 0 <= forget_class < n_classes:
+            raise QunlearnError(
+                f"forget_class = {forget_class} is not one of the data set's {n_classes} classes: "
+                f"choose one in 0..{n_classes - 1}"
+            )
+        if n_classes < 3:
+            raise QunlearnError(
+                'forget = "class" on a binary data set leaves one class to learn: use a data '
+                "set of three or more classes (e.g. iris with classes = [0, 1, 2])"
+            )
+        return ForgetRequest(kind, 0, n_train // n_classes, forget_class)
     if kind == "poison":
         n_forget = forget_set_size(n_train, config.alpha)
         return ForgetRequest(kind, n_forget, n_forget)
@@ -108,22 +124,25 @@ def forget_request(config, n_train: int) -> ForgetRequest:
     return ForgetRequest(kind, n_poison, n_forget)
 
 
-def forget_mask(key, poison_mask, request: ForgetRequest):
+def forget_mask(key, poison_mask, request: ForgetRequest, labels=None):
     """(N,) bool, True = D_f of ``request`` under one poisoning (``poison_mask``, (N,) bool):
-    the poison itself, or the ``n_forget`` eligible samples (clean, or flipped) of smallest
-    uniform score under ``key``. One key serves every share: D_f grows nested with it.
-    Traceable (``n_forget`` fixes the shapes)."""
+    the poison itself, the training samples whose true ``labels`` are the deleted class, or the
+    ``n_forget`` eligible samples (clean, or flipped) of smallest uniform score under ``key``.
+    One key serves every share: D_f grows nested with it. Traceable (``n_forget`` fixes the
+    shapes)."""
     if request.kind == "poison":
         return poison_mask
+    if request.kind == "class":
+        return jnp.asarray(labels) == request.forget_class
     eligible = poison_mask if request.kind == "poison_partial" else ~poison_mask
     score = jnp.where(eligible, jax.random.uniform(key, poison_mask.shape), jnp.inf)
     chosen = jnp.argsort(score)[: request.n_forget]
     return jnp.zeros(poison_mask.shape, bool).at[chosen].set(True)
 
 
-def forget_masks(request: ForgetRequest, keys, poison_masks):
+def forget_masks(request: ForgetRequest, keys, poison_masks, labels=None):
     """:func:`forget_mask` per row of ``keys`` (T,) and ``poison_masks`` (T, N)."""
-    return jax.vmap(lambda k, m: forget_mask(k, m, request))(keys, poison_masks)
+    return jax.vmap(lambda k, m: forget_mask(k, m, request, labels))(keys, poison_masks)
 
 
 def shared_split(shared: dict, y_noisy, mask, n_forget: int) -> dict:
@@ -300,9 +319,10 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
         x_train, x_val, dim, is_complex = model_input(dataset, spec.input)
     except QunlearnError as err:
         raise QunlearnError(f"models.{name}: {err}") from None
-    model = build_model(name, spec, dim, is_complex)
+    classes = n_classes(dataset)
+    model = build_model(name, spec, dim, is_complex, classes)
     sweep_dtype = getattr(config, "sweep_dtype", "model")
-    sweep_model = model_in_dtype(name, spec, dim, is_complex, sweep_dtype) or model
+    sweep_model = model_in_dtype(name, spec, dim, is_complex, sweep_dtype, classes) or model
 
     def method_for(method: str, on=model, **override) -> tuple[str, dict, Method]:
         base, options = resolve_method(config.method_options, method)
@@ -375,7 +395,7 @@ def plan_models(config, dataset) -> tuple[ForgetRequest, dict[str, ModelPlan]]:
     """(the forget request, {table: ModelPlan}) of every ``models.<table>`` of a config on
     ``dataset``."""
     n_train = len(dataset.y_train)
-    request = forget_request(config, n_train)
+    request = forget_request(config, n_train, n_classes(dataset))
     n_forget = request.n_forget
     plans = {
         name: plan_model(config, name, spec, dataset, n_train - n_forget, n_forget)

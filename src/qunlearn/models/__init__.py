@@ -98,6 +98,11 @@ def _shot_sampler(name, input_dim, complex_input, hyper, shots=None, gradient="e
         raise QunlearnError(f"hyper.{err}") from None
     if shots is None and gradient == "exact":
         return None
+    if hyper.get("n_classes", 2) > 2:
+        raise QunlearnError(
+            "hyper.shots and hyper.gradient are for binary models (one readout qubit's binomial "
+            f"counts); a model with n_classes = {hyper['n_classes']} is exact: leave them out"
+        )
     parts = _CIRCUIT_PARTS[name](input_dim, complex_input, **hyper)
     f = measured_expectation(parts.expectation, shots=shots, gradient=gradient)
 

@@ -46,7 +46,9 @@ def _is_number(value) -> bool:
 
 
 def _integer(lo: int, hi: int | None, example) -> Check:
-    what = "a positive integer" if lo == 1 and hi is None else f"an integer in [{lo}, {hi}]"
+    what = f"an integer in [{lo}, {hi}]"
+    if hi is None:
+        what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
 
     def check(key, value):
         if not _is_int(value) or value < lo or (hi is not None and value > hi):
@@ -144,6 +146,7 @@ def _qnn_checks(depth: int) -> dict[str, Check]:
         "readout_dtype": _one_of(READOUT_DTYPES, "QNN readout dtype"),
         "circuit_noise": _circuit_noise,
         "simulator": _one_of(SIMULATORS, "QNN simulator"),
+        "n_classes": _integer(2, None, 3),
     }
 
 
@@ -152,6 +155,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "hidden": _positive_int_list("[64, 16]", MAX_MLP_LAYERS),
         "bound": _optional_positive(5.0),
         "dtype": _one_of(tuple(MLP_DTYPES), "valid MLP dtype"),
+        "n_classes": _integer(2, None, 3),
     },
     "qnn": _qnn_checks(6),
     "qnn_cnot": _qnn_checks(5),
@@ -171,3 +175,11 @@ def check_hyper(name: str, hyper: dict) -> None:
             resolve_simulator(hyper.get("simulator", "auto"), hyper.get("circuit_noise"))
         except QunlearnError as err:
             raise QunlearnError(f"hyper.{err}") from None
+    if hyper.get("n_classes", 2) > 2:
+        for key, plain in (("circuit_noise", None), ("readout", "sigmoid"), ("simulator", "auto")):
+            if key in checks and hyper.get(key, plain) not in (plain, "statevector"):
+                raise QunlearnError(
+                    f"hyper.{key} = {hyper[key]!r} is for binary models; a model with "
+                    f"n_classes = {hyper['n_classes']} reads a softmax of its qubits' ⟨Z⟩ from "
+                    f"the exact state: leave {key} out"
+                )

@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from qunlearn.errors import QunlearnError
+from qunlearn.models.classes import check_n_classes
 
 DEFAULT_HIDDEN = (64, 16)
+
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
 
@@ -19,8 +21,11 @@ def mlp(
     hidden=DEFAULT_HIDDEN,
     bound: float | None = None,
     dtype: str = "float64",
+    n_classes: int = 2,
 ):
-    """Dense(h1, relu) -> ... -> Dense(1, sigmoid). Complex inputs enter as [Re; Im] (2·input_dim).
+    """Dense(h1, relu) -> ... -> Dense(1, sigmoid); with ``n_classes`` C ≥ 3,
+    Dense(C, softmax) and ``apply`` gives the (C,) class probabilities. Complex inputs enter
+    as [Re; Im] (2·input_dim).
     ``hidden = []`` is logistic regression. ``bound = b`` bounds the logit like the QNN's
     readout sigmoid(5·⟨Z⟩), ⟨Z⟩ ∈ [−1, 1]: p = sigmoid(b · tanh(z)) (a control, not the paper's).
 
@@ -34,11 +39,12 @@ def mlp(
     hidden = tuple(operator.index(h) for h in hidden)  # never rounds: 4.5 raises, not 4
     if any(h <= 0 for h in hidden):
         raise QunlearnError(f"MLP hidden sizes must be positive, got {list(hidden)}")
+    check_n_classes(n_classes)
     if dtype not in DTYPES:
         raise QunlearnError(f"unknown MLP dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     wdtype = DTYPES[dtype]
     n_in = 2 * input_dim if complex_input else input_dim
-    sizes = (n_in, *hidden, 1)
+    sizes = (n_in, *hidden, 1 if n_classes == 2 else n_classes)
     glorot = jax.nn.initializers.glorot_uniform()
 
     def init(key):
@@ -55,6 +61,7 @@ def mlp(
         for layer in layers[:-1]:
             h = jax.nn.relu(h @ layer["w"] + layer["b"])
         logit = (h @ layers[-1]["w"] + layers[-1]["b"]).astype(jnp.float64)
-        return jax.nn.sigmoid(logit if bound is None else bound * jnp.tanh(logit))[0]
+        logit = logit if bound is None else bound * jnp.tanh(logit)
+        return jax.nn.sigmoid(logit)[0] if n_classes == 2 else jax.nn.softmax(logit)
 
     return init, apply

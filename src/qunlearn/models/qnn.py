@@ -66,6 +66,7 @@ import numpy as np
 from qunlearn.errors import QunlearnError
 from qunlearn.models import qnn_plan as plan
 from qunlearn.models.circuit_noise import SIMULATORS, resolve_simulator
+from qunlearn.models.classes import check_n_classes
 from qunlearn.models.gates import DTYPES, cnot_ring_permutation, ring_pairs, rx, ry, z_signs
 from qunlearn.models.noisy_dm import dm_program
 from qunlearn.models.qnn_exec import _factor_matrices, _realrep, _run
@@ -88,18 +89,26 @@ __all__ = [  # the gate helpers are re-exported: callers import them from here
 
 
 def _qubits_for(input_dim: int, n_qubits: int | None) -> int:
+    """The circuit's width: the data's 2**n amplitudes, or ``n_qubits`` ≥ n (the extra qubits
+    lead, in |0⟩: :func:`_pad_amplitudes`)."""
     n = int(round(math.log2(input_dim))) if input_dim > 0 else -1
     if input_dim <= 0 or 2**n != input_dim:
         raise QunlearnError(
             f"QNN input must have 2**n_qubits amplitudes, got dimension {input_dim}: "
             "amplitude-encode (pad) the data to a power of two"
         )
-    if n_qubits is not None and n_qubits != n:
+    if n_qubits is not None and n_qubits < n:
         raise QunlearnError(
-            f"n_qubits={n_qubits} does not match the data dimension {input_dim} = 2**{n}: "
-            f"set n_qubits={n} or leave it out"
+            f"n_qubits={n_qubits} is fewer than the data's {n} qubits ({input_dim} = 2**{n} "
+            f"amplitudes): set n_qubits >= {n} or leave it out"
         )
-    return n
+    return n if n_qubits is None else n_qubits
+
+
+def _pad_amplitudes(x, n: int):
+    """One example's amplitudes on ``n`` qubits: zeros appended, i.e. the leading (most
+    significant) qubits the data does not fill start in |0⟩."""
+    return x if x.shape[-1] == 2**n else jnp.pad(x, (0, 2**n - x.shape[-1]))
 
 
 def _check(depth: int, dtype: str):
@@ -120,12 +129,29 @@ def _readout_index(readout_qubit: int, n: int) -> int:
     return readout_qubit % n
 
 
+def _readout_indices(readout_qubit: int, n: int, n_classes: int) -> list[int]:
+    """The qubits read out: ``readout_qubit`` for a binary model; for C ≥ 3 classes the C
+    qubits ending at it on the ring (class k reads the k-th; default: the last C qubits)."""
+    last = _readout_index(readout_qubit, n)
+    check_n_classes(n_classes)
+    if n_classes == 2:
+        return [last]
+    if n_classes > n:
+        raise QunlearnError(
+            f"a QNN with n_classes = {n_classes} reads one qubit per class but has {n} qubits: "
+            f"set hyper.n_qubits = {n_classes} (extra qubits start in |0>)"
+        )
+    return [(last - n_classes + 1 + k) % n for k in range(n_classes)]
+
+
 READOUTS = ("sigmoid", "linear")
 READOUT_DTYPES = ("state", "float64")
 
 
-def _readout(readout: str, scale: float, readout_dtype: str = "state"):
-    """⟨Z⟩ -> probability. ``"sigmoid"``: sigmoid(scale·⟨Z⟩) (protocol §3). ``"linear"``:
+def _readout(readout: str, scale: float, readout_dtype: str = "state", n_classes: int = 2):
+    """⟨Z⟩ -> probability; for C ≥ 3 classes the C readout qubits' ⟨Z⟩ -> softmax(scale·⟨Z⟩),
+    the (C,) class probabilities (``"sigmoid"`` readout only). ``"sigmoid"``:
+    sigmoid(scale·⟨Z⟩) (protocol §3). ``"linear"``:
     (1 + ⟨Z⟩) / 2, the reference code's earlier readout (left commented out in its ``models.py``
     next to the sigmoid marked "Newly added"); ``scale`` is unused there.
 
@@ -138,10 +164,14 @@ def _readout(readout: str, scale: float, readout_dtype: str = "state"):
         options = ", ".join(READOUT_DTYPES)
         raise QunlearnError(f"unknown QNN readout_dtype {readout_dtype!r}: choose one of {options}")
     lift = (lambda z: z.astype(jnp.float64)) if readout_dtype == "float64" else (lambda z: z)
+    if readout == "sigmoid" and n_classes > 2:
+        return lambda z: jax.nn.softmax(scale * lift(z))
     if readout == "sigmoid":
         return lambda z: jax.nn.sigmoid(scale * lift(z))
-    if readout == "linear":
+    if readout == "linear" and n_classes == 2:
         return lambda z: 0.5 + 0.5 * lift(z)
+    if readout == "linear":
+        raise QunlearnError('hyper.readout = "linear" is for binary models: leave it out')
     raise QunlearnError(f"unknown QNN readout {readout!r}: choose one of {', '.join(READOUTS)}")
 
 
@@ -161,7 +191,9 @@ def qnn(input_dim: int, complex_input: bool, **hyper):
     Layer: Rx(θ0) Ry(θ1) Rx(θ2) on every qubit, then RZZ(θ3) on ring pairs (i, i+1 mod L).
     Params: (depth, L, 4), init N(0, init_std²). Output p = sigmoid(scale·⟨Z_readout⟩), or
     (1 + ⟨Z⟩) / 2 with ``readout="linear"``; ``readout_dtype = "float64"`` computes that scalar
-    in float64 from a complex64 state (:func:`_readout`).
+    in float64 from a complex64 state (:func:`_readout`). ``n_classes`` C ≥ 3 reads ⟨Z⟩ on C
+    qubits, one fused program each, and gives softmax(scale·⟨Z⟩) (:func:`_readout_indices`);
+    ``n_qubits`` above the data's width adds leading qubits in |0⟩.
 
     ``circuit_noise`` (a dict, :mod:`qunlearn.models.circuit_noise`) adds gate, damping and
     readout noise; ``simulator``: ``"auto"`` (the exact state vector without noise, the exact
@@ -281,28 +313,46 @@ def qnn_parts(
     readout_dtype: str = "state",
     circuit_noise: dict | None = None,
     simulator: str = "auto",
+    n_classes: int = 2,
 ):
     """The :class:`CircuitParts` of :func:`qnn` (same options)."""
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale, readout_dtype)
-    readout_index = _readout_index(readout_qubit, n)
+    to_prob = _readout(readout, scale, readout_dtype, n_classes)
+    readouts = _readout_indices(readout_qubit, n, n_classes)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
 
-    if resolve_simulator(simulator, circuit_noise) == "density_matrix":
-        dm = dm_program("qnn", n, depth, readout_index, circuit_noise, dtype)
+    if _density_matrix(simulator, circuit_noise, n_classes):
+        dm = dm_program("qnn", n, depth, readouts[0], circuit_noise, dtype)
         return CircuitParts(init, dm, to_prob)
-    run = _hea_program(n, depth, readout_index, dtype)
+    runs = [_hea_program(n, depth, r, dtype) for r in readouts]
 
     def expectation(params, x):
         theta = params.astype(rdtype)
         u = rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])
-        return run(u, theta[..., 3], x)
+        return _stack([run(u, theta[..., 3], _pad_amplitudes(x, n)) for run in runs])
 
     return CircuitParts(init, expectation, to_prob)
+
+
+def _density_matrix(simulator: str, circuit_noise, n_classes: int) -> bool:
+    """Whether the circuit runs as a density matrix (binary models only)."""
+    if resolve_simulator(simulator, circuit_noise) != "density_matrix":
+        return False
+    if n_classes > 2:
+        raise QunlearnError(
+            "circuit noise and the density-matrix simulator are for binary models: leave "
+            "circuit_noise and simulator out with n_classes > 2"
+        )
+    return True
+
+
+def _stack(expectations: list):
+    """One readout's ⟨Z⟩ as a scalar (binary), several as a (C,) vector."""
+    return expectations[0] if len(expectations) == 1 else jnp.stack(expectations)
 
 
 def _cnot_program(n: int, depth: int, readout_index: int, dtype: str) -> Callable:
@@ -356,25 +406,27 @@ def qnn_cnot_parts(
     readout_dtype: str = "state",
     circuit_noise: dict | None = None,
     simulator: str = "auto",
+    n_classes: int = 2,
 ):
     """The :class:`CircuitParts` of :func:`qnn_cnot` (same options)."""
     del complex_input
     n = _qubits_for(input_dim, n_qubits)
     cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale, readout_dtype)
-    readout_index = _readout_index(readout_qubit, n)
+    to_prob = _readout(readout, scale, readout_dtype, n_classes)
+    readouts = _readout_indices(readout_qubit, n, n_classes)
 
     def init(key):
         return init_std * jax.random.normal(key, (depth, n, 2), rdtype)
 
-    if resolve_simulator(simulator, circuit_noise) == "density_matrix":
-        dm = dm_program("qnn_cnot", n, depth, readout_index, circuit_noise, dtype)
+    if _density_matrix(simulator, circuit_noise, n_classes):
+        dm = dm_program("qnn_cnot", n, depth, readouts[0], circuit_noise, dtype)
         return CircuitParts(init, dm, to_prob)
-    run = _cnot_program(n, depth, readout_index, dtype)
+    runs = [_cnot_program(n, depth, r, dtype) for r in readouts]
 
     def expectation(params, x):
         theta = params.astype(rdtype)
-        return run(ry(theta[..., 1]) @ rx(theta[..., 0]), x)
+        u = ry(theta[..., 1]) @ rx(theta[..., 0])
+        return _stack([run(u, _pad_amplitudes(x, n)) for run in runs])
 
     return CircuitParts(init, expectation, to_prob)
 
