@@ -212,6 +212,21 @@ def test_iris_three_classes_keeps_the_data_contract():
         check_loaded("toy", missing)
 
 
+def test_mnist_three_digits_and_their_non_members(tmp_path):
+    from qunlearn.data import non_member_pool
+
+    options = {"digits": [0, 1, 2], "n_per_class": 20}
+    data = load_dataset("mnist", cache_dir=tmp_path, **options)
+    assert n_classes(data) == 3 and np.array_equal(data.y_train, _sorted_labels(3, 20))
+    assert data.info["n_train_per_class"] == [20, 20, 20]
+    wider = load_dataset("mnist", cache_dir=tmp_path, **(options | {"n_per_class": 25}))
+    x, y = non_member_pool(data, 5, cache_dir=tmp_path, **options)
+    assert np.array_equal(y, _sorted_labels(3, 5))
+    # the next 5 training-split images of each digit after the 20 the data set took
+    expected = np.concatenate([wider.x_train[25 * k + 20 : 25 * (k + 1)] for k in range(3)])
+    assert np.array_equal(x, expected)
+
+
 # --- configs: bad inputs through the CLI ------------------------------------------------------
 
 EVAL = """\

@@ -154,8 +154,10 @@ def non_member_pool(
         wider = load_dataset(
             "mnist", cache_dir=cache_dir, **(options | {"n_per_class": taken + n_per_class})
         )
-        half = taken + n_per_class
-        rows = np.concatenate([np.arange(taken, half), np.arange(half + taken, 2 * half)])
+        block = taken + n_per_class  # each class's images in ``wider``
+        rows = np.concatenate(
+            [np.arange(k * block + taken, (k + 1) * block) for k in range(n_classes(dataset))]
+        )
         return wider.x_train[rows], wider.y_train[rows]
     picked = []
     for label in range(n_classes(dataset)):

@@ -46,7 +46,7 @@ from qunlearn.data.mnist_sources import (
     read_idx,
 )
 from qunlearn.data.mnist_sources import installed_package_file as _installed_package_file
-from qunlearn.data.options import check_int, check_pair, check_path
+from qunlearn.data.options import check_classes, check_int, check_path
 from qunlearn.errors import QunlearnError
 
 __all__ = [
@@ -150,18 +150,21 @@ def _find_source(root: Path) -> Source:
     return find_source(root, _installed_package_file())
 
 
-def cache_name(digits: tuple[int, int]) -> str:
-    """``mnist_<a>v<b>.npz``: the converted images of one digit pair."""
-    return f"mnist_{digits[0]}v{digits[1]}.npz"
+def cache_name(digits: tuple[int, ...]) -> str:
+    """``mnist_<a>v<b>.npz``: the converted images of one digit pair (``<a>v<b>v<c>``, ...
+    for more digits)."""
+    return f"mnist_{'v'.join(map(str, digits))}.npz"
 
 
 def _select_pair(x_train, y_train, x_test, y_test, digits=DIGITS) -> dict[str, np.ndarray]:
-    """All images of ``digits[0]`` then all of ``digits[1]`` in each split, file order within a
-    class; indices kept for provenance."""
+    """All images of ``digits[0]``, then all of ``digits[1]`` (and so on) in each split, file
+    order within a class, labelled by their digit's position; indices kept for provenance."""
 
     def split(x, y):
-        index = np.concatenate([np.flatnonzero(y == digit) for digit in digits])
-        return x[index], (y[index] == digits[1]).astype(np.int32), index
+        rows = [np.flatnonzero(y == digit) for digit in digits]
+        labels = np.concatenate([np.full(len(r), k, np.int32) for k, r in enumerate(rows)])
+        index = np.concatenate(rows)
+        return x[index], labels, index
 
     out = {}
     for name, (x, y) in {"train": (x_train, y_train), "val": (x_test, y_test)}.items():
@@ -188,7 +191,8 @@ def load_mnist(
     """MNIST digits[0] vs digits[1] (default 1 vs 9): train (2 n_per_class, 1024) float64, val
     (2144, 1024 for 1 vs 9), class-sorted.
 
-    ``digits``: [a, b], two different digits in 0-9 (label 0 = a, label 1 = b).
+    ``digits``: [a, b], two different digits in 0-9 (label 0 = a, label 1 = b); three or more
+    make a multi-class set (label k = digits[k], C·n_per_class training images).
 
     ``encoding``: "unit" (whole-image L2, a valid state) or "reference" (the reference code's
     per-column normalisation, not a unit vector); see the module docstring.
@@ -205,7 +209,7 @@ def load_mnist(
         )
     _check_encoding(encoding)
     check_path("source", source)
-    digits = check_pair("digits", digits, 9, "digits in 0-9", "[1, 9]")
+    digits = check_classes("digits", digits, 9, "digits in 0-9", "[1, 9]")
     root = resolve_cache_dir(cache_dir)
     cache_path = root / cache_name(digits)
     wanted = None if source is None else explicit_source(source)
@@ -221,15 +225,17 @@ def load_mnist(
     else:
         arrays, meta = _convert(wanted or _find_source(root), cache_path, digits)
 
-    available = [int(np.sum(arrays["y_train"] == label)) for label in (0, 1)]
+    labels = range(len(digits))
+    available = [int(np.sum(arrays["y_train"] == label)) for label in labels]
     if n_per_class > min(available):
         raise QunlearnError(
             f"dataset_options.n_per_class must be in [1, {min(available)}] (images of digits "
-            f"{digits[0]}/{digits[1]} available: {available}), got {n_per_class}"
+            f"{'/'.join(map(str, digits))} available: {available}), got {n_per_class}"
         )
-    # The cache holds every training image of digits[0], then of digits[1]; keep the first n of
-    # each class.
-    start = (0, available[0])
+    # The cache holds every training image of digits[0], then of digits[1], ...; keep the first
+    # n of each class.
+    start = np.concatenate([[0], np.cumsum(available)[:-1]])
+    named = " and ".join([", ".join(f"{d}s" for d in digits[:-1]), f"{digits[-1]}s"])
     take = np.concatenate([np.arange(s, s + n_per_class) for s in start])
     info = {
         "dataset": "mnist",
@@ -240,12 +246,12 @@ def load_mnist(
         "encoding": encoding,
         "preprocessing": ENCODING_TEXT[encoding],
         "raw_dim": RAW_DIM,  # features before padding: feature randomisation draws only these
-        "n_train_per_class": [n_per_class, n_per_class],
-        "n_val_per_class": [int(np.sum(arrays["y_val"] == label)) for label in (0, 1)],
-        "n_available_per_class": available,  # the training split's images of the two digits
-        "selection": f"train: first n_per_class {digits[0]}s and {digits[1]}s of the 60k training "
-        f"split in file order; val: all test-split {digits[0]}s and {digits[1]}s; both "
-        f"class-sorted (label 0 = digit {digits[0]} first)",
+        "n_train_per_class": [n_per_class] * len(digits),
+        "n_val_per_class": [int(np.sum(arrays["y_val"] == label)) for label in labels],
+        "n_available_per_class": available,  # the training split's images of the digits
+        "selection": f"train: first n_per_class {named} of the 60k training split in file "
+        f"order; val: all test-split {named}; both class-sorted (label 0 = digit {digits[0]} "
+        "first)",
     }
     return Dataset(
         name="mnist",

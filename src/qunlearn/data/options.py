@@ -53,13 +53,6 @@ def check_path(key: str, value) -> None:
         raise QunlearnError(f"dataset_options.{key} must be a path (a string), {_got(value)}")
 
 
-def check_pair(key: str, value, maximum: int, what: str, example: str) -> tuple[int, int]:
-    """Two different integers in [0, maximum] (label 0's, label 1's), else one line naming
-    ``dataset_options.<key>``, ``what`` they are and an ``example``."""
-    first, second = check_classes(key, value, maximum, what, example, count=2)
-    return first, second
-
-
 def check_classes(
     key: str, value, maximum: int, what: str, example: str, count: int | None = None
 ) -> tuple[int, ...]:
