@@ -281,6 +281,23 @@ def test_bad_class_requests_are_one_line_and_write_nothing(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("method", ["newton", "fisher_forgetting"])
+def test_binary_only_methods_are_refused_on_c_classes_before_out(tmp_path, capsys, method):
+    config = tmp_path / "c.toml"
+    text = EVAL.format(
+        classes="[0, 1, 2]",
+        alpha=0.0,
+        request='forget = "class"\nforget_class = 0',
+        n_classes=", n_classes = 3",
+    )
+    config.write_text(text.replace('methods = ["retrain"]', f'methods = ["retrain", "{method}"]'))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"methods['{method}'] on models.mlp" in err and "binary model" in err, err
+    assert not out.exists()
+
+
 # --- class deletion, end to end ---------------------------------------------------------------
 
 

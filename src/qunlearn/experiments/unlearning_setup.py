@@ -349,7 +349,9 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
         "y_val": jnp.asarray(dataset.y_val),
     }
     for method, (base, _, built) in methods.items():
-        if not METHODS.is_builtin(base):
+        # a user's method, or any on C classes (some built-ins are binary only): traced here,
+        # so what breaks fails before --out is touched
+        if not METHODS.is_builtin(base) or classes > 2:
             trace_method(name, method, model, built, shared, n_forget, spec.unlearn_epochs)
     sweeps = {}
     for method, axes in getattr(config, "sweep", {}).items():
