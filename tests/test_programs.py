@@ -47,7 +47,8 @@ def test_one_static_difference_is_another_program(model, options):
 
 
 def test_equal_values_of_other_types_have_other_fingerprints():
-    keys = [programs.fingerprint(v) for v in (1, 1.0, True, [1], (1,), np.int64(1), 0.0, -0.0)]
+    values = (1, 1.0, True, [1], (1,), np.int64(1), np.float64(1.0), np.float32(1.0), 0.0, -0.0)
+    keys = [programs.fingerprint(v) for v in values]
     assert len(set(keys)) == len(keys)
     assert programs.fingerprint(float("nan")) == programs.fingerprint(float("nan"))
     a = np.arange(3.0)

@@ -104,12 +104,13 @@ class _Fingerprint:
         self.keep: list = []  # everything an id in ``seen`` refers to stays alive for the pass
 
     def __call__(self, v):
+        # scalars with their exact type: a numpy float64 is a float, but a strongly typed one
         if v is None or isinstance(v, (bool, int, str, bytes)):
-            return (type(v).__name__, v)
+            return (_Id(type(v)), v)
         if isinstance(v, float):
-            return ("float", v.hex())  # NaN equals itself, -0.0 differs from 0.0
+            return (_Id(type(v)), v.hex())  # NaN equals itself, -0.0 differs from 0.0
         if isinstance(v, complex):
-            return ("complex", v.real.hex(), v.imag.hex())
+            return (_Id(type(v)), v.real.hex(), v.imag.hex())
         if isinstance(v, (types.ModuleType, type)):  # a dataclass type too
             return _Id(v)
         if isinstance(v, jax.core.Tracer):
