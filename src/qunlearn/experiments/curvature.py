@@ -62,6 +62,7 @@ from qunlearn.experiments.common import (
 from qunlearn.experiments.config import CurvatureConfig
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import poison_keys, stable_key, teacher_keys, unlearning_keys
+from qunlearn.experiments.programs import shared
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
     forget_set_size,
@@ -463,7 +464,7 @@ class _ModelCells:
     def program(self):
         if self._program is None:
             c = self.config
-            self._program = curvature_program(
+            self._program = shared(curvature_program)(
                 self.mp.model,
                 method=self.method,
                 top_k=c.top_k,
@@ -549,7 +550,7 @@ class _ModelCells:
         poisoned = jax.tree_util.tree_map(lambda a: a[1], params)
         run_keys = unlearning_keys(self.root, config.dataset, self.name, config.runs)
         if unlearner.form not in self._programs:
-            self._programs[unlearner.form] = unlearning_program(
+            self._programs[unlearner.form] = shared(unlearning_program)(
                 self.mp.model,
                 unlearner,
                 lr=spec.unlearn_lr,

@@ -66,6 +66,7 @@ from qunlearn.experiments.keys import (
     teacher_keys,
     unlearning_keys,
 )
+from qunlearn.experiments.programs import shared
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
     ForgetRequest,
@@ -289,7 +290,7 @@ class _ModelCells:
         key = (method.form, n_removed)
         if key not in self._programs:
             spec = self.mp.spec
-            self._programs[key] = ensemble_program(
+            self._programs[key] = shared(ensemble_program)(
                 self.mp.model,
                 method,
                 lr=spec.unlearn_lr,

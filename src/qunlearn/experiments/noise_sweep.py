@@ -37,6 +37,7 @@ from qunlearn.experiments.common import build_model, model_input, run_devices, w
 from qunlearn.experiments.config import QNN_MODELS, resolve_noise
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
+from qunlearn.experiments.programs import shared
 from qunlearn.models import Model
 from qunlearn.noise import NOISE, check_poisoned
 from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_ticks
@@ -199,7 +200,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             for label, noise in (circuit_noise.items() if quantum else ())
         }
         names = (*METRICS, *map(shot_metric, shot_models), *map(noise_metric, noisy_models))
-        program = sweep_program(
+        program = shared(sweep_program)(
             model,
             epochs=spec.epochs,
             batch_size=spec.batch_size,

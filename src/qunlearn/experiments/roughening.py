@@ -22,6 +22,7 @@ from qunlearn.data import load_dataset, n_classes
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
+from qunlearn.experiments.programs import shared
 from qunlearn.hessian import flat_hvp, hutchinson_trace_fixed, top_eigenvalues, trace_exact
 from qunlearn.models import n_params
 from qunlearn.train import accuracy, cross_entropy, make_supervised_train, over_runs, predict
@@ -211,7 +212,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     for name, spec in config.models.items():
         model = build_model(name, spec, dim, is_complex, n_classes(dataset))
         check_top_k(config.top_k, model, name)
-        program = roughening_program(
+        program = shared(roughening_program)(
             model,
             epochs=spec.epochs,
             batch_size=spec.batch_size,

@@ -35,6 +35,7 @@ from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import padded_chunks, rectangular_rows
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import forget_keys, poison_keys, teacher_keys, unlearning_keys
+from qunlearn.experiments.programs import shared
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
     ForgetRequest,
@@ -144,7 +145,7 @@ class _ModelCells:
         key = (method.form, trajectory, model is self.mp.model, n_removed)
         if key not in self._programs:
             spec = self.mp.spec
-            self._programs[key] = unlearning_program(
+            self._programs[key] = shared(unlearning_program)(
                 model,
                 method,
                 lr=spec.unlearn_lr,

@@ -29,6 +29,7 @@ from qunlearn.data import n_classes
 from qunlearn.errors import QunlearnError, user_code
 from qunlearn.experiments.common import build_model, model_in_dtype, model_input
 from qunlearn.experiments.config import UnlearnSpec, resolve_method
+from qunlearn.experiments.programs import shared
 from qunlearn.models import Model
 from qunlearn.noise import n_poisoned
 from qunlearn.train import make_supervised_train, over_runs
@@ -216,7 +217,7 @@ def train_teachers(mp: ModelPlan, keys, y_noisy, *, on_epoch=None):
     ``keys`` ((T, 2, ...): init and batch-order key) and of ``y_noisy`` ((T, N) training labels),
     trained on ``mp.shared["x_train"]`` with the model table's teacher settings."""
     spec = mp.spec
-    program = teacher_program(
+    program = shared(teacher_program)(
         mp.model,
         epochs=spec.epochs,
         batch_size=spec.batch_size,
