@@ -242,6 +242,7 @@ def evaluation_figures(results, config: dict, per_example, roc, board=()) -> dic
 
 READOUTS_FIGURE = "evaluation_readouts"  # the file stem of the shot and circuit-noise readouts
 READOUT_PANELS = (  # (statistic in qunlearn.compare.readout_summary rows, axis label)
+    ("klom_p50", "KLoM P50 on D_f (nats)"),
     ("resid", "KLoM residual on D_f\n(0 = retrain, 1 = no unlearning)"),
     ("ulira_auc", "U-LiRA AUC on D_f"),
     ("ulira_tpr_at_1pct_fpr", "U-LiRA TPR at 1 % FPR"),
@@ -272,10 +273,10 @@ def readouts_figure(summary: list[dict], *, title: str = "") -> Figure:
         ]
         null = {r["readout"]: r for r in rows if r["group"] == "oracle_null"}
         for ax, (stat, label) in zip(row, READOUT_PANELS, strict=True):
-            if stat == "ulira_auc" and null:
+            if stat in ("klom_p50", "ulira_auc") and null:
                 band = [null.get(k, {}) for k in readouts]
-                lo = [b.get("ulira_auc_lo", np.nan) for b in band]
-                hi = [b.get("ulira_auc_hi", np.nan) for b in band]
+                lo = [b.get(f"{stat}_lo", np.nan) for b in band]
+                hi = [b.get(f"{stat}_hi", np.nan) for b in band]
                 ax.fill_between(range(len(readouts)), lo, hi, color="0.85", label="oracle null")
             if stat in ("ulira_auc", "mia_loss_auc_mean"):
                 ax.axhline(0.5, ls=":", color="0.5", lw=1)
@@ -302,6 +303,9 @@ def readouts_figure(summary: list[dict], *, title: str = "") -> Figure:
                     bars = interval_bars(r[stat], r.get(f"{stat}_lo"), r.get(f"{stat}_hi"))
                     if bars is not None:
                         ax.errorbar(xi, r[stat], yerr=bars, color=color, lw=1, capsize=2)
+            if stat == "resid":  # undefined where teacher and retrain coincide: keep it readable
+                ax.set_ylim(*RESID_RANGE)
+                _mark_off_scale(ax, rows, x, groups)
             if "exact" in x:
                 ax.axvline(x["exact"], color="0.8", lw=6, zorder=0)  # the reference
             ax.set_xticks(range(len(readouts)), labels, fontsize=8)
@@ -311,6 +315,20 @@ def readouts_figure(summary: list[dict], *, title: str = "") -> Figure:
     what = "the same params read out with S shots, exactly and under device noise"
     fig.suptitle(f"{title}: {what}" if title else what)
     return fig
+
+
+RESID_RANGE = (-0.5, 2.5)  # the residual panel's y range; values beyond are marked at its edge
+
+
+def _mark_off_scale(ax, rows: list[dict], x: dict, groups: list[str]) -> None:
+    """A hollow triangle at the residual panel's edge for each value beyond it."""
+    lo, hi = RESID_RANGE
+    for r in rows:
+        v = r.get("resid")
+        if r["group"] in groups and v is not None and not lo <= v <= hi:
+            edge, marker = (hi, "^") if v > hi else (lo, "v")
+            ax.plot(x[r["readout"]], edge, marker, mfc="none", color=_style(r["group"])[1], ms=8)
+    ax.text(0.02, 0.97, "off scale: triangles", transform=ax.transAxes, fontsize=7, va="top")
 
 
 def _is_noise(readout: str) -> bool:
