@@ -165,22 +165,21 @@ CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    """An evaluation on separable toy data (members and non-members disjoint by construction)."""
-    rng = np.random.default_rng(0)
+def separable(n, seed):
+    """2n unit-norm examples in 8 dimensions, two classes shifted apart (n each)."""
+    r = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n).astype(np.int32)
+    x = r.normal(size=(2 * n, 8)) + 1.2 * y[:, None]
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y
 
-    def toy(n, seed):
-        r = np.random.default_rng(seed)
-        y = np.repeat([0, 1], n).astype(np.int32)
-        x = r.normal(size=(2 * n, 8)) + 1.2 * y[:, None]
-        return x / np.linalg.norm(x, axis=1, keepdims=True), y
 
-    (x, y), (xv, yv), (xo, _) = toy(20, 1), toy(20, 2), toy(20, 3)
+def run_on_toy_data(mp, config, out):
+    """``config`` run into ``out`` on separable toy data, non-members from a third draw (members
+    and non-members disjoint by construction); ``mp``: the MonkeyPatch that swaps the data in."""
+    (x, y), (xv, yv), (xo, _) = separable(20, 1), separable(20, 2), separable(20, 3)
     data = Dataset(
         "mnist", x, y, xv, yv, {"source": {"kind": "synthetic"}, "n_train_per_class": [20, 20]}
     )
-    mp = pytest.MonkeyPatch()
     mp.setattr(evaluation, "load_dataset", lambda name, cache_dir=None, **kw: data)
     mp.setattr(
         evaluation,
@@ -190,12 +189,15 @@ def toy_run(tmp_path_factory):
             np.repeat([0, 1], n).astype(np.int32),
         ),
     )
-    del rng
-    out = tmp_path_factory.mktemp("audit") / "out"
-    config = build(EvaluationConfig, CONFIG)
-    store = runner.run(config, out, progress=False)
-    mp.undo()
-    return store, config
+    return runner.run(build(EvaluationConfig, config), out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """An evaluation of an MLP on separable toy data."""
+    with pytest.MonkeyPatch.context() as mp:
+        store = run_on_toy_data(mp, CONFIG, tmp_path_factory.mktemp("audit") / "out")
+    return store, build(EvaluationConfig, CONFIG)
 
 
 def _value(store, group, split, metric):

@@ -309,7 +309,7 @@ def test_a_bad_device_in_a_sweep_is_one_line_exit_2_and_nothing_written(
 
 
 def test_a_device_name_resolves_to_its_snapshot_on_the_circuits_qubits():
-    from qunlearn.experiments.noise_sweep import resolve_circuit_noise
+    from qunlearn.experiments.readouts import resolve_circuit_noise
 
     given = {"depolarizing_1q": 0.01}
     resolved = resolve_circuit_noise({"dev": "fake_torino", "mine": given}, 2**6)

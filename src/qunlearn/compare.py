@@ -1338,28 +1338,160 @@ def evaluation_leaderboard(
     return rows
 
 
+EXACT_READOUT = "exact"
+READOUT_NAME = re.compile(r"(?:shots(?P<shots>\d+)|noise_(?P<noise>[a-z0-9_]+))$")
+
+
+def readout_label(readout: str) -> str:
+    """``shots100`` -> ``S=100``, ``noise_torino`` -> ``noise torino``, ``exact`` as it is."""
+    m = READOUT_NAME.match(readout)
+    if m is None:
+        return readout
+    return f"S={m['shots']}" if m["shots"] else f"noise {m['noise']}"
+
+
+def readout_rank(readout: str) -> tuple:
+    """The order readouts are shown in: shots by count, the exact readout (S = inf), then the
+    noise models by name."""
+    m = READOUT_NAME.match(readout)
+    if m is None:
+        return (1, 0, readout)
+    return (0, int(m["shots"]), "") if m["shots"] else (2, 0, m["noise"])
+
+
+def by_readout(rows: list[dict]) -> dict[str, list[dict]]:
+    """{readout: its rows without the ``readout`` column} of an evaluation's table, the exact
+    readout first (all rows of a run without readouts are exact)."""
+    found: defaultdict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        found[r.get("readout") or EXACT_READOUT].append(
+            {k: v for k, v in r.items() if k != "readout"}
+        )
+    order = sorted(found, key=lambda k: (k != EXACT_READOUT, readout_rank(k)))
+    return {k: found[k] for k in order}
+
+
+# the readouts summary: (header, split, statistic, format); split "" = a leaderboard statistic
+# with its bootstrap interval, else a results.csv metric of that split (with a null band's _lo
+# and _hi where it has them)
+READOUT_COLUMNS = (
+    ("KLoM f P50", "forget", "klom_p50", ".3f"),
+    ("f P95", "forget", "klom_p95", ".3f"),
+    ("resid", "", "resid", "+.2f"),
+    ("LiRA AUC", "forget", "ulira_auc", ".3f"),
+    ("TPR@1%", "", "ulira_tpr_at_1pct_fpr", ".3f"),
+    ("MIA AUC", "forget", "mia_loss_auc_mean", ".3f"),
+    ("val acc", "", "val_acc", ".3f"),
+)
+
+
+def readout_summary(results: list[dict], bootstrap: list[dict], manifest: dict) -> list[dict]:
+    """One row per (model, readout, group) of an evaluation with readouts: the key scores of
+    every readout, the leaderboard's statistics with their 95 % bootstrap intervals, and the
+    oracle null band of the forget KLoM P50 and U-LiRA AUC; [] without readouts."""
+    results_by, boot_by = by_readout(results), by_readout(bootstrap)
+    if list(results_by) == [EXACT_READOUT]:
+        return []
+    out = []
+    for readout, rows in results_by.items():
+        scores = evaluation_scores(rows)
+        board = evaluation_leaderboard(rows, boot_by.get(readout, []), manifest)
+        boards = {(r["model"], r["method"]): r for r in board}
+        for model, group in sorted(scores, key=lambda k: (k[0], _group_rank(k[1]))):
+            if (model, group) not in boards and group != "oracle_null":
+                continue
+            s, b = scores[(model, group)], boards.get((model, group), {})
+            row = {"model": model, "readout": readout, "group": group}
+            for _, split, stat, _ in READOUT_COLUMNS:
+                if split:
+                    row[stat] = s.get((split, stat))
+                    for end in ("_lo", "_hi"):
+                        if (split, stat + end) in s:
+                            row[stat + end] = s[(split, stat + end)]
+                else:
+                    row |= {stat + end: b.get(stat + end) for end in ("", "_lo", "_hi")}
+            out.append(row)
+    return out
+
+
+def format_readout_summary(rows: list[dict]) -> str:
+    """The readouts summary as text: per model and group, one line per readout."""
+    lines = [
+        "readouts (eval_shots, eval_circuit_noise: the same params read out with S shots per "
+        "example or under a circuit-noise model; [ ]: 95 % bootstrap over the teachers, or the "
+        "oracle null band):",
+        f"{'model':6} {'group':16} {'readout':14} "
+        + " ".join(f"{h:>20}" for h, *_ in READOUT_COLUMNS),
+    ]
+    groups = sorted(
+        {(r["model"], r["group"]) for r in rows}, key=lambda k: (k[0], _group_rank(k[1]))
+    )
+    for model, group in groups:
+        for r in sorted(
+            (r for r in rows if (r["model"], r["group"]) == (model, group)),
+            key=lambda r: readout_rank(r["readout"]),
+        ):
+            cells = []
+            for _, _, stat, fmt in READOUT_COLUMNS:
+                v, lo, hi = r.get(stat), r.get(f"{stat}_lo"), r.get(f"{stat}_hi")
+                text = "-" if v is None else format(v, fmt) if math.isfinite(v) else "n/a"
+                if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+                    text += f" [{lo:{fmt}},{hi:{fmt}}]"
+                cells.append(f"{text:>20}")
+            lines.append(
+                f"{model:6} {group:16} {readout_label(r['readout']):14} " + " ".join(cells)
+            )
+    return "\n".join(lines)
+
+
 def _compare_evaluation_dir(
     results_dir: Path, results: list[dict], manifest: dict, tables=None
 ) -> dict:
     from qunlearn.leaderboard import COLUMNS, format_leaderboard
 
-    board = evaluation_leaderboard(results, tables("bootstrap.csv") if tables else [], manifest)
+    bootstrap = tables("bootstrap.csv") if tables else []
+    results_by = by_readout(results) or {EXACT_READOUT: []}
+    boot_by = by_readout(bootstrap)
+    exact = results_by[EXACT_READOUT]
+    exact_findings: list[str] = []
+    board = evaluation_leaderboard(exact, boot_by.get(EXACT_READOUT, []), manifest)
     _write_compare_csv(results_dir / "leaderboard.csv", board, list(COLUMNS))
-    scores = evaluation_scores(results)
-    table = [
-        {"model": m, "group": g, "split": split, "metric": metric}
-        | ({"value": v} if math.isfinite(v) else {"not_comparable": not_comparable("not finite")})
-        for (m, g), s in sorted(scores.items())
-        for (split, metric), v in sorted(s.items())
-        if split
-    ]
-    _write_compare_csv(
-        results_dir / "compare.csv",
-        table,
-        ["model", "group", "split", "metric", "value", "not_comparable"],
-    )
-    findings = evaluation_findings(scores)
-    summary = {"findings": findings, "leaderboard": board}
+    tagged = any("readout" in r for r in results)
+    table, texts, readouts = [], [], {}
+    for readout, rows in results_by.items():
+        scores = evaluation_scores(rows)
+        table += [
+            {"model": m, "group": g}
+            | ({"readout": readout} if tagged else {})
+            | {"split": split, "metric": metric}
+            | (
+                {"value": v}
+                if math.isfinite(v)
+                else {"not_comparable": not_comparable("not finite")}
+            )
+            for (m, g), s in sorted(scores.items())
+            for (split, metric), v in sorted(s.items())
+            if split
+        ]
+        findings = evaluation_findings(scores)
+        if readout == EXACT_READOUT:
+            exact_findings = findings
+            texts.append(format_evaluation(scores) + "\n\n" + "\n".join(findings) + "\n")
+        else:
+            readouts[readout] = {"findings": findings}
+            texts.append(
+                f"\nreadout {readout_label(readout)} (the same params, every probe read out so):\n"
+                + format_evaluation(scores)
+                + "\n\n"
+                + "\n".join(findings)
+                + "\n"
+            )
+    fields = ["model", "group", *(["readout"] if tagged else []), "split", "metric"]
+    _write_compare_csv(results_dir / "compare.csv", table, [*fields, "value", "not_comparable"])
+    summary: dict[str, Any] = {"findings": exact_findings, "leaderboard": board}
+    across = readout_summary(results, bootstrap, manifest)
+    if readouts:
+        summary["readouts"] = readouts | {"summary": across}
     atomic_write_text(results_dir / "compare.json", json.dumps(summary, indent=2))
     text = (
         "evaluation against retrain oracles (beyond the paper: no published numbers). KLoM: "
@@ -1369,7 +1501,7 @@ def _compare_evaluation_dir(
         "ident: forget examples still identified at 5 % FPR; flip: pairwise prediction flip "
         "rate; seed share: share of the margin variance due to the training seed\n"
     )
-    if any(("val", "recovery_gap") in s for s in scores.values()):
+    if any(("val", "recovery_gap") in s for s in evaluation_scores(exact).values()):
         text += (
             "clean KLoM: forget P50 vs the clean oracles (retrained on D minus all poison); "
             "recov: clean val accuracy recovered, (acc - teachers') / (clean oracles' - "
@@ -1378,9 +1510,10 @@ def _compare_evaluation_dir(
     if manifest["config"].get("forget") in ("clean_random", "class"):
         text = text.replace("with flipped labels", "with true labels (D_f is clean)")
     text = request_line(manifest["config"]) + text
-    text += format_evaluation(scores) + "\n\n" + "\n".join(findings) + "\n"
-    text += class_deletion_lines(scores)
+    text += texts[0] + class_deletion_lines(evaluation_scores(exact))
     text += "\n" + format_leaderboard(board) + "\n"
+    if readouts:
+        text += "".join(texts[1:]) + "\n" + format_readout_summary(across) + "\n"
     return {"table": table, "summary": summary, "text": text}
 
 

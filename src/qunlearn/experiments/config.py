@@ -197,6 +197,11 @@ class EvaluationConfig:
     known: float = 0.0
     forget_fraction: float = 0.0
     forget_class: int = -1
+    # readouts of every QNN ensemble, as NoiseSweepConfig's (qunlearn.experiments.readouts): the
+    # same params' margins with S shots per example, and under each circuit-noise model; every
+    # score per readout (results.csv's readout column). MLPs have none.
+    eval_shots: tuple[int, ...] = ()
+    eval_circuit_noise: dict = field(default_factory=dict)
 
 
 CONFIG_TYPES: dict[str, type] = {
@@ -747,6 +752,14 @@ def _check_noises(config) -> None:
 
 def _check_evaluation(config) -> None:
     _check_unlearning(config)
+    if (config.eval_shots or config.eval_circuit_noise) and not any(
+        spec.model in QNN_MODELS for spec in config.models.values()
+    ):
+        key = "eval_shots" if config.eval_shots else "eval_circuit_noise"
+        raise QunlearnError(
+            f"config.{key} reads out QNNs (shots, circuit noise), but no model here is one of "
+            f"{sorted(QNN_MODELS)}: drop {key} or add a QNN model table"
+        )
     for name, spec in config.models.items():
         if spec.teachers * spec.unlearn_seeds < 3:
             raise QunlearnError(

@@ -31,6 +31,14 @@ Per model, on ONE poisoning draw (the unlearning experiment's, so the forget set
     corrective-unlearning ``recovery`` (val split): (val acc − the teachers' mean) / (the clean
     oracles' mean − the teachers'), mean and std over the group's models.
 
+Readouts (``eval_shots``, ``eval_circuit_noise``; :mod:`qunlearn.experiments.readouts`): every
+ensemble cell of a QNN also saves the margins of the same params read out with S shots per
+example (a run's key: its batch-order key, see :func:`~qunlearn.experiments.readouts.readout_key`)
+and under each circuit-noise model (arrays ``margins_<readout>`` beside ``margins`` in its
+``.margins.npz``), and the scores cell scores every readout alike: its rows gain a ``readout``
+column (``exact``, ``shots<S>``, ``noise_<label>``; every row of such a config has one, MLP rows
+``exact`` only: an MLP has no measurement). Without the switches nothing changes, byte for byte.
+
 Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
 model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
 distances), ``roc.csv`` (the U-LiRA ROC on a log-spaced FPR grid) and ``bootstrap.csv`` (the
@@ -55,7 +63,12 @@ import numpy as np
 from qunlearn import audit
 from qunlearn.data import load_dataset, n_classes, non_member_pool
 from qunlearn.errors import QunlearnError
-from qunlearn.experiments.common import features, padded_chunks, rectangular_rows
+from qunlearn.experiments.common import (
+    features,
+    model_input,
+    padded_chunks,
+    rectangular_rows,
+)
 from qunlearn.experiments.config import EvalSpec
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import (
@@ -67,6 +80,14 @@ from qunlearn.experiments.keys import (
     unlearning_keys,
 )
 from qunlearn.experiments.programs import shared
+from qunlearn.experiments.readouts import (
+    EXACT,
+    Readout,
+    has_readouts,
+    read_out,
+    readout_models,
+    resolve_circuit_noise,
+)
 from qunlearn.experiments.store import ResultStore
 from qunlearn.experiments.unlearning_setup import (
     ForgetRequest,
@@ -123,11 +144,21 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     if request.kind == "class":
         poisoning["forget_class"] = request.forget_class
     cells: dict[str, Cell] = {}
+    resolved = {}  # what each QNN's device names resolved to (its own width)
     for name, mp in plans.items():
         probes = jnp.concatenate(
             [mp.shared["x_train"], mp.shared["x_val"], jnp.asarray(features(x_out, mp.spec.input))]
         )
-        cells |= _ModelCells(config, name, mp, root, poisoning, probes, request, progress).cells()
+        _, _, dim, is_complex = model_input(dataset, mp.spec.input)
+        noise = resolve_circuit_noise(config.eval_circuit_noise, dim)
+        readouts = readout_models(
+            name, mp.spec, dim, is_complex, shots=config.eval_shots, circuit_noise=noise
+        )
+        if any(r.shots is None for r in readouts.values()):
+            resolved[name] = noise
+        cells |= _ModelCells(
+            config, name, mp, root, poisoning, probes, request, progress, readouts
+        ).cells()
     data = dataset.info | {
         "non_members": {
             "count": len(y_out),
@@ -137,6 +168,8 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             else "flipped (the forget set's corruption)",
         }
     }
+    if any(isinstance(v, str) for v in config.eval_circuit_noise.values()):
+        data = data | {"eval_circuit_noise": resolved}
     return Plan(cells, lambda store, final: write_tables(store), data | request_info(request))
 
 
@@ -173,13 +206,15 @@ def ensemble_program(
     on_epoch=None,
     n_removed: int | None = None,
     probe_labels=None,
+    with_params: bool = False,
 ):
     """``fn(keys, starts, teachers, weights, y_noisy, mask, shared, probes) -> (final, margins)``
     over a leading run axis (teachers too): each run unlearns (or retrains) and returns its final
     :data:`~qunlearn.unlearn.METRICS`, its last loss and its margins on ``probes``. ``mask``: D_f,
     or with ``n_removed`` the pair of :func:`~qunlearn.experiments.unlearning_setup.
     reference_split` (a clean reference). ``probe_labels``: a C-class model's margins are
-    oriented by them (:func:`qunlearn.audit.margin`). ``.traces`` counts its tracings."""
+    oriented by them (:func:`qunlearn.audit.margin`). ``with_params``: the runs' final params
+    too, a third output (the readouts read them). ``.traces`` counts its tracings."""
     unlearn = make_unlearn(model, method, lr=lr, epochs=epochs, trajectory=False, on_epoch=on_epoch)
     traces = []
 
@@ -190,7 +225,8 @@ def ensemble_program(
         )
         # a method that only edits the teacher (steps = 0) takes no step: it has no loss
         final = log["final"] | ({"loss": log["loss"][-1]} if method.steps else {})
-        return final, audit.margin(predict(model, params, probes), probe_labels)
+        margins = audit.margin(predict(model, params, probes), probe_labels)
+        return (final, margins, params) if with_params else (final, margins)
 
     fn = jax.jit(over_runs(one, (0, 0, 0, 0, None, None, None, None), run_chunk))
     # how often it was traced: a new entry = a compilation (jit's wrapper takes attributes;
@@ -199,9 +235,23 @@ def ensemble_program(
     return fn
 
 
-def margins_npz(margins) -> bytes:
+def readout_program(readouts: dict[str, Readout], run_chunk: int = 0):
+    """``fn(keys, params, probes) -> {readout: margins}`` over a leading run axis: every run's
+    params read out under each readout (``keys``: the runs' own keys, the shots' streams)."""
+
+    def one(key, params, probes):
+        return {
+            name: audit.margin(read_out(r, params, probes, key)) for name, r in readouts.items()
+        }
+
+    return jax.jit(over_runs(one, (0, 0, None), run_chunk))
+
+
+def margins_npz(margins, readouts: dict | None = None) -> bytes:
+    """``margins`` (the exact readout's) and ``margins_<readout>`` for each of ``readouts``."""
     buf = io.BytesIO()
-    np.savez(buf, margins=np.asarray(margins, np.float64))
+    more = {f"margins_{k}": np.asarray(v, np.float64) for k, v in (readouts or {}).items()}
+    np.savez(buf, margins=np.asarray(margins, np.float64), **more)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -218,6 +268,7 @@ class _ModelCells:
         probes,
         request: ForgetRequest,
         progress,
+        readouts: dict[str, Readout] | None = None,
     ):
         self.config, self.name, self.mp, self.root = config, name, mp, root
         self.poisoning, self.probes, self.progress = poisoning, probes, progress
@@ -239,6 +290,8 @@ class _ModelCells:
         self._teachers: tuple | None = None  # (params, y_noisy, mask), a leading teacher axis
         self._programs: dict[tuple, Any] = {}  # see program(): its key -> jitted program
         self._executables: dict[int, Any] = {}  # id(program) -> compiled (see ensemble())
+        self.readouts = readouts or {}
+        self._read_out = readout_program(self.readouts, spec.run_chunk) if self.readouts else None
 
     def cells(self) -> dict:
         spec = self.mp.spec
@@ -300,6 +353,7 @@ class _ModelCells:
                 on_epoch=self.progress.on_epoch,
                 n_removed=n_removed,
                 probe_labels=self.poisoning.get("probe_labels"),
+                with_params=bool(self.readouts),
             )
         return self._programs[key]
 
@@ -328,7 +382,9 @@ class _ModelCells:
             info={"kind": "ensemble", "group": "teacher"},
             files={
                 f"{self.teachers_id}.npz": teacher_npz(params, y_noisy, poison),
-                f"{self.teachers_id}.margins.npz": margins_npz(margins),
+                f"{self.teachers_id}.margins.npz": margins_npz(
+                    margins, self.read_outs(keys[:, 1], params)
+                ),
             },
             compiled=True,
         )
@@ -340,15 +396,30 @@ class _ModelCells:
             )
         return self._teachers
 
+    def read_outs(self, keys, params) -> dict:
+        """{readout: margins (runs, probes)} of runs' ``params`` (a leading run axis), each run
+        read out with its own key (``keys``, one per run), in calls of T x U runs (the last one
+        padded) as the ensembles: one compiled readout program per model; {} without readouts."""
+        if self._read_out is None:
+            return {}
+        parts = []
+        for sel, n_real in padded_chunks(keys.shape[0], self.n_teachers * self.n_seeds):
+            chosen = jax.tree_util.tree_map(lambda a, sel=sel: a[sel], params)
+            out = self._read_out(keys[sel], chosen, self.probes)
+            parts.append({k: np.asarray(v)[:n_real] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in self.readouts}
+
     def ensemble(self, method, keys, teachers, n_removed: int | None = None):
-        """(final metrics, margins, seconds) of one run per key row (start key, batch-order key)
-        and teacher (leading axis), in calls of T x U runs (the last one padded): one compiled
-        program serves the oracles and every method of one form. ``seconds``: (the wall time of
-        the runs, of compiling the program where the form is new); the program is compiled ahead
-        of its first call (``lower().compile()``), so the runs' time is the method's cost alone,
-        and the starting points are not timed (a fresh init's compilation would swamp a small
-        ensemble's runs). ``n_removed``: a clean reference's runs (trained on D minus all
-        poison, judged on D_f)."""
+        """(final metrics, margins, readout margins, seconds) of one run per key row (start
+        key, batch-order key) and teacher (leading axis), in calls of T x U runs (the last one
+        padded): one compiled program serves the oracles and every method of one form.
+        ``seconds``: (the wall time of the runs, of compiling the program where the form is new);
+        the program is compiled ahead of its first call (``lower().compile()``), so the runs'
+        time is the method's cost alone, and the starting points are not timed (a fresh init's
+        compilation would swamp a small ensemble's runs). ``n_removed``: a clean reference's runs
+        (trained on D minus all poison, judged on D_f). Readout margins: :meth:`read_outs` of the
+        runs' params, their batch-order keys the shots' streams (not timed: not the method's
+        cost)."""
         program, chunk = self.program(method, n_removed), self.n_teachers * self.n_seeds
         mask = self.poisoning["mask"]
         if n_removed is not None:
@@ -377,8 +448,9 @@ class _ModelCells:
             out = self._executables[id(program)](*args)
             parts.append(jax.tree_util.tree_map(lambda a, n=n_real: np.asarray(a)[:n], out))
             seconds += time.perf_counter() - began
-        arrays = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
-        return (*arrays, (seconds, compile_seconds))
+        final, margins, *params = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
+        readouts = self.read_outs(keys[:, 1], params[0]) if params else {}
+        return final, margins, readouts, (seconds, compile_seconds)
 
     def oracles_cell(self, store: ResultStore, clean: bool = False) -> CellResult:
         """K retrain oracles on D_r; ``clean``: K clean oracles on D minus all poison (their own
@@ -395,11 +467,11 @@ class _ModelCells:
         )
         n_removed = self.request.n_poison if clean else None
         traces = len(self.program(method, n_removed).traces)
-        final, margins, _ = self.ensemble(method, keys, teachers, n_removed)
+        final, margins, readouts, _ = self.ensemble(method, keys, teachers, n_removed)
         return CellResult(
             self.rows(group, final, lambda r: "", lambda r: r),
             info={"kind": "ensemble", "group": group, "options": options},
-            files={f"{self.name}__{group}s.margins.npz": margins_npz(margins)},
+            files={f"{self.name}__{group}s.margins.npz": margins_npz(margins, readouts)},
             compiled=len(self.program(method, n_removed).traces) > traces,
         )
 
@@ -413,7 +485,7 @@ class _ModelCells:
         per_run = jax.tree_util.tree_map(lambda a: jnp.repeat(a, u, axis=0), params)
         keys = unlearning_keys(self.root, self.config.dataset, self.name, t * u)
         traces = len(self.program(method).traces)
-        final, margins, seconds = self.ensemble(method, keys, per_run)
+        final, margins, readouts, seconds = self.ensemble(method, keys, per_run)
         compiled = len(self.program(method).traces) > traces
         return CellResult(
             self.rows(name, final, lambda r: r // u, lambda r: r % u),
@@ -424,7 +496,7 @@ class _ModelCells:
                 "variant": method.variant,
                 "options": options,
             },
-            files={f"{self.name}__{name}.margins.npz": margins_npz(margins)},
+            files={f"{self.name}__{name}.margins.npz": margins_npz(margins, readouts)},
             # the leaderboard's cost (runs only; the compilation apart); not a result
             timing={"run_seconds": round(seconds[0], 3), "compile_seconds": round(seconds[1], 3)},
             compiled=compiled,
@@ -432,17 +504,35 @@ class _ModelCells:
 
     # -- scores ------------------------------------------------------------------------------
 
-    def load_margins(self, store: ResultStore, cell_id: str) -> np.ndarray:
+    def load_margins(self, store: ResultStore, cell_id: str, readout: str = EXACT) -> np.ndarray:
+        key = "margins" if readout == EXACT else f"margins_{readout}"
         with np.load(store.companion_path(f"{cell_id}.margins.npz"), allow_pickle=False) as f:
-            return f["margins"]
+            return f[key]
 
     def scores_cell(self, store: ResultStore) -> CellResult:
-        oracles = self.load_margins(store, f"{self.name}__oracles")
-        groups = {"teacher": self.load_margins(store, self.teachers_id)}
-        groups |= {m: self.load_margins(store, f"{self.name}__{m}") for m in self.mp.methods}
+        """Every score of every readout (the exact one first); rows tagged with their readout
+        where the config asks for readouts (:mod:`qunlearn.experiments.readouts`)."""
+        tagged = has_readouts(self.config)
+        rows: list[dict] = []
+        tables: defaultdict[str, list[dict]] = defaultdict(list)
+        for readout in (EXACT, *self.readouts):
+            tag = {"readout": readout} if tagged else {}
+            scores, extra = self.scores_of(store, readout)
+            rows += [row | tag for row in scores]
+            for name, table in extra.items():
+                tables[name] += [row | tag for row in table]
+        return CellResult(rows, info={"kind": "scores"}, tables=dict(tables))
+
+    def scores_of(self, store: ResultStore, readout: str) -> tuple[list, dict]:
+        """(results rows, {table: rows}) of one readout's margins."""
+        oracles = self.load_margins(store, f"{self.name}__oracles", readout)
+        groups = {"teacher": self.load_margins(store, self.teachers_id, readout)}
+        groups |= {
+            m: self.load_margins(store, f"{self.name}__{m}", readout) for m in self.mp.methods
+        }
         clean = None
         if self.clean is not None:
-            clean = self.load_margins(store, f"{self.name}__clean_oracles")
+            clean = self.load_margins(store, f"{self.name}__clean_oracles", readout)
         # the scores and their bootstrap draws: the same groups, binning, design and seed
         settings = {
             "bins": self.config.bins,
@@ -454,15 +544,11 @@ class _ModelCells:
         )
         resampled = bootstrap_groups(groups, oracles, self.poisoning, **settings)
         base = {"dataset": self.config.dataset, "model": self.name}
-        return CellResult(
-            [base | row | {"seed": self.config.seed} for row in rows],
-            info={"kind": "scores"},
-            tables={
-                "per_example": [base | row for row in per_example],
-                "roc": [base | row for row in roc],
-                "bootstrap": [base | row for row in resampled],
-            },
-        )
+        return [base | row | {"seed": self.config.seed} for row in rows], {
+            "per_example": [base | row for row in per_example],
+            "roc": [base | row for row in roc],
+            "bootstrap": [base | row for row in resampled],
+        }
 
 
 def score_groups(

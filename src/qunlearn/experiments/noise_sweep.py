@@ -7,7 +7,8 @@ stays. Cell keys: :mod:`qunlearn.experiments.keys`.
 
 ``eval_shots = [S, ...]``: a QNN's validation accuracy is also measured with S shots per example
 (``val_acc_shots<S>``, :mod:`qunlearn.models.shots`), from the same trained params, each S from
-its own key ``fold_in(fold_in(shuffle key, EVAL_SHOTS_TAG), S)``. Not wired: the training-set
+its own key ``fold_in(fold_in(shuffle key, EVAL_SHOTS_TAG), S)`` (the readouts and their keys:
+:mod:`qunlearn.experiments.readouts`, shared with the evaluation). Not wired: the training-set
 accuracy under shots, and shots for the MLP (it has no measurement).
 
 ``eval_circuit_noise = {label = {...}}``: a QNN's validation accuracy is also computed under each
@@ -22,7 +23,6 @@ the ansatz and the readout only, see docs/quantum.md).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -34,16 +34,21 @@ import jax.numpy as jnp
 from qunlearn.data import load_dataset, n_classes
 from qunlearn.errors import user_code
 from qunlearn.experiments.common import build_model, model_input, run_devices, write_table
-from qunlearn.experiments.config import QNN_MODELS, resolve_noise
+from qunlearn.experiments.config import resolve_noise
 from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.experiments.programs import shared
+from qunlearn.experiments.readouts import (
+    noise_readout,
+    readout_key,
+    readout_models,
+    resolve_circuit_noise,
+)
 from qunlearn.models import Model
 from qunlearn.noise import NOISE, check_poisoned
 from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_ticks
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
-EVAL_SHOTS_TAG = 0x5A07
 
 
 def shot_metric(shots: int) -> str:
@@ -103,7 +108,7 @@ def sweep_program(
             "final_loss": log["loss"][-1],
         }
         for shots, sampled in (shot_models or {}).items():
-            key = jax.random.fold_in(jax.random.fold_in(shuffle_key, EVAL_SHOTS_TAG), shots)
+            key = readout_key(shuffle_key, shots)
             out[shot_metric(shots)] = accuracy(sampled, params, x_val, y_val, key)
         for label, noisy in (noisy_models or {}).items():
             out[noise_metric(label)] = accuracy(noisy, params, x_val, y_val)
@@ -187,17 +192,19 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex, classes)
 
-        def variant(extra: dict, model_name=model_name, spec=spec) -> Model:
-            """The same model with ``extra`` hyperparameters (a readout of its trained params)."""
-            hyper = spec.hyper | extra
-            new = dataclasses.replace(spec, hyper=hyper)
-            return build_model(model_name, new, dim, is_complex, classes)
-
-        quantum = spec.model in QNN_MODELS
-        shot_models = {s: variant({"shots": s}) for s in (config.eval_shots if quantum else ())}
+        readouts = readout_models(
+            model_name,
+            spec,
+            dim,
+            is_complex,
+            shots=config.eval_shots,
+            circuit_noise=circuit_noise,
+        )
+        shot_models = {r.shots: r.model for r in readouts.values() if r.shots is not None}
         noisy_models = {
-            label: variant({"circuit_noise": noise})
-            for label, noise in (circuit_noise.items() if quantum else ())
+            label: readouts[noise_readout(label)].model
+            for label in circuit_noise
+            if noise_readout(label) in readouts
         }
         names = (*METRICS, *map(shot_metric, shot_models), *map(noise_metric, noisy_models))
         program = shared(sweep_program)(
@@ -273,16 +280,3 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     if any(isinstance(v, str) for v in config.eval_circuit_noise.values()):
         info = info | {"eval_circuit_noise": circuit_noise}  # what the device names resolved to
     return Plan(cells, lambda store, final: write_table(store), info)
-
-
-def resolve_circuit_noise(models: dict, dim: int) -> dict:
-    """{label: circuit_noise dict}, a fake backend's name resolved for a circuit of log2(dim)
-    qubits (:func:`qunlearn.hardware.circuit_noise_on_device`: one line if it is too wide)."""
-    resolved = {}
-    for label, noise in models.items():
-        if isinstance(noise, str):
-            from qunlearn.hardware import circuit_noise_on_device
-
-            noise = circuit_noise_on_device(noise, max(int(dim).bit_length() - 1, 1))
-        resolved[label] = noise
-    return resolved

@@ -238,3 +238,102 @@ def evaluation_figures(results, config: dict, per_example, roc, board=()) -> dic
             results, model, f"{name}, {model}: stability"
         )
     return figures
+
+
+READOUTS_FIGURE = "evaluation_readouts"  # the file stem of the shot and circuit-noise readouts
+READOUT_PANELS = (  # (statistic in qunlearn.compare.readout_summary rows, axis label)
+    ("klom_p50", "KLoM P50 on D_f (nats)"),
+    ("resid", "KLoM residual on D_f\n(0 = retrain, 1 = no unlearning)"),
+    ("ulira_auc", "U-LiRA AUC on D_f"),
+    ("ulira_tpr_at_1pct_fpr", "U-LiRA TPR at 1 % FPR"),
+    ("mia_loss_auc_mean", "population loss-attack AUC"),
+    ("val_acc", "val accuracy"),
+)
+
+
+def readouts_figure(summary: list[dict], *, title: str = "") -> Figure:
+    """Per model with readouts (one row of panels each), the key scores of the same params read
+    out with S shots (left, by S), exactly (S = inf, the reference) and under each circuit-noise
+    model (right, squares), one line per group. Bars: the 95 % bootstrap intervals over the
+    teachers where the evaluation has them; the grey band on the U-LiRA AUC: the oracle null band
+    (20 draws of oracles posing as a group); dotted: chance. ``summary``:
+    :func:`qunlearn.compare.readout_summary` rows."""
+    from qunlearn.compare import readout_label, readout_rank
+
+    models = [m for m in dict.fromkeys(r["model"] for r in summary) if _has_readouts(summary, m)]
+    fig = new_figure(3.3 * len(READOUT_PANELS) + 1.4, 3.4 * len(models))
+    axes = fig.subplots(len(models), len(READOUT_PANELS), squeeze=False)
+    for row, model in zip(axes, models, strict=True):
+        rows = [r for r in summary if r["model"] == model]
+        readouts = sorted({r["readout"] for r in rows}, key=readout_rank)
+        x = {k: i for i, k in enumerate(readouts)}
+        labels = [
+            "exact\n(S = inf)" if k == "exact" else readout_label(k).replace(" ", "\n")
+            for k in readouts
+        ]
+        null = {r["readout"]: r for r in rows if r["group"] == "oracle_null"}
+        for ax, (stat, label) in zip(row, READOUT_PANELS, strict=True):
+            if stat in ("klom_p50", "ulira_auc") and null:
+                band = [null.get(k, {}) for k in readouts]
+                lo = [b.get(f"{stat}_lo", np.nan) for b in band]
+                hi = [b.get(f"{stat}_hi", np.nan) for b in band]
+                ax.fill_between(range(len(readouts)), lo, hi, color="0.85", label="oracle null")
+            if stat in ("ulira_auc", "mia_loss_auc_mean"):
+                ax.axhline(0.5, ls=":", color="0.5", lw=1)
+            groups = _groups({r["group"] for r in rows} - {"oracle_null"})
+            for j, group in enumerate(groups):
+                name, color = _style(group)
+                points = sorted(
+                    (x[r["readout"]], r)
+                    for r in rows
+                    if r["group"] == group and r.get(stat) is not None
+                )
+                if not points:
+                    continue
+                shift = 0.06 * (j - (len(groups) - 1) / 2)  # overlapping bars side by side
+                xs = [i + shift for i, _ in points]
+                ys = [r[stat] for _, r in points]
+                # shots -> exact is one series (S -> inf); a noise model stands on its own
+                chain = [i for i, (_, r) in enumerate(points) if not _is_noise(r["readout"])]
+                ax.plot([xs[i] for i in chain], [ys[i] for i in chain], "o-", color=color, ms=4)
+                alone = [i for i in range(len(points)) if i not in chain]
+                ax.plot([xs[i] for i in alone], [ys[i] for i in alone], "s", color=color, ms=5)
+                ax.plot([], [], "o-", color=color, label=name, ms=4)  # one legend entry
+                for xi, (_, r) in zip(xs, points, strict=True):
+                    bars = interval_bars(r[stat], r.get(f"{stat}_lo"), r.get(f"{stat}_hi"))
+                    if bars is not None:
+                        ax.errorbar(xi, r[stat], yerr=bars, color=color, lw=1, capsize=2)
+            if stat == "resid":  # undefined where teacher and retrain coincide: keep it readable
+                ax.set_ylim(*RESID_RANGE)
+                _mark_off_scale(ax, rows, x, groups)
+            if "exact" in x:
+                ax.axvline(x["exact"], color="0.8", lw=6, zorder=0)  # the reference
+            ax.set_xticks(range(len(readouts)), labels, fontsize=8)
+            ax.set_title(f"{model}: {label}" if stat == READOUT_PANELS[0][0] else label, fontsize=9)
+            ax.grid(alpha=0.3)
+        row[-1].legend(fontsize=7, loc="best")
+    what = "the same params read out with S shots, exactly and under device noise"
+    fig.suptitle(f"{title}: {what}" if title else what)
+    return fig
+
+
+RESID_RANGE = (-0.5, 2.5)  # the residual panel's y range; values beyond are marked at its edge
+
+
+def _mark_off_scale(ax, rows: list[dict], x: dict, groups: list[str]) -> None:
+    """A hollow triangle at the residual panel's edge for each value beyond it."""
+    lo, hi = RESID_RANGE
+    for r in rows:
+        v = r.get("resid")
+        if r["group"] in groups and v is not None and not lo <= v <= hi:
+            edge, marker = (hi, "^") if v > hi else (lo, "v")
+            ax.plot(x[r["readout"]], edge, marker, mfc="none", color=_style(r["group"])[1], ms=8)
+    ax.text(0.02, 0.97, "off scale: triangles", transform=ax.transAxes, fontsize=7, va="top")
+
+
+def _is_noise(readout: str) -> bool:
+    return readout.startswith("noise_")
+
+
+def _has_readouts(summary: list[dict], model: str) -> bool:
+    return any(r["model"] == model and r["readout"] != "exact" for r in summary)

@@ -76,11 +76,32 @@ def results_figures(verified) -> dict[str, Figure]:
         fig = draw_roughening(rows, models=models, title=config["name"])
         return {"roughening_trace_ratio": fig}
     if config["experiment"] == "evaluation":
-        from qunlearn.compare import evaluation_leaderboard
-        from qunlearn.plotting.evaluation import evaluation_figures
-
-        board = evaluation_leaderboard(rows, verified.table("bootstrap.csv"), verified.manifest)
-        return evaluation_figures(
-            rows, config, verified.table("per_example.csv"), verified.table("roc.csv"), board
+        from qunlearn.compare import (
+            EXACT_READOUT,
+            by_readout,
+            evaluation_leaderboard,
+            readout_summary,
         )
+        from qunlearn.plotting.evaluation import (
+            READOUTS_FIGURE,
+            evaluation_figures,
+            readouts_figure,
+        )
+
+        def exact(table: list[dict]) -> list[dict]:  # the exact readout's rows (all, if none)
+            return by_readout(table).get(EXACT_READOUT, [])
+
+        bootstrap = verified.table("bootstrap.csv")
+        board = evaluation_leaderboard(exact(rows), exact(bootstrap), verified.manifest)
+        figures = evaluation_figures(
+            exact(rows),
+            config,
+            exact(verified.table("per_example.csv")),
+            exact(verified.table("roc.csv")),
+            board,
+        )
+        summary = readout_summary(rows, bootstrap, verified.manifest)
+        if summary:
+            figures[READOUTS_FIGURE] = readouts_figure(summary, title=config["name"])
+        return figures
     raise QunlearnError(f"no figure for experiment kind {config['experiment']!r}")
