@@ -273,7 +273,7 @@ CASES = [
             "epochs = 1\nbatch_size = 8\nlr = 0.1\n"
         ),
         [],
-        ["models.qnn", "n_qubits=9", "1024 = 2**10", "set n_qubits=10"],
+        ["models.qnn", "n_qubits=9", "1024 = 2**10", "set n_qubits >= 10"],
     ),
     ("unknown-hyperparameter", None, ["models.mlp.hyper={hiden=[4]}"], ["models.mlp", "'hiden'"]),
     (
@@ -1018,13 +1018,13 @@ COUNT_CASES = [
         "noise-on-classes-of-different-sizes",
         "fig2d_xxz",
         [XXZ_SMALL],
-        ["dataset 'xxz' breaks the data contract", "equal halves (N = 5"],
+        ["dataset 'xxz' breaks the data contract", "equal blocks (N = 5"],
     ),
     (
         "unlearning-on-classes-of-different-sizes",
         "fig3b_xxz",
         [XXZ_SMALL],
-        ["dataset 'xxz' breaks the data contract", "equal halves (N = 5"],
+        ["dataset 'xxz' breaks the data contract", "equal blocks (N = 5"],
     ),
     (
         "experiment-not-a-string",  # a TypeError traceback before (found by the fuzz)
