@@ -260,7 +260,13 @@ def test_across_rows_fit_each_sweep_and_order_tfim_by_spins(monkeypatch):
     sharp, broad = _synthetic(runs=4, seed=1), _synthetic(runs=4, seed=2, noise=0.02)
     flat = {a: [0.55, 0.6] for a in ALPHAS}  # never learnt, never crosses 0.5
     results = [
-        _sweep("t12", "tfim", {}, {"parameters": {"n_spins": 12}}, {"qnn": sharp}),
+        _sweep(
+            "t12",
+            "tfim",
+            {"phase": "random"},
+            {"parameters": {"n_spins": 12}, "phase": "random (PRNGKey(0))"},
+            {"qnn": sharp},
+        ),
         _sweep(
             "m35",
             "mnist",
@@ -277,7 +283,8 @@ def test_across_rows_fit_each_sweep_and_order_tfim_by_spins(monkeypatch):
         ("t12", "qnn", "qnn"),
         ("m35", "qnn", "qnn"),
     ]
-    assert [r["size"] for r in rows] == ["8 spins"] * 2 + ["12 spins", "3 vs 5, reference"]
+    sizes = ["8 spins"] * 2 + ["12 spins, random phase", "3 vs 5, reference"]
+    assert [r["size"] for r in rows] == sizes
     expected = fewer(sharp)
     assert rows[0]["alpha_c"] != pytest.approx(expected["alpha_c"], abs=1e-6)  # another curve
     for row in rows[1:3]:

@@ -681,9 +681,10 @@ def model_role(spec: dict) -> str:
 
 
 def data_size(config: dict, data: dict) -> tuple[str, int | None]:
-    """(a short label of a data set's size and variant, e.g. "12 spins", "3 vs 5, reference",
-    "versicolor vs virginica, amplitude"; its spins or None), from the manifest's data block
-    (``parameters``, ``classes``, ``encoding``), else the config's dataset options."""
+    """(a short label of a data set's size and variant, e.g. "12 spins, random phase", "3 vs 5,
+    reference", "versicolor vs virginica, amplitude"; its spins or None), from the manifest's
+    data block (``parameters``, ``classes``, ``encoding``, ``phase``), else the config's dataset
+    options."""
     params = config.get("dataset_options", {}) | data.get("parameters", {})
     parts = []
     if params.get("n_spins") is not None:
@@ -694,6 +695,9 @@ def data_size(config: dict, data: dict) -> tuple[str, int | None]:
     encoding = data.get("encoding") or params.get("encoding")
     if isinstance(encoding, str):
         parts.append(encoding.split(":")[0].strip())  # "amplitude: standardise ..." -> amplitude
+    phase = data.get("phase") or params.get("phase")  # a global phase per state: MLPs see it
+    if isinstance(phase, str):
+        parts.append(f"{phase.split()[0]} phase")  # "random (PRNGKey(0))" -> random phase
     n_spins = params.get("n_spins")
     return ", ".join(parts), n_spins if isinstance(n_spins, int) else None
 
