@@ -247,8 +247,8 @@ def _across_row(results, dataset, size, model, role, alpha_c, width, clean):
 
 def test_across_figure_one_row_per_data_set_widths_on_one_axis(tmp_path):
     """One row per data set (MLP and QNN run apart share theirs), in the rows' order; the width
-    panel one axis for all; a curve without a crossing is named, not drawn; a model that learns
-    little is hollow; the legend names each model once."""
+    panel one axis for all; a model that learns little (hollow) or whose fit never crosses 0.5
+    gets the reason instead of markers; the legend names each model once."""
     rows = [
         _across_row("t8", "tfim", "8 spins", "mlp", "mlp", 0.52, 0.88, 1.0),
         _across_row("t8", "tfim", "8 spins", "qnn", "qnn", 0.51, 0.18, 1.0),
@@ -256,8 +256,8 @@ def test_across_figure_one_row_per_data_set_widths_on_one_axis(tmp_path):
         _across_row("t14m", "tfim", "14 spins", "mlp", "mlp", 0.53, 0.90, 1.0),
         _across_row("t14q", "tfim", "14 spins", "qnn", "qnn", 0.50, 0.16, 1.0),
         _across_row("i", "iris", "1 vs 2, amplitude", "mlp", "mlp", 0.5, 1.08, 0.92),
-        _across_row("i", "iris", "1 vs 2, amplitude", "qnn", "qnn", 0.29, 0.13, 0.58),
-        _across_row("m", "mnist", "3 vs 5", "qnn", "qnn", None, None, 0.55),
+        _across_row("i", "iris", "1 vs 2, amplitude", "qnn", "qnn", 0.29, 3.2, 0.58),
+        _across_row("m", "mnist", "3 vs 5", "qnn", "qnn", None, None, 0.8),
     ]
     fig = across.draw_across(rows)
     alpha_ax, width_ax, clean_ax = fig.axes
@@ -265,11 +265,13 @@ def test_across_figure_one_row_per_data_set_widths_on_one_axis(tmp_path):
     assert ticks == ["tfim\n8 spins", "tfim\n14 spins", "iris\n1 vs 2, amplitude", "mnist\n3 vs 5"]
     assert width_ax.get_shared_y_axes().joined(width_ax, alpha_ax)
     assert width_ax.get_xlim()[1] >= 1.08 * 1.2  # every width's bar on the one axis
-    assert [t.get_text() for t in alpha_ax.texts] == ["qnn: no crossing"]
+    texts = [t.get_text() for t in alpha_ax.texts]
+    assert texts == ["qnn: learns little (val 0.58 at α = 0)", "qnn: no crossing"]
+    assert width_ax.get_xlim()[1] < 1.5  # the unlearnt fit's width left out, not on the axis
     points = [line for line in clean_ax.lines if line.get_marker() == "o"]
     assert len(points) == len(rows)  # every model's clean accuracy, crossing or not
     hollow = [line for line in points if line.get_markerfacecolor() == "white"]
-    assert [line.get_xdata()[0] for line in hollow] == [0.58, 0.55]
+    assert [line.get_xdata()[0] for line in hollow] == [0.58]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mlp", "qnn", "logistic"]
     _written(style.save(fig, tmp_path / "across.png"), ["across.png"])
 

@@ -24,9 +24,9 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
     :func:`qunlearn.compare.across_rows`: TFIM by spins): α_c, the 90 %..10 % width (one axis
     for every data set, so the widths compare directly) and the clean validation accuracy at
     α = 0. One marker per model (MLP, QNN, the logistic-regression control), bars the 95 %
-    intervals; hollow where the model learns little (clean accuracy below
-    :data:`~qunlearn.compare.MIN_LEARNT`: no transition worth the name); a fit that does not
-    cross 0.5 is written in place of its marker."""
+    intervals. A model that learns little (clean accuracy below
+    :data:`~qunlearn.compare.MIN_LEARNT`, hollow: its fit describes a curve near chance) or
+    whose fit never crosses 0.5 gets the reason written in place of its markers."""
     sets = list(dict.fromkeys((r["dataset"], r["size"]) for r in rows))
     slots = {
         s: [(r["results"], r["model"], r["noise"]) for r in rows if (r["dataset"], r["size"]) == s]
@@ -36,7 +36,6 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
     alpha_ax, width_ax, clean_ax = fig.subplots(
         1, 3, sharey=True, gridspec_kw={"width_ratios": [1.2, 1.2, 0.7]}
     )
-    handles: dict[str, Line2D] = {}  # role -> its first filled marker, for the legend
     for r in rows:
         group = slots[(r["dataset"], r["size"])]
         step = min(OFFSET, 0.8 / len(group))
@@ -44,20 +43,18 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
         y = sets.index((r["dataset"], r["size"])) + step * (slot - (len(group) - 1) / 2)
         color = model_color(r["role"])
         clean = r.get("val_acc_alpha0")
-        face = "white" if clean is not None and clean < MIN_LEARNT else color
+        learnt = clean is None or clean >= MIN_LEARNT
         if clean is not None:
+            face = color if learnt else "white"
             clean_ax.plot([clean], [y], "o", color=color, mfc=face, mec="k", ms=5)
-        if r.get("alpha_c") is None:
-            alpha_ax.text(0.02, y, f"{r['role']}: no crossing", va="center", fontsize=7)
+        if not learnt or r.get("alpha_c") is None:  # no transition to draw: say why
+            why = "no crossing" if learnt else f"learns little (val {clean:.2f} at α = 0)"
+            alpha_ax.text(0.02, y, f"{r['role']}: {why}", va="center", fontsize=7)
             continue
         for ax, name in ((alpha_ax, "alpha_c"), (width_ax, "width")):
             x = r[name]
             bars = interval_bars(x, r.get(f"{name}_lo"), r.get(f"{name}_hi"))
-            mark = ax.errorbar(
-                [x], [y], xerr=bars, fmt="D", color=color, mfc=face, mec="k", ms=5, capsize=3
-            )
-            if face == color:
-                handles.setdefault(r["role"], mark.lines[0])
+            ax.errorbar([x], [y], xerr=bars, fmt="D", color=color, mec="k", ms=5, capsize=3)
     alpha_ax.set_yticks(range(len(sets)), [row_label(*s) for s in sets], fontsize=8)
     alpha_ax.invert_yaxis()
     alpha_ax.axvline(0.5, color="0.5", lw=0.8, ls=":")
@@ -69,15 +66,11 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
     clean_ax.set(xlabel=r"val acc at $\alpha$ = 0", xlim=(min([0.4, *cleans]) - 0.02, 1.02))
     for ax in (alpha_ax, width_ax, clean_ax):
         ax.grid(alpha=0.3)
-    fig.legend(
-        list(handles.values()),
-        list(handles),
-        loc="outside lower center",
-        ncols=max(len(handles), 1),
-        fontsize=8,
-        title=f"hollow: learns little (val acc at α = 0 below {MIN_LEARNT})",
-        title_fontsize=7,
-    )
+    roles = dict.fromkeys(r["role"] for r in rows)
+    handles = [
+        Line2D([], [], ls="none", marker="D", color=model_color(role), mec="k") for role in roles
+    ]
+    fig.legend(handles, list(roles), loc="outside lower center", ncols=len(roles), fontsize=8)
     alpha_ax.set_title(r"critical noise ratio $\alpha_c$")
     width_ax.set_title("width of the drop")
     clean_ax.set_title("clean accuracy")
