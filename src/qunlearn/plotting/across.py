@@ -45,8 +45,8 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
         clean = r.get("val_acc_alpha0")
         learnt = clean is None or clean >= MIN_LEARNT
         if clean is not None:
-            face = color if learnt else "white"
-            clean_ax.plot([clean], [y], "o", color=color, mfc=face, mec="k", ms=5)
+            face, edge = (color, "k") if learnt else ("white", color)
+            clean_ax.plot([clean], [y], "o", color=color, mfc=face, mec=edge, ms=5)
         if not learnt or r.get("alpha_c") is None:  # no transition to draw: say why
             why = "no crossing" if learnt else f"learns little (val {clean:.2f} at α = 0)"
             alpha_ax.text(0.02, y, f"{r['role']}: {why}", va="center", fontsize=7)
