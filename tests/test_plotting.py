@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qunlearn.errors import QunlearnError
-from qunlearn.plotting import curvature, data, style, sweep, unlearning
+from qunlearn.plotting import across, curvature, data, style, sweep, unlearning
 
 PLOTTING = Path(style.__file__).parent
 
@@ -220,6 +220,60 @@ def test_readout_figure_draws_every_readout_of_the_same_params():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["exact", "S = 100", "S = 1000", "noise torino"]
     style.close(fig)
+
+
+def _across_row(results, dataset, size, model, role, alpha_c, width, clean):
+    return {
+        "results": results,
+        "dataset": dataset,
+        "size": size,
+        "model": model,
+        "role": role,
+        "noise": "label_flip",
+        "val_acc_alpha0": clean,
+    } | (
+        {}
+        if alpha_c is None
+        else {
+            "alpha_c": alpha_c,
+            "alpha_c_lo": alpha_c - 0.02,
+            "alpha_c_hi": alpha_c + 0.03,
+            "width": width,
+            "width_lo": width * 0.7,
+            "width_hi": width * 1.2,
+        }
+    )
+
+
+def test_across_figure_one_row_per_data_set_widths_on_one_axis(tmp_path):
+    """One row per data set (MLP and QNN run apart share theirs), in the rows' order; the width
+    panel one axis for all; a model that learns little (hollow) or whose fit never crosses 0.5
+    gets the reason instead of markers; the legend names each model once."""
+    rows = [
+        _across_row("t8", "tfim", "8 spins", "mlp", "mlp", 0.52, 0.88, 1.0),
+        _across_row("t8", "tfim", "8 spins", "qnn", "qnn", 0.51, 0.18, 1.0),
+        _across_row("t8", "tfim", "8 spins", "lr", "logistic", 0.50, 0.40, 0.97),
+        _across_row("t14m", "tfim", "14 spins", "mlp", "mlp", 0.53, 0.90, 1.0),
+        _across_row("t14q", "tfim", "14 spins", "qnn", "qnn", 0.50, 0.16, 1.0),
+        _across_row("i", "iris", "1 vs 2, amplitude", "mlp", "mlp", 0.5, 1.08, 0.92),
+        _across_row("i", "iris", "1 vs 2, amplitude", "qnn", "qnn", 0.29, 3.2, 0.58),
+        _across_row("m", "mnist", "3 vs 5", "qnn", "qnn", None, None, 0.8),
+    ]
+    fig = across.draw_across(rows)
+    alpha_ax, width_ax, clean_ax = fig.axes
+    ticks = [t.get_text() for t in alpha_ax.get_yticklabels()]
+    assert ticks == ["tfim\n8 spins", "tfim\n14 spins", "iris\n1 vs 2, amplitude", "mnist\n3 vs 5"]
+    assert width_ax.get_shared_y_axes().joined(width_ax, alpha_ax)
+    assert width_ax.get_xlim()[1] >= 1.08 * 1.2  # every width's bar on the one axis
+    texts = [t.get_text() for t in alpha_ax.texts]
+    assert texts == ["qnn: learns little (val 0.58 at α = 0)", "qnn: no crossing"]
+    assert width_ax.get_xlim()[1] < 1.5  # the unlearnt fit's width left out, not on the axis
+    points = [line for line in clean_ax.lines if line.get_marker() == "o"]
+    assert len(points) == len(rows)  # every model's clean accuracy, crossing or not
+    hollow = [line for line in points if line.get_markerfacecolor() == "white"]
+    assert [line.get_xdata()[0] for line in hollow] == [0.58]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mlp", "qnn", "logistic"]
+    _written(style.save(fig, tmp_path / "across.png"), ["across.png"])
 
 
 def test_unlearning_figures(tmp_path):

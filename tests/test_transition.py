@@ -152,6 +152,29 @@ def test_refine_adds_only_new_alphas_and_compare_reads_them(tmp_path, toy_data, 
     assert main(["plot", str(out)]) == 0
     assert (out / "fig2_noise_sweep.png").stat().st_size > 0
 
+    # several sweeps: one table and one figure across them; the results directories untouched
+    before = {p: p.stat().st_mtime_ns for d in (out, direct) for p in d.rglob("*")}
+    capsys.readouterr()
+    assert main(["compare", str(out), str(direct)]) == 0
+    printed = capsys.readouterr().out
+    table = [line for line in printed.splitlines() if line.startswith("mnist")]
+    assert len(table) == 2 and f"{crit['alpha_c_fit_ours']:.3f} [" in table[0]
+    assert "not comparable: the logistic fit needs 4+ noise ratios, here 1" in table[1]
+    across = tmp_path / "across"
+    assert main(["compare", str(out), str(direct), "--out", str(across)]) == 0
+    assert sorted(p.name for p in across.iterdir()) == ["across.csv", "across.json"]
+    assert [r["results"] for r in json.loads((across / "across.json").read_text())["rows"]] == [
+        str(out),
+        str(direct),
+    ]
+    assert main(["plot", str(out), str(direct), "--across", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert main(["plot", str(out), str(direct)]) == 2
+    assert "pass --across FILE.png" in capsys.readouterr().err
+    missing = ["compare", str(out), str(tmp_path / "missing"), "--out", str(tmp_path / "no")]
+    assert main(missing) == 2 and not (tmp_path / "no").exists()
+    assert {p: p.stat().st_mtime_ns for d in (out, direct) for p in d.rglob("*")} == before
+
     # every alpha there already: nothing to do; another config: refused before anything is run
     assert main([*args, "--refine-grid", "0.2:0.4:0.2"]) == 0
     assert "nothing to refine" in capsys.readouterr().out
@@ -194,3 +217,87 @@ def test_shot_and_noise_readouts_get_their_own_transition_beside_the_exact_one()
         assert fit["alpha_c"] == pytest.approx(by["exact"]["alpha_c"] + 0.1, abs=1e-3)
         assert fit["alpha_c_lo"] < fit["alpha_c"] < fit["alpha_c_hi"]
     assert readout_transitions(rows(exact, "val_acc")) == []
+
+
+# --- across data sets: one table of several sweeps --------------------------------------------
+
+
+def _tidy(curve: dict, dataset: str, model: str, metric: str = "val_acc") -> list[dict]:
+    return [
+        {"dataset": dataset, "model": model, "noise": "label_flip", "alpha": a, "run": i}
+        | {"metric": metric, "value": v}
+        for a, values in curve.items()
+        for i, v in enumerate(values)
+    ]
+
+
+MODELS = {
+    "mlp": {"model": "mlp", "hyper": {"hidden": [64, 16]}},
+    "qnn": {"model": "qnn", "hyper": {"depth": 4}},
+    "lr": {"model": "mlp", "hyper": {"hidden": []}},  # the logistic-regression control
+}
+
+
+def _sweep(name, dataset, options, data, curves):
+    """A noise sweep as :func:`qunlearn.compare.across_rows` reads one."""
+    config = {"experiment": "noise_sweep", "dataset": dataset, "dataset_options": options}
+    config["models"] = {m: MODELS[m] for m in curves}
+    rows = [r for m, curve in curves.items() for r in _tidy(curve, dataset, m)]
+    return {"results": name, "config": config, "data": data, "rows": rows}
+
+
+def test_across_rows_fit_each_sweep_and_order_tfim_by_spins(monkeypatch):
+    """One row per data set and model: the same α_c and width as a bootstrap of that curve alone,
+    the clean accuracy at α = 0, sizes from the manifest's data block (else the config's options),
+    the control recognised by its empty hidden layers; TFIM rows by spins whatever the order."""
+    import functools
+
+    from qunlearn.compare import across_rows, format_across
+    from qunlearn.experiments import transition
+
+    fewer = functools.partial(bootstrap_transition, resamples=40)  # the statistic, not its cost
+    monkeypatch.setattr(transition, "bootstrap_transition", fewer)
+    sharp, broad = _synthetic(runs=4, seed=1), _synthetic(runs=4, seed=2, noise=0.02)
+    flat = {a: [0.55, 0.6] for a in ALPHAS}  # never learnt, never crosses 0.5
+    results = [
+        _sweep(
+            "t12",
+            "tfim",
+            {"phase": "random"},
+            {"parameters": {"n_spins": 12}, "phase": "random (PRNGKey(0))"},
+            {"qnn": sharp},
+        ),
+        _sweep(
+            "m35",
+            "mnist",
+            {"digits": [3, 5]},
+            {"encoding": "reference", "parameters": {"digits": [3, 5]}},
+            {"qnn": flat},
+        ),
+        _sweep("t8", "tfim", {"n_spins": 8}, {}, {"lr": sharp, "mlp": broad}),
+    ]
+    rows = across_rows(results)
+    assert [(r["results"], r["model"], r["role"]) for r in rows] == [
+        ("t8", "mlp", "mlp"),
+        ("t8", "lr", "logistic"),
+        ("t12", "qnn", "qnn"),
+        ("m35", "qnn", "qnn"),
+    ]
+    sizes = ["8 spins"] * 2 + ["12 spins, random phase", "3 vs 5, reference"]
+    assert [r["size"] for r in rows] == sizes
+    expected = fewer(sharp)
+    assert rows[0]["alpha_c"] != pytest.approx(expected["alpha_c"], abs=1e-6)  # another curve
+    for row in rows[1:3]:
+        assert row["alpha_c"] == pytest.approx(expected["alpha_c"], abs=1e-12)
+        assert (row["width_lo"], row["width_hi"]) == pytest.approx(
+            (expected["width_lo"], expected["width_hi"]), abs=1e-12
+        )
+        assert row["alpha_c_lo"] < row["alpha_c"] < row["alpha_c_hi"]
+        assert row["val_acc_alpha0"] == pytest.approx(np.mean(sharp[0.0]))
+        assert row["runs"] == 4
+    assert rows[-1]["alpha_c"] is None and rows[-1]["val_acc_alpha0"] == pytest.approx(0.575)
+
+    text = format_across(rows).splitlines()
+    assert len(text) == 1 + len(rows)
+    assert "logistic (lr)" in text[2] and f"{expected['alpha_c']:.3f} [" in text[2]
+    assert "not comparable: the fitted curve never crosses 0.5" in text[-1]

@@ -188,10 +188,18 @@ def _resume_command(args, out: Path) -> str:
 
 
 def cmd_compare(args) -> None:
-    from qunlearn.compare import compare_results_dir
+    from qunlearn.compare import ACROSS_FILES, compare_across, compare_results_dir
 
-    where = _out_dir(args.out) if getattr(args, "out", None) is not None else Path(args.results)
-    out = compare_results_dir(args.results, where)
+    given = getattr(args, "out", None)
+    if len(args.results) > 1:  # several noise sweeps: the one across-data table
+        out = compare_across(args.results, _out_dir(given) if given is not None else None)
+        print(out["text"])
+        if given is not None:
+            print("\nsaved " + ", ".join(str(Path(given) / name) for name in ACROSS_FILES))
+        return
+    (results,) = args.results
+    where = _out_dir(given) if given is not None else Path(results)
+    out = compare_results_dir(results, where)
     print(out["text"])
     print(f"\nsaved {where / 'compare.csv'}")
 
@@ -206,8 +214,22 @@ def _out_dir(text: str) -> Path:
 def cmd_plot(args) -> None:
     from qunlearn.plotting.results import plot_results_dir
 
+    across = getattr(args, "across", None)
+    if across is not None:
+        from qunlearn.plotting.across import plot_across
+
+        if getattr(args, "out", None) is not None:
+            raise QunlearnError("--across FILE names the figure: leave out --out")
+        for path in plot_across(args.results, across):
+            print(f"figure: {path}")
+        return
+    if len(args.results) > 1:
+        raise QunlearnError(
+            f"{len(args.results)} results directories make one figure across them: pass "
+            "--across FILE.png (or plot them one at a time)"
+        )
     out = _out_dir(args.out) if getattr(args, "out", None) is not None else None
-    for path in plot_results_dir(args.results, out):
+    for path in plot_results_dir(args.results[0], out):
         print(f"figure: {path}")
 
 
@@ -237,8 +259,8 @@ def cmd_demo(args) -> None:
     )
     cmd_run(ns)
     out = Path(args.out)
-    cmd_compare(argparse.Namespace(results=out))
-    cmd_plot(argparse.Namespace(results=out))
+    cmd_compare(argparse.Namespace(results=[out]))
+    cmd_plot(argparse.Namespace(results=[out]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,18 +371,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare", parents=cache, help="compare a results directory with the paper's numbers"
     )
-    p.add_argument("results", help="results directory (holds results.csv and manifest.json)")
     p.add_argument(
-        "--out", default=None, help="where compare.csv/json go (default: the results directory)"
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="results directory (holds results.csv and manifest.json); several noise sweeps "
+        "give one table across them (α_c and width with 95 %% intervals per data set and model)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where compare.csv/json go (default: the results directory); with several results "
+        "directories, where across.csv/json go (default: printed only, nothing written)",
     )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "plot", parents=cache, help="draw the figures of a results directory (PNG and PDF)"
     )
-    p.add_argument("results", help="results directory")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results directory")
     p.add_argument(
         "--out", default=None, help="where the figures go (default: the results directory)"
+    )
+    p.add_argument(
+        "--across",
+        default=None,
+        metavar="FILE",
+        help="one figure across noise sweeps instead: α_c and width with 95 %% intervals per "
+        "data set and model, into FILE (.png, .pdf or .svg; a stem writes PNG and PDF)",
     )
     p.set_defaults(func=cmd_plot)
 

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from qunlearn.atomic import atomic_write_bytes, check_target
 from qunlearn.errors import QunlearnError
 
-MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red"}
+MODEL_COLORS = {"mlp": "tab:blue", "qnn": "tab:red", "logistic": "tab:green"}  # + the control
 METHOD_COLORS = {
     "retrain": "tab:green",
     "finetune": "tab:blue",
