@@ -336,3 +336,12 @@ def test_class_deletion_is_judged_against_oracles_without_the_class(tmp_path):
     assert acc[("oracle", "val_deleted_class")] == 0.0
     assert acc[("teacher", "val_deleted_class")] > 0.5
     assert acc[("oracle", "val_kept_classes")] > 0.5
+
+
+def test_the_learnt_bar_of_the_across_table_is_as_far_from_chance_for_c_classes():
+    from qunlearn.compare import data_classes, min_learnt
+
+    assert min_learnt(2) == pytest.approx(0.7)  # the binary bar, unchanged
+    assert min_learnt(3) == pytest.approx(0.6)  # 1/3 + 0.4 · 2/3
+    assert data_classes({"n_train_per_class": [25, 25, 25]}) == 3
+    assert data_classes({}) == 2

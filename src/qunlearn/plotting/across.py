@@ -43,7 +43,7 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
         y = sets.index((r["dataset"], r["size"])) + step * (slot - (len(group) - 1) / 2)
         color = model_color(r["role"])
         clean = r.get("val_acc_alpha0")
-        learnt = clean is None or clean >= MIN_LEARNT
+        learnt = clean is None or clean >= r.get("min_learnt", MIN_LEARNT)
         if clean is not None:
             face, edge = (color, "k") if learnt else ("white", color)
             clean_ax.plot([clean], [y], "o", color=color, mfc=face, mec=edge, ms=5)
