@@ -176,8 +176,14 @@ def check_hyper(name: str, hyper: dict) -> None:
         except QunlearnError as err:
             raise QunlearnError(f"hyper.{err}") from None
     if hyper.get("n_classes", 2) > 2:
-        for key, plain in (("circuit_noise", None), ("readout", "sigmoid"), ("simulator", "auto")):
-            if key in checks and hyper.get(key, plain) not in (plain, "statevector"):
+        # what only a binary QNN has: a noisy or density-matrix readout, the linear readout
+        binary_only = {
+            "circuit_noise": hyper.get("circuit_noise") is not None,
+            "simulator": hyper.get("simulator") == "density_matrix",
+            "readout": hyper.get("readout", "sigmoid") != "sigmoid",
+        }
+        for key, used in binary_only.items():
+            if key in checks and used:
                 raise QunlearnError(
                     f"hyper.{key} = {hyper[key]!r} is for binary models; a model with "
                     f"n_classes = {hyper['n_classes']} reads a softmax of its qubits' ⟨Z⟩ from "
