@@ -317,23 +317,68 @@ def qnn_parts(
 ):
     """The :class:`CircuitParts` of :func:`qnn` (same options)."""
     del complex_input  # real inputs are treated as complex amplitudes with zero imaginary part
+
+    def gates(theta):  # Rx Ry Rx per qubit, then the RZZ ring's angles
+        return rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0]), theta[..., 3]
+
+    return _circuit_parts(
+        "qnn",
+        4,
+        _hea_program,
+        gates,
+        input_dim,
+        depth=depth,
+        n_qubits=n_qubits,
+        readout_qubit=readout_qubit,
+        scale=scale,
+        dtype=dtype,
+        init_std=init_std,
+        readout=readout,
+        readout_dtype=readout_dtype,
+        circuit_noise=circuit_noise,
+        simulator=simulator,
+        n_classes=n_classes,
+    )
+
+
+def _circuit_parts(
+    name: str,
+    angles: int,
+    program: Callable,
+    gates: Callable,
+    input_dim: int,
+    *,
+    depth: int,
+    n_qubits: int | None,
+    readout_qubit: int,
+    scale: float,
+    dtype: str,
+    init_std: float,
+    readout: str,
+    readout_dtype: str,
+    circuit_noise: dict | None,
+    simulator: str,
+    n_classes: int,
+) -> CircuitParts:
+    """The :class:`CircuitParts` of ansatz ``name``: params (depth, n, ``angles``); ``gates``
+    maps them to the arguments of ``program(n, depth, readout, dtype)``'s ``run`` (per-qubit
+    2x2 unitaries first), one program per readout qubit, or the density matrix with noise."""
     n = _qubits_for(input_dim, n_qubits)
-    cdtype, rdtype = _check(depth, dtype)
+    _, rdtype = _check(depth, dtype)
     to_prob = _readout(readout, scale, readout_dtype, n_classes)
     readouts = _readout_indices(readout_qubit, n, n_classes)
 
     def init(key):
-        return init_std * jax.random.normal(key, (depth, n, 4), rdtype)
+        return init_std * jax.random.normal(key, (depth, n, angles), rdtype)
 
     if _density_matrix(simulator, circuit_noise, n_classes):
-        dm = dm_program("qnn", n, depth, readouts[0], circuit_noise, dtype)
+        dm = dm_program(name, n, depth, readouts[0], circuit_noise, dtype)
         return CircuitParts(init, dm, to_prob)
-    runs = [_hea_program(n, depth, r, dtype) for r in readouts]
+    runs = [program(n, depth, r, dtype) for r in readouts]
 
     def expectation(params, x):
-        theta = params.astype(rdtype)
-        u = rx(theta[..., 2]) @ ry(theta[..., 1]) @ rx(theta[..., 0])
-        return _stack([run(u, theta[..., 3], _pad_amplitudes(x, n)) for run in runs])
+        args = gates(params.astype(rdtype))
+        return _stack([run(*args, _pad_amplitudes(x, n)) for run in runs])
 
     return CircuitParts(init, expectation, to_prob)
 
@@ -410,25 +455,28 @@ def qnn_cnot_parts(
 ):
     """The :class:`CircuitParts` of :func:`qnn_cnot` (same options)."""
     del complex_input
-    n = _qubits_for(input_dim, n_qubits)
-    cdtype, rdtype = _check(depth, dtype)
-    to_prob = _readout(readout, scale, readout_dtype, n_classes)
-    readouts = _readout_indices(readout_qubit, n, n_classes)
 
-    def init(key):
-        return init_std * jax.random.normal(key, (depth, n, 2), rdtype)
+    def gates(theta):  # Rx Ry per qubit (the CNOT ring has no angles)
+        return (ry(theta[..., 1]) @ rx(theta[..., 0]),)
 
-    if _density_matrix(simulator, circuit_noise, n_classes):
-        dm = dm_program("qnn_cnot", n, depth, readouts[0], circuit_noise, dtype)
-        return CircuitParts(init, dm, to_prob)
-    runs = [_cnot_program(n, depth, r, dtype) for r in readouts]
-
-    def expectation(params, x):
-        theta = params.astype(rdtype)
-        u = ry(theta[..., 1]) @ rx(theta[..., 0])
-        return _stack([run(u, _pad_amplitudes(x, n)) for run in runs])
-
-    return CircuitParts(init, expectation, to_prob)
+    return _circuit_parts(
+        "qnn_cnot",
+        2,
+        _cnot_program,
+        gates,
+        input_dim,
+        depth=depth,
+        n_qubits=n_qubits,
+        readout_qubit=readout_qubit,
+        scale=scale,
+        dtype=dtype,
+        init_std=init_std,
+        readout=readout,
+        readout_dtype=readout_dtype,
+        circuit_noise=circuit_noise,
+        simulator=simulator,
+        n_classes=n_classes,
+    )
 
 
 # One signature per ansatz: make_model and the docs read a factory's options from it.
