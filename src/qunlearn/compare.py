@@ -687,6 +687,13 @@ def min_learnt(n_classes: int = 2) -> float:
     return chance + (MIN_LEARNT - 0.5) / 0.5 * (1.0 - chance)
 
 
+def learns_little(row: dict) -> bool:
+    """Whether an across row's model stays below its learnt bar at α = 0 (``min_learnt``, the
+    binary ``MIN_LEARNT`` where the row does not say): its transition is a fit near chance."""
+    clean = row.get("val_acc_alpha0")
+    return clean is not None and clean < row.get("min_learnt", MIN_LEARNT)
+
+
 def model_role(spec: dict) -> str:
     """A model table's part in the resilience study: ``"logistic"`` for an MLP without hidden
     layers (the logistic-regression control), else its model kind (``"mlp"``, ``"qnn"``, ...)."""
@@ -776,7 +783,7 @@ def _value_interval(row: dict, name: str) -> str:
 def format_across(rows: list[dict]) -> str:
     """The across-data table: one line per (data set, model, noise), α_c and width with their
     95 % intervals; a fit that fails or never crosses 0.5 says so in their place, and a model
-    whose clean accuracy stays below ``MIN_LEARNT`` is flagged."""
+    whose clean accuracy stays below its bar (:func:`learns_little`) is flagged."""
     columns = {  # header -> cell, left-aligned text columns sized to their widest cell
         "dataset": lambda r: r["dataset"],
         "size": lambda r: r["size"] or "-",
@@ -802,8 +809,8 @@ def format_across(rows: list[dict]) -> str:
         notes = [r["interval_not_comparable"]] if "interval_not_comparable" in r else []
         if not r.get("resolved", True):
             notes.append("sharper than the grid: refine it")
-        bar = r.get("min_learnt", MIN_LEARNT)
-        if r["val_acc_alpha0"] is not None and r["val_acc_alpha0"] < bar:
+        if learns_little(r):
+            bar = r.get("min_learnt", MIN_LEARNT)
             notes.append(f"learns little (val@0 < {bar:.2g}): a fit of a curve near chance")
         lines.append(start + f"{alpha:22} {width}" + (f"  ({'; '.join(notes)})" if notes else ""))
     return "\n".join(lines)

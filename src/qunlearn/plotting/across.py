@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from qunlearn.compare import MIN_LEARNT, read_across
+from qunlearn.compare import learns_little, read_across
 from qunlearn.plotting.style import figure_paths, interval_bars, model_color, new_figure, save
 
 OFFSET = 0.22  # vertical spacing of the models within one data set's row
@@ -24,8 +24,8 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
     :func:`qunlearn.compare.across_rows`: TFIM by spins): α_c, the 90 %..10 % width (one axis
     for every data set, so the widths compare directly) and the clean validation accuracy at
     α = 0. One marker per model (MLP, QNN, the logistic-regression control), bars the 95 %
-    intervals. A model that learns little (clean accuracy below
-    :data:`~qunlearn.compare.MIN_LEARNT`, hollow: its fit describes a curve near chance) or
+    intervals. A model that learns little (:func:`qunlearn.compare.learns_little`, hollow: its
+    fit describes a curve near chance) or
     whose fit never crosses 0.5 gets the reason written in place of its markers."""
     sets = list(dict.fromkeys((r["dataset"], r["size"]) for r in rows))
     slots = {
@@ -43,7 +43,7 @@ def draw_across(rows: list[dict], *, title: str = "") -> Figure:
         y = sets.index((r["dataset"], r["size"])) + step * (slot - (len(group) - 1) / 2)
         color = model_color(r["role"])
         clean = r.get("val_acc_alpha0")
-        learnt = clean is None or clean >= r.get("min_learnt", MIN_LEARNT)
+        learnt = not learns_little(r)
         if clean is not None:
             face, edge = (color, "k") if learnt else ("white", color)
             clean_ax.plot([clean], [y], "o", color=color, mfc=face, mec=edge, ms=5)
