@@ -281,15 +281,20 @@ def test_bad_class_requests_are_one_line_and_write_nothing(
     assert not out.exists()
 
 
+def _class_deletion(forget_class: int) -> str:
+    """EVAL as a valid class deletion on all three Iris classes."""
+    return EVAL.format(
+        classes="[0, 1, 2]",
+        alpha=0.0,
+        request=f'forget = "class"\nforget_class = {forget_class}',
+        n_classes=", n_classes = 3",
+    )
+
+
 @pytest.mark.parametrize("method", ["newton", "fisher_forgetting"])
 def test_binary_only_methods_are_refused_on_c_classes_before_out(tmp_path, capsys, method):
     config = tmp_path / "c.toml"
-    text = EVAL.format(
-        classes="[0, 1, 2]",
-        alpha=0.0,
-        request='forget = "class"\nforget_class = 0',
-        n_classes=", n_classes = 3",
-    )
+    text = _class_deletion(0)
     config.write_text(text.replace('methods = ["retrain"]', f'methods = ["retrain", "{method}"]'))
     out = tmp_path / "out"
     assert main(["run", str(config), "--out", str(out)]) == 2
@@ -307,12 +312,7 @@ def test_class_deletion_is_judged_against_oracles_without_the_class(tmp_path):
     saw it (they do not predict it), and the scores carry the deleted and kept classes'
     accuracies."""
     config = tmp_path / "c.toml"
-    text = EVAL.format(
-        classes="[0, 1, 2]",
-        alpha=0.0,
-        request='forget = "class"\nforget_class = 1',
-        n_classes=", n_classes = 3",
-    )
+    text = _class_deletion(1)
     for key, value in (("epochs", 60), ("lr", 0.05), ("unlearn_epochs", 60), ("unlearn_lr", 0.05)):
         text = "\n".join(
             f"{key} = {value}" if line.startswith(f"{key} = ") else line
