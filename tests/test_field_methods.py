@@ -7,7 +7,9 @@ is known, and their parameter-space tools (:mod:`qunlearn.surgery`) against exac
 * SSD with identical Fisher information on D_f and D changes nothing, and dampens a weight that
   only D_f uses by exactly I_D / I_f;
 * EU-k with k = every layer is retrain; CF-k and EU-k leave the frozen layers bit for bit;
-* SalUn trains only its salient fraction; Fisher forgetting's noise has the variance it claims.
+* SalUn trains only its salient fraction; Fisher forgetting's noise has the variance it claims;
+* l1-sparse's weight decays as Jia et al.'s, l1·(1 − e/epochs) in epoch e, through the engine's
+  epoch index (which reaches the objective as the true index, epoch by epoch).
 """
 
 import math
@@ -312,6 +314,7 @@ def test_the_editing_methods_keep_float32_params_float32():
         ("ssd", {"selection": -1}, "ssd option selection must be a number > 0.0"),
         ("ssd", {"selection": 10.0}, "ssd selection 10.0 selects no weight when D_f is 12 of"),
         ("l1_sparse", {"l1": -0.1}, "loss weight l1 must be a finite number >= 0"),
+        ("l1_sparse", {"schedule": "cosine"}, "l1_sparse schedule must be one of ['linear', 'c"),
         ("newton", {"dampnig": 0.1}, "unlearning method 'newton' has no option 'dampnig'"),
     ],
 )
@@ -320,3 +323,56 @@ def test_bad_options_fail_in_one_line(name, options, message):
     with pytest.raises(QunlearnError) as err:
         _method(name, model, **options)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_engine_hands_the_objective_its_epoch_index():
+    """With one SGD step of lr 1 per epoch and objective e·Σθ, the params fall by 0 + 1 + ... +
+    (E − 1); without ``epoch_index`` the objective's extra has no "epoch" at all."""
+    import optax
+
+    from qunlearn.train import make_train
+
+    def plan(key):
+        return jnp.zeros((1, 1), int), jnp.ones((1, 1))
+
+    def objective(params, batch, extra):
+        return extra["epoch"] * jnp.sum(params)
+
+    epochs = 5
+    train = make_train(objective, optax.sgd(1.0), epochs=epochs, plan=plan, epoch_index=True)
+    params, _ = jax.jit(train)(jax.random.PRNGKey(0), jnp.ones(3), {"x": jnp.zeros((1, 1))}, {})
+    np.testing.assert_array_equal(params, 1.0 - epochs * (epochs - 1) / 2)
+
+    seen = []
+
+    def no_epoch(params, batch, extra):
+        seen.append(set(extra))
+        return jnp.sum(params)
+
+    make_train(no_epoch, optax.sgd(1.0), epochs=1, plan=plan)(
+        jax.random.PRNGKey(0), jnp.ones(3), {"x": jnp.zeros((1, 1))}, {}
+    )
+    assert seen and "epoch" not in seen[0]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_l1_sparse_weight_follows_its_schedule(schedule):
+    """The objective minus the same objective at l1 = 0 is l1·(1 − e/epochs)·Σ|θ| (linear, the
+    default) or l1·Σ|θ| (constant) in epoch e, to rounding."""
+    x, y = _toy()
+    model = logistic(D)
+    split = _split(x, y, list(range(N_FORGET)))
+    options = {} if schedule == "linear" else {"schedule": schedule}
+    method = _method("l1_sparse", model, l1=0.3, **options)
+    params = model.init(jax.random.PRNGKey(1))
+    data, extra = method.inputs(params, split)
+    batch = jax.tree_util.tree_map(lambda a: a[:8], data) | {"w": jnp.ones(8)}
+    norm = float(jnp.sum(jnp.abs(params["w"])) + jnp.abs(params["b"]))
+    for e in range(EPOCHS):
+
+        def at(l1, e=e):
+            weights = dict(method.weights) | {"l1": l1}
+            return float(method.objective(params, batch, extra | {"weights": weights, "epoch": e}))
+
+        factor = 1 - e / EPOCHS if schedule == "linear" else 1.0
+        assert at(0.3) - at(0.0) == pytest.approx(0.3 * factor * norm, rel=1e-12)

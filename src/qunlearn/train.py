@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -218,6 +219,7 @@ def make_train(
     on_epoch: Callable[[jax.Array], None] | None = None,
     snapshot_every: int = 0,
     step_keys: bool = False,
+    epoch_index: bool = False,
 ) -> Callable:
     """Build ``train(key, params, data, extra) -> (params, log)`` (pure; jit/vmap it outside).
 
@@ -229,7 +231,9 @@ def make_train(
     :func:`snapshot_epochs` lists, i.e. the start of epochs 0, k, 2k, ... and after the last epoch.
     ``step_keys``: every step's batch gets ``batch["key"]``, drawn from
     ``fold_in(epoch key, STEP_KEY_TAG)`` (the batch plan's draws are unchanged) for stochastic
-    objectives (finite shots); off, the program is exactly the one without it.
+    objectives (finite shots); off, the program is exactly the one without it. ``epoch_index``:
+    the objective's ``extra`` (a dict) also holds ``"epoch"``, the current epoch's index (traced),
+    for loss weights on a schedule (l1-sparse's decay); off, the program is the one without it.
     """
     check_positive(epochs=epochs)
     if snapshot_every:
@@ -238,9 +242,11 @@ def make_train(
     n_snapshots = len(snapshot_epochs(epochs, snapshot_every)) if snapshot_every else 0
 
     last_rows = getattr(plan, "last_rows", None)
+    with_epoch = epoch_index
 
     def train(key, params, data, extra):
-        def run_batches(state, idx_w, epoch_key):
+        def run_batches(state, idx_w, epoch_key, epoch_index):
+            step = partial(step_in, extra | {"epoch": epoch_index} if with_epoch else extra)
             idx, w = idx_w
             xs: tuple = (idx, w)
             if step_keys:
@@ -253,7 +259,7 @@ def make_train(
             state, last = step(state, last_xs)
             return state, jnp.concatenate([losses, last[None]])
 
-        def step(carry, idx_w):
+        def step_in(extra, carry, idx_w):
             params, opt_state = carry
             idx, w, *step_key = idx_w
             batch = jax.tree_util.tree_map(lambda a: a[idx], data) | {"w": w}
@@ -272,7 +278,7 @@ def make_train(
                     lambda s, p: s.at[slot].set(jnp.where(take, p, s[slot])), snaps, state[0]
                 )
             epoch_key = jax.random.fold_in(key, epoch_index)
-            state, losses = run_batches(state, plan(epoch_key), epoch_key)
+            state, losses = run_batches(state, plan(epoch_key), epoch_key, epoch_index)
             if on_epoch is not None:
                 jax.debug.callback(on_epoch, epoch_index)
             return (state, snaps), (metrics, jnp.mean(losses))

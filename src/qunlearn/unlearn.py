@@ -162,7 +162,8 @@ def unlearning_metrics(model, params, split: dict) -> dict:
 class Method(NamedTuple):
     """What the engine needs to run one unlearning method.
 
-    ``objective(params, batch, extra) -> scalar`` (``extra["weights"]``: the traced loss weights);
+    ``objective(params, batch, extra) -> scalar`` (``extra["weights"]``: the traced loss weights;
+    ``extra["epoch"]``: the current epoch's index, traced, for a weight on a schedule);
     ``plan(key) -> (idx, w)`` into ``data``; ``inputs(teacher_params, split) -> (data, extra)``
     (traced: teacher outputs are computed inside the program); ``start(key, teacher_params) ->
     params``; ``weights``: default weights (floats); ``form``: hashable, equal forms promise equal
@@ -231,12 +232,14 @@ def _reference_form(
     start,
     variant,
     train_only=None,
+    l1_decay=False,
     tag=(),
 ):
     """ce·CE(D_r batch) + kl·KL1(teacher‖student, batch) − forget_kl·KL1(teacher‖student, D_f)
     − forget_ce_poisoned·CE(D_f, poisoned labels) − forget_ce_true·CE(D_f, true labels), with all
-    of D_f in every step. ``weights["l1"]`` adds l1·Σ|θ|; ``train_only`` (a static mask like the
-    params) freezes what it leaves out; ``tag`` names either in the form."""
+    of D_f in every step. ``weights["l1"]`` adds l1·Σ|θ|, times 1 − e/epochs in epoch e with
+    ``l1_decay``; ``train_only`` (a static mask like the params) freezes what it leaves out;
+    ``tag`` names any of them in the form."""
     _check_sizes(n_retain, n_forget, epochs, batch_size)
     bs = _full_batch(batch_size, n_retain)
     plan = shuffled_plan(n_retain, bs)
@@ -275,7 +278,8 @@ def _reference_form(
             "kl"
         ] * weighted_mean(teacher_kl(batch["p_teacher"], p), batch["w"])
         if "l1" in wt:
-            retain = retain + wt["l1"] * sum(
+            l1 = wt["l1"] * (1.0 - extra["epoch"] / epochs) if l1_decay else wt["l1"]
+            retain = retain + l1 * sum(
                 jnp.sum(jnp.abs(leaf)) for leaf in jax.tree_util.tree_leaves(params)
             )
         # Retrain and fine-tune (and a sweep's fo_w = 0 points) weigh D_f by zero: skip its
@@ -576,10 +580,20 @@ def cf_k(model, *, n_retain, n_forget, epochs, batch_size, k=1):
     return _last_k(model, "cf_k", k, fresh=False, batch_size=batch_size, **sizes)
 
 
-def l1_sparse(model, *, n_retain, n_forget, epochs, batch_size, l1=1e-4):
-    """ℓ1-sparse fine-tuning (Jia et al. 2023), from the teacher: CE(D_r) + l1·Σ|θ|. The weight is
-    constant (theirs decays linearly to 0); it is a loss weight, so a sweep can vary it."""
+L1_SCHEDULES = ("linear", "constant")
+
+
+def l1_sparse(model, *, n_retain, n_forget, epochs, batch_size, l1=1e-4, schedule="linear"):
+    """ℓ1-sparse fine-tuning (Jia et al. 2023), from the teacher: CE(D_r) + l1_e·Σ|θ|. Their
+    schedule by default, ``"linear"``: l1_e = l1·(1 − e/epochs) in epoch e (0-based), from l1 in
+    the first epoch down to l1/epochs in the last; ``"constant"``: l1 throughout. ``l1`` is a
+    traced loss weight, so a sweep over it shares one program."""
     _check_weights(l1=l1)
+    if schedule not in L1_SCHEDULES:
+        raise QunlearnError(
+            f"l1_sparse schedule must be one of {list(L1_SCHEDULES)}, got {schedule!r}: e.g. "
+            'schedule = "linear" (Jia et al.\'s decay)'
+        )
     return _reference_form(
         model,
         n_retain=n_retain,
@@ -589,7 +603,8 @@ def l1_sparse(model, *, n_retain, n_forget, epochs, batch_size, l1=1e-4):
         weights={"ce": 1.0, "l1": l1},
         start=_from_teacher,
         variant=BENCHMARK,
-        tag=("l1",),
+        l1_decay=schedule == "linear",
+        tag=("l1", schedule),
     )
 
 
@@ -1050,6 +1065,7 @@ def make_unlearn(
         evaluate=evaluate,
         on_epoch=on_epoch,
         snapshot_every=snapshot_every,
+        epoch_index=True,  # extra["epoch"]: a method's loss weights may follow a schedule
     )
 
     def unlearn(key, params, teacher, split, weights):
