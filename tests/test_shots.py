@@ -351,7 +351,7 @@ def test_other_experiments_refuse_shot_models_with_one_line():
 
     from qunlearn.experiments.config import load_config
 
-    path = files("qunlearn") / "configs" / "fig3a_mnist.toml"  # unlearning: would stay exact
-    with pytest.raises(QunlearnError, match="wired into the noise_sweep experiment only") as err:
+    path = files("qunlearn") / "configs" / "curvature_mnist.toml"  # Hessians: would stay exact
+    with pytest.raises(QunlearnError, match="noise_sweep and unlearning experiments only") as err:
         load_config(path, ["models.qnn.hyper.shots=100"])
     assert "\n" not in str(err.value)

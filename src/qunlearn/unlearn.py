@@ -173,6 +173,10 @@ class Method(NamedTuple):
     (params, data, extra)``, optional: runs once inside the program, after ``start`` and before
     the first step, with the run's data (a saliency mask, random labels, a Newton step or
     Fisher dampening: what a method computes from the data before, or instead of, training).
+    ``sampled``: the objective reads the model only through ``predict(model, params, x, key)``
+    with keys from ``batch["key"]`` (:func:`sampled_key`), so a finite-shot model (hyper
+    ``shots``/``gradient``) trains through its shot estimates and gradient estimator; False: the
+    method needs the exact model (its curvature, Fisher or saliency), refused for such a model.
     """
 
     objective: Callable
@@ -185,6 +189,17 @@ class Method(NamedTuple):
     steps: int
     optimizer: Callable = optax.adam
     prepare: Callable | None = None
+    sampled: bool = False
+
+
+FORGET_KEY_TAG = 0xF06E  # fold_in tag: an objective's draw on D_f, apart from its batch draw
+
+
+def sampled_key(batch: dict, tag: int = 0):
+    """The step's key for the objective's ``tag``-th draw of a finite-shot model (None: exact):
+    ``batch["key"]`` is there when the engine runs with step keys (a model with ``sample``)."""
+    key = batch.get("key")
+    return key if key is None or tag == 0 else jax.random.fold_in(key, tag)
 
 
 def _from_teacher(key, teacher):
@@ -260,9 +275,9 @@ def _reference_form(
 
     forget_weights = ("forget_kl", "forget_ce_poisoned", "forget_ce_true")
 
-    def forget_term(params, extra):
+    def forget_term(params, extra, key):
         wt = extra["weights"]
-        q = predict(model, params, extra["x_forget"])
+        q = predict(model, params, extra["x_forget"], key)
         return (
             wt["forget_kl"] * jnp.mean(teacher_kl(extra["p_teacher_forget"], q))
             + wt["forget_ce_poisoned"] * jnp.mean(cross_entropy(q, extra["y_forget_poisoned"]))
@@ -273,7 +288,7 @@ def _reference_form(
         wt = extra["weights"]
         if train_only is not None:
             params = trainable(params, train_only)
-        p = predict(model, params, batch["x"])
+        p = predict(model, params, batch["x"], sampled_key(batch))
         retain = wt["ce"] * weighted_mean(cross_entropy(p, batch["y"]), batch["w"]) + wt[
             "kl"
         ] * weighted_mean(teacher_kl(batch["p_teacher"], p), batch["w"])
@@ -290,9 +305,10 @@ def _reference_form(
         forget = jax.lax.cond(
             uses_forget,
             forget_term,
-            lambda params, extra: jnp.zeros((), jnp.result_type(retain)),
+            lambda params, extra, key: jnp.zeros((), jnp.result_type(retain)),
             params,
             extra,
+            sampled_key(batch, FORGET_KEY_TAG),
         )
         return retain - forget
 
@@ -312,6 +328,7 @@ def _reference_form(
         ("reference", n_retain, n_forget, bs, epochs, *tag),
         variant,
         epochs * math.ceil(n_retain / bs),
+        sampled=True,
     )
 
 
@@ -453,7 +470,7 @@ def scrub_kurmanji(
 
     def objective(params, batch, extra):
         wt = extra["weights"]
-        p = predict(model, params, batch["x"])
+        p = predict(model, params, batch["x"], sampled_key(batch))
         kl = full_kl(batch["p_teacher"], p)
         w_min = batch["w"] * (batch["role"] > 0)
         w_max = batch["w"] * (batch["role"] < 0)
@@ -480,6 +497,7 @@ def scrub_kurmanji(
         "corrected",
         max_epochs * s_f + epochs * s_r,
         optimizer,
+        sampled=True,
     )
 
 
@@ -497,7 +515,7 @@ def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
 
     def objective(params, batch, extra):
         wt = extra["weights"]
-        ce = cross_entropy(predict(model, params, batch["x"]), batch["y"])
+        ce = cross_entropy(predict(model, params, batch["x"], sampled_key(batch)), batch["y"])
         return wt["ce"] * weighted_mean(ce, batch["w"] * (batch["role"] > 0)) - wt[
             "forget_ce_poisoned"
         ] * weighted_mean(ce, batch["w"] * (batch["role"] < 0))
@@ -511,6 +529,7 @@ def neggrad_plus(model, *, n_retain, n_forget, epochs, batch_size, beta=0.9):
         ("neggrad_plus", n_retain, n_forget, bs, epochs),
         "corrected",
         epochs * math.ceil(n_retain / bs),
+        sampled=True,
     )
 
 
@@ -651,7 +670,7 @@ def _random_label_form(model, name, *, n_retain, n_forget, epochs, batch_size, s
     def objective(params, batch, extra):
         if "train_only" in extra:
             params = trainable(params, extra["train_only"])
-        p = predict(model, params, batch["x"])
+        p = predict(model, params, batch["x"], sampled_key(batch))
         return extra["weights"]["ce"] * weighted_mean(cross_entropy(p, batch["y"]), batch["w"])
 
     return Method(
@@ -665,6 +684,7 @@ def _random_label_form(model, name, *, n_retain, n_forget, epochs, batch_size, s
         epochs * math.ceil(n / bs),
         optax.adam,
         prepare,
+        sampled=saliency is None,  # SalUn's mask is the exact forget-loss gradient
     )
 
 
@@ -1066,6 +1086,7 @@ def make_unlearn(
         on_epoch=on_epoch,
         snapshot_every=snapshot_every,
         epoch_index=True,  # extra["epoch"]: a method's loss weights may follow a schedule
+        step_keys=getattr(model, "sample", None) is not None,  # finite shots: batch["key"]
     )
 
     def unlearn(key, params, teacher, split, weights):

@@ -576,21 +576,23 @@ def build(cls, data: Mapping, where: str = "config"):
     config = cls(**values)
     if cls in VALIDATE:
         VALIDATE[cls](config)
-    if cls in CONFIG_TYPES.values() and cls is not NoiseSweepConfig:
+    if cls in CONFIG_TYPES.values() and cls not in (NoiseSweepConfig, UnlearningConfig):
         _refuse_shots(config)
     return config
 
 
 def _refuse_shots(config) -> None:
-    """Finite shots (hyper ``shots``/``gradient``) reach the noise sweep only: the unlearning
-    methods, Hessians and other evaluations here would silently stay exact."""
+    """Finite shots (hyper ``shots``/``gradient``) reach the noise sweep and the unlearning kind
+    only (there: teacher training and the methods whose objective samples, ``Method.sampled``):
+    the oracle ensembles, Hessians and roughening here would silently stay exact."""
     models = getattr(config, "models", None)
     for name, spec in models.items() if isinstance(models, Mapping) else ():
         used = [k for k in SHOT_HYPER if k in (getattr(spec, "hyper", None) or {})]
         if used:
             raise QunlearnError(
                 f"models.{name}.hyper.{used[0]}: finite shots are wired into the noise_sweep "
-                f"experiment only: remove it from this {config.experiment} config"
+                f"and unlearning experiments only: remove it from this {config.experiment} "
+                "config"
             )
 
 

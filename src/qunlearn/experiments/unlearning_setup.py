@@ -343,6 +343,15 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
         )
 
     methods = {method: method_for(method) for method in config.methods}
+    if model.sample is not None:  # finite shots: every method must train through them
+        exact = [m for m, (_, _, built) in methods.items() if not built.sampled]
+        if exact:
+            sampled = [m for m in METHODS.names() if METHODS.is_builtin(m) and _samples(m, model)]
+            raise QunlearnError(
+                f"models.{name} measures with finite shots (hyper.shots/gradient), but method "
+                f"{exact[0]!r} needs the exact model (its curvature, Fisher or saliency): use "
+                f"methods that train through shots, {sampled}, or drop the shots"
+            )
     shared = {
         "x_train": jnp.asarray(x_train),
         "y_true": jnp.asarray(dataset.y_train),
@@ -370,6 +379,15 @@ def plan_model(config, name: str, spec, dataset, n_retain: int, n_forget: int) -
             )
         sweeps[method] = (grid, members)
     return ModelPlan(model, spec, shared, methods, sweeps, sweep_model)
+
+
+def _samples(method: str, model) -> bool:
+    """Whether built-in ``method`` with its default options trains through ``model``'s shots."""
+    try:
+        built = make_method(method, model, n_retain=4, n_forget=2, epochs=1, batch_size=2)
+    except QunlearnError:
+        return False
+    return built.sampled
 
 
 def trace_method(table, name, model, method: Method, shared: dict, n_forget: int, epochs: int):

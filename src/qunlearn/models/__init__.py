@@ -17,9 +17,10 @@ Either one gives the model a ``sample(params, x, key) -> p`` for a batch ``x``: 
 probabilities read out from ⟨Z⟩ estimated with ``shots`` measurements, differentiable with that
 gradient estimator. ``apply`` stays the exact model, bit for bit; a model without them has
 ``sample = None`` and is exactly today's. Who uses ``sample``: :func:`qunlearn.train.predict` and
-``accuracy`` given a key, and the supervised objective in training (step keys); everything else
-(unlearning methods, Hessians) calls ``apply``, so the experiment configs accept these keys in
-the noise sweep only.
+``accuracy`` given a key, the supervised objective in training (step keys) and the unlearning
+methods whose objective samples (:attr:`qunlearn.unlearn.Method.sampled`); everything else
+(curvature- or Fisher-based methods, Hessians, oracle ensembles) calls ``apply``, so the
+experiment configs accept these keys in the noise sweep and the unlearning kind only.
 """
 
 from __future__ import annotations
