@@ -221,6 +221,13 @@ def _positional_method(model, n_retain):
     return None
 
 
+def _vague_method(model, *, n_retain, n_forget, epochs, batch_size):
+    method = finetune(
+        model, n_retain=n_retain, n_forget=n_forget, epochs=epochs, batch_size=batch_size
+    )
+    return method._replace(sampled="yes")
+
+
 def _unsorted_loader(*, cache_dir=None):
     data = toy_loader()
     order = np.random.default_rng(0).permutation(len(data.y_train))
@@ -262,6 +269,7 @@ BREACHES = [
     (check_method, _dict_method, "must return a qunlearn.unlearn.Method, got dict"),
     (check_method, _nan_method, "the objective is not finite on the tiny task"),
     (check_method, _positional_method, "wrong signature: a method factory is factory(model, *,"),
+    (check_method, _vague_method, "Method.sampled must be True or False, got 'yes'"),
     (check_dataset, _unsorted_loader, "the training split is not class-sorted in equal blocks"),
     (check_dataset, _nan_loader, "x_train holds NaN or infinite values"),
     (check_dataset, _ternary_loader, "not class-sorted in equal blocks (N = 40, 3 classes"),

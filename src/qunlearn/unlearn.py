@@ -1052,6 +1052,8 @@ def check_method_value(name: str, method) -> None:
         fail(f"Method.steps must be a non-negative int, got {method.steps!r}")
     if not isinstance(method.variant, str):
         fail(f"Method.variant must be a string, got {method.variant!r}")
+    if not isinstance(method.sampled, bool):
+        fail(f"Method.sampled must be True or False, got {method.sampled!r}")
 
 
 def make_unlearn(
