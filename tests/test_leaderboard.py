@@ -174,6 +174,29 @@ def test_overlapping_methods_share_a_rank_interval():
     )
 
 
+def test_intervals_hold_their_point_when_every_resample_is_shifted():
+    """Repeating teachers raises every resample's KLoM (retrain's on Fig 3a's MLP: all 1000
+    resamples above its point): the interval keeps the resamples' spread and drops their shift,
+    so it holds the point (a plain percentile interval, [.66, .74] here, missed .5), and an
+    accuracy's interval stays inside [0, 1]."""
+    noise = np.random.default_rng(2).normal(0, 0.02, (3, 400))
+    draws = {
+        ("mlp", "teacher"): {"klom_p50": 2.0 + 0 * noise[0], "acc_true_mean": 0.8 + noise[0]},
+        ("mlp", "retrain"): {"klom_p50": 1.0 + 0 * noise[0], "acc_true_mean": 0.99 + noise[1]},
+        ("mlp", "a"): {"klom_p50": 1.7 + noise[2], "acc_true_mean": 0.9 + noise[2]},
+    }
+    scores = _scores({"teacher": 1.0, "retrain": 0.0, "a": 0.5})
+    scores[("mlp", "retrain")][("val", "acc_true_mean")] = 0.995
+    by = {r["method"]: r for r in leaderboard.leaderboard_rows(scores, draws, {})}
+    resid = draws[("mlp", "a")]["klom_p50"] - 1.0  # (a - retrain) / (teacher - retrain)
+    assert leaderboard.percentile_interval(resid)[0] > 0.5  # the old interval missed the point
+    lo, hi = by["a"]["resid_lo"], by["a"]["resid_hi"]
+    assert lo < 0.5 < hi
+    want = np.subtract(*np.percentile(resid, [97.5, 2.5]))
+    assert math.isclose(hi - lo, want, rel_tol=1e-9)  # the resamples' spread, unchanged
+    assert by["retrain"]["val_acc_lo"] < 0.995 <= by["retrain"]["val_acc_hi"] == 1.0
+
+
 def test_no_resamples_and_no_timings_give_point_values_and_n_a():
     results = [
         {"model": "mlp", "group": g, "split": split, "metric": metric, "value": v}

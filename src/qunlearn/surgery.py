@@ -15,7 +15,9 @@ Pure functions of a params pytree and arrays, traceable (they run inside the unl
   :func:`add_gaussian_noise` (Fisher forgetting, certified removal);
 * :func:`newton_step`: ``θ − (H + λI)⁻¹ ∇L(θ)``, solved matrix-free by conjugate gradients on
   Hessian-vector products (:func:`qunlearn.hessian.flat_hvp`) or on Gauss-Newton products;
-  :func:`certified_epsilon` is Guo et al. 2020's privacy level of Gaussian noise on top of it.
+  :func:`certified_epsilon` is Guo et al. 2020's privacy level of Gaussian noise on top of it,
+  :func:`removal_epsilon` that of certified_newton's noise on the weights, where
+  :func:`certificate_gap` finds the loss strongly convex.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from qunlearn.errors import QunlearnError
 from qunlearn.hessian import flat_hvp
+from qunlearn.models.mlp import DEFAULT_HIDDEN
 
 Params = Any
 CURVATURES = ("hessian", "gauss_newton")
@@ -190,3 +193,25 @@ def certified_epsilon(residual_norm: float, sigma: float, delta: float) -> float
             f"certified removal needs sigma > 0 and 0 < delta < 1, got {sigma}, {delta}"
         )
     return math.sqrt(2 * math.log(1.5 / delta)) * float(residual_norm) / sigma
+
+
+def certificate_gap(model_name: str, hyper: dict, l2: float) -> str | None:
+    """Why certified removal's (ε, δ) does not hold for model ``model_name`` with hyperparameters
+    ``hyper``, or None where it does: the certificate needs a strongly convex retain loss, i.e.
+    logistic regression (the MLP with ``hidden = []`` and an unbounded logit) with ``l2 > 0``."""
+    hidden = tuple(hyper.get("hidden", DEFAULT_HIDDEN))
+    if model_name != "mlp" or hidden or hyper.get("bound") is not None:
+        return "the loss is not convex (only logistic regression, the MLP with hidden = [])"
+    if not l2 > 0:
+        return "l2 = 0: the loss is not strongly convex"
+    return None
+
+
+def removal_epsilon(gradient_norm: float, l2: float, sigma: float, delta: float) -> float:
+    """ε of certified_newton on an ``l2``-strongly convex retain loss L_r: the removal θ⁻ (the
+    Newton step, before its noise) lies within ``‖∇L_r(θ⁻)‖ / l2`` of L_r's optimum (strong
+    convexity), and Gaussian noise ``sigma`` on every weight masks that residual:
+    :func:`certified_epsilon` of it, against retraining to the optimum plus the same noise."""
+    if not l2 > 0:
+        raise QunlearnError(f"a removal certificate needs l2 > 0, got {l2}")
+    return certified_epsilon(gradient_norm / l2, sigma, delta)

@@ -176,11 +176,35 @@ def _cell_seconds(timings: dict, model: str, group: str) -> tuple[float, bool] |
     return float(t["run_seconds"]), bool(t.get("includes_compile")) and "compile_seconds" not in t
 
 
+def _certificates(config: dict, rows: list[dict]) -> dict:
+    """{(model, group): the leaderboard's certificate columns} of every certified_newton
+    ensemble: ``rows`` are certificate.csv's; whether the loss allows one is the config's."""
+    from qunlearn import leaderboard
+    from qunlearn.experiments.evaluation import method_defaults
+    from qunlearn.surgery import certificate_gap
+
+    name = leaderboard.CERTIFIED
+    if name not in config.get("methods", ()):
+        return {}
+    options = method_defaults(name) | config.get("method_options", {}).get(name, {})
+    return {
+        (model, name): leaderboard.certificate(
+            [r for r in rows if (r["model"], r["group"]) == (model, name)],
+            certificate_gap(spec["model"], spec.get("hyper", {}), options["l2"]),
+        )
+        for model, spec in config.get("models", {}).items()
+    }
+
+
 def evaluation_leaderboard(
-    results: list[dict], bootstrap: list[dict], manifest: dict
+    results: list[dict],
+    bootstrap: list[dict],
+    manifest: dict,
+    certificates: list[dict] | None = None,
 ) -> list[dict]:
     """The leaderboard rows (:mod:`qunlearn.leaderboard`) of an evaluation's ``results.csv``
-    and ``bootstrap.csv`` rows, with the manifest's cell timings; one block per forget request
+    and ``bootstrap.csv`` rows, with the manifest's cell timings and certified_newton's
+    certificate (``certificates``: certificate.csv's rows); one block per forget request
     (a ``forget`` column, else the config's ``forget``, else "poison")."""
     from qunlearn import leaderboard
 
@@ -201,6 +225,7 @@ def evaluation_leaderboard(
             {(m, g): v for (f, m, g), v in resampled.items() if f == forget},
             {key: s for key, s in seconds.items() if s is not None},
             forget=forget,
+            certificates=_certificates(manifest["config"], certificates or []),
         )
     return rows
 
@@ -321,7 +346,8 @@ def _compare_evaluation_dir(
     boot_by = by_readout(bootstrap)
     exact = results_by[EXACT_READOUT]
     exact_findings: list[str] = []
-    board = evaluation_leaderboard(exact, boot_by.get(EXACT_READOUT, []), manifest)
+    certificates = tables("certificate.csv") if tables else []
+    board = evaluation_leaderboard(exact, boot_by.get(EXACT_READOUT, []), manifest, certificates)
     _write_compare_csv(results_dir / "leaderboard.csv", board, list(COLUMNS))
     tagged = any("readout" in r for r in results)
     table, texts, readouts = [], [], {}

@@ -51,6 +51,7 @@ dominate (one retrain run of the 10-qubit depth-6 QNN per K). docs/evaluation.md
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import time
 from collections import defaultdict
@@ -59,8 +60,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from qunlearn import audit
+from qunlearn import audit, surgery
 from qunlearn.data import load_dataset, n_classes, non_member_pool
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import (
@@ -104,7 +106,14 @@ from qunlearn.experiments.unlearning_setup import (
 )
 from qunlearn.noise import flip_labels
 from qunlearn.train import over_runs, predict, progress_ticks
-from qunlearn.unlearn import METRICS, make_unlearn, unlearning_metrics
+from qunlearn.unlearn import (
+    METHODS,
+    METRICS,
+    make_method,
+    make_unlearn,
+    retain_loss,
+    unlearning_metrics,
+)
 
 SPLITS = ("forget", "retain", "val", "non_member")
 FPR_GRID = np.logspace(-3, 0, 61)  # the ROC table's false-positive rates
@@ -500,7 +509,53 @@ class _ModelCells:
             # the leaderboard's cost (runs only; the compilation apart); not a result
             timing={"run_seconds": round(seconds[0], 3), "compile_seconds": round(seconds[1], 3)},
             compiled=compiled,
+            tables=(
+                {"certificate": self.certificate(store, name, options)}
+                if base == "certified_newton"
+                else {}
+            ),
         )
+
+    def certificate(self, store: ResultStore, name: str, options: dict) -> list[dict]:
+        """certified_newton's (ε, δ) inputs, one row per teacher: ``gradient_norm`` =
+        ‖∇L_r(θ⁻)‖ at its removal θ⁻ (the Newton step of ``newton`` with the same options,
+        before the noise), ``l2`` and ``sigma`` (:func:`qunlearn.surgery.removal_epsilon`); one
+        row with the ``reason`` where the loss allows no certificate."""
+        row = {"dataset": self.config.dataset, "model": self.name, "group": name}
+        opts = method_defaults("certified_newton") | options
+        params, model, spec = self.teachers(store)[0], self.mp.model, self.mp.spec
+        gap = surgery.certificate_gap(spec.model, spec.hyper, opts["l2"])
+        if gap is not None:
+            return [row | {"certified": False, "reason": gap}]
+        split = run_split(
+            self.mp.shared, self.poisoning["y_noisy"], self.poisoning["mask"], self.n_forget, None
+        )
+        newton = make_method(
+            "newton",
+            model,
+            n_retain=int(split["x_retain"].shape[0]),
+            n_forget=self.n_forget,
+            epochs=spec.unlearn_epochs,
+            batch_size=spec.unlearn_batch_size,
+            **{k: v for k, v in options.items() if k != "sigma"},
+        )
+        loss = retain_loss(model, split["x_retain"], split["y_retain"], opts["l2"])
+        prepare = newton.prepare
+        assert prepare is not None  # newton edits the teacher in its prepare step
+
+        @jax.jit
+        @jax.vmap
+        def gradient_norm(teacher):
+            removed = prepare(jax.random.PRNGKey(0), teacher, *newton.inputs(teacher, split))
+            return jnp.linalg.norm(ravel_pytree(jax.grad(loss)(removed[0]))[0])
+
+        norms = np.asarray(gradient_norm(params))
+        return [
+            row
+            | {"teacher": t, "certified": True, "gradient_norm": float(g)}
+            | {"l2": float(opts["l2"]), "sigma": float(opts["sigma"])}
+            for t, g in enumerate(norms)
+        ]
 
     # -- scores ------------------------------------------------------------------------------
 
@@ -839,7 +894,22 @@ def _per_resample(scores, n: int):
 
 
 TABLES = {"ensemble": "ensemble.csv", "scores": "results.csv"}
-EXTRA_TABLES = {"per_example": "per_example.csv", "roc": "roc.csv", "bootstrap": "bootstrap.csv"}
+EXTRA_TABLES = {
+    "per_example": "per_example.csv",
+    "roc": "roc.csv",
+    "bootstrap": "bootstrap.csv",
+    "certificate": "certificate.csv",
+}
+
+
+def method_defaults(name: str) -> dict:
+    """A built-in method's option defaults (its factory's keyword defaults)."""
+    signature = inspect.signature(METHODS.resolve(name))
+    return {
+        k: p.default
+        for k, p in signature.parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def write_tables(store: ResultStore) -> None:
