@@ -35,7 +35,7 @@ seed = 11
 [models.mlp]
 model = "mlp"
 hyper = { hidden = [8] }
-epochs = 50  # tests/test_reliability.py's program: one compile (the persistent cache) serves both
+epochs = 10  # tests/test_reliability.py's program: one compile (the persistent cache) serves both
 batch_size = 64
 lr = 0.01
 """

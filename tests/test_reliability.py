@@ -6,7 +6,7 @@
   reads a partial or planted file as a result, and ends with the uninterrupted run's table; Ctrl-C
   leaves a consistent directory and prints the command that resumes it.
 
-One tiny MNIST config (an MLP, 2 noises x 3 alphas = 6 cells of about a second) serves every test.
+One tiny MNIST config (an MLP, 2 noises x 3 alphas = 6 cells of about 0.2 s) serves every test.
 The module runs on one xdist worker (``--dist loadfile``), so the reference run is made once.
 """
 
@@ -44,7 +44,8 @@ seed = 7
 [models.mlp]
 model = "mlp"
 hyper = { hidden = [8] }
-epochs = 50  # about a second per cell with the tests' XLA flags (tests/conftest.py)
+epochs = 10  # about 0.2 s per cell with the tests' XLA flags (tests/conftest.py): a kill
+# after the first cell still lands with several cells to go (test_sigkill_then_resume checks it)
 batch_size = 64
 lr = 0.01
 """
@@ -149,7 +150,7 @@ def test_cell_alone_through_the_library_equals_the_cell_in_the_sweep(reference):
     x_train, x_val, dim, is_complex = model_input(dataset)
     program = noise_sweep.sweep_program(
         make_model("mlp", dim, is_complex, hidden=[8]),
-        epochs=50,
+        epochs=10,
         batch_size=64,
         lr=0.01,
         n_train=len(x_train),

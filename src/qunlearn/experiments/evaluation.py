@@ -101,6 +101,7 @@ from qunlearn.experiments.unlearning_setup import (
     retrain_method,
     run_split,
     shared_split,
+    start_program,
     teacher_npz,
     train_teachers,
 )
@@ -434,7 +435,7 @@ class _ModelCells:
         if n_removed is not None:
             mask = (mask, self.poisoning["poison_mask"])
         weights = {k: np.full(chunk, v) for k, v in method.weights.items()}
-        start = jax.jit(jax.vmap(method.start))
+        start = start_program(method.start)
         parts, seconds, compile_seconds = [], 0.0, 0.0
         for sel, n_real in padded_chunks(keys.shape[0], chunk):
             teacher = jax.tree_util.tree_map(lambda a, sel=sel: a[sel], teachers)

@@ -46,6 +46,7 @@ from qunlearn.experiments.unlearning_setup import (
     request_info,
     retrain_method,
     shared_split,
+    start_program,
     teacher_npz,
     train_teachers,
     unlearning_program,
@@ -364,7 +365,7 @@ def sweep_finals(
     chunk = min(chunk, total)
     g_idx, r_idx = np.divmod(np.arange(total), runs)
     weights = {k: np.array([m.weights[k] for m in methods]) for k in methods[0].weights}
-    start_fn = jax.jit(jax.vmap(methods[0].start, in_axes=(0, 0 if per_run_teacher else None)))
+    start_fn = start_program(methods[0].start, (0, 0 if per_run_teacher else None))
     out = defaultdict(list)
     for sel, n_real in padded_chunks(total, chunk):
         g, r = g_idx[sel], r_idx[sel]

@@ -230,6 +230,18 @@ def train_teachers(mp: ModelPlan, keys, y_noisy, *, on_epoch=None):
     return jax.block_until_ready(program(keys[:, 0], keys[:, 1], mp.shared["x_train"], y_noisy))
 
 
+def _start_program(start, in_axes):
+    return jax.jit(jax.vmap(start, in_axes=in_axes))
+
+
+def start_program(start, in_axes=(0, 0)):
+    """``fn(keys, teachers) -> params``: a method's ``start`` over a leading run axis (``in_axes``:
+    ``(0, None)`` for one teacher shared by every run). Shared
+    (:func:`~qunlearn.experiments.programs.shared`): the methods, cells and runs of one process
+    with the same start use one compiled program."""
+    return shared(_start_program)(start, in_axes)
+
+
 def unlearning_program(
     model: Model,
     method: Method,
