@@ -83,9 +83,9 @@ from qunlearn.experiments.programs import shared
 from qunlearn.experiments.readouts import (
     EXACT,
     Readout,
+    config_readouts,
     has_readouts,
     read_out,
-    readout_models,
     resolve_circuit_noise,
 )
 from qunlearn.experiments.store import ResultStore
@@ -151,9 +151,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
         )
         _, _, dim, is_complex = model_input(dataset, mp.spec.input)
         noise = resolve_circuit_noise(config.eval_circuit_noise, dim)
-        readouts = readout_models(
-            name, mp.spec, dim, is_complex, shots=config.eval_shots, circuit_noise=noise
-        )
+        readouts = config_readouts(config, name, mp.spec, dim, is_complex, noise)
         if any(r.shots is None for r in readouts.values()):
             resolved[name] = noise
         cells |= _ModelCells(
