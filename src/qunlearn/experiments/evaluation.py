@@ -37,7 +37,9 @@ example (a run's key: its batch-order key, see :func:`~qunlearn.experiments.read
 and under each circuit-noise model (arrays ``margins_<readout>`` beside ``margins`` in its
 ``.margins.npz``), and the scores cell scores every readout alike: its rows gain a ``readout``
 column (``exact``, ``shots<S>``, ``noise_<label>``; every row of such a config has one, MLP rows
-``exact`` only: an MLP has no measurement). Without the switches nothing changes, byte for byte.
+``exact`` only: an MLP has no measurement). ``eval_device_shots`` and ``eval_mitigate_readout``
+add the device readouts ``noise_<label>_shots<S>`` and ``..._mitigated`` alike. Without the
+switches nothing changes, byte for byte.
 
 Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
 model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
