@@ -291,16 +291,20 @@ def test_sweep_reads_the_same_params_out_under_each_named_circuit_noise():
     Readout flips of 1/2 make ⟨Z⟩ = 0, so every p = 1/2 predicts class 0 (accuracy = its share);
     an all-zero noise model is the exact circuit, its accuracy val_acc's to the bit."""
     from qunlearn.experiments.noise_sweep import noise_metric, sweep_program
+    from qunlearn.experiments.readouts import Readout
 
     rows = 6
     x = jnp.abs(jax.random.normal(jax.random.PRNGKey(5), (rows, 4)))
     x, y = x / jnp.linalg.norm(x, axis=1, keepdims=True), (jnp.arange(rows) % 3 == 0) * 1.0
     hyper = {"depth": 1}
     noises = {"coin": {"readout_p01": 0.5, "readout_p10": 0.5}, "none": {}}
-    noisy = {k: make_model("qnn", 4, False, circuit_noise=v, **hyper) for k, v in noises.items()}
+    noisy = {
+        f"noise_{k}": Readout(make_model("qnn", 4, False, circuit_noise=v, **hyper))
+        for k, v in noises.items()
+    }
     keys = jax.random.split(jax.random.PRNGKey(3), 2).reshape(1, 2, -1)
     settings = {"epochs": 1, "batch_size": 3, "lr": 0.1, "n_train": rows}
-    program = sweep_program(make_model("qnn", 4, False, **hyper), noisy_models=noisy, **settings)
+    program = sweep_program(make_model("qnn", 4, False, **hyper), readouts=noisy, **settings)
     out = program(keys[:, 0], keys[:, 1], x[None], y[None], x, y)
     assert float(out[noise_metric("coin")][0]) == pytest.approx(float(jnp.mean(y == 0)))
     assert np.asarray(out[noise_metric("none")]).tobytes() == np.asarray(out["val_acc"]).tobytes()

@@ -306,16 +306,19 @@ def test_bad_shot_hyperparameters_are_refused_with_one_line(name, hyper, match):
 @pytest.mark.slow  # two sweep programs compiled (48 s on the loaded 2-core machine)
 def test_sweep_measures_validation_accuracy_with_shots_from_the_same_params():
     from qunlearn.experiments.noise_sweep import shot_metric, sweep_program
+    from qunlearn.experiments.readouts import Readout
 
     x, y = _tiny_data(rows=12)
     hyper = {"depth": 2, "readout": "linear"}
     model = make_model("qnn", 16, False, **hyper)
-    shot_models = {s: make_model("qnn", 16, False, shots=s, **hyper) for s in (1, 10**6)}
+    shot_models = {
+        f"shots{s}": Readout(make_model("qnn", 16, False, shots=s, **hyper), s) for s in (1, 10**6)
+    }
     keys = jax.random.split(jax.random.PRNGKey(3), 4).reshape(2, 2, -1)
     xs, ys = jnp.stack([x, x]), jnp.stack([y, 1 - y])
     settings = {"epochs": 2, "batch_size": 4, "lr": 0.1, "n_train": len(x)}
     plain = sweep_program(model, **settings)(keys[:, 0], keys[:, 1], xs, ys, x, y)
-    shots = sweep_program(model, shot_models=shot_models, **settings)(
+    shots = sweep_program(model, readouts=shot_models, **settings)(
         keys[:, 0], keys[:, 1], xs, ys, x, y
     )
     assert sorted(shots) == sorted([*plain, shot_metric(1), shot_metric(10**6)])

@@ -240,8 +240,9 @@ def format_readout_transitions(rows: list[dict]) -> str:
         "readouts (eval_shots, eval_circuit_noise: the same trained params, read out with S "
         "shots per example or under a circuit-noise model):"
     ]
+    width = max(16, *(len(r["readout"]) for r in rows))  # device readouts' names are long
     for r in rows:
-        head = f"  {r['dataset']} {r['model']} {r['noise']} {r['readout']:>16}:"
+        head = f"  {r['dataset']} {r['model']} {r['noise']} {r['readout']:>{width}}:"
         if "fit_not_comparable" in r:
             lines.append(f"{head} fit {r['fit_not_comparable']}")
             continue

@@ -71,6 +71,12 @@ class NoiseSweepConfig:
     # "fake_torino"}: a device's calibration snapshot, qunlearn.hardware; metric
     # val_acc_noise_<label>), exact density matrices, from the same noiselessly trained params
     eval_circuit_noise: dict = field(default_factory=dict)
+    # a device's readout: each eval_circuit_noise model also read out with S shots per example
+    # (metric val_acc_noise_<label>_shots<S>), for each S listed (qunlearn.experiments.readouts)
+    eval_device_shots: tuple[int, ...] = ()
+    # readout-error mitigation: each eval_circuit_noise readout (exact and with shots) also with
+    # its readout error undone (metric val_acc_noise_<label>[_shots<S>]_mitigated)
+    eval_mitigate_readout: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,8 @@ class EvaluationConfig:
     # score per readout (results.csv's readout column). MLPs have none.
     eval_shots: tuple[int, ...] = ()
     eval_circuit_noise: dict = field(default_factory=dict)
+    eval_device_shots: tuple[int, ...] = ()
+    eval_mitigate_readout: bool = False
 
 
 CONFIG_TYPES: dict[str, type] = {
@@ -457,6 +465,7 @@ CHECKS = {
     "seeds": _seeds,
     "eval_shots": _eval_shots,
     "eval_circuit_noise": _eval_circuit_noise,
+    "eval_device_shots": _eval_shots,
     "epochs": _at_least(1, 1_000_000),
     "batch_size": _at_least(1, 10_000_000),
     "lr": _learning_rate,
@@ -752,8 +761,22 @@ def _check_noises(config) -> None:
             raise QunlearnError(problem)
 
 
+def _check_readouts(config) -> None:
+    """The device readouts' keys (``eval_device_shots``, ``eval_mitigate_readout``) read out the
+    ``eval_circuit_noise`` models; :func:`qunlearn.experiments.readouts.check_readouts`."""
+    from qunlearn.experiments.readouts import check_readouts
+
+    check_readouts(config)
+
+
+def _check_sweep(config) -> None:
+    _check_noises(config)
+    _check_readouts(config)
+
+
 def _check_evaluation(config) -> None:
     _check_unlearning(config)
+    _check_readouts(config)
     if (config.eval_shots or config.eval_circuit_noise) and not any(
         spec.model in QNN_MODELS for spec in config.models.values()
     ):
@@ -786,7 +809,7 @@ def _check_evaluation(config) -> None:
 
 
 VALIDATE = {
-    NoiseSweepConfig: _check_noises,
+    NoiseSweepConfig: _check_sweep,
     UnlearningConfig: _check_unlearning,
     CurvatureConfig: _check_unlearning,
     EvaluationConfig: _check_evaluation,
@@ -948,6 +971,8 @@ ADDED_WITH_DEFAULT = {
     "forget_fraction": 0.0,
     "eval_shots": [],
     "eval_circuit_noise": {},
+    "eval_device_shots": [],
+    "eval_mitigate_readout": False,
 }
 
 

@@ -37,7 +37,9 @@ example (a run's key: its batch-order key, see :func:`~qunlearn.experiments.read
 and under each circuit-noise model (arrays ``margins_<readout>`` beside ``margins`` in its
 ``.margins.npz``), and the scores cell scores every readout alike: its rows gain a ``readout``
 column (``exact``, ``shots<S>``, ``noise_<label>``; every row of such a config has one, MLP rows
-``exact`` only: an MLP has no measurement). Without the switches nothing changes, byte for byte.
+``exact`` only: an MLP has no measurement). ``eval_device_shots`` and ``eval_mitigate_readout``
+add the device readouts ``noise_<label>_shots<S>`` and ``..._mitigated`` alike. Without the
+switches nothing changes, byte for byte.
 
 Tables: ``ensemble.csv`` (every model's final metrics), ``results.csv`` (the scores: dataset,
 model, group, split, metric, value, models, oracles, seed), ``per_example.csv`` (each example's
@@ -85,9 +87,9 @@ from qunlearn.experiments.programs import shared
 from qunlearn.experiments.readouts import (
     EXACT,
     Readout,
+    config_readouts,
     has_readouts,
     read_out,
-    readout_models,
     resolve_circuit_noise,
 )
 from qunlearn.experiments.store import ResultStore
@@ -161,9 +163,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
         )
         _, _, dim, is_complex = model_input(dataset, mp.spec.input)
         noise = resolve_circuit_noise(config.eval_circuit_noise, dim)
-        readouts = readout_models(
-            name, mp.spec, dim, is_complex, shots=config.eval_shots, circuit_noise=noise
-        )
+        readouts = config_readouts(config, name, mp.spec, dim, is_complex, noise)
         if any(r.shots is None for r in readouts.values()):
             resolved[name] = noise
         cells |= _ModelCells(

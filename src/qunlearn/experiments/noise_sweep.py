@@ -19,6 +19,10 @@ backend's name (``"fake_torino"``) is that snapshot's means over the qubits the 
 on (:func:`qunlearn.hardware.circuit_noise_on_device`), resolved before ``--out`` is touched and
 recorded in the manifest's data description. The input state is prepared ideally (noise acts on
 the ansatz and the readout only, see docs/quantum.md).
+
+``eval_device_shots = [S, ...]`` and ``eval_mitigate_readout = true``: each circuit-noise model
+also read out with S shots (``val_acc_noise_<label>_shots<S>``: a device's readout) and with its
+readout error mitigated (``..._mitigated``); :mod:`qunlearn.experiments.readouts`.
 """
 
 from __future__ import annotations
@@ -39,24 +43,29 @@ from qunlearn.experiments.engine import Cell, CellResult, Plan, Progress
 from qunlearn.experiments.keys import run_keys, stable_key
 from qunlearn.experiments.programs import shared
 from qunlearn.experiments.readouts import (
-    noise_readout,
-    readout_key,
-    readout_models,
+    Readout,
+    config_readouts,
+    read_out,
     resolve_circuit_noise,
 )
 from qunlearn.models import Model
 from qunlearn.noise import NOISE, check_poisoned
-from qunlearn.train import accuracy, make_supervised_train, over_runs, progress_ticks
+from qunlearn.train import accuracy, hits, make_supervised_train, over_runs, progress_ticks
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
 
 
+def readout_metric(readout: str) -> str:
+    """The validation accuracy of readout ``readout`` (:mod:`qunlearn.experiments.readouts`)."""
+    return f"val_acc_{readout}"
+
+
 def shot_metric(shots: int) -> str:
-    return f"val_acc_shots{shots}"
+    return readout_metric(f"shots{shots}")
 
 
 def noise_metric(label: str) -> str:
-    return f"val_acc_noise_{label}"
+    return readout_metric(f"noise_{label}")
 
 
 def sweep_program(
@@ -72,8 +81,7 @@ def sweep_program(
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
     devices=None,
-    shot_models: dict[int, Model] | None = None,
-    noisy_models: dict[str, Model] | None = None,
+    readouts: dict[str, Readout] | None = None,
 ):
     """``runs_fn(init_keys, shuffle_keys, x, y, x_val, y_val) -> metrics`` over a leading run axis.
 
@@ -82,9 +90,9 @@ def sweep_program(
     ``run_chunk``: see :func:`qunlearn.train.over_runs`; ``batching``: see
     :func:`qunlearn.train.batching_plan`; ``weight_decay``, ``label_smoothing``: see
     :func:`qunlearn.train.make_supervised_train`; ``devices``: the run axis split over them
-    (:func:`qunlearn.train.shard_runs`); ``shot_models``: {S: the model sampling S shots}, each
-    adds the metric :func:`shot_metric` (S); ``noisy_models``: {label: the model under that
-    circuit noise}, each adds :func:`noise_metric` (label).
+    (:func:`qunlearn.train.shard_runs`); ``readouts``: {name: :class:`Readout`} of the same
+    params (:func:`~qunlearn.experiments.readouts.readout_models`), each adds the metric
+    :func:`readout_metric` (name), drawn from the run's shuffle key.
     """
     train = make_supervised_train(
         model,
@@ -107,11 +115,9 @@ def sweep_program(
             "val_acc": accuracy(model, params, x_val, y_val),
             "final_loss": log["loss"][-1],
         }
-        for shots, sampled in (shot_models or {}).items():
-            key = readout_key(shuffle_key, shots)
-            out[shot_metric(shots)] = accuracy(sampled, params, x_val, y_val, key)
-        for label, noisy in (noisy_models or {}).items():
-            out[noise_metric(label)] = accuracy(noisy, params, x_val, y_val)
+        for name, readout in (readouts or {}).items():
+            p = read_out(readout, params, x_val, shuffle_key)
+            out[readout_metric(name)] = jnp.mean(hits(p, y_val).astype(p.dtype))
         return out
 
     fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk, devices))
@@ -192,21 +198,8 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
     for model_name, spec in config.models.items():
         model = build_model(model_name, spec, dim, is_complex, classes)
 
-        readouts = readout_models(
-            model_name,
-            spec,
-            dim,
-            is_complex,
-            shots=config.eval_shots,
-            circuit_noise=circuit_noise,
-        )
-        shot_models = {r.shots: r.model for r in readouts.values() if r.shots is not None}
-        noisy_models = {
-            label: readouts[noise_readout(label)].model
-            for label in circuit_noise
-            if noise_readout(label) in readouts
-        }
-        names = (*METRICS, *map(shot_metric, shot_models), *map(noise_metric, noisy_models))
+        readouts = config_readouts(config, model_name, spec, dim, is_complex, circuit_noise)
+        names = (*METRICS, *map(readout_metric, readouts))
         program = shared(sweep_program)(
             model,
             epochs=spec.epochs,
@@ -219,8 +212,7 @@ def plan(config, *, cache_dir=None, progress: Progress) -> Plan:
             weight_decay=spec.weight_decay,
             label_smoothing=spec.label_smoothing,
             devices=run_devices(spec.devices),
-            shot_models=shot_models,
-            noisy_models=noisy_models,
+            readouts=readouts,
         )
         ticks = progress_ticks(
             spec.epochs, config.runs, spec.run_chunk, spec.batching, run_devices(spec.devices)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
 from qunlearn.errors import QunlearnError, did_you_mean
@@ -161,6 +162,36 @@ def readout_observable(noise: dict) -> tuple[float, float]:
     """(α, β) with the measured ⟨Z⟩ = tr(ρ (α Z_r + β I)) under the readout error."""
     p01, p10 = noise["readout_p01"], noise["readout_p10"]
     return 1.0 - p01 - p10, p10 - p01
+
+
+def mitigation(noise: dict) -> tuple[float, float]:
+    """(α, β) of :func:`readout_observable` for readout-error mitigation, or one line where
+    there is nothing to invert: no readout error (mitigation would be the identity, a readout
+    equal to the unmitigated one) or p01 + p10 >= 1 (α <= 0: the assignment matrix is singular
+    or swaps the outcomes)."""
+    noise = check_circuit_noise(noise)
+    p01, p10 = noise["readout_p01"], noise["readout_p10"]
+    if p01 == p10 == 0:
+        raise QunlearnError(
+            "readout-error mitigation needs a readout error: this circuit_noise has "
+            "readout_p01 = readout_p10 = 0 (give them, or leave mitigation out)"
+        )
+    if p01 + p10 >= 1:
+        raise QunlearnError(
+            f"readout_p01 + readout_p10 = {p01 + p10:g} >= 1: the readout's assignment matrix "
+            "has no usable inverse (its outcomes say nothing), so it cannot be mitigated"
+        )
+    return readout_observable(noise)
+
+
+def mitigate_readout(z, norm2, alpha: float, beta: float):
+    """⟨Z⟩ with the readout error undone: the calibrated inverse of the readout qubit's 2x2
+    assignment matrix, (⟨Z⟩_meas − β‖x‖²)/α (``norm2`` = ‖x‖², the scale of qunlearn's
+    unnormalised inputs: per unit norm it is (⟨Z⟩ − β)/α). Clipped to [−‖x‖², ‖x‖²], the
+    physical range: exact values lie there already (up to rounding), so the clip binds only
+    where shot noise pushes an estimate outside, which biases it toward 0 where ⟨Z⟩ is near
+    ±1 (elsewhere the estimate is unbiased, its variance the binomial one over α²)."""
+    return jnp.clip((z - beta * norm2) / alpha, -norm2, norm2)
 
 
 # ---- Pauli channels for trajectories ------------------------------------------------------------
