@@ -232,3 +232,9 @@ def keyword_options(factory: Callable, skip: int) -> tuple[list[str], bool]:
         return [], True
     named = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def keyword_defaults(factory: Callable, skip: int) -> dict:
+    """{option: default} of a factory's parameters after the first ``skip`` that have one."""
+    params = list(inspect.signature(factory).parameters.values())[skip:]
+    return {p.name: p.default for p in params if p.default is not p.empty}

@@ -242,11 +242,10 @@ def make_train(
     n_snapshots = len(snapshot_epochs(epochs, snapshot_every)) if snapshot_every else 0
 
     last_rows = getattr(plan, "last_rows", None)
-    with_epoch = epoch_index
 
     def train(key, params, data, extra):
-        def run_batches(state, idx_w, epoch_key, epoch_index):
-            step = partial(step_in, extra | {"epoch": epoch_index} if with_epoch else extra)
+        def run_batches(state, idx_w, epoch_key, current_epoch):
+            step = partial(step_in, extra | {"epoch": current_epoch} if epoch_index else extra)
             idx, w = idx_w
             xs: tuple = (idx, w)
             if step_keys:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from qunlearn.errors import QunlearnError, did_you_mean, user_code
-from qunlearn.families import Family, keyword_options
+from qunlearn.families import Family, keyword_defaults, keyword_options
 from qunlearn.surgery import (
     CURVATURES,
     add_gaussian_noise,
@@ -986,6 +986,11 @@ METHODS = Family(
     },
 )
 """name -> factory ``(model, *, n_retain, n_forget, epochs, batch_size, **options) -> Method``."""
+
+
+def method_defaults(name: str) -> dict:
+    """Method ``name``'s option defaults (its factory's keyword defaults)."""
+    return keyword_defaults(METHODS.resolve(name), 1)
 
 
 RESERVED = ("n_retain", "n_forget", "epochs", "batch_size")  # from the model's unlearn_* settings

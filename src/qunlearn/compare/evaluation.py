@@ -180,8 +180,8 @@ def _certificates(config: dict, rows: list[dict]) -> dict:
     """{(model, group): the leaderboard's certificate columns} of every certified_newton
     ensemble: ``rows`` are certificate.csv's; whether the loss allows one is the config's."""
     from qunlearn import leaderboard
-    from qunlearn.experiments.evaluation import method_defaults
     from qunlearn.surgery import certificate_gap
+    from qunlearn.unlearn import method_defaults
 
     name = leaderboard.CERTIFIED
     if name not in config.get("methods", ()):

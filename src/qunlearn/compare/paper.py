@@ -45,16 +45,13 @@ def _paper_config(experiment: str, dataset: str) -> dict | None:
 
 def _full_hyper(kind: str, hyper: dict) -> dict:
     """``hyper`` with the factory's defaults filled in and numerics-only keys dropped."""
-    import inspect
-
+    from qunlearn.families import keyword_defaults
     from qunlearn.models import MODELS
 
     factory = MODELS.builtin(kind)  # never a user's: reading results imports no named module
     if factory is None:
         return dict(hyper)
-    params = list(inspect.signature(factory).parameters.values())[2:]
-    full = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    full |= hyper
+    full = keyword_defaults(factory, 2) | hyper
     return {k: v for k, v in full.items() if k not in NUMERICS_ONLY}
 
 

@@ -53,7 +53,6 @@ dominate (one retrain run of the 10-qubit depth-6 QNN per K). docs/evaluation.md
 from __future__ import annotations
 
 import functools
-import inspect
 import io
 import time
 from collections import defaultdict
@@ -110,10 +109,10 @@ from qunlearn.experiments.unlearning_setup import (
 from qunlearn.noise import flip_labels
 from qunlearn.train import over_runs, predict, progress_ticks
 from qunlearn.unlearn import (
-    METHODS,
     METRICS,
     make_method,
     make_unlearn,
+    method_defaults,
     retain_loss,
     unlearning_metrics,
 )
@@ -901,16 +900,6 @@ EXTRA_TABLES = {
     "bootstrap": "bootstrap.csv",
     "certificate": "certificate.csv",
 }
-
-
-def method_defaults(name: str) -> dict:
-    """A built-in method's option defaults (its factory's keyword defaults)."""
-    signature = inspect.signature(METHODS.resolve(name))
-    return {
-        k: p.default
-        for k, p in signature.parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
 
 
 def write_tables(store: ResultStore) -> None:

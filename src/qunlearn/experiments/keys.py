@@ -22,9 +22,14 @@ import jax
 import jax.numpy as jnp
 
 
+def stable_fold(*parts) -> int:
+    """What :func:`stable_key` folds in for ``parts``: a non-negative CRC-32 of their text."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
 def stable_key(root: jax.Array, *parts) -> jax.Array:
     """A key that depends only on ``parts`` (never on run order): fold in a CRC of their text."""
-    return jax.random.fold_in(root, zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF)
+    return jax.random.fold_in(root, stable_fold(*parts))
 
 
 def _split_per_index(key: jax.Array, n: int, parts: int) -> jax.Array:

@@ -31,14 +31,13 @@ MLPs have no measurement: they have no readouts (:func:`readout_models` gives no
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from typing import NamedTuple
 
 import jax
 
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.common import build_model
-from qunlearn.experiments.keys import stable_key
+from qunlearn.experiments.keys import stable_fold, stable_key
 from qunlearn.models import Model
 from qunlearn.models.circuit_noise import mitigation
 from qunlearn.train import predict
@@ -149,7 +148,7 @@ def check_readouts(config) -> None:
         )
     streams: dict[int, str] = {}
     for label in noise:
-        crc = zlib.crc32(label.encode()) & 0x7FFFFFFF  # what stable_key folds in
+        crc = stable_fold(label)
         if crc in streams:
             raise QunlearnError(
                 f"config.eval_circuit_noise: labels {streams[crc]!r} and {label!r} would share "
