@@ -70,9 +70,13 @@ def predict(model, params, x, key=None):
     return jax.vmap(model.apply, (None, 0))(params, x)
 
 
-def accuracy(model, params, x, y, key=None):
-    p = predict(model, params, x, key)
+def hit_rate(p, y):
+    """The share of a batch's probabilities ``p`` whose predicted class is ``y`` (:func:`hits`)."""
     return jnp.mean(hits(p, y).astype(p.dtype))
+
+
+def accuracy(model, params, x, y, key=None):
+    return hit_rate(predict(model, params, x, key), y)
 
 
 def supervised_objective(model, label_smoothing: float = 0.0) -> Callable:

@@ -50,7 +50,7 @@ from qunlearn.experiments.readouts import (
 )
 from qunlearn.models import Model
 from qunlearn.noise import NOISE, check_poisoned
-from qunlearn.train import accuracy, hits, make_supervised_train, over_runs, progress_ticks
+from qunlearn.train import accuracy, hit_rate, make_supervised_train, over_runs, progress_ticks
 
 METRICS = ("train_acc_noisy_labels", "val_acc", "final_loss")
 
@@ -117,7 +117,7 @@ def sweep_program(
         }
         for name, readout in (readouts or {}).items():
             p = read_out(readout, params, x_val, shuffle_key)
-            out[readout_metric(name)] = jnp.mean(hits(p, y_val).astype(p.dtype))
+            out[readout_metric(name)] = hit_rate(p, y_val)
         return out
 
     fn = jax.jit(over_runs(run_one, (0, 0, 0, 0, None, None), run_chunk, devices))
