@@ -4,6 +4,7 @@ a shared XLA compilation cache for the whole run. Nothing else is global.
 * No test reads or writes the user's ``~/.cache``: ``QUNLEARN_CACHE`` points at a directory of
   this run (subprocesses inherit it); MNIST is converted there once per worker from the pinned
   package.
+* Figures are written as PNG alone (``QUNLEARN_FIGURE_FORMATS``), subprocesses included.
 * JAX's persistent compilation cache (``.pytest_cache/jax``, inside the checkout) lets a program
   that several tests, subprocesses or runs compile load its executable instead.
 """
@@ -17,6 +18,9 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 os.environ["QUNLEARN_CACHE"] = tempfile.mkdtemp(prefix="qunlearn-test-cache-")
 atexit.register(shutil.rmtree, os.environ["QUNLEARN_CACHE"], ignore_errors=True)
+# PNG only: a figure's PDF costs more to render than its PNG (~130 figures per run of the suite);
+# test_plotting checks the default PNG + PDF with the variable removed.
+os.environ["QUNLEARN_FIGURE_FORMATS"] = "png"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_ROOT / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # XLA's CPU fusion emitters compile ~30 % slower than the older emitter on the small programs the

@@ -20,6 +20,7 @@ from qunlearn.compare import compare_results_dir
 from qunlearn.errors import QunlearnError
 from qunlearn.experiments.config import load_config
 from qunlearn.experiments.runner import VerifiedResults
+from qunlearn.plotting.style import stem_suffixes
 
 TINY_MLP = dict(tiny=True, models=["mlp"], progress=False)  # 4 cells, 5 epochs: seconds
 SHIPPED = sorted(
@@ -84,8 +85,7 @@ def test_compare_and_plot_write_nothing_and_match_the_cli(finished, tmp_path):
     assert list(figures) == ["fig2_noise_sweep"]
     assert all(isinstance(f, Figure) for f in figures.values())
     assert [p.name for p in finished.save_plots(tmp_path / "figs")] == [
-        "fig2_noise_sweep.png",
-        "fig2_noise_sweep.pdf",
+        f"fig2_noise_sweep{suffix}" for suffix in stem_suffixes()
     ]
 
 

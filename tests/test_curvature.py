@@ -23,6 +23,7 @@ from qunlearn.experiments.unlearning import unlearning_program
 from qunlearn.hessian import spectrum_arrays
 from qunlearn.models import make_model
 from qunlearn.noise import flip_labels
+from qunlearn.plotting.style import stem_suffixes
 from qunlearn.train import (
     bce,
     make_train,
@@ -419,9 +420,7 @@ def test_experiment_rows_resume_determinism_and_figures(tmp_path, monkeypatch):
     rc = dict(matplotlib.rcParams)
     paths = plot_results_dir(tmp_path / "a")
     assert {p.name for p in paths} == {
-        f"curvature_{stem}.{ext}"
-        for stem in ("eig_1", "trace", "density")
-        for ext in ("png", "pdf")
+        f"curvature_{stem}{s}" for stem in ("eig_1", "trace", "density") for s in stem_suffixes()
     }
     assert all(p.stat().st_size > 0 for p in paths)
     assert dict(matplotlib.rcParams) == rc
@@ -512,6 +511,6 @@ def test_plot_draws_the_roughening_bar_chart(tmp_path):
     write_table(store)
     rc = dict(matplotlib.rcParams)
     paths = plot_results_dir(tmp_path)
-    assert {p.name for p in paths} == {"roughening_trace_ratio.png", "roughening_trace_ratio.pdf"}
+    assert {p.name for p in paths} == {f"roughening_trace_ratio{s}" for s in stem_suffixes()}
     assert all(p.stat().st_size > 0 for p in paths)
     assert dict(matplotlib.rcParams) == rc

@@ -157,7 +157,8 @@ def test_a_run_refuses_any_link_in_its_results_directory(ws, capsys, planted, co
         ("plot", f"{FIGURE}.pdf"),
     ],
 )
-def test_compare_and_plot_never_write_through_a_link(ws, capsys, name, planted):
+def test_compare_and_plot_never_write_through_a_link(ws, capsys, monkeypatch, name, planted):
+    monkeypatch.delenv("QUNLEARN_FIGURE_FORMATS")  # PNG and PDF, as a user's plot writes
     out, user_file = ws / "out", ws / "user" / "file"
     user_file.write_bytes(b"the user's own bytes")
     link(out / planted, user_file)

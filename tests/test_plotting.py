@@ -32,8 +32,9 @@ def _written(paths, names):
     assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
 
 
-def _both(stem):
-    return [f"{stem}.png", f"{stem}.pdf"]
+def _files(stem):
+    """What ``save`` writes for a stem under this run's formats (conftest: PNG alone)."""
+    return [f"{stem}{suffix}" for suffix in style.stem_suffixes()]
 
 
 # ------------------------------------------------------------------------- synthetic tables
@@ -198,7 +199,7 @@ def test_noise_sweep_figure(tmp_path):
     rows = _sweep_rows(np.random.default_rng(0))
     reference = [r | {"value": 0.9} for r in rows if r["model"] == "mlp"]
     paths = sweep.plot_noise_sweep(rows, tmp_path, reference=reference, title="sweep")
-    _written(paths, _both("fig2_noise_sweep"))
+    _written(paths, _files("fig2_noise_sweep"))
 
 
 def test_readout_figure_draws_every_readout_of_the_same_params():
@@ -287,7 +288,7 @@ def test_unlearning_figures(tmp_path):
     paths = unlearning.plot_unlearning_dir(
         tmp_path, _unlearning_rows(rng), config, _weight_sweep_rows(rng)
     )
-    _written(paths, _both("fig3_unlearning") + _both("fig3_sweep"))
+    _written(paths, _files("fig3_unlearning") + _files("fig3_sweep"))
 
 
 def test_curvature_figures(tmp_path):
@@ -295,7 +296,7 @@ def test_curvature_figures(tmp_path):
     paths = curvature.plot_curvature_dir(
         tmp_path, _curvature_rows(rng), {"name": "c"}, _density_rows(rng)
     )
-    names = [n for stem in ("eig_1", "trace", "density") for n in _both(f"curvature_{stem}")]
+    names = [n for stem in ("eig_1", "trace", "density") for n in _files(f"curvature_{stem}")]
     _written(paths, names)
 
 
@@ -303,7 +304,7 @@ def test_roughening_figure(tmp_path):
     paths = curvature.plot_roughening(
         _roughening_rows(), tmp_path, models={"mlp": "mlp", "qnn": "qnn_cnot"}, title="r"
     )
-    _written(paths, _both("roughening_trace_ratio"))
+    _written(paths, _files("roughening_trace_ratio"))
 
 
 @pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg", ".PNG"])
@@ -333,11 +334,13 @@ def test_xxz_figure_from_the_grid(tmp_path):
 # ------------------------------------------------------------------------------ the style
 
 
-def test_save_writes_png_and_pdf_for_a_stem_and_exactly_a_named_file(tmp_path):
+def test_save_writes_png_and_pdf_for_a_stem_and_exactly_a_named_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(style.FORMATS_ENV)  # the default, as a user's plot writes
     fig = style.new_figure(2, 2)
     fig.subplots().plot([0, 1], [0, 1])
     stem = tmp_path / "sub" / "figure"
-    _written(style.save(fig, stem), _both("figure"))
+    _written(style.save(fig, stem), ["figure.png", "figure.pdf"])
+    assert (tmp_path / "sub" / "figure.pdf").read_bytes()[:5] == b"%PDF-"
     assert fig.axes == []  # closed (cleared)
     fig = style.new_figure(2, 2)
     fig.subplots().plot([0, 1], [0, 1])
@@ -345,6 +348,34 @@ def test_save_writes_png_and_pdf_for_a_stem_and_exactly_a_named_file(tmp_path):
     with pytest.raises(QunlearnError, match="'.gif' is not a supported figure format"):
         style.save(style.new_figure(1, 1), tmp_path / "x.gif")
     assert not (tmp_path / "x.gif").exists()
+
+
+@pytest.mark.parametrize(
+    ("formats", "names"),
+    [("png", ["f.png"]), ("SVG, .png", ["f.svg", "f.png"]), ("pdf,pdf", ["f.pdf"])],
+)
+def test_the_formats_variable_chooses_what_a_stem_writes(tmp_path, monkeypatch, formats, names):
+    monkeypatch.setenv(style.FORMATS_ENV, formats)
+    fig = style.new_figure(2, 2)
+    fig.subplots().plot([0, 1], [0, 1])
+    _written(style.save(fig, tmp_path / "f"), names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert style.save(style.new_figure(1, 1), tmp_path / "one.svg") == [tmp_path / "one.svg"]
+
+
+@pytest.mark.parametrize("formats", ["jpeg", "png,", "png;pdf"])
+def test_unknown_formats_are_one_line_before_anything_is_drawn(
+    tmp_path, monkeypatch, capsys, formats
+):
+    from qunlearn.cli import main
+
+    monkeypatch.setenv(style.FORMATS_ENV, formats)
+    with pytest.raises(QunlearnError, match="name one or more of png, pdf, svg") as err:
+        style.save(style.new_figure(1, 1), tmp_path / "f")
+    assert "\n" not in str(err.value) and repr(formats) in str(err.value)
+    assert main(["plot", str(tmp_path / "no_results_yet")]) == 2  # refused before reading it
+    assert capsys.readouterr().err.startswith(f"error: {style.FORMATS_ENV}={formats!r}: name")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_save_closes_a_pyplot_figure(tmp_path):

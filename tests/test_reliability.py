@@ -31,6 +31,7 @@ from qunlearn.experiments import noise_sweep
 from qunlearn.experiments.common import model_input
 from qunlearn.experiments.store import ResultStore
 from qunlearn.models import make_model
+from qunlearn.plotting.style import stem_suffixes
 
 CONFIG = """\
 experiment = "noise_sweep"
@@ -566,7 +567,7 @@ def test_compare_and_plot_write_only_into_out(reference, tmp_path, capsys):
     assert main(["compare", str(reference), "--out", str(tmp_path / "c")]) == 0
     assert main(["plot", str(reference), "--out", str(tmp_path / "p")]) == 0
     assert (tmp_path / "c" / "compare.csv").is_file()
-    assert {p.suffix for p in (tmp_path / "p").iterdir()} == {".png", ".pdf"}
+    assert {p.suffix for p in (tmp_path / "p").iterdir()} == set(stem_suffixes())
     assert file_ids(p for p in reference.rglob("*") if p.is_file()) == before
 
 

@@ -18,6 +18,7 @@ from qunlearn.experiments import unlearning as exp
 from qunlearn.experiments.config import UnlearningConfig, UnlearnSpec
 from qunlearn.models import make_model
 from qunlearn.noise import flip_labels
+from qunlearn.plotting.style import stem_suffixes
 from qunlearn.testing import check_method
 from qunlearn.unlearn import (
     METHODS,
@@ -484,10 +485,7 @@ def test_experiment_writes_resumes_compares_and_plots(tmp_path, monkeypatch):
     assert "val acc at epoch 2 (final" in out["text"]  # its own last epoch, not "epoch 49"
     paths = plot_results_dir(tmp_path)
     assert {p.name for p in paths} == {
-        "fig3_unlearning.png",
-        "fig3_unlearning.pdf",
-        "fig3_sweep.png",
-        "fig3_sweep.pdf",
+        f"{stem}{s}" for stem in ("fig3_unlearning", "fig3_sweep") for s in stem_suffixes()
     }
     assert store.root == tmp_path
 

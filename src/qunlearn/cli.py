@@ -213,7 +213,9 @@ def _out_dir(text: str) -> Path:
 
 def cmd_plot(args) -> None:
     from qunlearn.plotting.results import plot_results_dir
+    from qunlearn.plotting.style import stem_suffixes
 
+    stem_suffixes()  # a bad $QUNLEARN_FIGURE_FORMATS fails before any figure is drawn
     across = getattr(args, "across", None)
     if across is not None:
         from qunlearn.plotting.across import plot_across
@@ -249,6 +251,9 @@ def cmd_report(args) -> None:
 def cmd_demo(args) -> None:
     from importlib import resources
 
+    from qunlearn.plotting.style import stem_suffixes
+
+    stem_suffixes()  # its figures come last: a bad $QUNLEARN_FIGURE_FORMATS fails before the run
     ns = argparse.Namespace(
         config=str(resources.files("qunlearn") / "configs" / "demo.toml"),
         overrides=[],

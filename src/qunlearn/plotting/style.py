@@ -57,6 +57,7 @@ BAND_ALPHA = 0.18
 DPI = 150
 SUFFIXES = (".png", ".pdf", ".svg")  # what ``save`` writes when given a file name
 DEFAULT_SUFFIXES = (".png", ".pdf")  # what ``save`` writes when given a stem
+FORMATS_ENV = "QUNLEARN_FIGURE_FORMATS"  # overrides DEFAULT_SUFFIXES, e.g. "png" or "png,svg"
 
 
 def model_color(kind: str) -> str | None:
@@ -187,13 +188,31 @@ def figure_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def stem_suffixes() -> tuple[str, ...]:
+    """The formats ``save`` writes for a stem: PNG and PDF, or those named in
+    ``$QUNLEARN_FIGURE_FORMATS`` (comma-separated: ``png``, ``png,svg``, ...). PDF is the slowest
+    to render; a notebook, a quick look or a test suite often wants PNG alone. A name other than
+    png, pdf or svg: ``QunlearnError``."""
+    raw = os.environ.get(FORMATS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SUFFIXES
+    names = [n.strip().lower().removeprefix(".") for n in raw.split(",")]
+    if not all(f".{n}" in SUFFIXES for n in names):
+        raise QunlearnError(
+            f"{FORMATS_ENV}={raw!r}: name one or more of png, pdf, svg, comma-separated "
+            "(unset: png,pdf)"
+        )
+    return tuple(dict.fromkeys(f".{n}" for n in names))
+
+
 def figure_paths(path: str | os.PathLike) -> list[Path]:
-    """The files ``save`` writes for ``path``: a stem (no suffix) -> ``<stem>.png`` and
-    ``<stem>.pdf``; a file name ending in .png, .pdf or .svg -> exactly that file; any other
-    suffix: ``QunlearnError`` (see ``figure_file``)."""
+    """The files ``save`` writes for ``path``: a stem (no suffix) -> one file per format of
+    ``stem_suffixes`` (``<stem>.png`` and ``<stem>.pdf`` unless ``$QUNLEARN_FIGURE_FORMATS`` says
+    otherwise); a file name ending in .png, .pdf or .svg -> exactly that file; any other suffix:
+    ``QunlearnError`` (see ``figure_file``)."""
     path = Path(path)
     if not path.suffix:
-        return [path.with_suffix(s) for s in DEFAULT_SUFFIXES]
+        return [path.with_suffix(s) for s in stem_suffixes()]
     return [figure_file(path)]
 
 
