@@ -59,15 +59,23 @@ def _mean_bce(model, x, y):
 
 
 @jax.jit
-def _hessian(params, x, y):
+def _exact(params, x, y):
+    """The Hessian of the flat MLP loss, the loss and the probabilities: one program per data
+    shape (the references' eager ops would each compile on their own)."""
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    return jax.hessian(lambda v: _mean_bce(MLP, x, y)(unravel(v)))(flat)
+    loss_fn = _mean_bce(MLP, x, y)
+    return (
+        jax.hessian(lambda v: loss_fn(unravel(v)))(flat),
+        loss_fn(params),
+        predict(MLP, params, x),
+    )
 
 
 def _reference(params, x, y):
-    """Ascending eigenvalues and the symmetrised ``jax.hessian`` of the flat MLP loss (numpy)."""
-    h = np.asarray(_hessian(params, x, y))
-    return np.linalg.eigvalsh(0.5 * (h + h.T)), 0.5 * (h + h.T)
+    """Ascending eigenvalues and the symmetrised ``jax.hessian`` of the flat MLP loss, the loss
+    and the probabilities (numpy)."""
+    h, loss, p = map(np.asarray, _exact(params, x, y))
+    return np.linalg.eigvalsh(0.5 * (h + h.T)), 0.5 * (h + h.T), float(loss), p
 
 
 # --------------------------------------------------------------------------- engine snapshots
@@ -187,7 +195,7 @@ def test_spectrum_arrays_match_dense_eigh_under_jit_and_vmap():
     dense, slq = jax.vmap(both)(params)
     for i in range(1):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], params)
-        eig, h = _reference(p, split["x_retain"], split["y_retain"])
+        eig, h, _, _ = _reference(p, split["x_retain"], split["y_retain"])
         np.testing.assert_allclose(dense["top"][i], eig[::-1][:k], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(dense["nodes"][i, 0], eig, atol=1e-10)
         assert dense["trace"][i] == pytest.approx(eig.sum(), rel=1e-9)
@@ -225,13 +233,12 @@ def test_curvature_program_equals_dense_reference_per_loss():
     for b in range(3):
         p = jax.tree_util.tree_map(lambda a, b=b: a[b], params)
         for li, loss in enumerate(exp.LOSSES):
-            loss_fn = _mean_bce(MLP, *data[loss])
-            eig, _ = _reference(p, *data[loss])
+            eig, _, want_loss, prob = _reference(p, *data[loss])
             np.testing.assert_allclose(out["top"][b, li], eig[::-1][:2], rtol=1e-9, atol=1e-12)
             assert out["trace"][b, li] == pytest.approx(eig.sum(), rel=1e-9)
-            assert out["loss"][b, li] == pytest.approx(float(loss_fn(p)), rel=1e-12)
-            hit = (predict(MLP, p, data[loss][0]) > 0.5) == (data[loss][1] > 0.5)
-            assert out["acc"][b, li] == pytest.approx(float(jnp.mean(hit)))
+            assert out["loss"][b, li] == pytest.approx(want_loss, rel=1e-12)
+            hit = (prob > 0.5) == (np.asarray(data[loss][1]) > 0.5)
+            assert out["acc"][b, li] == pytest.approx(float(np.mean(hit)))
 
 
 def test_a_complex64_hessian_of_the_qnn_matches_complex128():

@@ -3,6 +3,7 @@ reference identities (SCRUB / GA with zero forget weight = finetune), vmap = sin
 once per form, one-line errors; and the Fig 3 experiment end to end on a tiny synthetic data set."""
 
 import csv
+import functools
 import inspect
 import json
 
@@ -80,6 +81,12 @@ def _model(kind):
     return MODELS[kind]
 
 
+@functools.cache
+def _metrics(kind):
+    """``unlearning_metrics`` of a model, jitted: one compile, not one per eager op."""
+    return jax.jit(functools.partial(unlearning_metrics, MODELS[kind]))
+
+
 def _method(name, model, **options):
     return make_method(
         name,
@@ -146,7 +153,7 @@ def test_starting_points(kind, setup):
     partly fresh start and the edits of the methods without steps: tests/test_field_methods.py)."""
     model = _model(kind)
     teacher = model.init(jax.random.PRNGKey(1))
-    at_teacher = unlearning_metrics(model, teacher, setup["split"])
+    at_teacher = _metrics(kind)(teacher, setup["split"])
     trained = [n for n in sorted(METHODS) if n != "eu_k" and _method(n, model).steps > 0]
     names = ("retrain", "finetune", "scrub") if kind == "qnn" else trained
     for name in names:
@@ -155,8 +162,7 @@ def test_starting_points(kind, setup):
         for r in range(2):
             want = at_teacher
             if name == "retrain":
-                want = unlearning_metrics(
-                    model,
+                want = _metrics(kind)(
                     model.init(jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), r))[0]),
                     setup["split"],
                 )
@@ -185,8 +191,8 @@ def test_split_and_forget_definitions(setup):
     )
     # by hand, at the final params
     params = model.init(jax.random.PRNGKey(3))
-    got = unlearning_metrics(model, params, split)
-    pred = np.asarray(jax.vmap(model.apply, (None, 0))(params, setup["x"])) > 0.5
+    got = _metrics("mlp")(params, split)
+    pred = np.asarray(jax.jit(jax.vmap(model.apply, (None, 0)))(params, setup["x"])) > 0.5
     y, y_noisy = setup["y"], np.asarray(setup["y_noisy"])
     assert float(got["forget_frac_poisoned_label"]) == pytest.approx(
         np.mean(pred[mask] == y_noisy[mask])
@@ -341,12 +347,13 @@ def test_kurmanji_max_steps_stop_after_max_epochs(setup):
 
 def test_plans_cover_each_set_once_per_epoch():
     n_r, n_f, width = 10, 5, 4
-    idx, w = alternating_plan(n_r, n_f, width)(jax.random.PRNGKey(0))
+    # jitted plans: one compile each, fewer than their eager ops would need
+    idx, w = jax.jit(alternating_plan(n_r, n_f, width))(jax.random.PRNGKey(0))
     assert idx.shape == (2 + 3, width)
     real = np.asarray(idx)[np.asarray(w) > 0]
     assert sorted(real.tolist()) == list(range(n_r + n_f))
     assert np.all(np.asarray(idx[:2]) >= n_r)  # forget (max) steps first
-    idx, w = joint_plan(n_r, n_f, width)(jax.random.PRNGKey(0))
+    idx, w = jax.jit(joint_plan(n_r, n_f, width))(jax.random.PRNGKey(0))
     assert idx.shape == (3, width + 2)  # 3 steps, forget batches of ceil(5 / 3) = 2
     real = np.asarray(idx)[np.asarray(w) > 0]
     assert sorted(real.tolist()) == list(range(n_r + n_f))
