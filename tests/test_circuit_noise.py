@@ -47,11 +47,14 @@ def _case(ansatz, n, depth, complex_input=True, seed=0, norm=1.0):
 
 def _dmcircuit(ansatz, n, params, x, noise, r):
     """⟨Z_r⟩ from tensorcircuit-ng's DMCircuit, gate by gate, the channels mapped to tc's
-    parameters as in :mod:`qunlearn.models.circuit_noise`'s docstring."""
+    parameters as in :mod:`qunlearn.models.circuit_noise`'s docstring. tc's numpy backend: the
+    same gates and channels without JAX's op-by-op dispatch and compiles (a reference value
+    needs no gradient)."""
     noise = check_circuit_noise(noise)
-    with _jax_runtime("complex128") as tc:
+    params, x = np.asarray(params, np.float64), np.asarray(x, np.complex128)
+    with _jax_runtime("complex128", backend="numpy") as tc:
         ch = tc.channels
-        c = tc.DMCircuit(n, inputs=x.astype(jnp.complex128))
+        c = tc.DMCircuit(n, inputs=x)
 
         def after(*qs):
             if len(qs) == 1:
@@ -81,12 +84,18 @@ def _dmcircuit(ansatz, n, params, x, noise, r):
                 else:
                     c.cnot(a, b)
                 after(a, b)
-        z = jnp.real(c.expectation_ps(z=[r]))
+        z = float(np.real(np.asarray(c.expectation_ps(z=[r]))))
     # the readout error, by its definition: P(read 0) - P(read 1) from P(0), P(1) = (tr ± ⟨Z⟩)/2
-    p0, p1 = (jnp.sum(jnp.abs(x) ** 2) + z) / 2, (jnp.sum(jnp.abs(x) ** 2) - z) / 2
+    p0, p1 = (np.sum(np.abs(x) ** 2) + z) / 2, (np.sum(np.abs(x) ** 2) - z) / 2
     read0 = (1 - noise["readout_p01"]) * p0 + noise["readout_p10"] * p1
     read1 = noise["readout_p01"] * p0 + (1 - noise["readout_p10"]) * p1
     return float(read0 - read1)
+
+
+def _exact(ansatz, n, depth, r, complex_input, params, x):
+    """The noiseless kernel's ⟨Z_r⟩, jitted: one compile instead of one per op and shape."""
+    kernel = PARTS[ansatz](2**n, complex_input, depth=depth, readout_qubit=r).expectation
+    return float(jax.jit(kernel)(params, x))
 
 
 # ---- the dict ----
@@ -132,7 +141,7 @@ def test_density_matrix_matches_dmcircuit(ansatz, n, depth, r, complex_input):
     ours = float(jax.jit(dm_program(ansatz, n, depth, r, NOISE, "complex128"))(params, x))
     ref = _dmcircuit(ansatz, n, params, x, NOISE, r)
     assert abs(ours - ref) <= 1e-10
-    exact = float(PARTS[ansatz](2**n, True, depth=depth, readout_qubit=r).expectation(params, x))
+    exact = _exact(ansatz, n, depth, r, True, params, x)
     assert abs(ours - exact) > 1e-2  # the noise matters here: the comparison is not vacuous
 
 
@@ -141,16 +150,17 @@ def test_density_matrix_matches_dmcircuit(ansatz, n, depth, r, complex_input):
 def test_zero_noise_is_the_exact_kernel(ansatz, n, depth, complex_input):
     params, x = _case(ansatz, n, depth, complex_input, norm=0.7)
     for r in (0, n - 1):
-        exact = PARTS[ansatz](2**n, complex_input, depth=depth, readout_qubit=r).expectation
-        dm = dm_program(ansatz, n, depth, r, {}, "complex128")
-        assert abs(float(dm(params, x)) - float(exact(params, x))) <= 1e-12
+        exact = _exact(ansatz, n, depth, r, complex_input, params, x)
+        dm = jax.jit(dm_program(ansatz, n, depth, r, {}, "complex128"))
+        assert abs(float(dm(params, x)) - exact) <= 1e-12
 
 
 def test_readout_error_is_affine_in_z():
     params, x = _case("qnn", 4, 2)
     p01, p10 = 0.04, 0.11
-    z = float(noisy_expectation_dm(params, x, {}))
-    noisy = float(noisy_expectation_dm(params, x, {"readout_p01": p01, "readout_p10": p10}))
+    z = float(jax.jit(lambda p, x: noisy_expectation_dm(p, x, {}))(params, x))
+    readout = {"readout_p01": p01, "readout_p10": p10}
+    noisy = float(jax.jit(lambda p, x: noisy_expectation_dm(p, x, readout))(params, x))
     assert abs(noisy - ((1 - p01 - p10) * z + (p10 - p01))) <= 1e-12
 
 
@@ -160,6 +170,7 @@ def test_gradient_matches_finite_differences_and_batches_agree():
     grad = jax.jit(jax.grad(f))(params, x)
     v = jax.random.normal(jax.random.PRNGKey(5), params.shape)
     h = 1e-5
+    f = jax.jit(f)  # the values below: one compile, not one per op
     fd = (f(params + h * v, x) - f(params - h * v, x)) / (2 * h)
     assert abs(float(jnp.sum(grad * v)) - float(fd)) <= 1e-8
     assert float(jnp.max(jnp.abs(grad))) > 1e-3
@@ -170,8 +181,8 @@ def test_gradient_matches_finite_differences_and_batches_agree():
 
 def test_complex64_close_to_complex128():
     params, x = _case("qnn_cnot", 4, 3)
-    z128 = dm_program("qnn_cnot", 4, 3, 0, NOISE, "complex128")(params, x)
-    z64 = dm_program("qnn_cnot", 4, 3, 0, NOISE, "complex64")(params, x)
+    z128 = jax.jit(dm_program("qnn_cnot", 4, 3, 0, NOISE, "complex128"))(params, x)
+    z64 = jax.jit(dm_program("qnn_cnot", 4, 3, 0, NOISE, "complex64"))(params, x)
     assert z64.dtype == jnp.float32
     assert abs(float(z64) - float(z128)) <= 1e-5
 
@@ -182,18 +193,20 @@ def test_complex64_close_to_complex128():
 @pytest.mark.parametrize(("ansatz", "n", "depth"), [("qnn", 4, 3), ("qnn_cnot", 4, 3)])
 def test_trajectories_without_noise_are_the_exact_kernel(ansatz, n, depth):
     params, x = _case(ansatz, n, depth)
-    exact = float(PARTS[ansatz](2**n, True, depth=depth).expectation(params, x))
-    z = noisy_expectation_trajectories(
-        jax.random.PRNGKey(0), params, x, {}, ansatz=ansatz, n_trajectories=3
-    )
+    exact = _exact(ansatz, n, depth, -1, True, params, x)
+    z = jax.jit(
+        lambda key, p, x: noisy_expectation_trajectories(
+            key, p, x, {}, ansatz=ansatz, n_trajectories=3
+        )
+    )(jax.random.PRNGKey(0), params, x)
     assert abs(float(z) - exact) <= 1e-12
 
 
 @pytest.mark.parametrize(("ansatz", "n", "depth", "r"), [("qnn", 4, 3, 3), ("qnn_cnot", 4, 3, 1)])
 def test_trajectories_converge_to_the_density_matrix(ansatz, n, depth, r):
     params, x = _case(ansatz, n, depth)
-    dm = float(dm_program(ansatz, n, depth, r, PAULI_NOISE, "complex128")(params, x))
-    exact = float(PARTS[ansatz](2**n, True, depth=depth, readout_qubit=r).expectation(params, x))
+    dm = float(jax.jit(dm_program(ansatz, n, depth, r, PAULI_NOISE, "complex128"))(params, x))
+    exact = _exact(ansatz, n, depth, r, True, params, x)
     k = 4000
     values = jax.jit(trajectory_program(ansatz, n, depth, r, PAULI_NOISE, "complex128", k))(
         jax.random.PRNGKey(11), params, x
@@ -232,9 +245,10 @@ def test_noisy_model_trains_through_the_engine():
     xs = jax.random.normal(jax.random.PRNGKey(3), (8, 16))
     xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True)
     dm = dm_program("qnn", 4, 2, 3, NOISE, "complex128")
+    noisy = jax.jit(lambda p: predict(model, p, xs))  # one compile, not one per op
     np.testing.assert_allclose(
-        predict(model, params, xs),
-        jax.nn.sigmoid(5.0 * jax.vmap(dm, (None, 0))(params, xs)),
+        noisy(params),
+        jax.nn.sigmoid(5.0 * jax.jit(jax.vmap(dm, (None, 0)))(params, xs)),
         atol=1e-14,
         rtol=0,
     )
@@ -242,15 +256,16 @@ def test_noisy_model_trains_through_the_engine():
     train = make_supervised_train(model, lr=0.05, epochs=3, batch_size=4, n_train=8)
     trained, log = jax.jit(train)(jax.random.PRNGKey(0), params, {"x": xs, "y": ys}, None)
     assert log["loss"][-1] < log["loss"][0]  # deterministic: no key reaches the model
-    exact = make_model("qnn", 16, False, depth=2)
-    assert float(jnp.max(jnp.abs(predict(exact, trained, xs) - predict(model, trained, xs)))) > 1e-3
+    exact = jax.jit(lambda p: predict(make_model("qnn", 16, False, depth=2), p, xs))
+    assert float(np.max(np.abs(exact(trained) - noisy(trained)))) > 1e-3
 
 
 def test_density_matrix_without_noise_is_the_statevector():
     params, x = _case("qnn_cnot", 3, 2, complex_input=False)
     dm = make_model("qnn_cnot", 8, False, depth=2, simulator="density_matrix")
     sv = make_model("qnn_cnot", 8, False, depth=2)
-    assert abs(float(dm.apply(params, x)) - float(sv.apply(params, x))) <= 1e-12
+    z_dm, z_sv = jax.jit(dm.apply)(params, x), jax.jit(sv.apply)(params, x)
+    assert abs(float(z_dm) - float(z_sv)) <= 1e-12
 
 
 @pytest.mark.parametrize(
