@@ -196,13 +196,14 @@ def stem_suffixes() -> tuple[str, ...]:
     raw = os.environ.get(FORMATS_ENV, "").strip()
     if not raw:
         return DEFAULT_SUFFIXES
-    names = [n.strip().lower().removeprefix(".") for n in raw.split(",")]
-    if not all(f".{n}" in SUFFIXES for n in names):
+    suffixes = ["." + n.strip().lower().removeprefix(".") for n in raw.split(",")]
+    if not all(s in SUFFIXES for s in suffixes):
+        known, default = (", ".join(s[1:] for s in group) for group in (SUFFIXES, DEFAULT_SUFFIXES))
         raise QunlearnError(
-            f"{FORMATS_ENV}={raw!r}: name one or more of png, pdf, svg, comma-separated "
-            "(unset: png,pdf)"
+            f"{FORMATS_ENV}={raw!r}: name one or more of {known}, comma-separated "
+            f"(unset: {default.replace(' ', '')})"
         )
-    return tuple(dict.fromkeys(f".{n}" for n in names))
+    return tuple(dict.fromkeys(suffixes))
 
 
 def figure_paths(path: str | os.PathLike) -> list[Path]:
