@@ -21,7 +21,6 @@ def _setup_jax() -> None:
     enable_x64()
 
 
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what the plotting.data figures write
 DATA_FIGURES = {  # dataset -> the name of its phase-diagram figure in qunlearn.plotting.data
     "xxz": "xxz_figure",
     "tfim": "tfim_figure",
@@ -31,15 +30,16 @@ DATA_FIGURES = {  # dataset -> the name of its phase-diagram figure in qunlearn.
 
 def cmd_data(args) -> None:
     from qunlearn.data import describe, load_dataset
+    from qunlearn.plotting.style import SUFFIXES  # the figure formats plotting.data writes
 
     if args.figure is not None and args.name not in DATA_FIGURES:
         raise QunlearnError(
             f"--figure draws a phase diagram ({', '.join(DATA_FIGURES)}); dataset {args.name!r} "
             "has no figure: drop --figure"
         )
-    if args.figure is not None and Path(args.figure).suffix.lower() not in FIGURE_SUFFIXES:
+    if args.figure is not None and Path(args.figure).suffix.lower() not in SUFFIXES:
         raise QunlearnError(
-            f"--figure {args.figure}: use a file name ending in one of {', '.join(FIGURE_SUFFIXES)}"
+            f"--figure {args.figure}: use a file name ending in one of {', '.join(SUFFIXES)}"
         )
     dataset = load_dataset(args.name, cache_dir=args.cache_dir)
     print(describe(dataset))
