@@ -363,3 +363,15 @@ def test_full_default_grid_n12(tmp_path):
         h = xxz_hamiltonian(arrays["deltas"][k], 12, "periodic")
         psi = arrays["states"][k]
         assert np.linalg.norm(h @ psi - arrays["energies"][k] * psi) <= 1e-8
+
+
+def test_cli_figure_with_another_format_is_one_line_before_any_data(tmp_path, capsys):
+    from qunlearn.cli import main
+
+    cache = tmp_path / "cache"
+    argv = ["data", "xxz", "--cache-dir", str(cache), "--figure", str(tmp_path / "x.gif")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    want = f"--figure {tmp_path / 'x.gif'}: use a file name ending in one of .png, .pdf, .svg"
+    assert err == f"error: {want}\n"
+    assert list(tmp_path.iterdir()) == []  # refused before the data set is loaded or cached
