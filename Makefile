@@ -17,8 +17,14 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/qunlearn demo
 
+# TIER=all runs the slow tier in the same session as the default one (what CI runs): one start-up,
+# and the long slow files start first while the short default ones fill in the end.
+TIER ?= default
+MARKS_default := not slow
+MARKS_all := slow or not slow
 test: setup
-	$(BIN)/python -m pytest -q -n 2
+	@test -n "$(MARKS_$(TIER))" || { echo "TIER=$(TIER): use TIER=default or TIER=all" >&2; exit 2; }
+	$(BIN)/python -m pytest -q -n 2 -m "$(MARKS_$(TIER))"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -n 2 -m slow

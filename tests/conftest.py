@@ -40,36 +40,37 @@ import jax  # noqa: E402  (after the cache settings above)
 jax.config.update("jax_enable_x64", True)
 
 
-# The files that take longest (CPU seconds of the default tier, measured per file: 10 s or more),
-# longest first. xdist (``--dist loadfile --no-loadscope-reorder``, pyproject.toml) hands files to
-# its workers in collection order as they free up: the long files start first and the short ones
-# fill in at the end, so no long file starts last and runs alone (its default order, by test
-# count, put few-test files such as test_reliability last). A file missing here only runs later.
+# The files that take longest (seconds of both tiers, CPU or wall where a test waits on other
+# processes, measured per file: 10 s or more), longest first. xdist (``--dist loadfile
+# --no-loadscope-reorder``, pyproject.toml) hands whole files to its workers in collection order
+# as they free up: the long files start first and the short ones fill in at the end, so no long
+# file starts last and runs alone (its default order, by test count, put few-test files such as
+# test_example_package last). ``make test TIER=all`` (CI) runs both tiers in one session, which
+# this order is for; the default tier alone keeps it. A file missing here only runs later.
 LONGEST_FIRST = (
+    "test_example_package.py",
+    "test_dask_executor.py",
     "test_qnn.py",
-    "test_reliability.py",
-    "test_curvature.py",
     "test_unlearn.py",
-    "test_circuit_noise.py",
-    "test_experiment_contract.py",
+    "test_fuzz_config.py",
     "test_families.py",
+    "test_reliability.py",
+    "test_roughening.py",
     "test_shots.py",
-    "test_forget_requests.py",
+    "test_experiment_contract.py",
+    "test_multiclass.py",
+    "test_hessian.py",
+    "test_curvature.py",
+    "test_circuit_noise.py",
     "test_train.py",
     "test_field_methods.py",
-    "test_bad_inputs.py",
-    "test_hessian.py",
-    "test_multiclass.py",
-    "test_dask_executor.py",
-    "test_transition.py",
-    "test_audit.py",
-    "test_evaluation_readouts.py",
-    "test_noise.py",
-    "test_fs_safety.py",
-    "test_hardware.py",
+    "test_unlearning_shots.py",
     "test_devices.py",
-    "test_report.py",
-    "test_models.py",
+    "test_precision.py",
+    "test_forget_requests.py",
+    "test_bad_inputs.py",
+    "test_device_readouts.py",
+    "test_transition.py",
 )
 
 

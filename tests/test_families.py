@@ -197,6 +197,18 @@ def _stateful_model(input_dim, complex_input):
     return init, impure
 
 
+def _seeded_random_model(input_dim, complex_input):
+    init, apply = mlp(input_dim, complex_input, hidden=(3,))
+    draws = np.random.default_rng(0)  # NumPy randomness: a new constant in each trace
+
+    return init, lambda p, x: apply(p, x) * draws.uniform(0.5, 1.0)
+
+
+def _numpy_model(input_dim, complex_input):
+    init, apply = mlp(input_dim, complex_input, hidden=(3,))
+    return init, lambda p, x: np.clip(apply(p, x), 0.0, 1.0)  # NumPy on a traced value
+
+
 def _stopped_gradient_model(input_dim, complex_input):
     init, apply = mlp(input_dim, complex_input, hidden=(3,))
     return init, lambda p, x: jax.lax.stop_gradient(apply(p, x) ** 2) + 0.0 * apply(p, x)
@@ -265,6 +277,8 @@ BREACHES = [
     (check_model, _logit_model, "is outside [0, 1]: return a probability"),
     (check_model, _stateful_model, "apply is not pure: two calls with the same params"),
     (check_model, _stopped_gradient_model, "a central finite difference"),
+    (check_model, _seeded_random_model, "apply is not pure: two calls with the same params"),
+    (check_model, _numpy_model, "jax.jit(apply) raised TracerArrayConversionError"),
     (check_model, _one_argument_model, "wrong signature: a model factory is factory(input_dim,"),
     (check_method, _dict_method, "must return a qunlearn.unlearn.Method, got dict"),
     (check_method, _nan_method, "the objective is not finite on the tiny task"),
