@@ -8,7 +8,7 @@ import pytest
 
 from qunlearn.cli import main
 from qunlearn.data import Dataset
-from qunlearn.experiments import noise_sweep
+from qunlearn.experiments import noise_sweep, transition
 from qunlearn.experiments.transition import (
     bootstrap_transition,
     crossing,
@@ -69,6 +69,17 @@ def test_bootstrap_is_seeded_and_drops_diverged_runs():
     one, two = (bootstrap_transition(with_nan, resamples=50, seed=4) for _ in range(2))
     assert one == two
     assert one["runs"] == 5
+
+
+def test_a_remembered_bootstrap_is_the_computed_one_and_never_shared():
+    data = _synthetic(runs=4, seed=5)
+    first = bootstrap_transition(data, resamples=30, seed=1)
+    first["alpha_c"] = -1.0  # a caller's edit stays in its copy
+    again = bootstrap_transition({a: np.asarray(v) for a, v in data.items()}, resamples=30, seed=1)
+    assert again["alpha_c"] != -1.0
+    transition._bootstrap.cache_clear()
+    assert bootstrap_transition(data, resamples=30, seed=1) == again  # = computed afresh
+    assert bootstrap_transition(data, resamples=30, seed=2) != again  # the seed is in the key
 
 
 def test_a_drop_sharper_than_the_grid_is_flagged_unresolved():

@@ -18,6 +18,7 @@ crosses 0.5 (``crossing_fraction`` says how many did).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -127,8 +128,20 @@ def bootstrap_transition(
     or with a single run at some α: resampling one run gives a zero-width, meaningless interval),
     ``resolved`` (False when the fitted width is below the grid step), ``resamples``,
     ``crossing_fraction`` and ``runs`` (the fewest runs at any α); None when the full-data fit
-    fails."""
-    alphas, values = _clean(values_by_alpha)
+    fails.
+
+    Pure in its arguments, so remembered per process: ``compare``, ``plot`` and a comparison
+    across sweeps fit the same curves (hundreds of least-squares fits each) once."""
+    key = tuple((float(a), tuple(map(float, values_by_alpha[a]))) for a in sorted(values_by_alpha))
+    fit = _bootstrap(key, resamples, seed, confidence)
+    return None if fit is None else dict(fit)  # a copy: the remembered one stays as computed
+
+
+@functools.lru_cache(maxsize=256)
+def _bootstrap(
+    runs: tuple[tuple[float, tuple[float, ...]], ...], resamples: int, seed: int, confidence: float
+) -> dict | None:
+    alphas, values = _clean(dict(runs))
     full = fit_curve(alphas, [v.mean() for v in values])
     if full is None:
         return None
