@@ -198,10 +198,11 @@ def stem_suffixes() -> tuple[str, ...]:
         return DEFAULT_SUFFIXES
     suffixes = ["." + n.strip().lower().removeprefix(".") for n in raw.split(",")]
     if not all(s in SUFFIXES for s in suffixes):
-        known, default = (", ".join(s[1:] for s in group) for group in (SUFFIXES, DEFAULT_SUFFIXES))
+        known = ", ".join(s[1:] for s in SUFFIXES)
+        default = ",".join(s[1:] for s in DEFAULT_SUFFIXES)
         raise QunlearnError(
             f"{FORMATS_ENV}={raw!r}: name one or more of {known}, comma-separated "
-            f"(unset: {default.replace(' ', '')})"
+            f"(unset: {default})"
         )
     return tuple(dict.fromkeys(suffixes))
 
