@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow bench lint typecheck docs fig2c fig2d fig3a fig3b roughening benchmark corrective report paper clean
+.PHONY: setup demo test tier test-slow bench lint typecheck docs fig2c fig2d fig3a fig3b roughening benchmark corrective report paper clean
 
 # pip byte-compiles what it installs one file at a time; compileall -j 0 does it on every core
 # (the same .pyc files, sooner on more than one core). Like pip, it passes over a package's file
@@ -25,13 +25,16 @@ demo: setup
 # and the long slow files start first while the short default ones fill in the end.
 TIER ?= default
 MARKS_default := not slow
+MARKS_slow := slow
 MARKS_all := slow or not slow
-test: setup
-	@test -n "$(MARKS_$(TIER))" || { echo "TIER=$(TIER): use TIER=default or TIER=all" >&2; exit 2; }
+test: tier setup  # a mistyped TIER fails before the set-up, not after it
 	$(BIN)/python -m pytest -q -n 2 -m "$(MARKS_$(TIER))"
 
-test-slow: setup
-	$(BIN)/python -m pytest -q -n 2 -m slow
+tier:
+	@test -n "$(MARKS_$(TIER))" || { echo "TIER=$(TIER): use TIER=default, TIER=slow or TIER=all" >&2; exit 2; }
+
+test-slow:
+	$(MAKE) test TIER=slow
 
 bench: setup
 	$(BIN)/python bench/bench_train.py
