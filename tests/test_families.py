@@ -95,6 +95,15 @@ def test_a_reference_that_does_not_resolve_is_one_line(reference, fragment, tmp_
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+def test_qunlearn_data_describes_a_loader_named_by_reference(capsys):
+    from qunlearn.cli import main
+
+    assert main(["data", "test_families:toy_loader"]) == 0
+    out = capsys.readouterr().out
+    assert "train    40 samples (label 0: 20, label 1: 20)" in out
+    assert "cache    none" in out and "?" not in out  # a user's loader need not cache
+
+
 def test_registration_rules():
     family = Family("model", "qunlearn.test-none", {"mlp": mlp})
     family.register("mine", user_mlp)

@@ -288,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("data", parents=cache, help="prepare, cache and describe a dataset")
-    p.add_argument("name", help="mnist, xxz, tfim, cluster_ising or iris")
+    p.add_argument(
+        "name",
+        help="mnist, xxz, tfim, cluster_ising, iris, a registered name or a 'module:loader' "
+        "reference",
+    )
     p.add_argument(
         "--figure",
         default=None,

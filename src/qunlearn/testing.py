@@ -333,7 +333,8 @@ def check_method(
 
 def check_dataset(loader: Callable, *, name: str | None = None, **options) -> list[str]:
     """The data contract of ``loader(*, cache_dir=None, **options) -> Dataset``: its signature,
-    :func:`qunlearn.data.check_loaded` (class-sorted binary labels, finite features, ...), and
+    :func:`qunlearn.data.check_loaded` (labels 0..C-1 class-sorted in equal blocks, finite
+    features, ...), and
     the same arrays from a second load (from the cache the first one wrote, in a fresh
     directory)."""
     name = _name_of(loader, name)
@@ -357,7 +358,7 @@ def check_dataset(loader: Callable, *, name: str | None = None, **options) -> li
         for f in ("x_train", "y_train", "x_val", "y_val")
     ):
         fail("not deterministic: two loads with the same options gave different arrays")
-    return ["signature", "a class-sorted, finite, binary Dataset", "deterministic"]
+    return ["signature", "a class-sorted, finite Dataset of labels 0..C-1", "deterministic"]
 
 
 # --- noise kinds -----------------------------------------------------------------------------

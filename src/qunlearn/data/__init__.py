@@ -215,6 +215,9 @@ def describe(dataset: Dataset) -> str:
     if "parameters" in info:
         params = ", ".join(f"{k}={v}" for k, v in info["parameters"].items())
         lines.append(f"params   {params}")
-    lines.append(f"cache    {info.get('cache_path', '?')}")
-    lines.append(f"         sha256: {info.get('cache_sha256', '?')}")
+    if "cache_path" in info:
+        lines.append(f"cache    {info['cache_path']}")
+        lines.append(f"         sha256: {info.get('cache_sha256', '?')}")
+    else:  # a user's loader need not cache
+        lines.append("cache    none (the loader keeps no cache file)")
     return "\n".join(lines)
