@@ -53,6 +53,8 @@ def test_the_installed_example_runs_every_study_and_its_report(installed):
         [str(python), "-c", "from qunlearn.models import MODELS; print(list(MODELS))"], copy
     )
     assert "cz_ansatz" in names  # offered by the installed package's entry point
+    noises = _run([str(python), "-c", "from qunlearn.noise import NOISE; print(list(NOISE))"], copy)
+    assert "swap_images" in noises
     for study in ("sweep", "unlearning", "evaluation"):
         out = _run(
             [str(python), "-m", "qunlearn", "run", f"configs/{study}.toml", "--tiny", "--out",
@@ -64,6 +66,8 @@ def test_the_installed_example_runs_every_study_and_its_report(installed):
         mine = manifest["members"]["models"]["mine"]
         assert mine["reference"] == "own_study.circuits:cz_ansatz"
         assert mine["distribution"] == "own-study" and len(mine["sha256"]) == 64
+    manifest = json.loads((copy / "results" / "sweep" / "manifest.json").read_text())
+    assert manifest["members"]["noises"]["swap"]["reference"] == "own_study.poison:swap_images"
     manifest = json.loads((copy / "results" / "unlearning" / "manifest.json").read_text())
     method = manifest["members"]["methods"]["random_labels"]
     assert method["reference"] == "own_study.unlearn:random_label_finetune"

@@ -20,7 +20,7 @@ import pytest
 
 import qunlearn
 from qunlearn.data import DATASETS, Dataset, load_dataset
-from qunlearn.errors import QunlearnError
+from qunlearn.errors import QunlearnError, first_line
 from qunlearn.experiments import runner
 from qunlearn.experiments.config import CONFIG_TYPES, build
 from qunlearn.families import Family
@@ -58,8 +58,12 @@ def user_method(model, *, n_retain, n_forget, epochs, batch_size, strength=1.0):
     )  # fmt: skip
 
 
-def user_noise(key, x, y, alpha):
-    return flip_labels(key, x, y, alpha)
+def user_noise(key, x, y, alpha, *, flip_too=False):
+    """An alpha share of each class gets another random row's features (and a flipped label if
+    ``flip_too``), written as a user would: NumPy-style indexing of x with a traced permutation."""
+    _, flipped, mask = flip_labels(key, x, y, alpha)
+    rows = jax.random.permutation(jax.random.fold_in(key, 1), x.shape[0])
+    return jnp.where(mask[:, None], x[rows], x), (flipped if flip_too else y), mask
 
 
 # --- names: references, registration, entry points -------------------------------------------
@@ -102,6 +106,14 @@ def test_qunlearn_data_describes_a_loader_named_by_reference(capsys):
     out = capsys.readouterr().out
     assert "train    40 samples (label 0: 20, label 1: 20)" in out
     assert "cache    none" in out and "?" not in out  # a user's loader need not cache
+
+
+def test_a_users_error_ending_in_a_colon_keeps_the_line_that_names_the_problem():
+    err = ValueError("vmap got inconsistent sizes for array axes to be mapped:\n  * size 20\n  * 3")
+    assert first_line(err) == (
+        "ValueError: vmap got inconsistent sizes for array axes to be mapped: * size 20"
+    )
+    assert first_line(KeyError()) == "KeyError: (no message)"
 
 
 def test_registration_rules():
@@ -176,6 +188,7 @@ def test_user_members_pass_the_public_checks():
     assert "deterministic under a fixed key" in check_method(user_method, options={"strength": 2})
     assert "deterministic" in check_dataset(toy_loader, n_per_class=6)
     assert "vmap over keys = loop" in check_noise(user_noise)
+    assert "vmap over keys = loop" in check_noise(user_noise, flip_too=True)  # with an option
 
 
 def _nan_model(input_dim, complex_input):
@@ -328,7 +341,7 @@ DATA = {"dataset": "test_families:toy_loader", "dataset_options": {"n_per_class"
 KINDS = {
     "noise_sweep": {
         "noises": ["label_flip", "mine"],
-        "noise_options": {"mine": {"noise": "test_families:user_noise"}},
+        "noise_options": {"mine": {"noise": "test_families:user_noise", "flip_too": True}},
         "alphas": [0.0, 0.3],
         "runs": 1,
     },
@@ -442,6 +455,30 @@ def test_a_reference_in_a_list_that_names_files_points_to_its_alias_table():
             _config("unlearning") | {"methods": ["test_families:user_method"]},
         )
     assert 'method_options.mine = { method = "test_families:user_method" }' in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kind, change, fragment",
+    [
+        (
+            "unlearning",
+            {"methods": ["random_labels"], "method_options": {}},
+            "or name your own in method_options.random_labels = "
+            '{ method = "package.module:callable" }',
+        ),
+        (
+            "noise_sweep",
+            {"noises": ["swap"], "noise_options": {}},
+            'or name your own in noise_options.swap = { noise = "package.module:fn" }',
+        ),
+    ],
+)
+def test_a_name_in_a_list_without_its_alias_table_says_where_to_add_it(kind, change, fragment):
+    """A user's member named in the list but left out of the alias table: the line says where
+    the reference goes, not only the closest built-in."""
+    with pytest.raises(QunlearnError) as err:
+        build(CONFIG_TYPES[kind], _config(kind) | change)
+    assert fragment in str(err.value), str(err.value)
 
 
 # --- a results directory is data: readers never import what its manifest names ----------------

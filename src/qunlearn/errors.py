@@ -25,8 +25,11 @@ def warn(message: str) -> None:
 
 def first_line(err: BaseException) -> str:
     """``"TypeName: first line of the message"``: how a user member's exception is reported."""
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    head = lines[0] if lines else "(no message)"
+    if head.endswith(":") and len(lines) > 1:  # "...to be mapped:" names the problem below it
+        head = f"{head} {lines[1]}"
+    return f"{type(err).__name__}: {head}"
 
 
 @contextlib.contextmanager

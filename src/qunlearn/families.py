@@ -86,15 +86,17 @@ class Family(Mapping[str, Callable]):
         """The built-in factory of ``name``, or None: for readers of results, which never import."""
         return self._builtins.get(name)
 
-    def unknown(self, where: str, name: object) -> str | None:
+    def unknown(self, where: str, name: object, own: str | None = None) -> str | None:
         """The one-line complaint about ``name`` (None when it names a member), without
-        importing anything."""
+        importing anything. ``own``: where a user's member would be named instead (default: a
+        ``'package.module:callable'`` reference in place of ``name``)."""
         if name in self:
             return None
         hint = did_you_mean(name, self.names())
+        own = own or "as 'package.module:callable'"
         return (
             f"{where} = {name!r}{hint} is not a known {self.what}: choose one of {self.names()}, "
-            f"or name your own as 'package.module:callable'"
+            f"or name your own {own}"
         )
 
     # --- members -----------------------------------------------------------------------------

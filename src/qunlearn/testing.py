@@ -387,16 +387,12 @@ def check_noise(
             if not _same(out, fn(key, x, y, alpha, **options)):
                 fail("not deterministic: the same key gave different outputs")
         keys = jax.random.split(jax.random.PRNGKey(1), 3)
-        mapped = (
-            _call(fail, "jax.vmap over keys", jax.vmap(fn, (0, None, None, None)), keys, x, y, 0.3)
-            if not options
-            else _call(
-                fail,
-                "jax.vmap over keys",
-                jax.vmap(lambda k, x: fn(k, x, y, 0.3, **options)),
-                keys,
-                x,
-            )
+        # as the sweeps call it (experiments.noise_sweep.poison_runs): x and y closed over
+        mapped = _call(
+            fail,
+            "jax.vmap over keys",
+            jax.vmap(lambda k, x=x: fn(k, x, y, 0.3, **options)),  # x of this pass
+            keys,
         )
         loop = [fn(k, x, y, 0.3, **options) for k in keys]
         rows = [[np.asarray(a)[i] for a in mapped] for i in range(3)]

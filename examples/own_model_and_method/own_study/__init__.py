@@ -1,2 +1,3 @@
 """A researcher's own members of qunlearn's open families: a 6-qubit circuit (``circuits``), an
-unlearning method (``unlearn``) and a data set (``data``). Nothing here edits qunlearn."""
+unlearning method (``unlearn``), a data set (``data``) and a noise kind (``poison``). Nothing here
+edits qunlearn."""

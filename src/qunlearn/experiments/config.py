@@ -722,9 +722,16 @@ def _check_unlearning(config) -> None:
                 f"sweep.{name} cannot sweep {sorted(RESERVED_OPTIONS & set(axes))}:"
                 " sweep the method's loss weights (e.g. kl_w, fo_w)"
             )
-    for name in (*config.methods, *sweep):
+    listed = [(f"methods[{i}]", name) for i, name in enumerate(config.methods)]
+    for where, name in [*listed, *((f"sweep.{name}", name) for name in sweep)]:
         base, options = resolve_method(config.method_options, name)
-        problem = METHODS.unknown(f"method_options.{name}.method" if base != name else name, base)
+        problem = (
+            METHODS.unknown(f"method_options.{name}.method", base)
+            if base != name
+            else METHODS.unknown(  # a name of the list: a user's method gets an alias table
+                where, base, f'in method_options.{name} = {{ method = "package.module:callable" }}'
+            )
+        )
         if problem:
             raise QunlearnError(problem)
         if RESERVED_OPTIONS & set(options):
@@ -755,8 +762,13 @@ def _check_noises(config) -> None:
             )
     for i, name in enumerate(config.noises):
         kind, _ = resolve_noise(config.noise_options, name)
-        where = f"noise_options.{name}.noise" if kind != name else f"noises[{i}]"
-        problem = NOISE.unknown(where, kind)
+        problem = (
+            NOISE.unknown(f"noise_options.{name}.noise", kind)
+            if kind != name
+            else NOISE.unknown(
+                f"noises[{i}]", kind, f'in noise_options.{name} = {{ noise = "package.module:fn" }}'
+            )
+        )
         if problem:
             raise QunlearnError(problem)
 

@@ -141,6 +141,9 @@ def poison_runs(
     fn = partial(NOISE.resolve(noise), **(options or {}))
     if noise == "feature_randomization" and raw_dim is not None:
         fn = partial(fn, raw_dim=raw_dim)
+    # JAX arrays, as qunlearn.testing.check_noise passes them: a noise kind may index x with a
+    # traced permutation (x[rows]), which a NumPy array refuses
+    x, y = jnp.asarray(x), jnp.asarray(y)
     return jax.vmap(lambda k: fn(k, x, y, alpha))(poison_keys)
 
 
