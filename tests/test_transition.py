@@ -312,3 +312,25 @@ def test_across_rows_fit_each_sweep_and_order_tfim_by_spins(monkeypatch):
     assert len(text) == 1 + len(rows)
     assert "logistic (lr)" in text[2] and f"{expected['alpha_c']:.3f} [" in text[2]
     assert "not comparable: the fitted curve never crosses 0.5" in text[-1]
+
+
+def test_a_curve_that_never_crosses_one_half_says_so_instead_of_a_width():
+    """A noise a model shrugs off (val accuracy above 0.5 at every alpha): no α_c, and no width
+    or "sharper than the grid" from a fit that has no crossing."""
+    from qunlearn.compare.sweep import critical_alphas, format_critical
+
+    rng = np.random.default_rng(0)
+    curve = {float(a): list(0.9 - 0.1 * a + 0.01 * rng.normal(size=3)) for a in ALPHAS}
+    key = ("digits", "mine", "swap")
+    table = [
+        {"dataset": "digits", "model": "mine", "noise": "swap", "alpha": a, "metric": "val_acc"}
+        | {"ours_mean": np.mean(v)}
+        for a, v in curve.items()
+    ]
+    (entry,) = critical_alphas(table, {key: curve})
+    assert entry["alpha_c_ours"] is None and entry["alpha_c_fit_ours"] is None
+    line = format_critical([entry])
+    assert line == (
+        "alpha_c digits mine swap: ours - (not comparable: the mean curve never crosses 0.5) "
+        "(fit not comparable: the fitted curve never crosses 0.5), paper -"
+    )

@@ -246,6 +246,9 @@ def format_readout_transitions(rows: list[dict]) -> str:
         if "fit_not_comparable" in r:
             lines.append(f"{head} fit {r['fit_not_comparable']}")
             continue
+        if "alpha_c" in r and r["alpha_c"] is None:  # no crossing: no width either
+            lines.append(f"{head} fit {not_comparable('the fitted curve never crosses 0.5')}")
+            continue
         lines.append(
             f"{head} alpha_c {_fmt(r.get('alpha_c'))}{_interval(r, 'alpha_c')}, width "
             f"{_fmt(r.get('width'))}{_interval(r, 'width')}"
@@ -261,6 +264,8 @@ def format_critical(crit: list[dict]) -> str:
             return f" (fit {c[f'fit_{who}_not_comparable']})"
         if f"alpha_c_fit_{who}" not in c:
             return ""
+        if c[f"alpha_c_fit_{who}"] is None:  # no crossing: its width and resolution mean nothing
+            return f" (fit {not_comparable('the fitted curve never crosses 0.5')})"
         ci = _interval(c, f"alpha_c_fit_{who}")
         if f"interval_{who}_not_comparable" in c:
             ci = f" [interval {c[f'interval_{who}_not_comparable']}]"
@@ -272,7 +277,11 @@ def format_critical(crit: list[dict]) -> str:
         )
 
     def ours(c):
-        return c.get("alpha_c_ours_not_comparable") or _fmt(c["alpha_c_ours"])
+        if "alpha_c_ours_not_comparable" in c:
+            return c["alpha_c_ours_not_comparable"]
+        if c["alpha_c_ours"] is None:
+            return f"- ({not_comparable('the mean curve never crosses 0.5')})"
+        return _fmt(c["alpha_c_ours"])
 
     return "\n".join(
         f"alpha_c {c['dataset']} {c['model']} {c['noise']}: ours {ours(c)}"
