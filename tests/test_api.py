@@ -138,6 +138,25 @@ def test_prepare_default_out_and_a_config_object():
     assert api.prepare("fig2c_mnist", models="mlp")[0].models.keys() == {"mlp"}
 
 
+def test_a_dict_of_a_config_files_keys_is_that_config():
+    """What a notebook writes instead of a file: the TOML's keys and tables as a dict, with the
+    same tiny, overrides and models; the caller's dict is left as it was."""
+    import tomllib
+
+    text = (resources.files("qunlearn") / "configs" / "fig2c_mnist.toml").read_text()
+    data = tomllib.loads(text)
+    before = json.dumps(data, sort_keys=True)
+    options = dict(overrides=["runs=2"], tiny=True, models="mlp")
+    from_dict, out = api.prepare(data, **options)
+    assert from_dict == api.prepare("fig2c_mnist", **options)[0]
+    assert (
+        out == Path("results") / "fig2c_mnist-tiny" and json.dumps(data, sort_keys=True) == before
+    )
+    data.pop("tiny")
+    with pytest.raises(QunlearnError, match="the config dict has no \\[tiny\\] table"):
+        api.prepare(data, tiny=True)
+
+
 # ------------------------------------------------------------------------ shipped configs
 
 

@@ -28,6 +28,7 @@ from qunlearn.models import MODELS, make_model
 from qunlearn.models.mlp import mlp
 from qunlearn.noise import NOISE, flip_labels
 from qunlearn.testing import ContractError, check_dataset, check_method, check_model, check_noise
+from qunlearn.train import bce
 from qunlearn.unlearn import METHODS, finetune, make_method
 
 HERE = os.path.dirname(__file__)
@@ -106,6 +107,9 @@ def test_qunlearn_data_describes_a_loader_named_by_reference(capsys):
     out = capsys.readouterr().out
     assert "train    40 samples (label 0: 20, label 1: 20)" in out
     assert "cache    none" in out and "?" not in out  # a user's loader need not cache
+    data = toy_loader()
+    data.info["source"] = "synthetic blobs"  # any JSON, not only qunlearn's own {"kind": ...}
+    assert "source   synthetic blobs" in qunlearn.data.describe(data)
 
 
 def test_a_users_error_ending_in_a_colon_keeps_the_line_that_names_the_problem():
@@ -183,6 +187,20 @@ def test_a_package_installed_after_a_run_is_named_by_the_next(tmp_path, monkeypa
 # --- the contract checks: built-ins pass, each breach is one line ----------------------------
 
 
+def test_check_method_refuses_an_unknown_option_and_runs_c_classes_when_asked():
+    assert "deterministic under a fixed key" in check_method(user_method, n_classes=3)
+    assert "deterministic under a fixed key" in check_method(_binary_only_method)
+    with pytest.raises(ContractError) as err:
+        check_method(_binary_only_method, n_classes=3)
+    assert "two epochs raised ValueError: Incompatible shapes for broadcasting" in str(err.value)
+    with pytest.raises(ContractError) as err:
+        check_method(user_method, options={"strenght": 2})
+    assert str(err.value) == (
+        "unlearning method 'test_families:user_method' has no option 'strenght' (did you mean "
+        "'strength'?): its options are ['strength']"
+    )
+
+
 def test_user_members_pass_the_public_checks():
     assert "gradient = finite differences" in check_model(user_mlp)
     assert "deterministic under a fixed key" in check_method(user_method, options={"strength": 2})
@@ -251,6 +269,18 @@ def _nan_method(model, *, n_retain, n_forget, epochs, batch_size):
     return method._replace(objective=lambda params, batch, extra: jnp.nan)
 
 
+def _binary_only_method(model, *, n_retain, n_forget, epochs, batch_size):
+    method = finetune(
+        model, n_retain=n_retain, n_forget=n_forget, epochs=epochs, batch_size=batch_size
+    )
+
+    def objective(params, batch, extra):  # binary cross-entropy: one probability per example
+        p = jax.vmap(model.apply, (None, 0))(params, batch["x"])
+        return jnp.mean(bce(p, batch["y"]))
+
+    return method._replace(objective=objective)
+
+
 def _positional_method(model, n_retain):
     return None
 
@@ -277,6 +307,11 @@ def _nan_loader(*, cache_dir=None):
 def _ternary_loader(*, cache_dir=None):
     data = toy_loader()
     return Dataset("toy", data.x_train, data.y_train * 2, data.x_val, data.y_val, {})
+
+
+def _one_based_loader(*, cache_dir=None):
+    data = toy_loader()
+    return Dataset("toy", data.x_train, data.y_train + 1, data.x_val, data.y_val + 1, {})
 
 
 def _leaky_noise(key, x, y, alpha):
@@ -308,7 +343,13 @@ BREACHES = [
     (check_method, _vague_method, "Method.sampled must be True or False, got 'yes'"),
     (check_dataset, _unsorted_loader, "the training split is not class-sorted in equal blocks"),
     (check_dataset, _nan_loader, "x_train holds NaN or infinite values"),
-    (check_dataset, _ternary_loader, "not class-sorted in equal blocks (N = 40, 3 classes"),
+    (check_dataset, _ternary_loader, "the training labels are [0, 2]: number the classes 0..C-1"),
+    (
+        check_dataset,
+        _one_based_loader,
+        "the training labels are [1, 2]: number the classes 0..C-1 "
+        "with none left out (here: subtract 1)",
+    ),
     (check_noise, _leaky_noise, "it changed rows outside its mask"),
     (check_noise, _int_mask_noise, "mask must be bool (True = poisoned), got int32"),
     (check_noise, _always_noise, "alpha = 0 poisoned 10 samples; poison none"),
@@ -446,6 +487,53 @@ def test_run_refuses_a_breach_before_out_is_touched(kind, change, fragment, tmp_
         runner.run(config, tmp_path / "out", progress=False)
     assert fragment in str(err.value) and "\n" not in str(err.value), str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kind, narrowed, typo",
+    [
+        ("unlearning", {"methods": ["retrain"]}, {"method_options": MINE | {"mien": {"ce_w": 1}}}),
+        (
+            "noise_sweep",
+            {"noises": ["label_flip"]},
+            {"noise_options": KINDS["noise_sweep"]["noise_options"] | {"mien": {"flip_too": 1}}},
+        ),
+    ],
+)
+def test_an_unlisted_alias_table_is_kept_and_a_stray_table_is_a_typo(kind, narrowed, typo):
+    """``methods=["retrain"]`` on the command line narrows a config whose alias tables define
+    more (as the options of an unlisted built-in are kept); a table that is neither listed, nor a
+    built-in, nor an alias is refused with the closest name."""
+    config = build(CONFIG_TYPES[kind], _config(kind) | narrowed)  # "mine" stays defined
+    assert "mine" not in (getattr(config, "methods", ()) or config.noises)
+    with pytest.raises(QunlearnError, match=r"\.mien \(did you mean 'mine'\?\) names no"):
+        build(CONFIG_TYPES[kind], _config(kind) | narrowed | typo)
+
+
+class _Elsewhere:
+    """An executor whose cells run in other processes (what the runner sees of a Dask one)."""
+
+    def map(self, store, items):
+        raise AssertionError("no cell may start")
+
+
+def test_a_registered_member_is_refused_for_workers_before_out_is_touched(tmp_path):
+    qunlearn.register_model("u_registered", user_mlp)
+    try:
+        spec = {**MODEL, "model": "u_registered"}
+        config = build(
+            CONFIG_TYPES["noise_sweep"], _config("noise_sweep") | {"models": {"u": spec}}
+        )
+        with pytest.raises(QunlearnError) as err:
+            runner.run(config, tmp_path / "out", progress=False, executor=_Elsewhere())
+        assert str(err.value) == (
+            "models.u: 'u_registered' is registered in this process only, and the workers, other "
+            "processes, cannot see it: name it by its reference 'test_families:user_mlp' instead "
+            "(or offer it through an entry point)"
+        )
+        assert not (tmp_path / "out").exists()
+    finally:
+        MODELS.unregister("u_registered")
 
 
 def test_a_reference_in_a_list_that_names_files_points_to_its_alias_table():

@@ -46,11 +46,32 @@ def test_view_counts_match_the_poisoning(complex_states, method):
 def test_masks_are_the_sweeps_cell_poisoning():
     """The flip mask is the one run 1 of cell (mnist, qnn, label_flip, 0.2) under seed 5 uses."""
     data = _toy()
-    flipped, _, _ = poisoning_view.poisoned_masks(data, 0.2, seed=5, model="qnn", run=1)
+    flipped, given, _, _ = poisoning_view.poisoned_masks(data, 0.2, seed=5, model="qnn", run=1)
     cell = stable_key(jax.random.PRNGKey(5), "mnist", "qnn", "label_flip", f"{0.2:.6f}")
     keys = run_keys(cell, 4)  # a sweep with more runs draws run 1 the same way
-    _, _, masks = noise_sweep.poison_runs("label_flip", keys[:, 0], data.x_train, data.y_train, 0.2)
+    _, ys, masks = noise_sweep.poison_runs(
+        "label_flip", keys[:, 0], data.x_train, data.y_train, 0.2
+    )
     np.testing.assert_array_equal(flipped, np.asarray(masks[1]))
+    np.testing.assert_array_equal(given, np.asarray(ys[1]))
+
+
+def test_three_classes_draw_every_sample_and_each_flip_with_its_given_label():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 20).astype(np.int32)
+    x = rng.normal(size=(60, 8)) + 2.0 * y[:, None]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    data = Dataset("blobs", x, y, x[::10], y[::10], {"source": {"kind": "synthetic"}})
+    view = poisoning_view.poisoned_view(data, 0.3, seed=0)
+    fig = draw_poisoning(view)
+    counts = {c.get_label(): len(c.get_offsets()) for ax in fig.axes for c in ax.collections}
+    assert counts["clean, label 2"] == 20 - int(view.flipped[y == 2].sum())  # class 2 is drawn
+    flips = {k: v for k, v in counts.items() if k.startswith("flipped")}
+    assert sum(flips.values()) == view.flipped.sum() == n_poisoned(60, 0.3, "label_flip")
+    for name, count in flips.items():
+        a, b = (int(v) for v in name.removeprefix("flipped ").split(" -> "))
+        assert a != b and count == int(np.sum(view.flipped & (y == a) & (view.given == b)))
+    assert sum(c for k, c in counts.items() if k.startswith(("kept", "randomised"))) == 60
 
 
 def test_plot_data_writes_the_figure(tmp_path, monkeypatch, capsys):

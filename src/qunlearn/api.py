@@ -36,10 +36,11 @@ def prepare(
 ):
     """(checked config, results directory) of a run, before anything is written.
 
-    ``config_or_name``: a TOML path, the name of a shipped config (``qunlearn configs``), or a
-    config object (e.g. ``dataclasses.replace`` of a loaded one; then no overrides, tiny or
+    ``config_or_name``: a TOML path, the name of a shipped config (``qunlearn configs``), a
+    dict of what such a file holds (``{"experiment": "noise_sweep", "models": {...}, ...}``), or
+    a config object (e.g. ``dataclasses.replace`` of a loaded one; then no overrides, tiny or
     models). ``out`` defaults to ``results/<name>`` (``results/<name>-tiny`` with ``tiny``)."""
-    from qunlearn.experiments.config import CONFIG_TYPES, check, load_config
+    from qunlearn.experiments.config import CONFIG_TYPES, check, config_from_data, load_config
 
     if isinstance(overrides, str):
         overrides = [overrides]
@@ -61,10 +62,15 @@ def prepare(
         check(config)
     elif isinstance(config_or_name, str | os.PathLike):
         config = load_config(config_or_name, overrides, tiny=tiny, models=models)
+    elif isinstance(config_or_name, Mapping):
+        config = config_from_data(
+            dict(config_or_name), "the config dict", overrides, tiny=tiny, models=models
+        )
     else:
         raise QunlearnError(
             f"cannot run a {type(config_or_name).__name__}: pass a config file, the name of a "
-            "shipped config (qunlearn.configs() lists them) or a config object"
+            "shipped config (qunlearn.configs() lists them), a dict of a config file's keys or a "
+            "config object"
         )
     if out is None:
         out = Path("results") / (f"{config.name}-tiny" if tiny else config.name)

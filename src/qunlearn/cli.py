@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=cache,
         help="embed a training set in 2-D, marking clean, label-flipped and randomised samples",
     )
-    p.add_argument("name", help="mnist or xxz")
+    p.add_argument(
+        "name", help="a data set, as for `qunlearn data` (e.g. mnist, xxz, mypkg.data:load)"
+    )
     p.add_argument("--alpha", type=float, default=0.3, help="noise ratio (default 0.3)")
     p.add_argument("--method", default="pca", help="pca (default, fast) or tsne (perplexity 30)")
     p.add_argument("--out", default=None, help="figure file, .png/.pdf/.svg")

@@ -29,7 +29,13 @@ from qunlearn.errors import QunlearnError, first_line
 from qunlearn.models import Model, call_factory
 from qunlearn.models.mlp import mlp
 from qunlearn.noise import check_poisoned, flip_labels
-from qunlearn.unlearn import RESERVED, check_method_value, make_split, make_unlearn
+from qunlearn.unlearn import (
+    RESERVED,
+    check_method_options,
+    check_method_value,
+    make_split,
+    make_unlearn,
+)
 
 __all__ = ["ContractError", "check_dataset", "check_method", "check_model", "check_noise"]
 
@@ -246,27 +252,33 @@ def check_model(
 # --- unlearning methods ----------------------------------------------------------------------
 
 
-def _method_case():
-    """A tiny poisoned task and model: 16 class-sorted examples of 4 features, 4 labels flipped,
-    an MLP teacher. What :func:`check_method` runs a method on."""
-    n, dim = 16, 4
+def _method_case(n_classes: int = 2):
+    """A tiny poisoned task and model: 8 class-sorted examples of 4 features per class, a quarter
+    of the labels flipped, an MLP teacher with ``n_classes`` outputs (one probability for two).
+    What :func:`check_method` runs a method on."""
+    n, dim = 8 * n_classes, 4
     x = _example(jax.random.PRNGKey(10), dim, False, n=n)
-    y = jnp.repeat(jnp.arange(2), n // 2)
+    y = jnp.repeat(jnp.arange(n_classes), n // n_classes)
     _, y_noisy, mask = flip_labels(jax.random.PRNGKey(11), x, y, 0.25)
     split = make_split(x, y, y_noisy, mask, x, y, n_forget=int(mask.sum()))
-    init, apply = mlp(dim, False, hidden=(4,))
-    model = Model(init, apply, "mlp", {"hidden": (4,)})
+    init, apply = mlp(dim, False, hidden=(4,), n_classes=n_classes)
+    model = Model(init, apply, "mlp", {"hidden": (4,), "n_classes": n_classes})
     return model, split, model.init(jax.random.PRNGKey(12)), int(mask.sum())
 
 
 def check_method(
-    factory: Callable, *, options: dict | None = None, name: str | None = None
+    factory: Callable,
+    *,
+    options: dict | None = None,
+    name: str | None = None,
+    n_classes: int = 2,
 ) -> list[str]:
     """The method contract of ``factory(model, *, n_retain, n_forget, epochs, batch_size,
-    **options) -> Method``: its signature and :class:`~qunlearn.unlearn.Method`, then two epochs
-    on a tiny poisoned task through the training engine: the plan indexes the method's data,
-    ``start`` gives the model's params, the loss and params stay finite, and a fixed key gives
-    the same params twice."""
+    **options) -> Method``: its signature, the names in ``options``, and
+    :class:`~qunlearn.unlearn.Method`, then two epochs on a tiny poisoned task of ``n_classes``
+    classes through the training engine: the plan indexes the method's data, ``start`` gives the
+    model's params, the loss and params stay finite, and a fixed key gives the same params
+    twice. A method meant for multi-class data: check it with ``n_classes=3`` as well."""
     jax.config.update("jax_enable_x64", True)
     name = _name_of(factory, name)
     fail = _breach("unlearning method", name, "method")
@@ -278,7 +290,11 @@ def check_method(
             "wrong signature: a method factory is factory(model, *, n_retain, n_forget, epochs, "
             f"batch_size, **options); it lacks {missing or ['model']}"
         )
-    model, split, teacher, n_forget = _method_case()
+    try:  # option names, as a run checks them
+        check_method_options(name, factory, options or {})
+    except QunlearnError as err:
+        raise ContractError(str(err)) from None
+    model, split, teacher, n_forget = _method_case(n_classes)
     n_retain, epochs = len(split["y_train_true"]) - n_forget, 2
     method = _call(
         fail,

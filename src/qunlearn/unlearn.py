@@ -996,12 +996,9 @@ def method_defaults(name: str) -> dict:
 RESERVED = ("n_retain", "n_forget", "epochs", "batch_size")  # from the model's unlearn_* settings
 
 
-def make_method(
-    name: str, model, *, n_retain: int, n_forget: int, epochs: int, batch_size: int, **options
-) -> Method:
-    """``METHODS[name](...)`` with one-line errors for unknown names and options, and for a
-    user's method that raises or returns something other than a :class:`Method`."""
-    factory = METHODS.resolve(name)
+def check_method_options(name: str, factory: Callable, options: dict) -> None:
+    """A method factory's keyword arguments (``RESERVED``, then its own) and the names of
+    ``options`` against them, before it is called: one line each."""
     named, takes_any = keyword_options(factory, 1)
     options_of = [p for p in named if p not in RESERVED]
     missing = [p for p in RESERVED if p not in named]
@@ -1016,6 +1013,15 @@ def make_method(
                 f"unlearning method {name!r} has no option {option!r}"
                 f"{did_you_mean(option, options_of)}: its options are {options_of}"
             )
+
+
+def make_method(
+    name: str, model, *, n_retain: int, n_forget: int, epochs: int, batch_size: int, **options
+) -> Method:
+    """``METHODS[name](...)`` with one-line errors for unknown names and options, and for a
+    user's method that raises or returns something other than a :class:`Method`."""
+    factory = METHODS.resolve(name)
+    check_method_options(name, factory, options)
     built = f"unlearning method {name!r} failed to build with options {options}"
     with user_code(f"unlearning method {name!r}", built):
         method = factory(

@@ -110,6 +110,12 @@ def check_loaded(name: str, dataset) -> None:
     if dataset.x_train.shape[1] != dataset.x_val.shape[1]:
         fail(f"x_train has {dataset.x_train.shape[1]} features, x_val {dataset.x_val.shape[1]}")
     y, n, c = np.asarray(dataset.y_train), len(dataset.y_train), n_classes(dataset)
+    labels = sorted(int(v) for v in np.unique(y))
+    if labels != list(range(c)):  # numbered from 1, or a class skipped: say that, not "sort it"
+        shift = " (here: subtract 1)" if labels == list(range(1, c)) else ""
+        fail(
+            f"the training labels are {labels}: number the classes 0..C-1 with none left out{shift}"
+        )
     if n % c or np.any(y != np.repeat(np.arange(c), n // c)):
         fail(
             f"the training split is not class-sorted in equal blocks (N = {n}, {c} classes: the "
@@ -205,6 +211,8 @@ def describe(dataset: Dataset) -> str:
             f"{split:<8} {len(y)} samples ({per_label}), x {x.shape} {x.dtype}, y {y.dtype}"
         )
     source = info.get("source", {})
+    if not isinstance(source, dict):  # a user's loader may describe its source in any JSON
+        source = {"kind": source}
     lines.append(
         f"source   {source.get('kind', '?')}" + (f" {source['path']}" if "path" in source else "")
     )

@@ -27,10 +27,12 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A binary classification data set, class-sorted (all label 0, then all label 1).
+    """A classification data set of C classes (C = 2: binary), class-sorted in equal blocks (all
+    label 0, then as many label 1, ...; :func:`qunlearn.data.check_loaded` is the contract).
 
     ``x_*``: (N, D) float64 (MNIST, D = 1024) or complex128 (XXZ, D = 2**n_spins); ``y_*``: (N,)
-    int32 in {0, 1}. ``info`` is JSON-serialisable: source, checksums, parameters, cache path.
+    int32 in 0..C-1. ``info`` is a JSON-serialisable dict: source, checksums, parameters, cache
+    path.
     """
 
     name: str

@@ -7,6 +7,7 @@ A ``[tiny]`` table of dotted overrides is applied by ``--tiny`` (smoke runs).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -687,12 +688,15 @@ def _check_unlearning(config) -> None:
         )
     if not config.methods and not sweep:
         raise QunlearnError("nothing to run: list `methods` or add a [sweep] table")
-    known = set(config.methods) | set(sweep) | set(METHODS)  # unused options are fine
+    # unused options are fine, an unlisted alias (a table with `method`) too: a command line
+    # that narrows `methods` keeps the config's other definitions; any other name is a typo
+    aliases = {n for n, o in config.method_options.items() if isinstance(o, dict) and "method" in o}
+    known = set(config.methods) | set(sweep) | set(METHODS) | aliases
     for name in config.method_options:
         if name not in known:
             raise QunlearnError(
-                f"method_options.{name}{did_you_mean(name, known)} names no "
-                f"method in `methods`, [sweep] or {sorted(METHODS)}"
+                f"method_options.{name}{did_you_mean(name, known)} names no method in "
+                f"`methods`, [sweep] or {sorted(METHODS)}: fix the name or drop the table"
             )
     for name, axes in sweep.items():
         if (
@@ -750,10 +754,12 @@ def resolve_noise(noise_options: dict, name: str) -> tuple[str, dict]:
 
 
 def _check_noises(config) -> None:
+    aliases = {n for n, o in config.noise_options.items() if isinstance(o, dict) and "noise" in o}
+    known = set(config.noises) | set(NOISE) | aliases  # as for methods
     for name, options in config.noise_options.items():
-        if name not in config.noises:
+        if name not in known:
             raise QunlearnError(
-                f"noise_options.{name}{did_you_mean(name, config.noises)} names no noise in "
+                f"noise_options.{name}{did_you_mean(name, known)} names no noise in "
                 f"`noises` {list(config.noises)}: add it there or drop the table"
             )
         if not isinstance(options, dict):
@@ -919,11 +925,23 @@ def load_config(path: str | os.PathLike, overrides=(), *, tiny: bool = False, mo
         raise QunlearnError(f"config {file} is not UTF-8 text: pass a .toml file") from None
     except OSError as err:
         raise QunlearnError(f"cannot read config {file}: {err.strerror}; check the path") from None
+    return config_from_data(data, f"config {file}", overrides, tiny=tiny, models=models)
+
+
+def config_from_data(
+    data: dict, source: str = "the config", overrides=(), *, tiny: bool = False, models=None
+):
+    """:func:`load_config` of a TOML file's content already read (a dict of its keys and
+    tables, as a notebook may write it); ``source`` names it in errors. ``data`` is not
+    changed."""
+    data = copy.deepcopy(data)
     tiny_table = data.pop("tiny", {})
     if tiny and not tiny_table:
-        raise QunlearnError(f"config {file} has no [tiny] table: add one or drop --tiny")
+        raise QunlearnError(
+            f"{source} has no [tiny] table: add one, or drop --tiny (tiny=True in Python)"
+        )
     if not isinstance(tiny_table, dict):
-        raise QunlearnError(f"config {file}: tiny must be a table of dotted overrides")
+        raise QunlearnError(f"{source}: tiny must be a table of dotted overrides")
     for dotted, value in tiny_table.items() if tiny else ():
         apply_override(data, dotted, value)
     given: dict[str, str] = {}
@@ -943,12 +961,12 @@ def load_config(path: str | os.PathLike, overrides=(), *, tiny: bool = False, mo
         raise _wrong_type("config.experiment", "string", kind)
     if kind is None:
         raise QunlearnError(
-            f'config {file} has no experiment key: start it with experiment = "noise_sweep" '
+            f'{source} has no experiment key: start it with experiment = "noise_sweep" '
             f"(or one of {sorted(CONFIG_TYPES)})"
         )
     if kind not in CONFIG_TYPES:
         raise QunlearnError(
-            f"config {file}: experiment = {kind!r}{did_you_mean(str(kind), CONFIG_TYPES)} is not "
+            f"{source}: experiment = {kind!r}{did_you_mean(str(kind), CONFIG_TYPES)} is not "
             f"one of {sorted(CONFIG_TYPES)}"
         )
     return build(CONFIG_TYPES[kind], data)

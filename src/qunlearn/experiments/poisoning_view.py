@@ -27,12 +27,14 @@ TSNE_ITERATIONS = 1000
 @dataclass(frozen=True)
 class PoisonedView:
     """2-D coordinates of one cell's poisonings. ``clean_xy`` (N, 2): the training set as given;
-    ``labels`` (N,) the clean labels; ``flipped`` (N,) bool, the label-flip mask; ``random_xy``
-    (n, 2): the feature-randomised replacements of the rows ``randomised`` (N,) bool marks."""
+    ``labels`` (N,) the clean labels; ``flipped`` (N,) bool, the label-flip mask; ``given`` (N,)
+    the labels after flipping (another class for each flipped row); ``random_xy`` (n, 2): the
+    feature-randomised replacements of the rows ``randomised`` (N,) bool marks."""
 
     clean_xy: np.ndarray
     labels: np.ndarray
     flipped: np.ndarray
+    given: np.ndarray
     random_xy: np.ndarray
     randomised: np.ndarray
     method: str
@@ -49,14 +51,15 @@ def check_view_options(alpha: float, method: str, run: int, seed: int) -> None:
 
 
 def poisoned_masks(dataset, alpha: float, *, seed: int = 0, model: str = "mlp", run: int = 0):
-    """(flip mask, randomised features (N, D), randomised mask) of run ``run`` of the sweep's
-    cells (dataset, ``model``, label_flip / feature_randomization, ``alpha``) under ``seed``."""
+    """(flip mask, labels after flipping, randomised features (N, D), randomised mask) of run
+    ``run`` of the sweep's cells (dataset, ``model``, label_flip / feature_randomization,
+    ``alpha``) under ``seed``."""
     root = jax.random.PRNGKey(seed)
     out = {}
     for noise in ("label_flip", "feature_randomization"):
         cell = stable_key(root, dataset.name, model, noise, f"{alpha:.6f}")
         key = run_keys(cell, run + 1)[run : run + 1, 0]  # the poisoning key of that run
-        x, _, mask = poison_runs(
+        x, y, mask = poison_runs(
             noise,
             key,
             dataset.x_train,
@@ -64,8 +67,9 @@ def poisoned_masks(dataset, alpha: float, *, seed: int = 0, model: str = "mlp", 
             float(alpha),
             raw_dim=dataset.info.get("raw_dim"),
         )
-        out[noise] = (np.asarray(x[0]), np.asarray(mask[0]))
-    return out["label_flip"][1], out["feature_randomization"][0], out["feature_randomization"][1]
+        out[noise] = (np.asarray(x[0]), np.asarray(y[0]), np.asarray(mask[0]))
+    (_, given, flipped), (x_random, _, randomised) = out["label_flip"], out["feature_randomization"]
+    return flipped, given, x_random, randomised
 
 
 def embed(points: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -91,7 +95,9 @@ def poisoned_view(
 ) -> PoisonedView:
     """Embed ``dataset``'s training set and the sweep's poisonings of it at ``alpha``."""
     check_view_options(alpha, method, run, seed)
-    flipped, x_random, randomised = poisoned_masks(dataset, alpha, seed=seed, model=model, run=run)
+    flipped, given, x_random, randomised = poisoned_masks(
+        dataset, alpha, seed=seed, model=model, run=run
+    )
     clean = features(np.asarray(dataset.x_train), "realified")
     replaced = features(x_random[randomised], "realified")
     xy = embed(np.concatenate([clean, replaced]).astype(np.float64), method, seed)
@@ -99,6 +105,7 @@ def poisoned_view(
         clean_xy=xy[: len(clean)],
         labels=np.asarray(dataset.y_train),
         flipped=flipped,
+        given=given,
         random_xy=xy[len(clean) :],
         randomised=randomised,
         method=method,

@@ -58,12 +58,15 @@ def run(
     progress = progress if isinstance(progress, Progress) else Progress(progress)
     plan = EXPERIMENTS[config.experiment](config, cache_dir=cache_dir, progress=progress)
     resolved = to_dict(config)
+    members = members_used(config)
+    if executor is not None and not isinstance(executor, InProcess):
+        check_workers_can_import(members)
     with locked(out, command=command):
         store = ResultStore(
             out,
             config=resolved,
             config_hash=config_hash(config),
-            meta={**environment(resolved), "data": plan.data, "members": members_used(config)},
+            meta={**environment(resolved), "data": plan.data, "members": members},
         )
         run_cells(
             store,
@@ -74,6 +77,30 @@ def run(
             executor=executor,
         )
     return store
+
+
+def check_workers_can_import(members: dict) -> None:
+    """Workers in other processes (Dask) find a member by importing its reference or entry
+    point; a name registered in this process does not exist there. Refused here, before ``out``
+    is touched, instead of by the first cell on a worker after the manifest is written."""
+    entries = [("dataset", members["dataset"])] + [
+        (f"{family}.{name}", member)
+        for family in ("models", "methods", "noises")
+        for name, member in members.get(family, {}).items()
+    ]
+    for where, member in entries:
+        if member["source"] != "registered":
+            continue
+        reference = member["reference"]
+        fix = (
+            f"name it by its reference '{reference}' instead (or offer it through an entry point)"
+            if not reference.startswith("__main__:")
+            else "move it into an importable module and name it by reference 'module:callable'"
+        )
+        raise QunlearnError(
+            f"{where}: '{member['name']}' is registered in this process only, and the workers, "
+            f"other processes, cannot see it: {fix}"
+        )
 
 
 def members_used(config) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from qunlearn.plotting.style import CLASS_COLORS, figure_file, new_figure, save
+from qunlearn.plotting.style import class_colors, figure_file, new_figure, save
 
 AXIS_NAMES = {"pca": ("PC 1", "PC 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
 
@@ -21,32 +21,31 @@ def plot_poisoning(view, path: str | os.PathLike, *, title: str = "") -> list[Pa
 
 def draw_poisoning(view, *, title: str = "") -> Figure:
     """Two panels on one embedding (``view``: an experiments.poisoning_view.PoisonedView).
-    Left, label flipping: every training sample, coloured by its clean label; flipped ones drawn
-    as crosses in the colour of the label they were given. Right, feature randomisation: the
-    samples kept (coloured by label) and the replacements (black triangles, coloured edge = their
-    label)."""
+    Left, label flipping: every training sample, coloured by its clean label (C classes); flipped
+    ones drawn as crosses in the colour of the label they were given. Right, feature
+    randomisation: the samples kept (coloured by label) and the replacements (black triangles,
+    coloured edge = their label)."""
     fig = new_figure(10.0, 4.4)
     left, right = fig.subplots(1, 2, sharex=True, sharey=True)
     xy, labels = view.clean_xy, view.labels
-    for label, color in enumerate(CLASS_COLORS):
+    colors = class_colors(int(labels.max()) + 1)
+    for label, color in enumerate(colors):
         keep = (labels == label) & ~view.flipped
         left.scatter(*xy[keep].T, s=9, color=color, alpha=0.45, lw=0, label=f"clean, label {label}")
-    for label in (0, 1):
-        flip = (labels == label) & view.flipped  # given label 1 - label
+    flips = zip(labels[view.flipped], view.given[view.flipped], strict=True)
+    pairs = sorted({(int(a), int(b)) for a, b in flips})
+    for label, given in pairs:  # each (clean -> given) pair: crosses in the given label's colour
+        flip = (labels == label) & (view.given == given) & view.flipped
         left.scatter(
-            *xy[flip].T,
-            s=28,
-            marker="x",
-            color=CLASS_COLORS[1 - label],
-            lw=1.2,
-            label=f"flipped {label} -> {1 - label}",
-        )
+            *xy[flip].T, s=28, marker="x", color=colors[given], lw=1.2,
+            label=f"flipped {label} -> {given}",
+        )  # fmt: skip
     left.set_title(f"label flipping: {int(view.flipped.sum())} of {len(labels)} flipped")
-    for label, color in enumerate(CLASS_COLORS):
+    for label, color in enumerate(colors):
         keep = (labels == label) & ~view.randomised
         right.scatter(*xy[keep].T, s=9, color=color, alpha=0.45, lw=0, label=f"kept, label {label}")
     replaced_labels = labels[view.randomised]
-    for label, color in enumerate(CLASS_COLORS):
+    for label, color in enumerate(colors):
         pts = view.random_xy[replaced_labels == label]
         right.scatter(
             *pts.T,

@@ -48,6 +48,18 @@ ENSEMBLE_STYLE = {
     "teacher": ("no unlearning", "k"),
 }
 CLASS_COLORS = ("tab:blue", "tab:red")  # XXZ label 0 (XY), label 1 (Néel)
+
+
+def class_colors(n_classes: int) -> tuple[str, ...]:
+    """A colour per class: :data:`CLASS_COLORS` for two, else matplotlib's ten-colour cycle with
+    blue and red first (beyond ten classes the colours repeat)."""
+    if n_classes <= 2:
+        return CLASS_COLORS
+    rest = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+    cycle = (*CLASS_COLORS, *rest, "tab:olive", "tab:cyan")
+    return tuple(cycle[i % len(cycle)] for i in range(n_classes))
+
+
 # teacher snapshots (curvature figures): (legend label, colour, line style)
 TEACHER_STYLE = {
     "clean_teacher": ("before poisoning", "k", "--"),
