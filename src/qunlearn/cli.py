@@ -330,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="optional dotted overrides, e.g. runs=2 models.qnn.epochs=10",
     )
-    p.add_argument("--out", default=None, help="results directory (default results/<name>)")
+    p.add_argument(
+        "--out", default=None, help="results directory (default results/<name>, -tiny with --tiny)"
+    )
     p.add_argument("--tiny", action="store_true", help="apply the config's [tiny] smoke settings")
     p.add_argument(
         "--models",
