@@ -1003,6 +1003,12 @@ COUNT_CASES = [
         ["models.mlp.oracles = 8", "teachers x unlearn_seeds = 6", "oracles >= 12"],
     ),
     (
+        "evaluation-too-few-teachers-and-oracles-in-one-line",  # was two runs, one error each
+        "eval_fig3a_mnist",
+        ["models.mlp.teachers=2", "models.mlp.unlearn_seeds=2", "models.mlp.oracles=8"],
+        ["models.mlp.teachers = 2", "use 3 or more; and models.mlp.oracles = 8", "oracles >= 12"],
+    ),
+    (
         "evaluation-dataset-size-option",  # a TypeError traceback before (found by the fuzz)
         "eval_fig3a_mnist",
         ["dataset_options={n_per_class=5900}"],

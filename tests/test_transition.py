@@ -334,3 +334,14 @@ def test_a_curve_that_never_crosses_one_half_says_so_instead_of_a_width():
         "alpha_c digits mine swap: ours - (not comparable: the mean curve never crosses 0.5) "
         "(fit not comparable: the fitted curve never crosses 0.5), paper -"
     )
+
+
+def test_sweeps_of_a_users_data_set_with_other_options_get_other_sizes():
+    """The across table's size column: what the built-ins' keys say, else (a user's data set)
+    its options, so two sweeps of one data set with different options are told apart."""
+    from qunlearn.compare.across import data_size
+
+    assert data_size({"dataset_options": {"sep": 2.0, "n": 40}}, {}) == ("n=40, sep=2.0", None)
+    assert data_size({"dataset_options": {"sep": 1.0}}, {}) == ("sep=1.0", None)
+    assert data_size({"dataset_options": {"n_spins": 8}}, {}) == ("8 spins", 8)  # as before
+    assert data_size({}, {}) == ("", None)

@@ -79,7 +79,7 @@ def data_size(config: dict, data: dict) -> tuple[str, int | None]:
     """(a short label of a data set's size and variant, e.g. "12 spins, random phase", "3 vs 5,
     reference", "versicolor vs virginica, amplitude"; its spins or None), from the manifest's
     data block (``parameters``, ``classes``, ``encoding``, ``phase``), else the config's dataset
-    options."""
+    options (a data set none of those describe: its options, ``key=value``)."""
     params = config.get("dataset_options", {}) | data.get("parameters", {})
     parts = []
     if params.get("n_spins") is not None:
@@ -93,6 +93,9 @@ def data_size(config: dict, data: dict) -> tuple[str, int | None]:
     phase = data.get("phase") or params.get("phase")  # a global phase per state: MLPs see it
     if isinstance(phase, str):
         parts.append(f"{phase.split()[0]} phase")  # "random (PRNGKey(0))" -> random phase
+    if not parts:  # a user's data set: its options are what tells two sweeps of it apart
+        options = config.get("dataset_options", {})
+        parts = [f"{key}={json.dumps(options[key])}" for key in sorted(options)]
     n_spins = params.get("n_spins")
     return ", ".join(parts), n_spins if isinstance(n_spins, int) else None
 

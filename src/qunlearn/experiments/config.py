@@ -804,26 +804,26 @@ def _check_evaluation(config) -> None:
             f"{sorted(QNN_MODELS)}: drop {key} or add a QNN model table"
         )
     for name, spec in config.models.items():
-        if spec.teachers * spec.unlearn_seeds < 3:
-            raise QunlearnError(
-                f"models.{name}: teachers x unlearn_seeds = {spec.teachers * spec.unlearn_seeds} "
-                "models per method; the leave-one-out attack needs 3 or more: raise teachers or "
-                "unlearn_seeds"
+        # both sizes in one line: raising teachers alone would only reveal the oracles' bound
+        problems, teachers = [], spec.teachers
+        if teachers < 3:
+            problems.append(
+                f"models.{name}.teachers = {teachers}: the teachers are an ensemble too (no "
+                "unlearning), and the leave-one-out attack needs 3 or more models per method; "
+                "use 3 or more"
             )
-        if spec.teachers < 3:
-            raise QunlearnError(
-                f"models.{name}.teachers = {spec.teachers}: the teachers are an ensemble too "
-                "(no unlearning); use 3 or more"
-            )
-        group = spec.teachers * spec.unlearn_seeds
+            teachers = 3  # the oracles' bound below is the one the fixed config must meet
+        group = teachers * spec.unlearn_seeds  # >= 3, as unlearn_seeds >= 1
         if spec.oracles < 2 * group:
             # the null band draws T x U oracles posing as a group against the other K - T x U
             # (at least as many): fewer oracles would shrink that group below the real ones
-            raise QunlearnError(
+            problems.append(
                 f"models.{name}.oracles = {spec.oracles} is too few for the null band of "
                 f"teachers x unlearn_seeds = {group} models against as many other oracles: use "
                 f"oracles >= {2 * group} (or fewer teachers or unlearn_seeds)"
             )
+        if problems:
+            raise QunlearnError("; and ".join(problems))
 
 
 VALIDATE = {
