@@ -12,12 +12,11 @@ from qunlearn.compare.common import (
     _finite,
     _fmt,
     _write_compare_csv,
-    not_comparable,
     read_verified,
     sweep_rows,
 )
 from qunlearn.compare.paper import _full_hyper
-from qunlearn.compare.sweep import _interval, _transition, sweep_runs
+from qunlearn.compare.sweep import NO_CROSSING, _interval, _transition, sweep_runs
 from qunlearn.errors import QunlearnError
 
 ACROSS_FILES = ("across.csv", "across.json")
@@ -178,7 +177,7 @@ def format_across(rows: list[dict]) -> str:
             lines.append(start + r["fit_not_comparable"])
             continue
         if r.get("alpha_c") is None:
-            lines.append(start + not_comparable("the fitted curve never crosses 0.5"))
+            lines.append(start + NO_CROSSING)
             continue
         alpha, width = _value_interval(r, "alpha_c"), _value_interval(r, "width")
         notes = [r["interval_not_comparable"]] if "interval_not_comparable" in r else []

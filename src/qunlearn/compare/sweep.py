@@ -193,6 +193,10 @@ def critical_alphas(
     return out
 
 
+NO_CROSSING = not_comparable("the fitted curve never crosses 0.5")
+"""In place of α_c and width where a fit stays on one side of 0.5 (a poison a model shrugs off):
+its width and resolution would mean nothing."""
+
 READOUT_METRIC = re.compile(r"val_acc_(?:shots(?P<shots>\d+)|noise_(?P<noise>[a-z0-9_]+))$")
 
 
@@ -247,7 +251,7 @@ def format_readout_transitions(rows: list[dict]) -> str:
             lines.append(f"{head} fit {r['fit_not_comparable']}")
             continue
         if "alpha_c" in r and r["alpha_c"] is None:  # no crossing: no width either
-            lines.append(f"{head} fit {not_comparable('the fitted curve never crosses 0.5')}")
+            lines.append(f"{head} fit {NO_CROSSING}")
             continue
         lines.append(
             f"{head} alpha_c {_fmt(r.get('alpha_c'))}{_interval(r, 'alpha_c')}, width "
@@ -265,7 +269,7 @@ def format_critical(crit: list[dict]) -> str:
         if f"alpha_c_fit_{who}" not in c:
             return ""
         if c[f"alpha_c_fit_{who}"] is None:  # no crossing: its width and resolution mean nothing
-            return f" (fit {not_comparable('the fitted curve never crosses 0.5')})"
+            return f" (fit {NO_CROSSING})"
         ci = _interval(c, f"alpha_c_fit_{who}")
         if f"interval_{who}_not_comparable" in c:
             ci = f" [interval {c[f'interval_{who}_not_comparable']}]"

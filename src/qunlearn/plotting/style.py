@@ -47,17 +47,17 @@ ENSEMBLE_STYLE = {
     "oracle_null": ("oracles (attack null)", "0.55"),
     "teacher": ("no unlearning", "k"),
 }
-CLASS_COLORS = ("tab:blue", "tab:red")  # XXZ label 0 (XY), label 1 (Néel)
+# matplotlib's ten tableau colours, red moved second: two classes are blue and red everywhere
+CLASS_CYCLE = (
+    *("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple"),
+    *("tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"),
+)
+CLASS_COLORS = CLASS_CYCLE[:2]  # XXZ label 0 (XY), label 1 (Néel)
 
 
 def class_colors(n_classes: int) -> tuple[str, ...]:
-    """A colour per class: :data:`CLASS_COLORS` for two, else matplotlib's ten-colour cycle with
-    blue and red first (beyond ten classes the colours repeat)."""
-    if n_classes <= 2:
-        return CLASS_COLORS
-    rest = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
-    cycle = (*CLASS_COLORS, *rest, "tab:olive", "tab:cyan")
-    return tuple(cycle[i % len(cycle)] for i in range(n_classes))
+    """A colour per class, at least two (beyond ten classes the colours repeat)."""
+    return tuple(CLASS_CYCLE[i % len(CLASS_CYCLE)] for i in range(max(n_classes, 2)))
 
 
 # teacher snapshots (curvature figures): (legend label, colour, line style)
